@@ -1,0 +1,187 @@
+//! cdc-connector: PostgreSQL logical replication (pgoutput) to Kafka `topic_cdc_changes`, as
+//! Avro `CDCChange` records in the Confluent wire format. A WAL position is confirmed to
+//! PostgreSQL only after Kafka acknowledged every record before it, so no change is ever lost.
+
+mod changes;
+mod record;
+mod session;
+mod sink;
+mod source;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use clap::Parser;
+use platform::{avro::RegisteredSchema, kafka, registry::RegistryClient, telemetry, topics};
+
+use crate::{
+    session::{SessionConfig, SessionError},
+    source::{PgTarget, SourceSettings},
+};
+
+#[derive(Parser, Debug)]
+#[command(version, about = "Stream PostgreSQL changes (pgoutput) to Kafka as Avro CDCChange records")]
+struct Args {
+    /// TOML file with defaults for any option below; keys are the long option names
+    /// (e.g. `pg-url = "postgres://..."`). Flags and environment variables override it.
+    #[arg(long, env = "CDC_CONFIG")]
+    config: Option<std::path::PathBuf>,
+    /// PostgreSQL URL; the role needs the REPLICATION attribute (and CREATE on the database if
+    /// the publication does not exist yet).
+    #[arg(long, env = "CDC_PG_URL", default_value = "postgres://postgres@127.0.0.1:5432/travel")]
+    pg_url: String,
+    /// Logical replication slot the connector owns; created if missing. Its confirmed position
+    /// is where a restart resumes.
+    #[arg(long, env = "CDC_SLOT_NAME", default_value = "cdc_connector")]
+    slot_name: String,
+    /// Publication to stream; created for --tables if missing.
+    #[arg(long, env = "CDC_PUBLICATION_NAME", default_value = "cdc_publication")]
+    publication_name: String,
+    /// Tables (schema.table, comma-separated) for the publication when the connector creates it.
+    #[arg(long, env = "CDC_TABLES", value_delimiter = ',', default_value = "public.users,public.bookings,public.payments")]
+    tables: Vec<String>,
+    /// Kafka bootstrap servers, comma-separated host:port.
+    #[arg(long, env = "CDC_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    kafka_brokers: String,
+    /// Base URL of the Confluent-compatible schema registry.
+    #[arg(long, env = "CDC_SCHEMA_REGISTRY_URL", default_value = "http://127.0.0.1:8081")]
+    schema_registry_url: String,
+    /// Topic the change records go to.
+    #[arg(long, env = "CDC_TOPIC", default_value = topics::CDC_CHANGES.name)]
+    topic: String,
+    /// Address of the HTTP server for /metrics (Prometheus) and /health.
+    #[arg(long, env = "CDC_LISTEN", default_value = "127.0.0.1:9464")]
+    listen: SocketAddr,
+    /// Seconds between standby status updates to PostgreSQL (they confirm acknowledged positions).
+    #[arg(long, env = "CDC_STATUS_INTERVAL_SECS", default_value_t = 10)]
+    status_interval_secs: u64,
+    /// Seconds between heartbeat messages written to the source, so that an idle database does
+    /// not pin WAL; 0 disables them.
+    #[arg(long, env = "CDC_HEARTBEAT_INTERVAL_SECS", default_value_t = 30)]
+    heartbeat_interval_secs: u64,
+    /// Prefix of the heartbeat logical-decoding messages (they are not published).
+    #[arg(long, env = "CDC_HEARTBEAT_PREFIX", default_value = "cdc_connector.heartbeat")]
+    heartbeat_prefix: String,
+    /// How long a record may wait for the broker before the session restarts from the last
+    /// acknowledged position; 0 waits forever (the slot is not advanced meanwhile).
+    #[arg(long, env = "CDC_KAFKA_MESSAGE_TIMEOUT_MS", default_value_t = 0)]
+    kafka_message_timeout_ms: u64,
+    /// Longest pause between retries after a retryable error (unreachable database or broker).
+    #[arg(long, env = "CDC_MAX_RETRY_BACKOFF_SECS", default_value_t = 30)]
+    max_retry_backoff_secs: u64,
+}
+
+pub fn unix_micros_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    telemetry::init_tracing();
+    let args: Args = platform::config::load("CDC_CONFIG")?;
+    let health = telemetry::Health::default();
+    health.set(false, "starting");
+    let prometheus = telemetry::install_prometheus()?;
+    telemetry::serve(args.listen, telemetry::router(prometheus, health.clone()))
+        .await
+        .context("--listen")?;
+
+    let target = PgTarget::parse(&args.pg_url, "cdc-connector")?;
+    let max_backoff = Duration::from_secs(args.max_retry_backoff_secs.max(1));
+    let schema = retry("registering the CDCChange schema", max_backoff, &health, || register_schema(&args)).await?;
+    retry("provisioning Kafka topics", max_backoff, &health, || async {
+        kafka::provision_topics(&args.kafka_brokers, topics::ALL)
+            .await
+            .map_err(|e| if e.is_retryable() { SessionError::Indefinite(e.to_string()) } else { SessionError::Definite(e.to_string()) })
+    })
+    .await?;
+    let producer = Arc::new(
+        kafka::producer(&args.kafka_brokers, "cdc-connector", Duration::from_millis(args.kafka_message_timeout_ms))
+            .context("cannot create the Kafka producer")?,
+    );
+    let config = SessionConfig {
+        target,
+        source: SourceSettings {
+            slot_name: args.slot_name.clone(),
+            publication_name: args.publication_name.clone(),
+            tables: args.tables.clone(),
+        },
+        topic: args.topic.clone(),
+        status_interval: Duration::from_secs(args.status_interval_secs.max(1)),
+        heartbeat_interval: Duration::from_secs(if args.heartbeat_interval_secs == 0 { u64::MAX / 4 } else { args.heartbeat_interval_secs }),
+        heartbeat_prefix: args.heartbeat_prefix.clone(),
+    };
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    let streaming = retry("streaming changes", max_backoff, &health, || session::run(&config, producer.clone(), &schema, &health));
+    tokio::select! {
+        result = streaming => result.map_err(anyhow::Error::from),
+        () = &mut shutdown => {
+            // Records already handed to the producer get a chance to land; whatever does not is
+            // replayed from the slot next time, since its position was never confirmed.
+            tracing::info!("shutting down");
+            let producer = producer.clone();
+            tokio::task::spawn_blocking(move || rdkafka::producer::Producer::flush(&*producer, Duration::from_secs(10))).await.ok();
+            Ok(())
+        }
+    }
+}
+
+async fn register_schema(args: &Args) -> Result<RegisteredSchema, SessionError> {
+    let schema = record::cdc_change_schema().map_err(|e| SessionError::Definite(format!("schemas/CDCChange.avsc is not valid Avro: {e}")))?;
+    let registry = RegistryClient::new(&args.schema_registry_url);
+    let subject = platform::registry::value_subject(&args.topic);
+    match registry.register(&subject, &schema).await {
+        Ok(id) => {
+            tracing::info!(subject, id, "registered the CDCChange schema");
+            Ok(RegisteredSchema { id, schema })
+        }
+        Err(e) if e.is_retryable() => Err(SessionError::Indefinite(e.to_string())),
+        Err(e) => Err(SessionError::Definite(e.to_string())),
+    }
+}
+
+/// Retries `attempt` with exponential backoff while it fails indefinitely; a definite error ends
+/// the process with that error.
+async fn retry<T, F, Fut>(what: &str, max_backoff: Duration, health: &telemetry::Health, mut attempt: F) -> Result<T, SessionError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, SessionError>>,
+{
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let started = tokio::time::Instant::now();
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(SessionError::Definite(message)) => {
+                tracing::error!("{what} failed and retrying cannot help: {message}");
+                health.set(false, format!("stopped: {message}"));
+                return Err(SessionError::Definite(format!("{what}: {message}")));
+            }
+            Err(SessionError::Indefinite(message)) => {
+                metrics::counter!("cdc_errors_total", "kind" => "retryable").increment(1);
+                if started.elapsed() > Duration::from_secs(60) {
+                    backoff = Duration::from_millis(250);
+                }
+                tracing::warn!("{what} failed, retrying in {backoff:?}: {message}");
+                health.set(false, format!("retrying: {message}"));
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(max_backoff);
+            }
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(signal) => signal,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}

@@ -1,0 +1,179 @@
+//! Start-up checks and idempotent setup over an ordinary SQL connection.
+
+use pgoutput::copy::{Lsn, parse_lsn};
+use tokio_postgres::{Client, NoTls};
+
+use super::{PgTarget, SourceError, replication::ReplicationConnection};
+
+pub struct SourceSettings {
+    pub slot_name: String,
+    pub publication_name: String,
+    /// Tables for a publication the connector creates itself (`schema.table`).
+    pub tables: Vec<String>,
+}
+
+pub struct PreparedSource {
+    pub server_version_num: i32,
+    /// Where streaming resumes: everything before it was acknowledged by Kafka.
+    pub confirmed_flush_lsn: Lsn,
+    pub slot_created: bool,
+}
+
+pub async fn connect(target: &PgTarget) -> Result<Client, SourceError> {
+    let (client, connection) = tokio_postgres::connect(&target.url, NoTls)
+        .await
+        .map_err(|e| SourceError::from_postgres("connecting", target, e))?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "SQL connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// Checks that logical replication can work and creates the publication and slot if missing.
+pub async fn prepare(target: &PgTarget, settings: &SourceSettings) -> Result<PreparedSource, SourceError> {
+    let client = connect(target).await?;
+    let query = |context: &'static str, sql: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .query_one(sql, &[])
+                .await
+                .map_err(|e| SourceError::from_postgres(context, target, e))
+        }
+    };
+    let wal_level: String = query("checking wal_level", "SHOW wal_level").await?.get(0);
+    if wal_level != "logical" {
+        return Err(SourceError::Definite {
+            context: "checking wal_level".into(),
+            message: format!(
+                "wal_level is '{wal_level}', logical replication needs 'logical': set wal_level = logical in postgresql.conf and restart PostgreSQL"
+            ),
+        });
+    }
+    let can_replicate: bool = query(
+        "checking privileges",
+        "SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user",
+    )
+    .await?
+    .get(0);
+    if !can_replicate {
+        return Err(SourceError::Definite {
+            context: "checking privileges".into(),
+            message: format!(
+                "role {} lacks the REPLICATION attribute: ALTER ROLE {} REPLICATION",
+                target.user, target.user
+            ),
+        });
+    }
+    let server_version_num: i32 = query("reading server version", "SELECT current_setting('server_version_num')::int")
+        .await?
+        .get(0);
+    ensure_publication(&client, target, settings).await?;
+    let (confirmed_flush_lsn, slot_created) = ensure_slot(&client, target, settings).await?;
+    Ok(PreparedSource {
+        server_version_num,
+        confirmed_flush_lsn,
+        slot_created,
+    })
+}
+
+async fn ensure_publication(client: &Client, target: &PgTarget, settings: &SourceSettings) -> Result<(), SourceError> {
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&settings.publication_name])
+        .await
+        .map_err(|e| SourceError::from_postgres("looking up the publication", target, e))?
+        .is_some();
+    if exists {
+        return Ok(());
+    }
+    let tables = settings
+        .tables
+        .iter()
+        .map(|table| match table.split_once('.') {
+            Some((schema, name)) => format!("{}.{}", quote_ident(schema), quote_ident(name)),
+            None => quote_ident(table),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "CREATE PUBLICATION {} FOR TABLE {tables}",
+        quote_ident(&settings.publication_name)
+    );
+    client.batch_execute(&sql).await.map_err(|e| {
+        let error = SourceError::from_postgres("creating the publication", target, e);
+        match error {
+            SourceError::Definite { context, message } => SourceError::Definite {
+                context,
+                message: format!("{message}; a table owner can create it: {sql}"),
+            },
+            other => other,
+        }
+    })?;
+    tracing::info!(publication = settings.publication_name, tables, "created publication");
+    Ok(())
+}
+
+async fn ensure_slot(client: &Client, target: &PgTarget, settings: &SourceSettings) -> Result<(Lsn, bool), SourceError> {
+    let slot = client
+        .query_opt(
+            "SELECT plugin, database, active_pid, confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+            &[&settings.slot_name],
+        )
+        .await
+        .map_err(|e| SourceError::from_postgres("looking up the replication slot", target, e))?;
+    let definite = |message: String| SourceError::Definite {
+        context: format!("replication slot {}", settings.slot_name),
+        message,
+    };
+    if let Some(row) = slot {
+        let plugin: Option<String> = row.get(0);
+        let database: Option<String> = row.get(1);
+        let active_pid: Option<i32> = row.get(2);
+        let confirmed: Option<String> = row.get(3);
+        if plugin.as_deref() != Some("pgoutput") {
+            return Err(definite(format!("it uses plugin {plugin:?}, not pgoutput; drop it or choose another --slot-name")));
+        }
+        if database.as_deref() != Some(target.database.as_str()) {
+            return Err(definite(format!("it belongs to database {database:?}, not {}", target.database)));
+        }
+        if let Some(pid) = active_pid {
+            return Err(SourceError::SlotInUse { slot: settings.slot_name.clone(), pid });
+        }
+        let confirmed = confirmed.ok_or_else(|| definite("it has no confirmed position".into()))?;
+        let lsn = parse_lsn(&confirmed).map_err(|e| definite(format!("bad confirmed_flush_lsn {confirmed}: {e}")))?;
+        return Ok((lsn, false));
+    }
+    let mut replication = ReplicationConnection::connect(target).await?;
+    let rows = replication
+        .simple_query(&format!(
+            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput NOEXPORT_SNAPSHOT",
+            quote_ident(&settings.slot_name)
+        ))
+        .await?;
+    let consistent_point = rows
+        .first()
+        .and_then(|row| row.get(1).cloned().flatten())
+        .ok_or_else(|| definite("CREATE_REPLICATION_SLOT returned no consistent point".into()))?;
+    let lsn = parse_lsn(&consistent_point).map_err(|e| definite(format!("bad consistent point {consistent_point}: {e}")))?;
+    tracing::info!(slot = settings.slot_name, consistent_point, "created replication slot");
+    Ok((lsn, true))
+}
+
+/// Writes a non-transactional logical message so the slot sees WAL (and can advance) even when
+/// the captured tables are idle while other databases write.
+pub async fn emit_heartbeat(client: &Client, prefix: &str) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute("SELECT pg_logical_emit_message(false, $1, '')", &[&prefix])
+        .await
+        .map(|_| ())
+}
+
+pub fn quote_ident(identifier: &str) -> String {
+    format!("\"{}\"", identifier.replace('"', "\"\""))
+}
+
+pub fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}

@@ -1,0 +1,21 @@
+//! A pure decoder for PostgreSQL logical replication with the `pgoutput`
+//! plugin: bytes in, typed values out. No I/O, no async.
+//!
+//! - [`copy`]: the streaming replication messages inside CopyData (XLogData,
+//!   keepalive, standby status update), LSNs and the PostgreSQL epoch.
+//! - [`message`]: the pgoutput protocol (versions 1 to 4) carried by XLogData.
+//! - [`row`]: tuples turned into named, typed column values using the
+//!   relation description.
+//! - [`error`]: the one error type, [`DecodeError`].
+//!
+//! Malformed input of any kind yields a [`DecodeError`]; nothing here panics on
+//! input or allocates more than the input could actually hold.
+
+pub mod copy;
+pub mod error;
+pub mod message;
+mod reader;
+pub mod row;
+mod temporal;
+
+pub use error::DecodeError;

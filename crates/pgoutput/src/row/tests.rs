@@ -1,0 +1,351 @@
+use super::*;
+use crate::message::{Column, ReplicaIdentity};
+
+const INT4: u32 = 23;
+const TEXT: u32 = 25;
+
+fn typed(type_id: u32, text: &str) -> Result<TypedValue, DecodeError> {
+    typed_value(type_id, text.as_bytes(), &TypeNames::new())
+}
+
+fn ok(type_id: u32, text: &str) -> TypedValue {
+    typed(type_id, text).unwrap_or_else(|error| panic!("{text:?}: {error}"))
+}
+
+fn users_relation() -> Relation {
+    let column = |name: &str, type_id, is_key| Column {
+        is_key,
+        name: name.into(),
+        type_id,
+        type_modifier: -1,
+    };
+    Relation {
+        id: 16_384,
+        namespace: "public".into(),
+        name: "users".into(),
+        replica_identity: ReplicaIdentity::Default,
+        columns: vec![
+            column("id", INT4, true),
+            column("name", TEXT, false),
+            column("bio", TEXT, false),
+        ],
+    }
+}
+
+fn text(value: &str) -> TupleValue {
+    TupleValue::Text(value.as_bytes().to_vec())
+}
+
+#[test]
+fn new_tuple_maps_every_value_kind() {
+    let tuple = TupleData(vec![
+        text("7"),
+        TupleValue::Null,
+        TupleValue::UnchangedToast,
+    ]);
+    assert_eq!(
+        decode_tuple(&users_relation(), &tuple, false, &TypeNames::new()).unwrap(),
+        vec![
+            ("id".to_owned(), ColumnValue::Value(TypedValue::Int(7))),
+            ("name".to_owned(), ColumnValue::Null),
+            ("bio".to_owned(), ColumnValue::UnchangedToast),
+        ]
+    );
+}
+
+#[test]
+fn key_tuple_marks_non_key_nulls_as_not_in_replica_identity() {
+    let tuple = TupleData(vec![text("7"), TupleValue::Null, TupleValue::Null]);
+    assert_eq!(
+        decode_tuple(&users_relation(), &tuple, true, &TypeNames::new()).unwrap(),
+        vec![
+            ("id".to_owned(), ColumnValue::Value(TypedValue::Int(7))),
+            ("name".to_owned(), ColumnValue::NotInReplicaIdentity),
+            ("bio".to_owned(), ColumnValue::NotInReplicaIdentity),
+        ]
+    );
+}
+
+#[test]
+fn key_tuple_keeps_real_null_in_key_column_and_unchanged_toast() {
+    let mut relation = users_relation();
+    relation.columns[1].is_key = true;
+    let tuple = TupleData(vec![
+        text("7"),
+        TupleValue::Null,
+        TupleValue::UnchangedToast,
+    ]);
+    assert_eq!(
+        decode_tuple(&relation, &tuple, true, &TypeNames::new()).unwrap(),
+        vec![
+            ("id".to_owned(), ColumnValue::Value(TypedValue::Int(7))),
+            ("name".to_owned(), ColumnValue::Null),
+            ("bio".to_owned(), ColumnValue::UnchangedToast),
+        ]
+    );
+}
+
+#[test]
+fn binary_values_are_kept_as_hex() {
+    let tuple = TupleData(vec![
+        TupleValue::Binary(vec![0, 0, 0, 7]),
+        text("a"),
+        TupleValue::Null,
+    ]);
+    let row = decode_tuple(&users_relation(), &tuple, false, &TypeNames::new()).unwrap();
+    assert_eq!(
+        row[0].1,
+        ColumnValue::Value(TypedValue::Other {
+            type_name: "int4".into(),
+            text: "\\x00000007".into()
+        })
+    );
+}
+
+#[test]
+fn column_count_mismatch_is_an_error() {
+    let tuple = TupleData(vec![text("7")]);
+    let error = decode_tuple(&users_relation(), &tuple, false, &TypeNames::new()).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "tuple has 1 columns but relation 16384 (public.users) has 3"
+    );
+}
+
+#[test]
+fn bad_value_error_names_the_column() {
+    let tuple = TupleData(vec![text("seven"), TupleValue::Null, TupleValue::Null]);
+    let error = decode_tuple(&users_relation(), &tuple, false, &TypeNames::new()).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "column id of public.users: invalid int4 text value \"seven\": not a 32-bit integer"
+    );
+}
+
+#[test]
+fn type_names_builtin_learned_and_unknown() {
+    let mut types = TypeNames::new();
+    assert_eq!(types.name(1184), "timestamptz");
+    assert_eq!(types.name(70_000), "oid:70000");
+    types.learn(70_000, "public", "mood");
+    types.learn(70_001, "", "int8");
+    types.learn(70_002, "pg_catalog", "numeric");
+    assert_eq!(types.name(70_000), "public.mood");
+    assert_eq!(types.name(70_001), "int8");
+    assert_eq!(types.name(70_002), "numeric");
+}
+
+#[test]
+fn learned_domain_decodes_like_its_base_type() {
+    let mut types = TypeNames::new();
+    types.learn(70_001, "", "int8");
+    types.learn(70_000, "public", "mood");
+    assert_eq!(
+        typed_value(70_001, b"-5", &types).unwrap(),
+        TypedValue::Long(-5)
+    );
+    assert_eq!(
+        typed_value(70_000, b"happy", &types).unwrap(),
+        TypedValue::Other {
+            type_name: "public.mood".into(),
+            text: "happy".into()
+        }
+    );
+    assert_eq!(
+        typed_value(99_999, b"x", &types).unwrap(),
+        TypedValue::Other {
+            type_name: "oid:99999".into(),
+            text: "x".into()
+        }
+    );
+}
+
+#[test]
+fn booleans() {
+    assert_eq!(ok(16, "t"), TypedValue::Bool(true));
+    assert_eq!(ok(16, "f"), TypedValue::Bool(false));
+    assert!(typed(16, "yes").is_err());
+}
+
+#[test]
+fn integers() {
+    assert_eq!(ok(21, "-32768"), TypedValue::Int(-32_768));
+    assert_eq!(ok(23, "2147483647"), TypedValue::Int(i32::MAX));
+    assert_eq!(ok(23, "-2147483648"), TypedValue::Int(i32::MIN));
+    assert_eq!(ok(20, "-9223372036854775808"), TypedValue::Long(i64::MIN));
+    assert_eq!(ok(20, "9223372036854775807"), TypedValue::Long(i64::MAX));
+    assert_eq!(ok(26, "4294967295"), TypedValue::Long(4_294_967_295));
+    for (type_id, bad) in [
+        (23, "2147483648"),
+        (23, ""),
+        (23, "1.0"),
+        (20, "1e3"),
+        (26, "-1"),
+    ] {
+        assert!(typed(type_id, bad).is_err(), "{type_id} {bad:?}");
+    }
+}
+
+#[test]
+fn floats_including_special_values() {
+    assert_eq!(ok(700, "1.5"), TypedValue::Float(1.5));
+    assert_eq!(ok(700, "3.4028235e+38"), TypedValue::Float(f32::MAX));
+    assert_eq!(ok(700, "Infinity"), TypedValue::Float(f32::INFINITY));
+    assert_eq!(ok(700, "-Infinity"), TypedValue::Float(f32::NEG_INFINITY));
+    assert!(matches!(ok(700, "NaN"), TypedValue::Float(value) if value.is_nan()));
+    assert_eq!(ok(701, "0.1"), TypedValue::Double(0.1));
+    assert_eq!(ok(701, "-0"), TypedValue::Double(-0.0));
+    assert_eq!(ok(701, "1e-05"), TypedValue::Double(1e-5));
+    assert_eq!(
+        ok(701, "1.7976931348623157e+308"),
+        TypedValue::Double(f64::MAX)
+    );
+    assert_eq!(ok(701, "Infinity"), TypedValue::Double(f64::INFINITY));
+    assert_eq!(ok(701, "-Infinity"), TypedValue::Double(f64::NEG_INFINITY));
+    assert!(matches!(ok(701, "NaN"), TypedValue::Double(value) if value.is_nan()));
+    for bad in ["inf", "nan", "infinity", "", "1.2.3", "0x10", " 1"] {
+        assert!(typed(701, bad).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn text_like_types_keep_text() {
+    for type_id in [25, 1043, 1042, 19, 18] {
+        assert_eq!(ok(type_id, "héllo  "), TypedValue::Text("héllo  ".into()));
+    }
+    assert_eq!(ok(25, ""), TypedValue::Text(String::new()));
+    assert!(typed_value(25, b"\xff", &TypeNames::new()).is_err());
+}
+
+#[test]
+fn bytea_hex_and_escape() {
+    assert_eq!(ok(17, "\\x"), TypedValue::Bytes(Vec::new()));
+    assert_eq!(
+        ok(17, "\\xdeadBEEF00"),
+        TypedValue::Bytes(vec![0xDE, 0xAD, 0xBE, 0xEF, 0])
+    );
+    assert_eq!(
+        ok(17, "ab\\\\c\\000\\377"),
+        TypedValue::Bytes(vec![b'a', b'b', b'\\', b'c', 0, 255])
+    );
+    for bad in ["\\xabc", "\\xzz", "\\8", "a\\", "\\400"] {
+        assert!(typed(17, bad).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn numeric_keeps_exact_text() {
+    let huge = format!("-{}.{}", "9".repeat(131_072), "1".repeat(16_383));
+    for exact in [
+        "0",
+        "-12.50",
+        "0.000000000000000000001",
+        "NaN",
+        "Infinity",
+        "-Infinity",
+        &huge,
+    ] {
+        assert_eq!(ok(1700, exact), TypedValue::Numeric(exact.to_owned()));
+    }
+    for bad in ["", "-", "1.", ".5", "1e5", "+1", "nan", "1 ", "1.2.3"] {
+        assert!(typed(1700, bad).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn json_and_uuid() {
+    assert_eq!(
+        ok(114, "{\"a\": [1, 2]}"),
+        TypedValue::Json("{\"a\": [1, 2]}".into())
+    );
+    assert_eq!(ok(3802, "null"), TypedValue::Json("null".into()));
+    let uuid = "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11";
+    assert_eq!(ok(2950, uuid), TypedValue::Uuid(uuid.into()));
+    for bad in [
+        "a0eebc999c0b4ef8bb6d6bb9bd380a11",
+        "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1g",
+        "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1",
+        "a0eebc99+9c0b-4ef8-bb6d-6bb9bd380a11",
+    ] {
+        assert!(typed(2950, bad).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn dates_including_infinity_and_bc() {
+    assert_eq!(ok(1082, "1970-01-01"), TypedValue::Date(0));
+    assert_eq!(ok(1082, "1969-07-20"), TypedValue::Date(-165));
+    assert_eq!(ok(1082, "1900-01-01"), TypedValue::Date(-25_567));
+    assert_eq!(ok(1082, "0001-12-31 BC"), TypedValue::Date(-719_163));
+    assert_eq!(ok(1082, "4714-11-24 BC"), TypedValue::Date(-2_440_588));
+    assert_eq!(ok(1082, "infinity"), TypedValue::Date(i32::MAX));
+    assert_eq!(ok(1082, "-infinity"), TypedValue::Date(i32::MIN));
+    for bad in [
+        "2023-02-29",
+        "Infinity",
+        "1970-01-01 00:00:00",
+        "9999999-01-01",
+    ] {
+        assert!(typed(1082, bad).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn timestamps_without_time_zone() {
+    assert_eq!(ok(1114, "1970-01-01 00:00:00"), TypedValue::Timestamp(0));
+    assert_eq!(
+        ok(1114, "2024-03-01 12:34:56.789"),
+        TypedValue::Timestamp(1_709_296_496_789_000)
+    );
+    assert_eq!(
+        ok(1114, "1969-12-31 23:59:59.999999"),
+        TypedValue::Timestamp(-1)
+    );
+    assert_eq!(ok(1114, "infinity"), TypedValue::Timestamp(i64::MAX));
+    assert_eq!(ok(1114, "-infinity"), TypedValue::Timestamp(i64::MIN));
+    assert!(typed(1114, "2024-03-01 12:34:56+00").is_err());
+}
+
+#[test]
+fn timestamps_with_time_zone() {
+    let expected = TypedValue::TimestampTz(1_709_296_496_789_000);
+    assert_eq!(ok(1184, "2024-03-01 12:34:56.789+00"), expected);
+    assert_eq!(ok(1184, "2024-03-01 18:04:56.789+05:30"), expected);
+    assert_eq!(ok(1184, "2024-03-01 08:34:56.789-04"), expected);
+    assert_eq!(
+        ok(1184, "1900-01-01 00:00:00+00"),
+        TypedValue::TimestampTz(-25_567 * 86_400_000_000)
+    );
+    assert_eq!(
+        ok(1184, "0001-01-01 00:00:00+00 BC"),
+        TypedValue::TimestampTz(-719_528 * 86_400_000_000)
+    );
+    assert_eq!(ok(1184, "infinity"), TypedValue::TimestampTz(i64::MAX));
+    assert_eq!(ok(1184, "-infinity"), TypedValue::TimestampTz(i64::MIN));
+    for bad in [
+        "2024-03-01 12:34:56",
+        "294276-12-31 23:59:59.999999+00",
+        "2024-03-01 12:34:56+00 AD",
+    ] {
+        assert!(typed(1184, bad).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn other_types_are_verbatim() {
+    for (type_id, type_name, text) in [
+        (1186, "interval", "1 day 02:03:04"),
+        (1083, "time", "12:00:00"),
+        (1007, "_int4", "{1,2,NULL}"),
+        (869, "inet", "10.0.0.1/8"),
+        (790, "money", "$1.00"),
+    ] {
+        assert_eq!(
+            ok(type_id, text),
+            TypedValue::Other {
+                type_name: type_name.into(),
+                text: text.into()
+            }
+        );
+    }
+}

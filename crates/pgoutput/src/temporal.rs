@@ -1,0 +1,349 @@
+//! Parsing of PostgreSQL's ISO date and timestamp output (`DateStyle=ISO`)
+//! into Unix-epoch day and microsecond counts, on the proleptic Gregorian
+//! calendar PostgreSQL uses, BC years included.
+//!
+//! Errors are short reasons; the caller adds the type name and the text.
+
+const MICROS_PER_SECOND: i64 = 1_000_000;
+const MICROS_PER_DAY: i64 = 86_400 * MICROS_PER_SECOND;
+/// PostgreSQL accepts years up to 5874897 for dates; seven digits covers it.
+const MAX_YEAR_DIGITS: usize = 7;
+const MAX_FRACTION_DIGITS: usize = 6;
+
+pub(crate) type Reason = &'static str;
+
+/// `YYYY-MM-DD[ BC]` to days since 1970-01-01.
+pub(crate) fn parse_date(text: &str) -> Result<i64, Reason> {
+    let (body, before_christ) = split_era(text);
+    let mut cursor = Cursor::new(body);
+    let days = cursor.date(before_christ)?;
+    cursor.end()?;
+    Ok(days)
+}
+
+/// `YYYY-MM-DD HH:MM:SS[.ffffff][ BC]` to microseconds since 1970-01-01,
+/// reading the wall-clock time as if it were UTC.
+pub(crate) fn parse_timestamp(text: &str) -> Result<i64, Reason> {
+    let (body, before_christ) = split_era(text);
+    let mut cursor = Cursor::new(body);
+    let micros = cursor.date_time(before_christ)?;
+    cursor.end()?;
+    Ok(micros)
+}
+
+/// `YYYY-MM-DD HH:MM:SS[.ffffff]±HH[:MM[:SS]][ BC]` to microseconds since
+/// 1970-01-01 UTC.
+pub(crate) fn parse_timestamptz(text: &str) -> Result<i64, Reason> {
+    let (body, before_christ) = split_era(text);
+    let mut cursor = Cursor::new(body);
+    let local_micros = cursor.date_time(before_christ)?;
+    let offset_seconds = cursor.utc_offset_seconds()?;
+    cursor.end()?;
+    local_micros
+        .checked_sub(offset_seconds * MICROS_PER_SECOND)
+        .ok_or(OUT_OF_RANGE)
+}
+
+const OUT_OF_RANGE: Reason = "outside the range of 64-bit microseconds since 1970";
+
+/// PostgreSQL appends " BC" after everything else, time zone included.
+fn split_era(text: &str) -> (&str, bool) {
+    match text.strip_suffix(" BC") {
+        Some(body) => (body, true),
+        None => (text, false),
+    }
+}
+
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    position: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(text: &'a str) -> Self {
+        Cursor {
+            bytes: text.as_bytes(),
+            position: 0,
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.position).copied()
+    }
+
+    fn expect(&mut self, byte: u8, reason: Reason) -> Result<(), Reason> {
+        if self.peek() == Some(byte) {
+            self.position += 1;
+            Ok(())
+        } else {
+            Err(reason)
+        }
+    }
+
+    fn end(&self) -> Result<(), Reason> {
+        if self.position == self.bytes.len() {
+            Ok(())
+        } else {
+            Err("unexpected characters after the value")
+        }
+    }
+
+    /// Between `min` and `max` ASCII digits (greedy) as a number, plus how
+    /// many digits there were. `max` is small enough that i64 cannot overflow.
+    fn digits(&mut self, min: usize, max: usize, reason: Reason) -> Result<(i64, usize), Reason> {
+        let start = self.position;
+        let mut value: i64 = 0;
+        while self.position - start < max {
+            match self.peek() {
+                Some(byte @ b'0'..=b'9') => {
+                    value = value * 10 + i64::from(byte - b'0');
+                    self.position += 1;
+                }
+                _ => break,
+            }
+        }
+        let count = self.position - start;
+        if count < min {
+            Err(reason)
+        } else {
+            Ok((value, count))
+        }
+    }
+
+    fn two_digits(&mut self, reason: Reason) -> Result<i64, Reason> {
+        Ok(self.digits(2, 2, reason)?.0)
+    }
+
+    fn date(&mut self, before_christ: bool) -> Result<i64, Reason> {
+        let (year, _) = self.digits(1, MAX_YEAR_DIGITS, "expected a year")?;
+        self.expect(b'-', "expected '-' after the year")?;
+        let month = self.two_digits("expected a two-digit month")?;
+        self.expect(b'-', "expected '-' after the month")?;
+        let day = self.two_digits("expected a two-digit day")?;
+        if year == 0 {
+            return Err("year 0 does not exist (1 BC precedes 1 AD)");
+        }
+        // Astronomical numbering: 1 BC is year 0, 2 BC is year -1.
+        let year = if before_christ { 1 - year } else { year };
+        if !(1..=12).contains(&month) {
+            return Err("month out of range");
+        }
+        if day < 1 || day > days_in_month(year, month) {
+            return Err("day out of range for the month");
+        }
+        Ok(days_from_civil(year, month, day))
+    }
+
+    fn date_time(&mut self, before_christ: bool) -> Result<i64, Reason> {
+        let days = self.date(before_christ)?;
+        self.expect(b' ', "expected a space between date and time")?;
+        let hour = self.two_digits("expected a two-digit hour")?;
+        self.expect(b':', "expected ':' after the hour")?;
+        let minute = self.two_digits("expected two-digit minutes")?;
+        self.expect(b':', "expected ':' after the minutes")?;
+        let second = self.two_digits("expected two-digit seconds")?;
+        if hour > 23 || minute > 59 || second > 59 {
+            return Err("time of day out of range");
+        }
+        let mut fraction_micros = 0;
+        if self.peek() == Some(b'.') {
+            self.position += 1;
+            let (fraction, digit_count) =
+                self.digits(1, MAX_FRACTION_DIGITS, "expected 1 to 6 fractional digits")?;
+            let scale = 10_i64.pow((MAX_FRACTION_DIGITS - digit_count) as u32);
+            fraction_micros = fraction * scale;
+        }
+        let time_micros =
+            ((hour * 60 + minute) * 60 + second) * MICROS_PER_SECOND + fraction_micros;
+        days.checked_mul(MICROS_PER_DAY)
+            .and_then(|day_micros| day_micros.checked_add(time_micros))
+            .ok_or(OUT_OF_RANGE)
+    }
+
+    /// `+HH`, `+HH:MM` or `+HH:MM:SS` (historical zones have odd offsets).
+    fn utc_offset_seconds(&mut self) -> Result<i64, Reason> {
+        let sign = match self.peek() {
+            Some(b'+') => 1,
+            Some(b'-') => -1,
+            _ => return Err("expected a UTC offset such as +00"),
+        };
+        self.position += 1;
+        let hours = self.two_digits("expected two-digit offset hours")?;
+        let mut minutes = 0;
+        let mut seconds = 0;
+        if self.peek() == Some(b':') {
+            self.position += 1;
+            minutes = self.two_digits("expected two-digit offset minutes")?;
+            if self.peek() == Some(b':') {
+                self.position += 1;
+                seconds = self.two_digits("expected two-digit offset seconds")?;
+            }
+        }
+        if minutes > 59 || seconds > 59 {
+            return Err("UTC offset out of range");
+        }
+        Ok(sign * ((hours * 60 + minutes) * 60 + seconds))
+    }
+}
+
+fn is_leap_year(year: i64) -> bool {
+    year.rem_euclid(4) == 0 && (year.rem_euclid(100) != 0 || year.rem_euclid(400) == 0)
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        2 if is_leap_year(year) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Howard Hinnant's days_from_civil: days since 1970-01-01 for an
+/// astronomical year on the proleptic Gregorian calendar. Works in 400-year
+/// eras so negative years need no special casing.
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    // Count years from March so the leap day is the last day of the year.
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year.rem_euclid(400);
+    let month_from_march = (month + 9) % 12;
+    let day_of_year = (153 * month_from_march + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_days_at_known_points() {
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(1969, 12, 31), -1);
+        assert_eq!(days_from_civil(2000, 1, 1), 10_957);
+        assert_eq!(days_from_civil(2000, 2, 29), 11_016);
+        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
+        assert_eq!(days_from_civil(1900, 3, 1), -25_508);
+        assert_eq!(days_from_civil(1, 1, 1), -719_162);
+        // Julian day 0 is 4714-11-24 BC, i.e. astronomical year -4713.
+        assert_eq!(days_from_civil(-4713, 11, 24), -2_440_588);
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(parse_date("1970-01-01"), Ok(0));
+        assert_eq!(parse_date("1969-12-31"), Ok(-1));
+        assert_eq!(parse_date("1900-01-01"), Ok(-25_567));
+        assert_eq!(parse_date("2024-02-29"), Ok(19_782));
+        assert_eq!(parse_date("0001-01-01"), Ok(-719_162));
+        assert_eq!(parse_date("0001-12-31 BC"), Ok(-719_163));
+        assert_eq!(parse_date("0001-01-01 BC"), Ok(-719_528));
+        assert_eq!(parse_date("4714-11-24 BC"), Ok(-2_440_588));
+        assert_eq!(parse_date("5874897-12-31"), Ok(2_145_042_905));
+        assert_eq!(parse_date("10000-01-01"), Ok(2_932_897));
+    }
+
+    #[test]
+    fn invalid_dates() {
+        for text in [
+            "",
+            "2024",
+            "2024-1-01",
+            "2024-01-1",
+            "2024-13-01",
+            "2024-00-10",
+            "2023-02-29",
+            "1900-02-29",
+            "2024-04-31",
+            "0000-01-01",
+            "2024-01-01 AD",
+            "2024-01-01 ",
+            " BC",
+            "2024/01/01",
+            "12345678-01-01",
+            "2024-01-01x",
+        ] {
+            assert!(parse_date(text).is_err(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(parse_timestamp("1970-01-01 00:00:00"), Ok(0));
+        assert_eq!(parse_timestamp("1970-01-01 00:00:00.5"), Ok(500_000));
+        assert_eq!(parse_timestamp("1970-01-01 00:00:00.000001"), Ok(1));
+        assert_eq!(parse_timestamp("1969-12-31 23:59:59.999999"), Ok(-1));
+        assert_eq!(
+            parse_timestamp("2024-03-01 12:34:56.789"),
+            Ok(1_709_296_496_789_000)
+        );
+        assert_eq!(
+            parse_timestamp("0001-01-01 00:00:00 BC"),
+            Ok(-719_528 * MICROS_PER_DAY)
+        );
+        for text in [
+            "1970-01-01",
+            "1970-01-01 24:00:00",
+            "1970-01-01 00:60:00",
+            "1970-01-01 00:00:60",
+            "1970-01-01 00:00:00.",
+            "1970-01-01 00:00:00.1234567",
+            "1970-01-01T00:00:00",
+            "1970-01-01 00:00:00+00",
+            "1970-01-01 0:00:00",
+        ] {
+            assert!(parse_timestamp(text).is_err(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn timestamps_with_time_zone() {
+        assert_eq!(
+            parse_timestamptz("2024-03-01 12:34:56.789+00"),
+            Ok(1_709_296_496_789_000)
+        );
+        assert_eq!(
+            parse_timestamptz("2024-03-01 18:04:56.789+05:30"),
+            Ok(1_709_296_496_789_000)
+        );
+        assert_eq!(
+            parse_timestamptz("2024-03-01 02:34:56.789-10"),
+            Ok(1_709_296_496_789_000)
+        );
+        // Amsterdam's local mean time before 1937 was +00:19:32.
+        assert_eq!(
+            parse_timestamptz("1900-01-01 00:19:32+00:19:32"),
+            Ok(-25_567 * MICROS_PER_DAY)
+        );
+        assert_eq!(
+            parse_timestamptz("0044-03-15 12:00:00+00 BC"),
+            Ok(days_from_civil(-43, 3, 15) * MICROS_PER_DAY + 12 * 3_600 * MICROS_PER_SECOND)
+        );
+        for text in [
+            "2024-03-01 12:34:56",
+            "2024-03-01 12:34:56+0",
+            "2024-03-01 12:34:56+00:",
+            "2024-03-01 12:34:56+00:60",
+            "2024-03-01 12:34:56 +00",
+            "2024-03-01 12:34:56+00 UTC",
+        ] {
+            assert!(parse_timestamptz(text).is_err(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn far_future_beyond_i64_micros_is_an_error_not_a_panic() {
+        // PostgreSQL's own limit (294276 AD) fits its 2000-based epoch but
+        // not a 1970-based one.
+        assert_eq!(
+            parse_timestamp("294276-12-31 23:59:59.999999"),
+            Err(OUT_OF_RANGE)
+        );
+        assert_eq!(
+            parse_timestamptz("9999999-12-31 23:59:59-15"),
+            Err(OUT_OF_RANGE)
+        );
+        assert!(parse_timestamptz("294247-01-10 04:00:54.775807+00").is_ok());
+    }
+}

@@ -1,0 +1,138 @@
+//! Kafka clients configured the same way for every service, and idempotent topic provisioning.
+
+use std::time::Duration;
+
+use rdkafka::{
+    ClientConfig, ClientContext,
+    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    client::DefaultClientContext,
+    consumer::{ConsumerContext, StreamConsumer},
+    error::{KafkaError, RDKafkaErrorCode},
+    producer::{FutureProducer, ProducerContext},
+};
+
+use crate::topics::TopicSpec;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    #[error("Kafka brokers {brokers} are unreachable: {source}")]
+    Unreachable { brokers: String, source: KafkaError },
+    #[error("cannot create topic {topic}: {code}")]
+    CreateFailed { topic: String, code: RDKafkaErrorCode },
+}
+
+impl ProvisionError {
+    /// Brokers come back; a topic the cluster refuses (bad config, no permission) does not.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unreachable { .. })
+    }
+}
+
+/// Logs librdkafka's client-level errors (a broker down, authentication failing) through
+/// `tracing` and counts them, instead of letting them pass silently.
+pub struct LoggingContext {
+    pub service: &'static str,
+}
+
+impl ClientContext for LoggingContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        metrics::counter!("kafka_client_errors_total", "service" => self.service).increment(1);
+        tracing::warn!(%error, "Kafka client: {reason}");
+    }
+}
+
+impl ProducerContext for LoggingContext {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
+}
+
+impl ConsumerContext for LoggingContext {}
+
+/// A producer that never loses or reorders an acknowledged record: idempotent, `acks=all`.
+///
+/// `message_timeout` bounds how long one record may wait for the broker; zero waits forever.
+pub fn producer(
+    brokers: &str,
+    service: &'static str,
+    message_timeout: Duration,
+) -> Result<FutureProducer<LoggingContext>, KafkaError> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("client.id", service)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "100000")
+        .set("message.timeout.ms", message_timeout.as_millis().to_string())
+        .create_with_context(LoggingContext { service })
+}
+
+/// A consumer in `group`; `from_beginning` reads a new group's partitions from the earliest offset.
+pub fn consumer(
+    brokers: &str,
+    group: &str,
+    service: &'static str,
+    from_beginning: bool,
+) -> Result<StreamConsumer<LoggingContext>, KafkaError> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("client.id", service)
+        .set("enable.auto.commit", "true")
+        .set("session.timeout.ms", "6000")
+        .set(
+            "auto.offset.reset",
+            if from_beginning { "earliest" } else { "latest" },
+        )
+        .create_with_context(LoggingContext { service })
+}
+
+/// Creates the topics that are missing, with the replication factor capped at the cluster's
+/// broker count (a one-broker development cluster cannot hold three replicas). Existing topics
+/// are left as they are.
+pub async fn provision_topics(brokers: &str, topics: &[TopicSpec]) -> Result<(), ProvisionError> {
+    let unreachable = |source| ProvisionError::Unreachable {
+        brokers: brokers.to_string(),
+        source,
+    };
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .map_err(unreachable)?;
+    let broker_count = {
+        let client = admin.inner();
+        let metadata = tokio::task::block_in_place(|| {
+            client.fetch_metadata(None, Duration::from_secs(10))
+        })
+        .map_err(unreachable)?;
+        i32::try_from(metadata.brokers().len()).unwrap_or(i32::MAX).max(1)
+    };
+    let retention: Vec<String> = topics.iter().map(|t| t.retention_ms.to_string()).collect();
+    let new_topics: Vec<NewTopic<'_>> = topics
+        .iter()
+        .zip(&retention)
+        .map(|(spec, retention_ms)| {
+            NewTopic::new(
+                spec.name,
+                spec.partitions,
+                TopicReplication::Fixed(spec.replication_factor.min(broker_count)),
+            )
+            .set("retention.ms", retention_ms)
+            .set("cleanup.policy", spec.cleanup_policy)
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin
+        .create_topics(&new_topics, &options)
+        .await
+        .map_err(unreachable)?;
+    for result in results {
+        match result {
+            Ok(topic) => tracing::info!(topic, "created topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(ProvisionError::CreateFailed { topic, code }),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,15 @@
+//! Shared plumbing for the data-sources services.
+//!
+//! Everything two services would otherwise copy lives here: configuration loading
+//! (one TOML file plus environment overrides plus flags), tracing and Prometheus
+//! telemetry, Kafka producer/consumer/admin setup, topic definitions and
+//! provisioning, and Avro encoding in the Confluent wire format with a schema
+//! registry client.
+
+pub mod avro;
+pub mod config;
+#[cfg(feature = "kafka")]
+pub mod kafka;
+pub mod registry;
+pub mod telemetry;
+pub mod topics;

@@ -1,0 +1,85 @@
+//! Logging, Prometheus metrics and the `/metrics` + `/health` endpoints every service exposes.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
+
+use axum::{Json, Router, http::StatusCode, response::IntoResponse, routing::get};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde::Serialize;
+
+/// Logs to stderr; `RUST_LOG` filters (default `info`), `LOG_FORMAT=json` switches to JSON lines.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second initialisation (tests starting several services in-process) is harmless.
+    let _ = if std::env::var("LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// Installs the global Prometheus recorder and returns the handle that renders it.
+pub fn install_prometheus() -> anyhow::Result<PrometheusHandle> {
+    Ok(PrometheusBuilder::new().install_recorder()?)
+}
+
+/// What `/health` reports: whether the service does its job right now, and why not.
+#[derive(Clone, Default)]
+pub struct Health {
+    inner: Arc<Mutex<HealthReport>>,
+}
+
+#[derive(Clone, Default, Serialize)]
+pub struct HealthReport {
+    pub ready: bool,
+    pub status: String,
+}
+
+impl Health {
+    pub fn set(&self, ready: bool, status: impl Into<String>) {
+        let mut report = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        report.ready = ready;
+        report.status = status.into();
+    }
+
+    pub fn report(&self) -> HealthReport {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// `GET /metrics` (Prometheus text) and `GET /health` (200 when ready, 503 otherwise, JSON body).
+pub fn router(prometheus: PrometheusHandle, health: Health) -> Router {
+    Router::new()
+        .route("/metrics", get(move || std::future::ready(prometheus.render())))
+        .route(
+            "/health",
+            get(move || {
+                let report = health.report();
+                let code = if report.ready {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                std::future::ready((code, Json(report)).into_response())
+            }),
+        )
+}
+
+/// Binds `listen` (failing now, with the address, if it cannot) and serves `router` in the
+/// background until the process ends.
+pub async fn serve(listen: SocketAddr, router: Router) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    Ok(tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, router).await {
+            tracing::error!(%error, "HTTP server stopped");
+        }
+    }))
+}

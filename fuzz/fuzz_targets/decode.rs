@@ -1,0 +1,29 @@
+//! Feeds arbitrary bytes to every decoding entry point; any panic is a bug.
+//! Run with `cargo +nightly fuzz run decode` from this directory.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use pgoutput::copy::{ReplicationMessage, decode_copy_data};
+use pgoutput::message::decode_message;
+use pgoutput::row::{TypeNames, typed_value};
+
+/// OIDs with a dedicated conversion, plus one unknown OID for the fallback.
+const TYPED_OIDS: &[u32] = &[
+    16, 17, 18, 19, 20, 21, 23, 25, 26, 114, 700, 701, 1042, 1043, 1082, 1114, 1184, 1700, 2950,
+    3802, 70_000,
+];
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(ReplicationMessage::XLogData { data: payload, .. }) = decode_copy_data(data) {
+        let _ = decode_message(payload, false);
+        let _ = decode_message(payload, true);
+    }
+    let _ = decode_message(data, false);
+    let _ = decode_message(data, true);
+
+    // The first byte picks the type so one input exercises one conversion.
+    if let Some((&selector, text)) = data.split_first() {
+        let oid = TYPED_OIDS[usize::from(selector) % TYPED_OIDS.len()];
+        let _ = typed_value(oid, text, &TypeNames::new());
+    }
+});
