@@ -321,3 +321,169 @@ impl ChangeAssembler {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use pgoutput::{
+        message::{Column, ReplicaIdentity, TupleValue},
+        row::TypedValue,
+    };
+
+    use super::*;
+
+    const BOOKINGS: u32 = 16_400;
+    const INT8: u32 = 20;
+    const TEXT: u32 = 25;
+
+    fn relation() -> LogicalMessage {
+        LogicalMessage::Relation(Relation {
+            id: BOOKINGS,
+            namespace: "public".into(),
+            name: "bookings".into(),
+            replica_identity: ReplicaIdentity::Default,
+            columns: vec![
+                Column { is_key: true, name: "booking_id".into(), type_id: INT8, type_modifier: -1 },
+                Column { is_key: false, name: "status".into(), type_id: TEXT, type_modifier: -1 },
+            ],
+        })
+    }
+
+    fn tuple(id: &str, status: Option<&str>) -> TupleData {
+        TupleData(vec![
+            TupleValue::Text(id.as_bytes().to_vec()),
+            status.map_or(TupleValue::Null, |s| TupleValue::Text(s.as_bytes().to_vec())),
+        ])
+    }
+
+    fn insert(xid: Option<u32>, id: &str) -> LogicalMessage {
+        LogicalMessage::Insert { xid, relation_id: BOOKINGS, new: tuple(id, Some("pending")) }
+    }
+
+    fn run(messages: Vec<LogicalMessage>) -> Vec<Output> {
+        let mut assembler = ChangeAssembler::default();
+        let mut out = Vec::new();
+        for (index, message) in messages.into_iter().enumerate() {
+            assembler.apply(message, 1000 + index as u64, &mut out).unwrap();
+        }
+        out
+    }
+
+    fn changes(outputs: &[Output]) -> Vec<&ChangeEvent> {
+        outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::Change(change) => Some(change),
+                Output::Checkpoint { .. } => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_transaction_gives_sequenced_changes_then_its_checkpoint() {
+        let out = run(vec![
+            relation(),
+            LogicalMessage::Begin { final_lsn: 500, commit_time: 0, xid: 7 },
+            insert(None, "1"),
+            LogicalMessage::Update { xid: None, relation_id: BOOKINGS, old: None, new: tuple("1", Some("confirmed")) },
+            LogicalMessage::Delete { xid: None, relation_id: BOOKINGS, old: OldTuple::Key(tuple("1", None)) },
+            LogicalMessage::Commit { flags: 0, commit_lsn: 500, end_lsn: 520, commit_time: 0 },
+        ]);
+        let seen = changes(&out);
+        assert_eq!(
+            seen.iter().map(|c| (c.operation, c.position.sequence, c.position.commit_lsn, c.position.xid)).collect::<Vec<_>>(),
+            vec![(Operation::Insert, 0, 500, 7), (Operation::Update, 1, 500, 7), (Operation::Delete, 2, 500, 7)]
+        );
+        assert_eq!(out.last(), Some(&Output::Checkpoint { lsn: 520, commit_time_unix_micros: Some(pgoutput::copy::PG_EPOCH_OFFSET_MICROS) }));
+        assert_eq!(&*seen[0].table, "public.bookings");
+        assert_eq!(seen[0].primary_key, vec![("booking_id".to_string(), ColumnValue::Value(TypedValue::Long(1)))]);
+        let deleted = seen[2].before.as_ref().unwrap();
+        assert_eq!(deleted[1], ("status".to_string(), ColumnValue::NotInReplicaIdentity));
+        assert!(seen[2].after.is_none());
+    }
+
+    #[test]
+    fn streamed_transactions_are_staged_until_commit_and_aborts_are_dropped() {
+        let mut assembler = ChangeAssembler::default();
+        let mut out = Vec::new();
+        for message in [
+            relation(),
+            LogicalMessage::StreamStart { xid: 9, first_segment: true },
+            insert(Some(9), "1"),
+            insert(Some(10), "2"), // a subtransaction that aborts
+            LogicalMessage::StreamStop,
+            LogicalMessage::StreamStart { xid: 11, first_segment: true },
+            insert(Some(11), "3"), // a whole transaction that aborts
+            LogicalMessage::StreamStop,
+        ] {
+            assembler.apply(message, 1, &mut out).unwrap();
+        }
+        assert!(out.is_empty(), "nothing may be published before commit: {out:?}");
+        assert_eq!(assembler.staged_changes(), 3);
+        for message in [
+            LogicalMessage::StreamAbort { xid: 9, subxid: 10, abort_lsn: None, abort_time: None },
+            LogicalMessage::StreamAbort { xid: 11, subxid: 11, abort_lsn: None, abort_time: None },
+            LogicalMessage::StreamCommit { xid: 9, flags: 0, commit_lsn: 900, end_lsn: 950, commit_time: 0 },
+        ] {
+            assembler.apply(message, 2, &mut out).unwrap();
+        }
+        let seen = changes(&out);
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].primary_key[0].1, ColumnValue::Value(TypedValue::Long(1)));
+        assert_eq!((seen[0].position.commit_lsn, seen[0].position.xid, seen[0].position.sequence), (900, 9, 0));
+        assert!(matches!(out.last(), Some(Output::Checkpoint { lsn: 950, .. })));
+        assert_eq!(assembler.staged_changes(), 0);
+    }
+
+    #[test]
+    fn keepalives_are_confirmable_only_between_transactions() {
+        let mut assembler = ChangeAssembler::default();
+        let mut out = Vec::new();
+        assert!(assembler.between_transactions());
+        assembler.apply(LogicalMessage::Begin { final_lsn: 1, commit_time: 0, xid: 1 }, 1, &mut out).unwrap();
+        assert!(!assembler.between_transactions());
+        assembler.apply(LogicalMessage::Commit { flags: 0, commit_lsn: 1, end_lsn: 2, commit_time: 0 }, 2, &mut out).unwrap();
+        assembler.apply(LogicalMessage::StreamStart { xid: 3, first_segment: true }, 3, &mut out).unwrap();
+        assert!(!assembler.between_transactions());
+        assert!(assembler.in_stream());
+        assembler.apply(LogicalMessage::StreamStop, 4, &mut out).unwrap();
+        assert!(assembler.between_transactions());
+    }
+
+    #[test]
+    fn truncate_gives_one_change_per_table() {
+        let out = run(vec![
+            relation(),
+            LogicalMessage::Begin { final_lsn: 5, commit_time: 0, xid: 1 },
+            LogicalMessage::Truncate { xid: None, options: 0, relation_ids: vec![BOOKINGS] },
+            LogicalMessage::Commit { flags: 0, commit_lsn: 5, end_lsn: 6, commit_time: 0 },
+        ]);
+        let seen = changes(&out);
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].operation, Operation::Truncate);
+        assert!(seen[0].primary_key.is_empty());
+    }
+
+    #[test]
+    fn protocol_violations_are_errors_not_panics() {
+        let mut assembler = ChangeAssembler::default();
+        let mut out = Vec::new();
+        assembler.apply(LogicalMessage::Begin { final_lsn: 1, commit_time: 0, xid: 1 }, 1, &mut out).unwrap();
+        assert!(matches!(assembler.apply(insert(None, "1"), 2, &mut out), Err(AssembleError::UnknownRelation(BOOKINGS))));
+        let mut fresh = ChangeAssembler::default();
+        assert!(fresh.apply(relation(), 1, &mut out).is_ok());
+        assert!(fresh.apply(insert(None, "1"), 2, &mut out).is_err(), "a change outside a transaction");
+        assert!(fresh.apply(LogicalMessage::Commit { flags: 0, commit_lsn: 1, end_lsn: 2, commit_time: 0 }, 3, &mut out).is_err());
+    }
+
+    #[test]
+    fn heartbeat_messages_checkpoint_between_transactions() {
+        let out = run(vec![LogicalMessage::Message {
+            xid: None,
+            transactional: false,
+            lsn: 77,
+            prefix: "cdc_connector.heartbeat".into(),
+            content: Vec::new(),
+        }]);
+        assert_eq!(out, vec![Output::Checkpoint { lsn: 77, commit_time_unix_micros: None }]);
+    }
+}
