@@ -7,11 +7,8 @@ use pgoutput::row::{ColumnValue, TypedValue};
 
 use crate::changes::{ChangeEvent, Columns, Operation};
 
-/// The record schema, compiled in from the single source of truth.
-pub const CDC_CHANGE_SCHEMA: &str = include_str!("../../../schemas/CDCChange.avsc");
-
 pub fn cdc_change_schema() -> Result<Schema, apache_avro::Error> {
-    Schema::parse_str(CDC_CHANGE_SCHEMA)
+    platform::schemas::parse(platform::schemas::CDC_CHANGE)
 }
 
 /// Branch indexes of the column-value union, in the order CDCChange.avsc lists them.

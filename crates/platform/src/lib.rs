@@ -11,5 +11,6 @@ pub mod config;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod registry;
+pub mod schemas;
 pub mod telemetry;
 pub mod topics;
