@@ -134,7 +134,7 @@ async fn register_schema(args: &Args) -> Result<RegisteredSchema, SessionError> 
     let schema = record::cdc_change_schema().map_err(|e| SessionError::Definite(format!("schemas/CDCChange.avsc is not valid Avro: {e}")))?;
     let registry = RegistryClient::new(&args.schema_registry_url);
     let subject = platform::registry::value_subject(&args.topic);
-    match registry.register(&subject, &schema).await {
+    match registry.register(&subject, platform::schemas::CDC_CHANGE).await {
         Ok(id) => {
             tracing::info!(subject, id, "registered the CDCChange schema");
             Ok(RegisteredSchema { id, schema })

@@ -24,6 +24,8 @@ pub enum RegistryError {
     Rejected { what: String, error_code: i64, message: String },
     #[error("schema {id} from the registry is not valid Avro: {source}")]
     InvalidSchema { id: u32, source: Box<apache_avro::Error> },
+    #[error("the schema for subject {subject} is not valid Avro: {source}")]
+    InvalidLocalSchema { subject: String, source: Box<apache_avro::Error> },
 }
 
 impl RegistryError {
@@ -63,14 +65,21 @@ impl RegistryClient {
         &self.base_url
     }
 
-    /// Registers `schema` under `subject` (idempotent) and returns its global id.
-    pub async fn register(&self, subject: &str, schema: &Schema) -> Result<u32, RegistryError> {
+    /// Registers `schema_text` under `subject` (idempotent) and returns its global id.
+    ///
+    /// The text is sent as written, not in Avro's Parsing Canonical Form, which would strip the
+    /// logical types, defaults and docs that readers and compatibility checks rely on.
+    pub async fn register(&self, subject: &str, schema_text: &str) -> Result<u32, RegistryError> {
         #[derive(Deserialize)]
         struct Registered {
             id: u32,
         }
         let url = format!("{}/subjects/{subject}/versions", self.base_url);
-        let body = json!({ "schema": schema.canonical_form(), "schemaType": "AVRO" });
+        let schema = Schema::parse_str(schema_text).map_err(|source| RegistryError::InvalidLocalSchema {
+            subject: subject.to_string(),
+            source: Box::new(source),
+        })?;
+        let body = json!({ "schema": schema_text, "schemaType": "AVRO" });
         let response = self
             .http
             .post(&url)
@@ -88,7 +97,7 @@ impl RegistryClient {
         self.by_id
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(registered.id, Arc::new(schema.clone()));
+            .insert(registered.id, Arc::new(schema));
         Ok(registered.id)
     }
 
