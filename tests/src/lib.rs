@@ -81,3 +81,39 @@ fn rand_suffix() -> u128 {
 pub async fn metrics_text(connector_url: &str) -> anyhow::Result<String> {
     Ok(reqwest::get(format!("{connector_url}/metrics")).await?.text().await?)
 }
+
+/// The connector's arguments with some options replaced (`--listen` always on a fresh port, so
+/// it can run beside the stack's own connector). Returns the arguments and the health URL.
+pub fn connector_args_with(stack: &local_stack::Stack, replacements: &[(&str, &str)]) -> (Vec<String>, String) {
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "127.0.0.1:39464".into());
+    let mut args = stack.connector_args();
+    let all = replacements.iter().copied().chain([("--listen", listen.as_str())]);
+    for (flag, value) in all {
+        match args.iter().position(|a| a == flag) {
+            Some(index) => args[index + 1] = value.to_string(),
+            None => args.extend([flag.to_string(), value.to_string()]),
+        }
+    }
+    (args, format!("http://{listen}"))
+}
+
+/// Polls `GET {base}/health` until its JSON `status` contains `needle`; returns the body.
+pub async fn wait_for_health_status(base: &str, needle: &str, timeout: Duration) -> anyhow::Result<Value> {
+    let deadline = Instant::now() + timeout;
+    let mut last = Value::Null;
+    while Instant::now() < deadline {
+        if let Ok(response) = reqwest::get(format!("{base}/health")).await
+            && let Ok(body) = response.json::<Value>().await
+        {
+            if body["status"].as_str().unwrap_or_default().contains(needle) {
+                return Ok(body);
+            }
+            last = body;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    bail!("health never reported {needle:?}; last: {last}")
+}
