@@ -53,21 +53,21 @@ struct Args {
     #[arg(long, env = "CDC_LISTEN", default_value = "127.0.0.1:9464")]
     listen: SocketAddr,
     /// Seconds between standby status updates to PostgreSQL (they confirm acknowledged positions).
-    #[arg(long, env = "CDC_STATUS_INTERVAL_SECS", default_value_t = 10)]
+    #[arg(long, env = "CDC_STATUS_INTERVAL_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     status_interval_secs: u64,
     /// Seconds between heartbeat messages written to the source, so that an idle database does
     /// not pin WAL; 0 disables them.
-    #[arg(long, env = "CDC_HEARTBEAT_INTERVAL_SECS", default_value_t = 30)]
+    #[arg(long, env = "CDC_HEARTBEAT_INTERVAL_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=86_400))]
     heartbeat_interval_secs: u64,
     /// Prefix of the heartbeat logical-decoding messages (they are not published).
     #[arg(long, env = "CDC_HEARTBEAT_PREFIX", default_value = "cdc_connector.heartbeat")]
     heartbeat_prefix: String,
     /// How long a record may wait for the broker before the session restarts from the last
     /// acknowledged position; 0 waits forever (the slot is not advanced meanwhile).
-    #[arg(long, env = "CDC_KAFKA_MESSAGE_TIMEOUT_MS", default_value_t = 0)]
+    #[arg(long, env = "CDC_KAFKA_MESSAGE_TIMEOUT_MS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=2_147_483_647))]
     kafka_message_timeout_ms: u64,
     /// Longest pause between retries after a retryable error (unreachable database or broker).
-    #[arg(long, env = "CDC_MAX_RETRY_BACKOFF_SECS", default_value_t = 30)]
+    #[arg(long, env = "CDC_MAX_RETRY_BACKOFF_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     max_retry_backoff_secs: u64,
 }
 
@@ -90,7 +90,7 @@ async fn main() -> anyhow::Result<()> {
         .context("--listen")?;
 
     let target = PgTarget::parse(&args.pg_url, "cdc-connector")?;
-    let max_backoff = Duration::from_secs(args.max_retry_backoff_secs.max(1));
+    let max_backoff = Duration::from_secs(args.max_retry_backoff_secs);
     let schema = retry("registering the CDCChange schema", max_backoff, &health, || register_schema(&args)).await?;
     retry("provisioning Kafka topics", max_backoff, &health, || async {
         kafka::provision_topics(&args.kafka_brokers, topics::ALL)
@@ -110,8 +110,8 @@ async fn main() -> anyhow::Result<()> {
             tables: args.tables.clone(),
         },
         topic: args.topic.clone(),
-        status_interval: Duration::from_secs(args.status_interval_secs.max(1)),
-        heartbeat_interval: Duration::from_secs(if args.heartbeat_interval_secs == 0 { u64::MAX / 4 } else { args.heartbeat_interval_secs }),
+        status_interval: Duration::from_secs(args.status_interval_secs),
+        heartbeat_interval: (args.heartbeat_interval_secs > 0).then(|| Duration::from_secs(args.heartbeat_interval_secs)),
         heartbeat_prefix: args.heartbeat_prefix.clone(),
     };
     let shutdown = shutdown_signal();

@@ -46,7 +46,8 @@ pub struct SessionConfig {
     pub source: SourceSettings,
     pub topic: String,
     pub status_interval: Duration,
-    pub heartbeat_interval: Duration,
+    /// None disables heartbeats.
+    pub heartbeat_interval: Option<Duration>,
     pub heartbeat_prefix: String,
 }
 
@@ -123,17 +124,19 @@ pub async fn run(
         status_due: Instant::now() + config.status_interval,
     };
     let result = session.stream_changes().await;
-    heartbeat.abort();
+    if let Some(heartbeat) = heartbeat {
+        heartbeat.abort();
+    }
     result
 }
 
 /// Heartbeats keep the slot advancing while the captured tables are idle but the server writes
 /// WAL elsewhere (other databases, unpublished tables), so an idle source never pins WAL.
-fn spawn_heartbeat(config: &SessionConfig) -> tokio::task::JoinHandle<()> {
+fn spawn_heartbeat(config: &SessionConfig) -> Option<tokio::task::JoinHandle<()>> {
     let target = config.target.clone();
     let prefix = config.heartbeat_prefix.clone();
-    let period = config.heartbeat_interval;
-    tokio::spawn(async move {
+    let period = config.heartbeat_interval?;
+    Some(tokio::spawn(async move {
         let mut ticker = tokio::time::interval(period);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         ticker.tick().await;
@@ -150,7 +153,7 @@ fn spawn_heartbeat(config: &SessionConfig) -> tokio::task::JoinHandle<()> {
                 client = None;
             }
         }
-    })
+    }))
 }
 
 impl Session<'_> {
