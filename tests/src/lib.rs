@@ -7,7 +7,7 @@ use platform::{avro, kafka, registry::RegistryClient};
 use rdkafka::{Message, consumer::Consumer};
 use serde_json::Value;
 
-/// One record of the CDC topic, decoded.
+/// One record of a topic, decoded (most helpers below read CDCChange records).
 #[derive(Debug, Clone)]
 pub struct CdcRecord {
     pub key: String,
@@ -43,23 +43,34 @@ pub async fn read_cdc_until(
     timeout: Duration,
     done: impl Fn(&[CdcRecord]) -> bool,
 ) -> anyhow::Result<Vec<CdcRecord>> {
+    read_topic_until(brokers, registry_url, platform::topics::CDC_CHANGES.name, timeout, done).await
+}
+
+/// Reads any Avro topic from the beginning until `done` holds, or fails after `timeout`.
+pub async fn read_topic_until(
+    brokers: &str,
+    registry_url: &str,
+    topic: &str,
+    timeout: Duration,
+    done: impl Fn(&[CdcRecord]) -> bool,
+) -> anyhow::Result<Vec<CdcRecord>> {
     let group = format!("e2e-{}-{}", std::process::id(), Instant::now().elapsed().as_nanos() ^ rand_suffix());
     let consumer = kafka::consumer(brokers, &group, "e2e", true).context("creating consumer")?;
-    consumer.subscribe(&[platform::topics::CDC_CHANGES.name]).context("subscribing")?;
+    consumer.subscribe(&[topic]).context("subscribing")?;
     let registry = RegistryClient::new(registry_url);
     let deadline = Instant::now() + timeout;
     let mut records = Vec::new();
     while !done(&records) {
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
-            bail!("timed out after {timeout:?} with {} records", records.len());
+            bail!("timed out after {timeout:?} with {} records of {topic}", records.len());
         }
         let Ok(message) = tokio::time::timeout(remaining.min(Duration::from_secs(2)), consumer.recv()).await else {
             continue;
         };
-        let message = message.context("reading the CDC topic")?;
-        let payload = message.payload().context("a CDC record without value")?;
-        let value = avro::decode(&registry, payload).await.context("decoding a CDC record")?;
+        let message = message.with_context(|| format!("reading {topic}"))?;
+        let payload = message.payload().with_context(|| format!("a record of {topic} without value"))?;
+        let value = avro::decode(&registry, payload).await.with_context(|| format!("decoding a record of {topic}"))?;
         records.push(CdcRecord {
             key: String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
             partition: message.partition(),

@@ -1,12 +1,20 @@
-//! Turns the pgoutput message sequence into row changes and checkpoints: the transaction
-//! framing, the relation cache, and staging of streamed (in-progress) transactions until they
-//! commit. Pure: no I/O, so every ordering rule is unit-tested.
+//! Turns the pgoutput message sequence into row changes, messages and transaction boundaries:
+//! the transaction framing, the relation cache, and staging of streamed (in-progress)
+//! transactions until they commit. Staging goes to an anonymous temporary file, so a
+//! transaction of any size costs a fixed buffer of memory, and an aborted one is never decoded.
+//! No network I/O: every ordering rule is unit-tested.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    fs::File,
+    io::{BufReader, BufWriter, Read, Seek, Write},
+    path::PathBuf,
+    sync::Arc,
+};
 
 use pgoutput::{
     copy::{Lsn, pg_micros_to_unix_micros},
-    message::{LogicalMessage, OldTuple, Relation, TupleData},
+    message::{LogicalMessage, OldTuple, Relation, TupleData, decode_message},
     row::{ColumnValue, TypeNames, decode_tuple},
 };
 
@@ -52,15 +60,36 @@ pub struct ChangeEvent {
     pub position: Position,
 }
 
+/// A `pg_logical_emit_message` message. Transactional ones carry their transaction's position.
 #[derive(Debug, Clone, PartialEq)]
+pub struct MessageEvent {
+    pub prefix: String,
+    pub content: Vec<u8>,
+    pub message_lsn: Lsn,
+    pub position: Option<Position>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransactionEnd {
+    pub xid: u32,
+    pub commit_lsn: Lsn,
+    pub end_lsn: Lsn,
+    pub commit_time_unix_micros: i64,
+}
+
+#[derive(Debug)]
 pub enum Output {
     Change(ChangeEvent),
-    /// Every change before this point has been emitted: once Kafka holds them all, the slot
-    /// may confirm `lsn`.
-    Checkpoint {
-        lsn: Lsn,
-        commit_time_unix_micros: Option<i64>,
-    },
+    Message(MessageEvent),
+    /// A transaction committed: every change of it was emitted before this. Once Kafka holds
+    /// them all, the slot may confirm `end_lsn`.
+    TransactionEnd(TransactionEnd),
+    /// A position between transactions (a non-transactional message) that may be confirmed
+    /// once everything before it is in Kafka.
+    Checkpoint { lsn: Lsn },
+    /// A streamed transaction committed: its staged changes are read back with
+    /// [`ChangeAssembler::replay_next`], then its [`Output::TransactionEnd`] follows.
+    Replay(StagedTransaction),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +101,10 @@ pub enum AssembleError {
         table: String,
         source: pgoutput::error::DecodeError,
     },
+    #[error("undecodable pgoutput message: {0}")]
+    Decode(#[from] pgoutput::error::DecodeError),
+    #[error("staging a streamed transaction on disk failed: {0}")]
+    Spill(#[from] std::io::Error),
     #[error("unexpected pgoutput message: {0}")]
     Unexpected(String),
 }
@@ -81,6 +114,12 @@ struct CachedRelation {
     qualified_name: Arc<str>,
 }
 
+/// A REPLICA IDENTITY FULL table flags every column as key in pgoutput; its real primary key
+/// comes from the catalog (see [`ChangeAssembler::set_primary_key`]).
+fn uses_full_identity(relation: &Relation) -> bool {
+    matches!(relation.replica_identity, pgoutput::message::ReplicaIdentity::Full)
+}
+
 struct OpenTransaction {
     xid: u32,
     commit_lsn: Lsn,
@@ -88,15 +127,89 @@ struct OpenTransaction {
     next_sequence: u32,
 }
 
-/// A change of a streamed transaction, kept until the transaction commits or aborts.
-struct StagedChange {
-    subxid: u32,
-    table: Arc<str>,
-    operation: Operation,
-    primary_key: Columns,
-    before: Option<Columns>,
-    after: Option<Columns>,
-    event_lsn: Lsn,
+/// The messages of one in-progress streamed transaction, spilled to an anonymous file as
+/// `[wal_start u64][length u32][pgoutput bytes]` records in arrival order.
+#[derive(Debug)]
+pub struct StagedTransaction {
+    xid: u32,
+    spill: Spill,
+    staged_messages: u64,
+    aborted_subtransactions: HashSet<u32>,
+    commit: Option<OpenTransaction>,
+    end_lsn: Lsn,
+}
+
+#[derive(Debug)]
+enum Spill {
+    Writing(BufWriter<File>),
+    Reading(BufReader<File>),
+}
+
+impl std::fmt::Debug for OpenTransaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "transaction {} committing at {:X}", self.xid, self.commit_lsn)
+    }
+}
+
+const SPILL_BUFFER_BYTES: usize = 256 * 1024;
+
+impl StagedTransaction {
+    fn new(xid: u32, directory: Option<&PathBuf>) -> std::io::Result<Self> {
+        let file = match directory {
+            Some(directory) => tempfile::tempfile_in(directory)?,
+            None => tempfile::tempfile()?,
+        };
+        Ok(Self {
+            xid,
+            spill: Spill::Writing(BufWriter::with_capacity(SPILL_BUFFER_BYTES, file)),
+            staged_messages: 0,
+            aborted_subtransactions: HashSet::new(),
+            commit: None,
+            end_lsn: 0,
+        })
+    }
+
+    fn stage(&mut self, wal_start: Lsn, message: &[u8]) -> Result<(), AssembleError> {
+        let Spill::Writing(writer) = &mut self.spill else {
+            return Err(AssembleError::Unexpected(format!("transaction {} changed after its commit", self.xid)));
+        };
+        let length = u32::try_from(message.len())
+            .map_err(|_| AssembleError::Unexpected("a pgoutput message over 4 GiB".into()))?;
+        writer.write_all(&wal_start.to_be_bytes())?;
+        writer.write_all(&length.to_be_bytes())?;
+        writer.write_all(message)?;
+        self.staged_messages += 1;
+        Ok(())
+    }
+
+    fn start_reading(&mut self) -> Result<(), AssembleError> {
+        let spill = std::mem::replace(&mut self.spill, Spill::Writing(BufWriter::new(tempfile::tempfile()?)));
+        let mut file = match spill {
+            Spill::Writing(writer) => writer.into_inner().map_err(|e| e.into_error())?,
+            Spill::Reading(reader) => reader.into_inner(),
+        };
+        file.rewind()?;
+        self.spill = Spill::Reading(BufReader::with_capacity(SPILL_BUFFER_BYTES, file));
+        Ok(())
+    }
+
+    /// The next staged message, or None at the end.
+    fn next_staged(&mut self, buffer: &mut Vec<u8>) -> Result<Option<Lsn>, AssembleError> {
+        let Spill::Reading(reader) = &mut self.spill else {
+            return Err(AssembleError::Unexpected("replay before commit".into()));
+        };
+        let mut header = [0u8; 12];
+        match reader.read_exact(&mut header) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+        let wal_start = u64::from_be_bytes(header[..8].try_into().unwrap_or_default());
+        let length = u32::from_be_bytes(header[8..].try_into().unwrap_or_default());
+        buffer.resize(length as usize, 0);
+        reader.read_exact(buffer)?;
+        Ok(Some(wal_start))
+    }
 }
 
 #[derive(Default)]
@@ -106,10 +219,21 @@ pub struct ChangeAssembler {
     open: Option<OpenTransaction>,
     /// The top-level xid of the streamed chunk being received.
     streaming: Option<u32>,
-    staged: HashMap<u32, Vec<StagedChange>>,
+    staged: HashMap<u32, StagedTransaction>,
+    /// Where streamed transactions are staged; the system temporary directory when None.
+    spill_directory: Option<PathBuf>,
+    /// Primary-key columns by relation id, from the catalog, for REPLICA IDENTITY FULL tables.
+    primary_keys: HashMap<u32, Vec<String>>,
 }
 
 impl ChangeAssembler {
+    pub fn new(spill_directory: Option<PathBuf>) -> Self {
+        Self {
+            spill_directory,
+            ..Self::default()
+        }
+    }
+
     /// Whether a keepalive's position may be confirmed now: not inside a transaction or a
     /// streamed chunk, where a later message still belongs to what came before.
     pub fn between_transactions(&self) -> bool {
@@ -121,12 +245,55 @@ impl ChangeAssembler {
         self.streaming.is_some()
     }
 
-    /// Rows staged for in-progress streamed transactions (memory held).
-    pub fn staged_changes(&self) -> usize {
-        self.staged.values().map(Vec::len).sum()
+    /// Records a table's primary-key columns as the catalog has them: under REPLICA IDENTITY
+    /// FULL they key the records instead of the whole row (which would change with every
+    /// UPDATE and scatter one row over partitions). Empty for a table without primary key.
+    pub fn set_primary_key(&mut self, relation_id: u32, columns: Vec<String>) {
+        self.primary_keys.insert(relation_id, columns);
     }
 
-    pub fn apply(&mut self, message: LogicalMessage, event_lsn: Lsn, out: &mut Vec<Output>) -> Result<(), AssembleError> {
+    /// pgoutput messages staged on disk for in-progress streamed transactions.
+    pub fn staged_messages(&self) -> u64 {
+        self.staged.values().map(|t| t.staged_messages).sum()
+    }
+
+    /// Decodes one pgoutput message (an XLogData payload starting at `wal_start`).
+    pub fn apply(&mut self, data: &[u8], wal_start: Lsn, out: &mut Vec<Output>) -> Result<(), AssembleError> {
+        let message = decode_message(data, self.streaming.is_some())?;
+        if let Some(top_xid) = self.streaming
+            && Self::belongs_to_stream(&message)
+        {
+            // Relations inside a stream describe the table as that transaction sees it, so they
+            // are replayed with it at commit rather than applied now.
+            if let LogicalMessage::Type { type_id, namespace, name, .. } = &message {
+                self.types.learn(*type_id, namespace, name);
+                return Ok(());
+            }
+            let staged = match self.staged.entry(top_xid) {
+                std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+                std::collections::hash_map::Entry::Vacant(entry) => {
+                    entry.insert(StagedTransaction::new(top_xid, self.spill_directory.as_ref())?)
+                }
+            };
+            return staged.stage(wal_start, data);
+        }
+        self.apply_decoded(message, wal_start, out)
+    }
+
+    fn belongs_to_stream(message: &LogicalMessage) -> bool {
+        matches!(
+            message,
+            LogicalMessage::Insert { .. }
+                | LogicalMessage::Update { .. }
+                | LogicalMessage::Delete { .. }
+                | LogicalMessage::Truncate { .. }
+                | LogicalMessage::Relation(_)
+                | LogicalMessage::Type { .. }
+                | LogicalMessage::Message { transactional: true, .. }
+        )
+    }
+
+    fn apply_decoded(&mut self, message: LogicalMessage, event_lsn: Lsn, out: &mut Vec<Output>) -> Result<(), AssembleError> {
         match message {
             LogicalMessage::Begin { final_lsn, commit_time, xid } => {
                 self.open = Some(OpenTransaction {
@@ -136,14 +303,17 @@ impl ChangeAssembler {
                     next_sequence: 0,
                 });
             }
-            LogicalMessage::Commit { end_lsn, commit_time, .. } => {
-                if self.open.take().is_none() {
-                    return Err(AssembleError::Unexpected("Commit without Begin".into()));
-                }
-                out.push(Output::Checkpoint {
-                    lsn: end_lsn,
-                    commit_time_unix_micros: Some(pg_micros_to_unix_micros(commit_time)),
-                });
+            LogicalMessage::Commit { end_lsn, commit_lsn, commit_time, .. } => {
+                let open = self
+                    .open
+                    .take()
+                    .ok_or_else(|| AssembleError::Unexpected("Commit without Begin".into()))?;
+                out.push(Output::TransactionEnd(TransactionEnd {
+                    xid: open.xid,
+                    commit_lsn,
+                    end_lsn,
+                    commit_time_unix_micros: pg_micros_to_unix_micros(commit_time),
+                }));
             }
             LogicalMessage::Relation(relation) => {
                 let qualified_name: Arc<str> = format!("{}.{}", relation.namespace, relation.name).into();
@@ -152,39 +322,41 @@ impl ChangeAssembler {
             LogicalMessage::Type { type_id, namespace, name, .. } => {
                 self.types.learn(type_id, &namespace, &name);
             }
-            LogicalMessage::Insert { xid, relation_id, new } => {
+            LogicalMessage::Insert { relation_id, new, .. } => {
                 let (table, after) = self.row(relation_id, &new, false)?;
                 let primary_key = self.key_of(relation_id, &after);
-                self.emit(xid, table, Operation::Insert, primary_key, None, Some(after), event_lsn, out)?;
+                self.emit_change(table, Operation::Insert, primary_key, None, Some(after), event_lsn, out)?;
             }
-            LogicalMessage::Update { xid, relation_id, old, new } => {
+            LogicalMessage::Update { relation_id, old, new, .. } => {
                 let (table, after) = self.row(relation_id, &new, false)?;
                 let before = match &old {
                     Some(old) => Some(self.old_row(relation_id, old)?),
                     None => None,
                 };
                 let primary_key = self.key_of(relation_id, &after);
-                self.emit(xid, table, Operation::Update, primary_key, before, Some(after), event_lsn, out)?;
+                self.emit_change(table, Operation::Update, primary_key, before, Some(after), event_lsn, out)?;
             }
-            LogicalMessage::Delete { xid, relation_id, old } => {
+            LogicalMessage::Delete { relation_id, old, .. } => {
                 let before = self.old_row(relation_id, &old)?;
                 let table = self.relation(relation_id)?.qualified_name.clone();
                 let primary_key = self.key_of(relation_id, &before);
-                self.emit(xid, table, Operation::Delete, primary_key, Some(before), None, event_lsn, out)?;
+                self.emit_change(table, Operation::Delete, primary_key, Some(before), None, event_lsn, out)?;
             }
-            LogicalMessage::Truncate { xid, relation_ids, .. } => {
+            LogicalMessage::Truncate { relation_ids, .. } => {
                 for relation_id in relation_ids {
                     let table = self.relation(relation_id)?.qualified_name.clone();
-                    self.emit(xid, table, Operation::Truncate, Vec::new(), None, None, event_lsn, out)?;
+                    self.emit_change(table, Operation::Truncate, Vec::new(), None, None, event_lsn, out)?;
                 }
             }
-            LogicalMessage::Message { transactional, lsn, prefix, .. } => {
-                // Publishing logical messages is not part of the change stream yet; a
-                // non-transactional one (the connector's heartbeat among them) still marks a
-                // position that may be confirmed.
-                tracing::debug!(prefix, transactional, "logical decoding message");
+            LogicalMessage::Message { transactional, lsn, prefix, content, .. } => {
+                let position = if transactional {
+                    Some(self.next_position(event_lsn, "a transactional message")?)
+                } else {
+                    None
+                };
+                out.push(Output::Message(MessageEvent { prefix, content, message_lsn: lsn, position }));
                 if !transactional && self.between_transactions() {
-                    out.push(Output::Checkpoint { lsn, commit_time_unix_micros: None });
+                    out.push(Output::Checkpoint { lsn });
                 }
             }
             LogicalMessage::Origin { name, .. } => {
@@ -197,34 +369,33 @@ impl ChangeAssembler {
                 self.streaming = None;
             }
             LogicalMessage::StreamCommit { xid, end_lsn, commit_lsn, commit_time, .. } => {
-                let staged = self.staged.remove(&xid).unwrap_or_default();
-                let commit_time_unix_micros = pg_micros_to_unix_micros(commit_time);
-                for (sequence, change) in staged.into_iter().enumerate() {
-                    out.push(Output::Change(ChangeEvent {
-                        table: change.table,
-                        operation: change.operation,
-                        primary_key: change.primary_key,
-                        before: change.before,
-                        after: change.after,
-                        position: Position {
-                            commit_lsn,
-                            event_lsn: change.event_lsn,
-                            xid,
-                            sequence: u32::try_from(sequence).unwrap_or(u32::MAX),
-                            commit_time_unix_micros,
-                        },
-                    }));
+                let commit = OpenTransaction {
+                    xid,
+                    commit_lsn,
+                    commit_time_unix_micros: pg_micros_to_unix_micros(commit_time),
+                    next_sequence: 0,
+                };
+                match self.staged.remove(&xid) {
+                    Some(mut staged) => {
+                        staged.start_reading()?;
+                        staged.commit = Some(commit);
+                        staged.end_lsn = end_lsn;
+                        out.push(Output::Replay(staged));
+                    }
+                    None => out.push(Output::TransactionEnd(TransactionEnd {
+                        xid,
+                        commit_lsn,
+                        end_lsn,
+                        commit_time_unix_micros: commit.commit_time_unix_micros,
+                    })),
                 }
-                out.push(Output::Checkpoint {
-                    lsn: end_lsn,
-                    commit_time_unix_micros: Some(commit_time_unix_micros),
-                });
             }
             LogicalMessage::StreamAbort { xid, subxid, .. } => {
                 if xid == subxid {
+                    // Dropping the staged transaction deletes its anonymous file.
                     self.staged.remove(&xid);
-                } else if let Some(changes) = self.staged.get_mut(&xid) {
-                    changes.retain(|change| change.subxid != subxid);
+                } else if let Some(staged) = self.staged.get_mut(&xid) {
+                    staged.aborted_subtransactions.insert(subxid);
                 }
             }
             other => {
@@ -236,10 +407,76 @@ impl ChangeAssembler {
         Ok(())
     }
 
+    /// Decodes the staged messages of a committed streamed transaction one at a time, so a
+    /// transaction of any size is published with bounded memory. Returns false when done; the
+    /// transaction's [`Output::TransactionEnd`] is then in `out`.
+    pub fn replay_next(&mut self, staged: &mut StagedTransaction, out: &mut Vec<Output>) -> Result<bool, AssembleError> {
+        let mut buffer = Vec::new();
+        let saved = self.open.take();
+        self.open = staged.commit.take();
+        let result = loop {
+            let wal_start = match staged.next_staged(&mut buffer) {
+                Ok(Some(wal_start)) => wal_start,
+                Ok(None) => break Ok(false),
+                Err(e) => break Err(e),
+            };
+            let message = match decode_message(&buffer, true) {
+                Ok(message) => message,
+                Err(e) => break Err(e.into()),
+            };
+            let row_xid = match &message {
+                LogicalMessage::Insert { xid, .. }
+                | LogicalMessage::Update { xid, .. }
+                | LogicalMessage::Delete { xid, .. }
+                | LogicalMessage::Truncate { xid, .. }
+                | LogicalMessage::Message { xid, .. } => *xid,
+                _ => None,
+            };
+            if row_xid.is_some_and(|x| staged.aborted_subtransactions.contains(&x)) {
+                continue;
+            }
+            let emitted_before = out.len();
+            if let Err(e) = self.apply_decoded(message, wal_start, out) {
+                break Err(e);
+            }
+            if out.len() > emitted_before {
+                break Ok(true);
+            }
+        };
+        staged.commit = self.open.take();
+        self.open = saved;
+        if matches!(result, Ok(false))
+            && let Some(commit) = staged.commit.take()
+        {
+            out.push(Output::TransactionEnd(TransactionEnd {
+                xid: commit.xid,
+                commit_lsn: commit.commit_lsn,
+                end_lsn: staged.end_lsn,
+                commit_time_unix_micros: commit.commit_time_unix_micros,
+            }));
+        }
+        result
+    }
+
+    fn next_position(&mut self, event_lsn: Lsn, what: &str) -> Result<Position, AssembleError> {
+        let open = self
+            .open
+            .as_mut()
+            .ok_or_else(|| AssembleError::Unexpected(format!("{what} outside a transaction")))?;
+        let sequence = open.next_sequence;
+        open.next_sequence += 1;
+        Ok(Position {
+            commit_lsn: open.commit_lsn,
+            event_lsn,
+            xid: open.xid,
+            sequence,
+            commit_time_unix_micros: open.commit_time_unix_micros,
+        })
+    }
+
     #[allow(clippy::too_many_arguments)]
-    fn emit(
+    fn emit_change(
         &mut self,
-        row_xid: Option<u32>,
         table: Arc<str>,
         operation: Operation,
         primary_key: Columns,
@@ -248,37 +485,14 @@ impl ChangeAssembler {
         event_lsn: Lsn,
         out: &mut Vec<Output>,
     ) -> Result<(), AssembleError> {
-        if let Some(top_xid) = self.streaming {
-            self.staged.entry(top_xid).or_default().push(StagedChange {
-                subxid: row_xid.unwrap_or(top_xid),
-                table,
-                operation,
-                primary_key,
-                before,
-                after,
-                event_lsn,
-            });
-            return Ok(());
-        }
-        let open = self
-            .open
-            .as_mut()
-            .ok_or_else(|| AssembleError::Unexpected(format!("{} change outside a transaction", operation.as_str())))?;
-        let sequence = open.next_sequence;
-        open.next_sequence += 1;
+        let position = self.next_position(event_lsn, &format!("a {} change", operation.as_str()))?;
         out.push(Output::Change(ChangeEvent {
             table,
             operation,
             primary_key,
             before,
             after,
-            position: Position {
-                commit_lsn: open.commit_lsn,
-                event_lsn,
-                xid: open.xid,
-                sequence,
-                commit_time_unix_micros: open.commit_time_unix_micros,
-            },
+            position,
         }));
         Ok(())
     }
@@ -306,17 +520,24 @@ impl ChangeAssembler {
         Ok(self.row(relation_id, tuple, key_only)?.1)
     }
 
-    /// The replica-identity columns of `row`, in table order. Empty for a table without one.
+    /// The key columns of `row`, in table order: the replica-identity columns, or under
+    /// REPLICA IDENTITY FULL the primary key. Empty for a table without one.
     fn key_of(&self, relation_id: u32, row: &Columns) -> Columns {
         let Some(cached) = self.relations.get(&relation_id) else {
             return Vec::new();
         };
+        let full_identity_key = uses_full_identity(&cached.relation).then(|| {
+            self.primary_keys.get(&relation_id).map(Vec::as_slice).unwrap_or_default()
+        });
         cached
             .relation
             .columns
             .iter()
             .zip(row)
-            .filter(|(column, _)| column.is_key)
+            .filter(|(column, _)| match full_identity_key {
+                Some(key) => key.contains(&column.name),
+                None => column.is_key,
+            })
             .map(|(_, value)| value.clone())
             .collect()
     }
@@ -324,10 +545,7 @@ impl ChangeAssembler {
 
 #[cfg(test)]
 mod tests {
-    use pgoutput::{
-        message::{Column, ReplicaIdentity, TupleValue},
-        row::TypedValue,
-    };
+    use pgoutput::row::TypedValue;
 
     use super::*;
 
@@ -335,37 +553,120 @@ mod tests {
     const INT8: u32 = 20;
     const TEXT: u32 = 25;
 
-    fn relation() -> LogicalMessage {
-        LogicalMessage::Relation(Relation {
-            id: BOOKINGS,
-            namespace: "public".into(),
-            name: "bookings".into(),
-            replica_identity: ReplicaIdentity::Default,
-            columns: vec![
-                Column { is_key: true, name: "booking_id".into(), type_id: INT8, type_modifier: -1 },
-                Column { is_key: false, name: "status".into(), type_id: TEXT, type_modifier: -1 },
-            ],
-        })
-    }
+    /// Builds pgoutput messages byte by byte, as the server sends them.
+    struct Wire(Vec<u8>);
 
-    fn tuple(id: &str, status: Option<&str>) -> TupleData {
-        TupleData(vec![
-            TupleValue::Text(id.as_bytes().to_vec()),
-            status.map_or(TupleValue::Null, |s| TupleValue::Text(s.as_bytes().to_vec())),
-        ])
-    }
-
-    fn insert(xid: Option<u32>, id: &str) -> LogicalMessage {
-        LogicalMessage::Insert { xid, relation_id: BOOKINGS, new: tuple(id, Some("pending")) }
-    }
-
-    fn run(messages: Vec<LogicalMessage>) -> Vec<Output> {
-        let mut assembler = ChangeAssembler::default();
-        let mut out = Vec::new();
-        for (index, message) in messages.into_iter().enumerate() {
-            assembler.apply(message, 1000 + index as u64, &mut out).unwrap();
+    impl Wire {
+        fn new(tag: u8, stream_xid: Option<u32>) -> Self {
+            let mut wire = Self(vec![tag]);
+            if let Some(xid) = stream_xid {
+                wire = wire.u32(xid);
+            }
+            wire
         }
-        out
+        fn u8(mut self, v: u8) -> Self {
+            self.0.push(v);
+            self
+        }
+        fn u16(mut self, v: u16) -> Self {
+            self.0.extend(v.to_be_bytes());
+            self
+        }
+        fn u32(mut self, v: u32) -> Self {
+            self.0.extend(v.to_be_bytes());
+            self
+        }
+        fn u64(mut self, v: u64) -> Self {
+            self.0.extend(v.to_be_bytes());
+            self
+        }
+        fn cstr(mut self, v: &str) -> Self {
+            self.0.extend(v.as_bytes());
+            self.0.push(0);
+            self
+        }
+        fn tuple(self, id: &str, status: Option<&str>) -> Self {
+            let wire = self.u16(2).u8(b't').u32(id.len() as u32);
+            let mut wire = Self([wire.0, id.as_bytes().to_vec()].concat());
+            match status {
+                Some(status) => {
+                    wire = wire.u8(b't').u32(status.len() as u32);
+                    Self([wire.0, status.as_bytes().to_vec()].concat())
+                }
+                None => wire.u8(b'n'),
+            }
+        }
+    }
+
+    fn relation(stream_xid: Option<u32>) -> Vec<u8> {
+        Wire::new(b'R', stream_xid)
+            .u32(BOOKINGS)
+            .cstr("public")
+            .cstr("bookings")
+            .u8(b'd')
+            .u16(2)
+            .u8(1)
+            .cstr("booking_id")
+            .u32(INT8)
+            .u32(u32::MAX)
+            .u8(0)
+            .cstr("status")
+            .u32(TEXT)
+            .u32(u32::MAX)
+            .0
+    }
+    fn begin(final_lsn: u64, xid: u32) -> Vec<u8> {
+        Wire::new(b'B', None).u64(final_lsn).u64(0).u32(xid).0
+    }
+    fn commit(commit_lsn: u64, end_lsn: u64) -> Vec<u8> {
+        Wire::new(b'C', None).u8(0).u64(commit_lsn).u64(end_lsn).u64(0).0
+    }
+    fn insert(stream_xid: Option<u32>, id: &str) -> Vec<u8> {
+        Wire::new(b'I', stream_xid).u32(BOOKINGS).u8(b'N').tuple(id, Some("pending")).0
+    }
+    fn update(id: &str, status: &str) -> Vec<u8> {
+        Wire::new(b'U', None).u32(BOOKINGS).u8(b'N').tuple(id, Some(status)).0
+    }
+    fn delete_by_key(id: &str) -> Vec<u8> {
+        Wire::new(b'D', None).u32(BOOKINGS).u8(b'K').tuple(id, None).0
+    }
+    fn truncate() -> Vec<u8> {
+        Wire::new(b'T', None).u32(1).u8(0).u32(BOOKINGS).0
+    }
+    fn message(stream_xid: Option<u32>, transactional: bool, lsn: u64, prefix: &str) -> Vec<u8> {
+        Wire::new(b'M', stream_xid).u8(u8::from(transactional)).u64(lsn).cstr(prefix).u32(2).u8(b'h').u8(b'i').0
+    }
+    fn stream_start(xid: u32) -> Vec<u8> {
+        Wire::new(b'S', None).u32(xid).u8(1).0
+    }
+    fn stream_stop() -> Vec<u8> {
+        vec![b'E']
+    }
+    fn stream_commit(xid: u32, commit_lsn: u64, end_lsn: u64) -> Vec<u8> {
+        Wire::new(b'c', None).u32(xid).u8(0).u64(commit_lsn).u64(end_lsn).u64(0).0
+    }
+    fn stream_abort(xid: u32, subxid: u32) -> Vec<u8> {
+        Wire::new(b'A', None).u32(xid).u32(subxid).0
+    }
+
+    /// Feeds messages and replays committed streamed transactions, like the session does.
+    fn run(assembler: &mut ChangeAssembler, messages: Vec<Vec<u8>>) -> Vec<Output> {
+        let mut all = Vec::new();
+        for (index, data) in messages.into_iter().enumerate() {
+            let mut out = Vec::new();
+            assembler.apply(&data, 1000 + index as u64, &mut out).unwrap();
+            for output in out {
+                match output {
+                    Output::Replay(mut staged) => {
+                        let mut replayed = Vec::new();
+                        while assembler.replay_next(&mut staged, &mut replayed).unwrap() {}
+                        all.extend(replayed);
+                    }
+                    other => all.push(other),
+                }
+            }
+        }
+        all
     }
 
     fn changes(outputs: &[Output]) -> Vec<&ChangeEvent> {
@@ -373,27 +674,27 @@ mod tests {
             .iter()
             .filter_map(|o| match o {
                 Output::Change(change) => Some(change),
-                Output::Checkpoint { .. } => None,
+                _ => None,
             })
             .collect()
     }
 
     #[test]
-    fn a_transaction_gives_sequenced_changes_then_its_checkpoint() {
-        let out = run(vec![
-            relation(),
-            LogicalMessage::Begin { final_lsn: 500, commit_time: 0, xid: 7 },
-            insert(None, "1"),
-            LogicalMessage::Update { xid: None, relation_id: BOOKINGS, old: None, new: tuple("1", Some("confirmed")) },
-            LogicalMessage::Delete { xid: None, relation_id: BOOKINGS, old: OldTuple::Key(tuple("1", None)) },
-            LogicalMessage::Commit { flags: 0, commit_lsn: 500, end_lsn: 520, commit_time: 0 },
-        ]);
+    fn a_transaction_gives_sequenced_changes_then_its_end() {
+        let out = run(
+            &mut ChangeAssembler::default(),
+            vec![relation(None), begin(500, 7), insert(None, "1"), update("1", "confirmed"), delete_by_key("1"), commit(500, 520)],
+        );
         let seen = changes(&out);
         assert_eq!(
             seen.iter().map(|c| (c.operation, c.position.sequence, c.position.commit_lsn, c.position.xid)).collect::<Vec<_>>(),
             vec![(Operation::Insert, 0, 500, 7), (Operation::Update, 1, 500, 7), (Operation::Delete, 2, 500, 7)]
         );
-        assert_eq!(out.last(), Some(&Output::Checkpoint { lsn: 520, commit_time_unix_micros: Some(pgoutput::copy::PG_EPOCH_OFFSET_MICROS) }));
+        assert!(matches!(
+            out.last(),
+            Some(Output::TransactionEnd(TransactionEnd { xid: 7, commit_lsn: 500, end_lsn: 520, commit_time_unix_micros }))
+                if *commit_time_unix_micros == pgoutput::copy::PG_EPOCH_OFFSET_MICROS
+        ));
         assert_eq!(&*seen[0].table, "public.bookings");
         assert_eq!(seen[0].primary_key, vec![("booking_id".to_string(), ColumnValue::Value(TypedValue::Long(1)))]);
         let deleted = seen[2].before.as_ref().unwrap();
@@ -404,34 +705,81 @@ mod tests {
     #[test]
     fn streamed_transactions_are_staged_until_commit_and_aborts_are_dropped() {
         let mut assembler = ChangeAssembler::default();
-        let mut out = Vec::new();
-        for message in [
-            relation(),
-            LogicalMessage::StreamStart { xid: 9, first_segment: true },
-            insert(Some(9), "1"),
-            insert(Some(10), "2"), // a subtransaction that aborts
-            LogicalMessage::StreamStop,
-            LogicalMessage::StreamStart { xid: 11, first_segment: true },
-            insert(Some(11), "3"), // a whole transaction that aborts
-            LogicalMessage::StreamStop,
-        ] {
-            assembler.apply(message, 1, &mut out).unwrap();
-        }
-        assert!(out.is_empty(), "nothing may be published before commit: {out:?}");
-        assert_eq!(assembler.staged_changes(), 3);
-        for message in [
-            LogicalMessage::StreamAbort { xid: 9, subxid: 10, abort_lsn: None, abort_time: None },
-            LogicalMessage::StreamAbort { xid: 11, subxid: 11, abort_lsn: None, abort_time: None },
-            LogicalMessage::StreamCommit { xid: 9, flags: 0, commit_lsn: 900, end_lsn: 950, commit_time: 0 },
-        ] {
-            assembler.apply(message, 2, &mut out).unwrap();
-        }
+        let before_commit = run(
+            &mut assembler,
+            vec![
+                relation(None),
+                stream_start(9),
+                insert(Some(9), "1"),
+                insert(Some(10), "2"), // a subtransaction that aborts
+                message(Some(9), true, 1, "app"),
+                stream_stop(),
+                stream_start(11),
+                insert(Some(11), "3"), // a whole transaction that aborts
+                stream_stop(),
+            ],
+        );
+        assert!(before_commit.is_empty(), "nothing may be published before commit: {before_commit:?}");
+        assert_eq!(assembler.staged_messages(), 4);
+        let out = run(&mut assembler, vec![stream_abort(9, 10), stream_abort(11, 11), stream_commit(9, 900, 950)]);
         let seen = changes(&out);
         assert_eq!(seen.len(), 1);
         assert_eq!(seen[0].primary_key[0].1, ColumnValue::Value(TypedValue::Long(1)));
         assert_eq!((seen[0].position.commit_lsn, seen[0].position.xid, seen[0].position.sequence), (900, 9, 0));
-        assert!(matches!(out.last(), Some(Output::Checkpoint { lsn: 950, .. })));
-        assert_eq!(assembler.staged_changes(), 0);
+        assert!(matches!(&out[1], Output::Message(MessageEvent { position: Some(Position { sequence: 1, .. }), .. })));
+        assert!(matches!(out.last(), Some(Output::TransactionEnd(TransactionEnd { xid: 9, end_lsn: 950, .. }))));
+        assert_eq!(assembler.staged_messages(), 0);
+    }
+
+    #[test]
+    fn a_relation_inside_a_stream_applies_from_its_commit_on() {
+        let mut assembler = ChangeAssembler::default();
+        // The streamed transaction describes the table itself; nothing outside it knew it.
+        let out = run(
+            &mut assembler,
+            vec![stream_start(5), relation(Some(5)), insert(Some(5), "8"), stream_stop(), stream_commit(5, 70, 80)],
+        );
+        assert_eq!(changes(&out).len(), 1);
+        // From then on the relation is known to later transactions.
+        let out = run(&mut assembler, vec![begin(90, 6), insert(None, "9"), commit(90, 95)]);
+        assert_eq!(changes(&out).len(), 1);
+    }
+
+    #[test]
+    fn many_streamed_changes_replay_one_by_one() {
+        let mut assembler = ChangeAssembler::default();
+        let mut messages = vec![relation(None), stream_start(3)];
+        messages.extend((0..5000).map(|i| insert(Some(3), &i.to_string())));
+        messages.push(stream_stop());
+        run(&mut assembler, messages);
+        let mut out = Vec::new();
+        assembler.apply(&stream_commit(3, 10, 20), 1, &mut out).unwrap();
+        let Some(Output::Replay(mut staged)) = out.pop() else { panic!("a replay") };
+        let mut replayed = Vec::new();
+        let mut steps = 0;
+        while assembler.replay_next(&mut staged, &mut replayed).unwrap() {
+            steps += 1;
+            assert_eq!(replayed.len(), steps, "one change per step");
+        }
+        assert_eq!(steps, 5000);
+        let sequences: Vec<u32> = changes(&replayed).iter().map(|c| c.position.sequence).collect();
+        assert_eq!(sequences, (0..5000).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn full_identity_tables_are_keyed_by_their_primary_key() {
+        let full_relation = {
+            let mut bytes = relation(None);
+            let identity = bytes.iter().position(|b| *b == b'd').unwrap();
+            bytes[identity] = b'f';
+            bytes
+        };
+        let mut assembler = ChangeAssembler::default();
+        let out = run(&mut assembler, vec![full_relation.clone(), begin(1, 1), insert(None, "4"), commit(1, 2)]);
+        assert!(changes(&out)[0].primary_key.is_empty(), "without a known primary key, no key columns");
+        assembler.set_primary_key(BOOKINGS, vec!["booking_id".into()]);
+        let out = run(&mut assembler, vec![begin(3, 2), insert(None, "5"), commit(3, 4)]);
+        assert_eq!(changes(&out)[0].primary_key, vec![("booking_id".to_string(), ColumnValue::Value(TypedValue::Long(5)))]);
     }
 
     #[test]
@@ -439,24 +787,18 @@ mod tests {
         let mut assembler = ChangeAssembler::default();
         let mut out = Vec::new();
         assert!(assembler.between_transactions());
-        assembler.apply(LogicalMessage::Begin { final_lsn: 1, commit_time: 0, xid: 1 }, 1, &mut out).unwrap();
+        assembler.apply(&begin(1, 1), 1, &mut out).unwrap();
         assert!(!assembler.between_transactions());
-        assembler.apply(LogicalMessage::Commit { flags: 0, commit_lsn: 1, end_lsn: 2, commit_time: 0 }, 2, &mut out).unwrap();
-        assembler.apply(LogicalMessage::StreamStart { xid: 3, first_segment: true }, 3, &mut out).unwrap();
+        assembler.apply(&commit(1, 2), 2, &mut out).unwrap();
+        assembler.apply(&stream_start(3), 3, &mut out).unwrap();
         assert!(!assembler.between_transactions());
-        assert!(assembler.in_stream());
-        assembler.apply(LogicalMessage::StreamStop, 4, &mut out).unwrap();
+        assembler.apply(&stream_stop(), 4, &mut out).unwrap();
         assert!(assembler.between_transactions());
     }
 
     #[test]
     fn truncate_gives_one_change_per_table() {
-        let out = run(vec![
-            relation(),
-            LogicalMessage::Begin { final_lsn: 5, commit_time: 0, xid: 1 },
-            LogicalMessage::Truncate { xid: None, options: 0, relation_ids: vec![BOOKINGS] },
-            LogicalMessage::Commit { flags: 0, commit_lsn: 5, end_lsn: 6, commit_time: 0 },
-        ]);
+        let out = run(&mut ChangeAssembler::default(), vec![relation(None), begin(5, 1), truncate(), commit(5, 6)]);
         let seen = changes(&out);
         assert_eq!(seen.len(), 1);
         assert_eq!(seen[0].operation, Operation::Truncate);
@@ -467,23 +809,19 @@ mod tests {
     fn protocol_violations_are_errors_not_panics() {
         let mut assembler = ChangeAssembler::default();
         let mut out = Vec::new();
-        assembler.apply(LogicalMessage::Begin { final_lsn: 1, commit_time: 0, xid: 1 }, 1, &mut out).unwrap();
-        assert!(matches!(assembler.apply(insert(None, "1"), 2, &mut out), Err(AssembleError::UnknownRelation(BOOKINGS))));
+        assembler.apply(&begin(1, 1), 1, &mut out).unwrap();
+        assert!(matches!(assembler.apply(&insert(None, "1"), 2, &mut out), Err(AssembleError::UnknownRelation(BOOKINGS))));
         let mut fresh = ChangeAssembler::default();
-        assert!(fresh.apply(relation(), 1, &mut out).is_ok());
-        assert!(fresh.apply(insert(None, "1"), 2, &mut out).is_err(), "a change outside a transaction");
-        assert!(fresh.apply(LogicalMessage::Commit { flags: 0, commit_lsn: 1, end_lsn: 2, commit_time: 0 }, 3, &mut out).is_err());
+        fresh.apply(&relation(None), 1, &mut out).unwrap();
+        assert!(fresh.apply(&insert(None, "1"), 2, &mut out).is_err(), "a change outside a transaction");
+        assert!(fresh.apply(&commit(1, 2), 3, &mut out).is_err());
+        assert!(matches!(fresh.apply(b"Z", 4, &mut out), Err(AssembleError::Decode(_))));
     }
 
     #[test]
-    fn heartbeat_messages_checkpoint_between_transactions() {
-        let out = run(vec![LogicalMessage::Message {
-            xid: None,
-            transactional: false,
-            lsn: 77,
-            prefix: "cdc_connector.heartbeat".into(),
-            content: Vec::new(),
-        }]);
-        assert_eq!(out, vec![Output::Checkpoint { lsn: 77, commit_time_unix_micros: None }]);
+    fn a_non_transactional_message_is_emitted_and_checkpoints() {
+        let out = run(&mut ChangeAssembler::default(), vec![message(None, false, 77, "cdc_connector.heartbeat")]);
+        assert!(matches!(&out[0], Output::Message(MessageEvent { position: None, message_lsn: 77, .. })));
+        assert!(matches!(out[1], Output::Checkpoint { lsn: 77 }));
     }
 }

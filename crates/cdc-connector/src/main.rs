@@ -3,6 +3,8 @@
 //! PostgreSQL only after Kafka acknowledged every record before it, so no change is ever lost.
 
 mod changes;
+mod metadata;
+mod privacy;
 mod record;
 mod session;
 mod sink;
@@ -46,9 +48,15 @@ struct Args {
     /// Base URL of the Confluent-compatible schema registry.
     #[arg(long, env = "CDC_SCHEMA_REGISTRY_URL", default_value = "http://127.0.0.1:8081")]
     schema_registry_url: String,
-    /// Topic the change records go to.
-    #[arg(long, env = "CDC_TOPIC", default_value = topics::CDC_CHANGES.name)]
-    topic: String,
+    /// Logical decoding messages (pg_logical_emit_message) to publish to topic_cdc_messages, by
+    /// prefix: `*` for all, `family*` for a family, or exact prefixes, comma-separated; empty
+    /// publishes none. The connector's heartbeats are never published.
+    #[arg(long, env = "CDC_MESSAGE_PREFIXES", value_delimiter = ',', default_value = "*")]
+    message_prefixes: Vec<String>,
+    /// Directory where transactions streamed before their commit are staged (on disk, so a
+    /// transaction of any size takes bounded memory) [default: the system temporary directory].
+    #[arg(long, env = "CDC_SPILL_DIR")]
+    spill_dir: Option<std::path::PathBuf>,
     /// Address of the HTTP server for /metrics (Prometheus) and /health.
     #[arg(long, env = "CDC_LISTEN", default_value = "127.0.0.1:9464")]
     listen: SocketAddr,
@@ -69,6 +77,8 @@ struct Args {
     /// Longest pause between retries after a retryable error (unreachable database or broker).
     #[arg(long, env = "CDC_MAX_RETRY_BACKOFF_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     max_retry_backoff_secs: u64,
+    #[command(flatten)]
+    filter: privacy::FilterOptions,
 }
 
 pub fn unix_micros_now() -> i64 {
@@ -82,6 +92,8 @@ pub fn unix_micros_now() -> i64 {
 async fn main() -> anyhow::Result<()> {
     telemetry::init_tracing();
     let args: Args = platform::config::load("CDC_CONFIG")?;
+    // A filter that cannot be built is a configuration error: stop before touching anything.
+    let filter = privacy::ChangeFilter::new(&args.filter)?;
     let health = telemetry::Health::default();
     health.set(false, "starting");
     let prometheus = telemetry::install_prometheus()?;
@@ -91,7 +103,7 @@ async fn main() -> anyhow::Result<()> {
 
     let target = PgTarget::parse(&args.pg_url, "cdc-connector")?;
     let max_backoff = Duration::from_secs(args.max_retry_backoff_secs);
-    let schema = retry("registering the CDCChange schema", max_backoff, &health, || register_schema(&args)).await?;
+    let schemas = retry("registering the CDC schemas", max_backoff, &health, || register_schemas(&args)).await?;
     retry("provisioning Kafka topics", max_backoff, &health, || async {
         kafka::provision_topics(&args.kafka_brokers, topics::ALL)
             .await
@@ -109,14 +121,16 @@ async fn main() -> anyhow::Result<()> {
             publication_name: args.publication_name.clone(),
             tables: args.tables.clone(),
         },
-        topic: args.topic.clone(),
+        message_prefixes: args.message_prefixes.iter().filter(|p| !p.is_empty()).cloned().collect(),
+        spill_directory: args.spill_dir.clone(),
         status_interval: Duration::from_secs(args.status_interval_secs),
         heartbeat_interval: (args.heartbeat_interval_secs > 0).then(|| Duration::from_secs(args.heartbeat_interval_secs)),
         heartbeat_prefix: args.heartbeat_prefix.clone(),
+        filter,
     };
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
-    let streaming = retry("streaming changes", max_backoff, &health, || session::run(&config, producer.clone(), &schema, &health));
+    let streaming = retry("streaming changes", max_backoff, &health, || session::run(&config, producer.clone(), &schemas, &health));
     tokio::select! {
         result = streaming => result.map_err(anyhow::Error::from),
         () = &mut shutdown => {
@@ -130,18 +144,29 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn register_schema(args: &Args) -> Result<RegisteredSchema, SessionError> {
-    let schema = record::cdc_change_schema().map_err(|e| SessionError::Definite(format!("schemas/CDCChange.avsc is not valid Avro: {e}")))?;
+async fn register_schemas(args: &Args) -> Result<metadata::Schemas, SessionError> {
     let registry = RegistryClient::new(&args.schema_registry_url);
-    let subject = platform::registry::value_subject(&args.topic);
-    match registry.register(&subject, platform::schemas::CDC_CHANGE).await {
-        Ok(id) => {
-            tracing::info!(subject, id, "registered the CDCChange schema");
-            Ok(RegisteredSchema { id, schema })
+    let register = |topic: &'static topics::TopicSpec, text: &'static str| {
+        let registry = registry.clone();
+        async move {
+            let schema = platform::schemas::parse(text)
+                .map_err(|e| SessionError::Definite(format!("the schema of {} is not valid Avro: {e}", topic.name)))?;
+            let subject = platform::registry::value_subject(topic.name);
+            match registry.register(&subject, text).await {
+                Ok(id) => {
+                    tracing::info!(subject, id, "registered schema");
+                    Ok(RegisteredSchema { id, schema })
+                }
+                Err(e) if e.is_retryable() => Err(SessionError::Indefinite(e.to_string())),
+                Err(e) => Err(SessionError::Definite(e.to_string())),
+            }
         }
-        Err(e) if e.is_retryable() => Err(SessionError::Indefinite(e.to_string())),
-        Err(e) => Err(SessionError::Definite(e.to_string())),
-    }
+    };
+    Ok(metadata::Schemas {
+        change: register(&topics::CDC_CHANGES, platform::schemas::CDC_CHANGE).await?,
+        transaction: register(&topics::CDC_TRANSACTIONS, platform::schemas::CDC_TRANSACTION).await?,
+        message: register(&topics::CDC_MESSAGES, platform::schemas::CDC_MESSAGE).await?,
+    })
 }
 
 /// Retries `attempt` with exponential backoff while it fails indefinitely; a definite error ends

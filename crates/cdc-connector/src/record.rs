@@ -2,14 +2,10 @@
 
 use std::collections::HashMap;
 
-use apache_avro::{Schema, types::Value};
+use apache_avro::types::Value;
 use pgoutput::row::{ColumnValue, TypedValue};
 
 use crate::changes::{ChangeEvent, Columns, Operation};
-
-pub fn cdc_change_schema() -> Result<Schema, apache_avro::Error> {
-    platform::schemas::parse(platform::schemas::CDC_CHANGE)
-}
 
 /// Branch indexes of the column-value union, in the order CDCChange.avsc lists them.
 mod branch {
@@ -29,6 +25,12 @@ mod branch {
     pub const TIMESTAMP_TZ: u32 = 13;
     pub const UNAVAILABLE: u32 = 14;
     pub const OTHER: u32 = 15;
+    // Appended after the first published version: existing indexes never move, so data written
+    // with an older schema stays readable (BACKWARD compatible).
+    pub const TIME: u32 = 16;
+    pub const TIME_TZ: u32 = 17;
+    pub const INTERVAL: u32 = 18;
+    pub const ARRAY: u32 = 19;
 }
 
 /// Deterministic from the source position: a replayed change gets the same id.
@@ -137,6 +139,14 @@ fn column_value(value: &ColumnValue) -> Value {
     Value::Union(index, Box::new(inner))
 }
 
+fn array_element(element: &Option<TypedValue>) -> Value {
+    let (index, inner) = match element {
+        None => (branch::NULL, Value::Null),
+        Some(typed) => typed_value(typed),
+    };
+    Value::Union(index, Box::new(inner))
+}
+
 fn typed_value(value: &TypedValue) -> (u32, Value) {
     match value {
         TypedValue::Bool(b) => (branch::BOOLEAN, Value::Boolean(*b)),
@@ -158,6 +168,24 @@ fn typed_value(value: &TypedValue) -> (u32, Value) {
             branch::TIMESTAMP_TZ,
             record(vec![("micros", Value::TimestampMicros(*micros))]),
         ),
+        TypedValue::Time(micros) => (branch::TIME, record(vec![("micros", Value::TimeMicros(*micros))])),
+        TypedValue::TimeTz { micros, offset_seconds } => (
+            branch::TIME_TZ,
+            record(vec![("micros", Value::TimeMicros(*micros)), ("offset_seconds", Value::Int(*offset_seconds))]),
+        ),
+        TypedValue::Interval { months, days, micros } => (
+            branch::INTERVAL,
+            record(vec![("months", Value::Int(*months)), ("days", Value::Int(*days)), ("micros", Value::Long(*micros))]),
+        ),
+        TypedValue::Array { type_name, lower_bound, elements } => (
+            branch::ARRAY,
+            record(vec![
+                ("type_name", Value::String(type_name.clone())),
+                ("lower_bound", Value::Int(*lower_bound)),
+                // Elements use the column-value union itself (a NULL element is its null branch).
+                ("elements", Value::Array(elements.iter().map(array_element).collect())),
+            ]),
+        ),
         TypedValue::Other { type_name, text } => (
             branch::OTHER,
             record(vec![
@@ -173,6 +201,7 @@ mod tests {
     use std::sync::Arc;
 
     use platform::avro::RegisteredSchema;
+    use serde_json::json;
 
     use super::*;
     use crate::changes::Position;
@@ -197,7 +226,25 @@ mod tests {
             typed("timestamp", TypedValue::Timestamp(-1)),
             typed("timestamptz", TypedValue::TimestampTz(i64::MIN)),
             typed("other", TypedValue::Other { type_name: "inet".into(), text: "10.0.0.1".into() }),
+            typed("time", TypedValue::Time(86_400_000_000)),
+            typed("timetz", TypedValue::TimeTz { micros: 1, offset_seconds: -12_600 }),
+            typed("interval", TypedValue::Interval { months: -14, days: 3, micros: i64::MIN }),
+            typed("array", matrix()),
         ]
+    }
+
+    /// `'[0:1]={{1,NULL},{NULL,"x"}}'::text[]`-like: two levels, NULL elements, a nested element
+    /// of another branch.
+    fn matrix() -> TypedValue {
+        let row = |elements| TypedValue::Array { type_name: "_text".into(), lower_bound: 1, elements };
+        TypedValue::Array {
+            type_name: "_text".into(),
+            lower_bound: 0,
+            elements: vec![
+                Some(row(vec![Some(TypedValue::Text("1".into())), None])),
+                Some(row(vec![None, Some(TypedValue::Interval { months: 1, days: 0, micros: 0 })])),
+            ],
+        }
     }
 
     fn event(operation: Operation) -> ChangeEvent {
@@ -213,7 +260,7 @@ mod tests {
 
     #[test]
     fn every_value_kind_encodes_against_the_published_schema_and_decodes_back() {
-        let schema = RegisteredSchema { id: 1, schema: cdc_change_schema().unwrap() };
+        let schema = RegisteredSchema { id: 1, schema: platform::schemas::parse(platform::schemas::CDC_CHANGE).unwrap() };
         for operation in [Operation::Insert, Operation::Update, Operation::Delete, Operation::Truncate] {
             let framed = schema.encode(to_avro(&event(operation), "travel", "slot", 5)).unwrap();
             let (_, mut datum) = platform::avro::split_wire_format(&framed).unwrap();
@@ -230,7 +277,111 @@ mod tests {
             assert_eq!(json["after_values"]["null"], serde_json::Value::Null);
             assert_eq!(json["after_values"]["date"]["days"], i32::MAX);
             assert_eq!(json["source"]["commit_lsn"], 0x1959CD8);
+            for values in [&json["before_values"], &json["after_values"]] {
+                assert_eq!(values["time"], json!({"micros": 86_400_000_000_i64}));
+                assert_eq!(values["timetz"], json!({"micros": 1, "offset_seconds": -12_600}));
+                assert_eq!(values["interval"], json!({"months": -14, "days": 3, "micros": i64::MIN}));
+                assert_eq!(
+                    values["array"],
+                    json!({"type_name": "_text", "lower_bound": 0, "elements": [
+                        {"type_name": "_text", "lower_bound": 1, "elements": ["1", null]},
+                        {"type_name": "_text", "lower_bound": 1, "elements": [null, {"months": 1, "days": 0, "micros": 0}]},
+                    ]})
+                );
+            }
+            // The branch each value was written as, not just its JSON look.
+            let Value::Record(fields) = &decoded else { panic!("{decoded:?}") };
+            let after = fields.iter().find(|(name, _)| name == "after_values").map(|(_, value)| value);
+            let Some(Value::Union(1, map)) = after else { panic!("{after:?}") };
+            let Value::Map(map) = map.as_ref() else { panic!("{map:?}") };
+            for (column, value) in map {
+                let Value::Union(index, _) = value else { panic!("{column}: {value:?}") };
+                let expected = expected_branch(column);
+                assert_eq!(*index, expected, "{column}");
+            }
+            assert_eq!(map.len(), 21, "one column per branch (Unavailable twice)");
         }
+    }
+
+    fn expected_branch(column: &str) -> u32 {
+        match column {
+            "null" => branch::NULL,
+            "toast" | "not_key" => branch::UNAVAILABLE,
+            "bool" => branch::BOOLEAN,
+            "int" => branch::INT,
+            "long" => branch::LONG,
+            "float" => branch::FLOAT,
+            "double" => branch::DOUBLE,
+            "text" => branch::STRING,
+            "bytes" => branch::BYTES,
+            "numeric" => branch::NUMERIC,
+            "json" => branch::JSON,
+            "uuid" => branch::UUID,
+            "date" => branch::DATE,
+            "timestamp" => branch::TIMESTAMP,
+            "timestamptz" => branch::TIMESTAMP_TZ,
+            "other" => branch::OTHER,
+            "time" => branch::TIME,
+            "timetz" => branch::TIME_TZ,
+            "interval" => branch::INTERVAL,
+            "array" => branch::ARRAY,
+            other => panic!("no branch for test column {other}"),
+        }
+    }
+
+    /// The branch names of the first published schema, in order.
+    const FIRST_VERSION_BRANCHES: [&str; 16] = [
+        "null", "boolean", "int", "long", "float", "double", "string", "bytes",
+        "com.travel.cdc.Numeric", "com.travel.cdc.Json", "com.travel.cdc.Uuid", "com.travel.cdc.Date",
+        "com.travel.cdc.Timestamp", "com.travel.cdc.TimestampTz", "com.travel.cdc.Unavailable", "com.travel.cdc.Other",
+    ];
+
+    fn branch_name(branch: &serde_json::Value) -> String {
+        match branch {
+            serde_json::Value::String(name) => name.clone(),
+            record => format!("com.travel.cdc.{}", record["name"].as_str().unwrap()),
+        }
+    }
+
+    /// The current schema reads everything written with the first version: that version's
+    /// branches are an unchanged prefix of the union, and Avro's own resolution rules agree.
+    #[test]
+    fn the_schema_stays_backward_compatible_with_the_first_version() {
+        let current: serde_json::Value = serde_json::from_str(platform::schemas::CDC_CHANGE).unwrap();
+        let mut first = current.clone();
+        let fields = first["fields"].as_array_mut().unwrap();
+        for field in fields.iter_mut() {
+            let union = match field["name"].as_str().unwrap() {
+                "primary_key" => &mut field["type"]["values"],
+                "before_values" | "after_values" => &mut field["type"][1]["values"],
+                _ => continue,
+            };
+            let union = union.as_array_mut().unwrap();
+            let names: Vec<String> = union.iter().map(branch_name).collect();
+            assert_eq!(names[..16], FIRST_VERSION_BRANCHES, "{}: existing branches must not move", field["name"]);
+            assert_eq!(names[16..], ["com.travel.cdc.Time", "com.travel.cdc.TimeTz", "com.travel.cdc.Interval", "com.travel.cdc.Array"]);
+            union.truncate(16);
+        }
+        let first = Schema::parse_str(&first.to_string()).unwrap();
+        let current = platform::schemas::parse(platform::schemas::CDC_CHANGE).unwrap();
+        assert_eq!(
+            apache_avro::schema_compatibility::SchemaCompatibility::can_read(&first, &current).unwrap(),
+            apache_avro::schema_compatibility::Compatibility::Full,
+            "the new schema reads data written with the first version"
+        );
+        // And a record written with the first version decodes with the current schema.
+        let mut old_event = event(Operation::Update);
+        old_event.after = Some(every_kind_of_value().into_iter().take(17).collect());
+        old_event.before = None;
+        let written = RegisteredSchema { id: 1, schema: first.clone() }.encode(to_avro(&old_event, "travel", "slot", 5)).unwrap();
+        let (_, mut datum) = platform::avro::split_wire_format(&written).unwrap();
+        let read = apache_avro::reader::datum::GenericDatumReader::builder(&first)
+            .reader_schema(&current)
+            .build()
+            .unwrap()
+            .read_value(&mut datum)
+            .unwrap();
+        assert_eq!(platform::avro::to_json(&read)["after_values"]["numeric"]["value"], "123456789012345678901234567890.000000001");
     }
 
     #[test]

@@ -3,16 +3,14 @@
 
 use std::{sync::Arc, time::Duration};
 
-use pgoutput::{
-    copy::{Lsn, ReplicationMessage, decode_copy_data, encode_standby_status_update, format_lsn, unix_micros_to_pg_micros},
-    message::decode_message,
-};
-use platform::{avro::RegisteredSchema, kafka::LoggingContext, telemetry::Health};
+use pgoutput::copy::{Lsn, ReplicationMessage, decode_copy_data, encode_standby_status_update, format_lsn, unix_micros_to_pg_micros};
+use platform::{avro::RegisteredSchema, kafka::LoggingContext, telemetry::Health, topics};
 use rdkafka::producer::FutureProducer;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::{
     changes::{ChangeAssembler, Output},
+    metadata::{self, Schemas, TransactionTally},
     record,
     sink::{OrderedSink, SendError},
     source::{
@@ -44,11 +42,16 @@ impl From<SourceError> for SessionError {
 pub struct SessionConfig {
     pub target: PgTarget,
     pub source: SourceSettings,
-    pub topic: String,
+    /// Logical-message prefixes to publish (`*`, `family*` or exact); the heartbeat prefix never is.
+    pub message_prefixes: Vec<String>,
+    /// Where streamed transactions are staged until they commit.
+    pub spill_directory: Option<std::path::PathBuf>,
     pub status_interval: Duration,
     /// None disables heartbeats.
     pub heartbeat_interval: Option<Duration>,
     pub heartbeat_prefix: String,
+    /// Tables and columns to publish, masked and hashed values.
+    pub filter: crate::privacy::ChangeFilter,
 }
 
 /// The newest pgoutput protocol the server speaks: 2 brought streaming of in-progress
@@ -79,8 +82,11 @@ struct Session<'a> {
     config: &'a SessionConfig,
     stream: ReplicationStream,
     sink: OrderedSink,
-    schema: &'a RegisteredSchema,
+    schemas: &'a Schemas,
     assembler: ChangeAssembler,
+    tally: TransactionTally,
+    /// An ordinary SQL connection for catalog lookups while streaming.
+    catalog: tokio_postgres::Client,
     /// Highest WAL position received; reported as `write`.
     received_lsn: Lsn,
     /// Highest position marked for confirmation once Kafka catches up.
@@ -92,7 +98,7 @@ struct Session<'a> {
 pub async fn run(
     config: &SessionConfig,
     producer: Arc<FutureProducer<LoggingContext>>,
-    schema: &RegisteredSchema,
+    schemas: &Schemas,
     health: &Health,
 ) -> Result<(), SessionError> {
     let prepared = crate::source::prepare(&config.target, &config.source).await?;
@@ -110,14 +116,17 @@ pub async fn run(
         "streaming changes"
     );
     health.set(true, "streaming");
-    let sink = OrderedSink::new(producer, &config.topic, start, health.clone());
+    let sink = OrderedSink::new(producer, start, health.clone());
+    let catalog = crate::source::connect(&config.target).await?;
     let heartbeat = spawn_heartbeat(config);
     let mut session = Session {
         config,
         stream,
         sink,
-        schema,
-        assembler: ChangeAssembler::default(),
+        schemas,
+        assembler: ChangeAssembler::new(config.spill_directory.clone()),
+        tally: TransactionTally::default(),
+        catalog,
         received_lsn: start,
         checkpointed_lsn: start,
         reported_flush: start,
@@ -191,15 +200,35 @@ impl Session<'_> {
             ReplicationMessage::XLogData { wal_start, wal_end, data, .. } => {
                 self.received_lsn = self.received_lsn.max(wal_end).max(wal_start);
                 metrics::gauge!("cdc_received_lsn").set(self.received_lsn as f64);
-                let logical = decode_message(data, self.assembler.in_stream())
-                    .map_err(|e| SessionError::Definite(format!("undecodable pgoutput message at {}: {e}", format_lsn(wal_start))))?;
-                self.assembler
-                    .apply(logical, wal_start, outputs)
-                    .map_err(|e| SessionError::Definite(format!("at {}: {e}", format_lsn(wal_start))))?;
-                for output in outputs.drain(..) {
-                    self.publish(output).await?;
+                if data.first() == Some(&b'R') {
+                    self.learn_primary_key(data).await?;
                 }
-                metrics::gauge!("cdc_staged_changes").set(self.assembler.staged_changes() as f64);
+                self.assembler
+                    .apply(data, wal_start, outputs)
+                    .map_err(|e| SessionError::Definite(format!("at {}: {e}", format_lsn(wal_start))))?;
+                for output in std::mem::take(outputs) {
+                    match output {
+                        Output::Replay(mut staged) => {
+                            // A committed streamed transaction is read back from disk one change
+                            // at a time, each published before the next is decoded.
+                            let mut replayed = Vec::new();
+                            loop {
+                                let more = self
+                                    .assembler
+                                    .replay_next(&mut staged, &mut replayed)
+                                    .map_err(|e| SessionError::Definite(format!("replaying a streamed transaction: {e}")))?;
+                                for output in replayed.drain(..) {
+                                    self.publish(output).await?;
+                                }
+                                if !more {
+                                    break;
+                                }
+                            }
+                        }
+                        other => self.publish(other).await?,
+                    }
+                }
+                metrics::gauge!("cdc_staged_messages").set(self.assembler.staged_messages() as f64);
             }
             ReplicationMessage::PrimaryKeepalive { wal_end, reply_requested, .. } => {
                 self.received_lsn = self.received_lsn.max(wal_end);
@@ -219,43 +248,102 @@ impl Session<'_> {
     }
 
     async fn publish(&mut self, output: Output) -> Result<(), SessionError> {
+        let database = &self.config.target.database;
+        let now_millis = crate::unix_micros_now() / 1000;
         match output {
-            Output::Checkpoint { lsn, commit_time_unix_micros } => {
+            Output::Checkpoint { lsn } => {
                 self.checkpointed_lsn = self.checkpointed_lsn.max(lsn);
-                self.sink.checkpoint(lsn, commit_time_unix_micros);
+                self.sink.checkpoint(lsn, None);
             }
-            Output::Change(change) => {
-                let value = record::to_avro(
-                    &change,
-                    &self.config.target.database,
-                    &self.config.source.slot_name,
-                    crate::unix_micros_now() / 1000,
-                );
-                let payload = self
-                    .schema
-                    .encode(value)
-                    .map_err(|e| SessionError::Definite(format!("cannot encode a change of {}: {e}", change.table)))?;
-                let key = record::kafka_key(&change);
-                loop {
-                    match self.sink.try_send(&key, &payload, change.table.clone(), change.operation) {
-                        Ok(()) => break,
-                        Err(SendError::QueueFull) => {
-                            // Kafka is behind: wait for deliveries, but keep PostgreSQL informed
-                            // so it does not time the connection out meanwhile.
-                            tokio::time::sleep(Duration::from_millis(5)).await;
-                            if Instant::now() >= self.status_due {
-                                self.send_status(false).await?;
-                            }
-                        }
-                        Err(SendError::Failed(error)) => {
-                            metrics::counter!("cdc_errors_total", "kind" => "kafka_produce").increment(1);
-                            return Err(SessionError::Indefinite(format!("cannot hand a record to the Kafka producer: {error}")));
-                        }
-                    }
+            Output::TransactionEnd(end) => {
+                if self.tally.event_count() > 0 {
+                    let record = self.tally.take_record(&end, database, &self.config.source.slot_name);
+                    let payload = encode(&self.schemas.transaction, record, "a transaction boundary")?;
+                    self.send(topics::CDC_TRANSACTIONS.name, &end.xid.to_string(), &payload, None).await?;
                 }
+                self.checkpointed_lsn = self.checkpointed_lsn.max(end.end_lsn);
+                self.sink.checkpoint(end.end_lsn, Some(end.commit_time_unix_micros));
+            }
+            Output::Message(message) => {
+                if message.prefix == self.config.heartbeat_prefix || !metadata::prefix_selected(&self.config.message_prefixes, &message.prefix) {
+                    return Ok(());
+                }
+                if message.position.is_some() {
+                    self.tally.count_message();
+                }
+                let payload = encode(&self.schemas.message, metadata::message_to_avro(&message, database, now_millis), "a logical message")?;
+                self.send(topics::CDC_MESSAGES.name, &message.prefix, &payload, None).await?;
+            }
+            Output::Change(mut change) => {
+                // A skipped change needs no acknowledgement: the checkpoints that follow it
+                // advance the slot past it.
+                if !self.config.filter.includes_table(&change.table) {
+                    return Ok(());
+                }
+                self.config
+                    .filter
+                    .apply(&mut change)
+                    .map_err(|e| SessionError::Definite(format!("cannot publish a change of {}: {e}", change.table)))?;
+                let value = record::to_avro(&change, database, &self.config.source.slot_name, now_millis);
+                let payload = encode(&self.schemas.change, value, &format!("a change of {}", change.table))?;
+                self.tally.count_change(&change.table);
+                let key = record::kafka_key(&change);
+                self.send(topics::CDC_CHANGES.name, &key, &payload, Some((change.table.clone(), change.operation))).await?;
+            }
+            Output::Replay(_) => {
+                return Err(SessionError::Definite("a streamed transaction replayed out of place".into()));
             }
         }
         Ok(())
+    }
+
+    /// For a REPLICA IDENTITY FULL table, looks its primary key up in the catalog (pgoutput
+    /// flags every column as key there). Relation messages are rare: once per table and
+    /// schema change.
+    async fn learn_primary_key(&mut self, data: &[u8]) -> Result<(), SessionError> {
+        let Ok(pgoutput::message::LogicalMessage::Relation(relation)) = pgoutput::message::decode_message(data, self.assembler.in_stream()) else {
+            return Ok(());
+        };
+        if !matches!(relation.replica_identity, pgoutput::message::ReplicaIdentity::Full) {
+            return Ok(());
+        }
+        let rows = self
+            .catalog
+            .query(
+                "SELECT a.attname::text FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+                 WHERE i.indrelid = $1::oid AND i.indisprimary",
+                &[&relation.id],
+            )
+            .await
+            .map_err(|e| SessionError::Indefinite(format!("looking up the primary key of {}.{}: {e}", relation.namespace, relation.name)))?;
+        self.assembler.set_primary_key(relation.id, rows.iter().map(|row| row.get(0)).collect());
+        Ok(())
+    }
+
+    async fn send(
+        &mut self,
+        topic: &str,
+        key: &str,
+        payload: &[u8],
+        change: Option<(Arc<str>, crate::changes::Operation)>,
+    ) -> Result<(), SessionError> {
+        loop {
+            match self.sink.try_send(topic, key, payload, change.clone()) {
+                Ok(()) => return Ok(()),
+                Err(SendError::QueueFull) => {
+                    // Kafka is behind: wait for deliveries, but keep PostgreSQL informed so it
+                    // does not time the connection out meanwhile.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    if Instant::now() >= self.status_due {
+                        self.send_status(false).await?;
+                    }
+                }
+                Err(SendError::Failed(error)) => {
+                    metrics::counter!("cdc_errors_total", "kind" => "kafka_produce").increment(1);
+                    return Err(SessionError::Indefinite(format!("cannot hand a record to the Kafka producer: {error}")));
+                }
+            }
+        }
     }
 
     /// Standby status update: `write` is what was received, `flush` and `apply` what Kafka has
@@ -274,6 +362,12 @@ impl Session<'_> {
         self.status_due = Instant::now() + self.config.status_interval;
         Ok(())
     }
+}
+
+fn encode(schema: &RegisteredSchema, value: apache_avro::types::Value, what: &str) -> Result<Vec<u8>, SessionError> {
+    schema
+        .encode(value)
+        .map_err(|e| SessionError::Definite(format!("cannot encode {what}: {e}")))
 }
 
 #[cfg(test)]

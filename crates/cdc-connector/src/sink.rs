@@ -24,8 +24,8 @@ pub struct AckState {
 enum Pending {
     Delivery {
         future: DeliveryFuture,
-        table: Arc<str>,
-        operation: Operation,
+        /// Row changes are counted by table and operation once delivered.
+        change: Option<(Arc<str>, Operation)>,
     },
     Checkpoint {
         lsn: Lsn,
@@ -42,14 +42,13 @@ pub enum SendError {
 /// One replication session's view of the producer: records and checkpoints in WAL order.
 pub struct OrderedSink {
     producer: Arc<FutureProducer<LoggingContext>>,
-    topic: String,
     pending: mpsc::UnboundedSender<Pending>,
     acks: watch::Receiver<AckState>,
     tracker: tokio::task::JoinHandle<()>,
 }
 
 impl OrderedSink {
-    pub fn new(producer: Arc<FutureProducer<LoggingContext>>, topic: &str, start_lsn: Lsn, health: Health) -> Self {
+    pub fn new(producer: Arc<FutureProducer<LoggingContext>>, start_lsn: Lsn, health: Health) -> Self {
         let (pending, queue) = mpsc::unbounded_channel();
         let (ack_sender, acks) = watch::channel(AckState {
             acked_lsn: start_lsn,
@@ -58,19 +57,18 @@ impl OrderedSink {
         let tracker = tokio::spawn(track_acknowledgements(queue, ack_sender, health));
         Self {
             producer,
-            topic: topic.to_string(),
             pending,
             acks,
             tracker,
         }
     }
 
-    pub fn try_send(&self, key: &str, payload: &[u8], table: Arc<str>, operation: Operation) -> Result<(), SendError> {
-        let record = FutureRecord::to(&self.topic).key(key).payload(payload);
+    pub fn try_send(&self, topic: &str, key: &str, payload: &[u8], change: Option<(Arc<str>, Operation)>) -> Result<(), SendError> {
+        let record = FutureRecord::to(topic).key(key).payload(payload);
         match self.producer.send_result(record) {
             Ok(future) => {
                 // The tracker only stops with the session, so a closed channel cannot lose anything.
-                let _ = self.pending.send(Pending::Delivery { future, table, operation });
+                let _ = self.pending.send(Pending::Delivery { future, change });
                 Ok(())
             }
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => Err(SendError::QueueFull),
@@ -103,7 +101,7 @@ const SLOW_ACK_WARNING: Duration = Duration::from_secs(10);
 async fn track_acknowledgements(mut queue: mpsc::UnboundedReceiver<Pending>, acks: watch::Sender<AckState>, health: Health) {
     while let Some(pending) = queue.recv().await {
         match pending {
-            Pending::Delivery { mut future, table, operation } => {
+            Pending::Delivery { mut future, change } => {
                 let mut waited = Duration::ZERO;
                 let delivery = loop {
                     match tokio::time::timeout(SLOW_ACK_WARNING, &mut future).await {
@@ -124,7 +122,7 @@ async fn track_acknowledgements(mut queue: mpsc::UnboundedReceiver<Pending>, ack
                 }
                 let failure = match delivery {
                     Ok(Ok(_)) => None,
-                    Ok(Err((error, _))) => Some(format!("Kafka refused a record of {table}: {error}")),
+                    Ok(Err((error, _))) => Some(format!("Kafka refused a record: {error}")),
                     Err(_) => Some("the Kafka producer dropped a record".to_string()),
                 };
                 if let Some(failure) = failure {
@@ -132,7 +130,9 @@ async fn track_acknowledgements(mut queue: mpsc::UnboundedReceiver<Pending>, ack
                     acks.send_modify(|state| state.failure = Some(failure));
                     return;
                 }
-                metrics::counter!("cdc_events_total", "table" => table.to_string(), "operation" => operation.as_str()).increment(1);
+                if let Some((table, operation)) = change {
+                    metrics::counter!("cdc_events_total", "table" => table.to_string(), "operation" => operation.as_str()).increment(1);
+                }
             }
             Pending::Checkpoint { lsn, commit_time_unix_micros } => {
                 acks.send_modify(|state| state.acked_lsn = state.acked_lsn.max(lsn));

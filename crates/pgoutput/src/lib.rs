@@ -11,6 +11,7 @@
 //! Malformed input of any kind yields a [`DecodeError`]; nothing here panics on
 //! input or allocates more than the input could actually hold.
 
+mod array;
 pub mod copy;
 pub mod error;
 pub mod message;

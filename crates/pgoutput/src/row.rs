@@ -1,7 +1,7 @@
 //! From a pgoutput tuple to named, typed column values.
 //!
 //! Values are expected in PostgreSQL's text output format under the session
-//! settings the connector uses: `DateStyle=ISO`, `TimeZone=UTC`,
+//! settings the connector uses: `DateStyle=ISO`, `TimeZone=UTC`, `IntervalStyle=iso_8601`,
 //! `extra_float_digits=3`, `bytea_output=hex` (escape output is accepted too).
 //!
 //! Binary-format values (`'b'`, only sent when the subscription asks for
@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::str::FromStr;
 
+use crate::array;
 use crate::error::DecodeError;
 use crate::message::{Relation, TupleData, TupleValue};
 use crate::temporal;
@@ -57,6 +58,23 @@ pub enum TypedValue {
     /// Microseconds since 1970-01-01 00:00 UTC; `infinity` is `i64::MAX`,
     /// `-infinity` `i64::MIN`.
     TimestampTz(i64),
+    /// time: microseconds since midnight, up to 24:00:00 inclusive.
+    Time(i64),
+    /// timetz: the local time of day and its UTC offset in seconds east of
+    /// Greenwich (`+05:30` is 19800), as printed.
+    TimeTz { micros: i64, offset_seconds: i32 },
+    /// interval, field by field as PostgreSQL stores it: months and days do
+    /// not convert to microseconds without a calendar.
+    Interval { months: i32, days: i32, micros: i64 },
+    /// A one-dimensional array, or one level of a multi-dimensional one
+    /// (whose elements are then arrays of the same `type_name`). `None` is a
+    /// NULL element. `lower_bound` is the index of the first element (1
+    /// unless the array was built otherwise, e.g. `'[0:1]={1,2}'`).
+    Array {
+        type_name: String,
+        lower_bound: i32,
+        elements: Vec<Option<TypedValue>>,
+    },
     /// Every other type, with PostgreSQL's text output kept verbatim.
     Other {
         type_name: String,
@@ -133,19 +151,24 @@ fn builtin_type_name(oid: u32) -> Option<&'static str> {
         718 => "circle",
         774 => "macaddr8",
         790 => "money",
+        791 => "_money",
         829 => "macaddr",
         869 => "inet",
         1000 => "_bool",
         1001 => "_bytea",
+        1002 => "_char",
+        1003 => "_name",
         1005 => "_int2",
         1007 => "_int4",
         1009 => "_text",
         1014 => "_bpchar",
         1015 => "_varchar",
         1016 => "_int8",
+        1020 => "_box",
         1021 => "_float4",
         1022 => "_float8",
         1028 => "_oid",
+        1040 => "_macaddr",
         1041 => "_inet",
         1042 => "bpchar",
         1043 => "varchar",
@@ -161,6 +184,7 @@ fn builtin_type_name(oid: u32) -> Option<&'static str> {
         1187 => "_interval",
         1231 => "_numeric",
         1266 => "timetz",
+        1270 => "_timetz",
         1560 => "bit",
         1562 => "varbit",
         1700 => "numeric",
@@ -251,15 +275,59 @@ fn bytea_hex(bytes: &[u8]) -> String {
 
 /// Converts one value in PostgreSQL text output format to a [`TypedValue`],
 /// choosing the conversion by the type's name in `types`.
+///
+/// Arrays are recognised by name: PostgreSQL names an array type after its
+/// element type with a leading underscore (`_int4`, `public._mood`). For a
+/// built-in array that is certain; a user type could be named `_x` without
+/// being an array, so a learned `_` type whose text is not array output is
+/// kept as [`TypedValue::Other`] instead of stopping the stream.
 pub fn typed_value(
     type_id: u32,
     text: &[u8],
     types: &TypeNames,
 ) -> Result<TypedValue, DecodeError> {
     let type_name = types.name(type_id);
-    let invalid = |reason| DecodeError::invalid_value(&type_name, text, reason);
-    let utf8 = std::str::from_utf8(text).map_err(|_| invalid("not valid UTF-8"))?;
-    let value = match type_name.as_str() {
+    let utf8 = std::str::from_utf8(text)
+        .map_err(|_| DecodeError::invalid_value(&type_name, text, "not valid UTF-8"))?;
+    let builtin = !types.learned.contains_key(&type_id) && builtin_type_name(type_id).is_some();
+    match typed_text(&type_name, utf8, 0) {
+        Err(_) if !builtin && array_element_type(&type_name).is_some() => Ok(TypedValue::Other {
+            type_name,
+            text: utf8.to_owned(),
+        }),
+        result => result,
+    }
+}
+
+/// The element type of an array type name: `_int4` → `int4`,
+/// `public._mood` → `public.mood`.
+fn array_element_type(type_name: &str) -> Option<String> {
+    match type_name.rsplit_once('.') {
+        Some((namespace, name)) => name
+            .strip_prefix('_')
+            .map(|element| format!("{namespace}.{element}")),
+        None => type_name.strip_prefix('_').map(str::to_owned),
+    }
+}
+
+/// `depth` counts the arrays this value is an element of.
+fn typed_text(type_name: &str, utf8: &str, depth: usize) -> Result<TypedValue, DecodeError> {
+    let invalid = |reason| DecodeError::invalid_value(type_name, utf8.as_bytes(), reason);
+    if let Some(element_type) = array_element_type(type_name) {
+        if depth > 0 {
+            // PostgreSQL has no arrays of array types (a multi-dimensional
+            // array has the scalar element type); refusing bounds the recursion.
+            return Err(invalid("an array type as an array element"));
+        }
+        return array::parse_array(type_name, &element_type, utf8, |text| {
+            typed_text(&element_type, text, depth + 1)
+        })
+        .map_err(|error| match error {
+            array::ArrayError::Syntax(reason) => invalid(reason),
+            array::ArrayError::Element(error) => error,
+        });
+    }
+    let value = match type_name {
         "bool" => match utf8 {
             "t" | "true" => TypedValue::Bool(true),
             "f" | "false" => TypedValue::Bool(false),
@@ -316,9 +384,29 @@ pub fn typed_value(
             "-infinity" => i64::MIN,
             _ => temporal::parse_timestamptz(utf8).map_err(invalid)?,
         }),
+        "time" => TypedValue::Time(temporal::parse_time(utf8).map_err(invalid)?),
+        "timetz" => {
+            let (micros, offset_seconds) = temporal::parse_timetz(utf8).map_err(invalid)?;
+            TypedValue::TimeTz {
+                micros,
+                offset_seconds,
+            }
+        }
+        "interval" => {
+            let temporal::Interval {
+                months,
+                days,
+                micros,
+            } = temporal::parse_interval(utf8).map_err(invalid)?;
+            TypedValue::Interval {
+                months,
+                days,
+                micros,
+            }
+        }
         _ => TypedValue::Other {
+            type_name: type_name.to_owned(),
             text: utf8.to_owned(),
-            type_name,
         },
     };
     Ok(value)

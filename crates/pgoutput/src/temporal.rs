@@ -46,6 +46,145 @@ pub(crate) fn parse_timestamptz(text: &str) -> Result<i64, Reason> {
 
 const OUT_OF_RANGE: Reason = "outside the range of 64-bit microseconds since 1970";
 
+/// `HH:MM:SS[.ffffff]` (time without time zone) to microseconds since
+/// midnight, `24:00:00` included.
+pub(crate) fn parse_time(text: &str) -> Result<i64, Reason> {
+    let mut cursor = Cursor::new(text);
+    let micros = cursor.time_of_day()?;
+    cursor.end()?;
+    Ok(micros)
+}
+
+/// `HH:MM:SS[.ffffff]±HH[:MM[:SS]]` (time with time zone) to the local time
+/// of day in microseconds and the UTC offset in seconds east of Greenwich,
+/// as printed (PostgreSQL stores the opposite sign internally).
+pub(crate) fn parse_timetz(text: &str) -> Result<(i64, i32), Reason> {
+    let mut cursor = Cursor::new(text);
+    let micros = cursor.time_of_day()?;
+    let offset_seconds = cursor.utc_offset_seconds()?;
+    cursor.end()?;
+    // Two-digit hours bound the offset far below i32.
+    let offset_seconds = i32::try_from(offset_seconds).map_err(|_| "UTC offset out of range")?;
+    Ok((micros, offset_seconds))
+}
+
+/// An interval exactly as PostgreSQL stores it: months, days and
+/// microseconds are independent (a month is not 30 days, a day not always
+/// 24 hours).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Interval {
+    pub(crate) months: i32,
+    pub(crate) days: i32,
+    pub(crate) micros: i64,
+}
+
+/// `IntervalStyle=iso_8601` output to its three stored fields:
+/// `P1Y2M3DT4H5M6.5S`, `PT0S`, `P-1Y-2M3DT-4H-5M-6.5S` (each part carries
+/// its own sign; the seconds' sign also covers the fraction). PostgreSQL 17
+/// prints `infinity` and `-infinity`, stored as every field at its maximum
+/// or minimum; they are accepted so a newer server does not stop the
+/// connector.
+pub(crate) fn parse_interval(text: &str) -> Result<Interval, Reason> {
+    match text {
+        "infinity" => {
+            return Ok(Interval {
+                months: i32::MAX,
+                days: i32::MAX,
+                micros: i64::MAX,
+            });
+        }
+        "-infinity" => {
+            return Ok(Interval {
+                months: i32::MIN,
+                days: i32::MIN,
+                micros: i64::MIN,
+            });
+        }
+        _ => {}
+    }
+    let mut cursor = Cursor::new(text);
+    cursor.expect(b'P', "expected an ISO 8601 interval starting with P")?;
+    let mut years: i64 = 0;
+    let mut months: i64 = 0;
+    let mut days: i64 = 0;
+    let mut micros: i64 = 0;
+    let mut parts = 0;
+    // Units must come in this order, each at most once.
+    let mut date_units: &[u8] = b"YMD";
+    while cursor.peek().is_some() && cursor.peek() != Some(b'T') {
+        let (value, fraction) = cursor.signed_interval_number()?;
+        let unit = cursor.peek().ok_or("expected a unit after the number")?;
+        let position = date_units
+            .iter()
+            .position(|&allowed| allowed == unit)
+            .ok_or("expected Y, M or D in this order")?;
+        if fraction.is_some() {
+            return Err("only seconds may have a fraction");
+        }
+        cursor.position += 1;
+        date_units = &date_units[position + 1..];
+        match unit {
+            b'Y' => years = value,
+            b'M' => months = value,
+            _ => days = value,
+        }
+        parts += 1;
+    }
+    if cursor.peek() == Some(b'T') {
+        cursor.position += 1;
+        let mut time_units: &[u8] = b"HMS";
+        let mut time_parts = 0;
+        while cursor.peek().is_some() {
+            let (value, fraction) = cursor.signed_interval_number()?;
+            let unit = cursor.peek().ok_or("expected a unit after the number")?;
+            let position = time_units
+                .iter()
+                .position(|&allowed| allowed == unit)
+                .ok_or("expected H, M or S in this order")?;
+            cursor.position += 1;
+            time_units = &time_units[position + 1..];
+            let unit_micros = match unit {
+                b'H' => 3_600 * MICROS_PER_SECOND,
+                b'M' => 60 * MICROS_PER_SECOND,
+                _ => MICROS_PER_SECOND,
+            };
+            if fraction.is_some() && unit != b'S' {
+                return Err("only seconds may have a fraction");
+            }
+            let part = value
+                .checked_mul(unit_micros)
+                .and_then(|whole| whole.checked_add(fraction.unwrap_or(0)))
+                .ok_or(INTERVAL_OUT_OF_RANGE)?;
+            micros = micros.checked_add(part).ok_or(INTERVAL_OUT_OF_RANGE)?;
+            time_parts += 1;
+        }
+        if time_parts == 0 {
+            return Err("expected a time part after T");
+        }
+        parts += time_parts;
+    }
+    cursor.end()?;
+    if parts == 0 {
+        return Err("expected at least one part");
+    }
+    let months = years
+        .checked_mul(12)
+        .and_then(|year_months| year_months.checked_add(months))
+        .and_then(|total| i32::try_from(total).ok())
+        .ok_or(INTERVAL_OUT_OF_RANGE)?;
+    let days = i32::try_from(days).map_err(|_| INTERVAL_OUT_OF_RANGE)?;
+    Ok(Interval {
+        months,
+        days,
+        micros,
+    })
+}
+
+const INTERVAL_OUT_OF_RANGE: Reason = "interval field out of range";
+
+/// Longest run of digits in an interval part: i64 has 19 digits.
+const MAX_INTERVAL_DIGITS: usize = 18;
+
 /// PostgreSQL appends " BC" after everything else, time zone included.
 fn split_era(text: &str) -> (&str, bool) {
     match text.strip_suffix(" BC") {
@@ -137,27 +276,43 @@ impl<'a> Cursor<'a> {
     fn date_time(&mut self, before_christ: bool) -> Result<i64, Reason> {
         let days = self.date(before_christ)?;
         self.expect(b' ', "expected a space between date and time")?;
+        let time_micros = self.time_of_day()?;
+        if time_micros >= MICROS_PER_DAY {
+            return Err("time of day out of range");
+        }
+        days.checked_mul(MICROS_PER_DAY)
+            .and_then(|day_micros| day_micros.checked_add(time_micros))
+            .ok_or(OUT_OF_RANGE)
+    }
+
+    /// `HH:MM:SS[.ffffff]` to microseconds since midnight. `24:00:00` is
+    /// accepted because the time types allow it; timestamps reject it.
+    fn time_of_day(&mut self) -> Result<i64, Reason> {
         let hour = self.two_digits("expected a two-digit hour")?;
         self.expect(b':', "expected ':' after the hour")?;
         let minute = self.two_digits("expected two-digit minutes")?;
         self.expect(b':', "expected ':' after the minutes")?;
         let second = self.two_digits("expected two-digit seconds")?;
-        if hour > 23 || minute > 59 || second > 59 {
+        if hour > 24 || minute > 59 || second > 59 {
             return Err("time of day out of range");
         }
-        let mut fraction_micros = 0;
-        if self.peek() == Some(b'.') {
-            self.position += 1;
-            let (fraction, digit_count) =
-                self.digits(1, MAX_FRACTION_DIGITS, "expected 1 to 6 fractional digits")?;
-            let scale = 10_i64.pow((MAX_FRACTION_DIGITS - digit_count) as u32);
-            fraction_micros = fraction * scale;
+        let fraction_micros = self.fraction_micros()?;
+        let micros = ((hour * 60 + minute) * 60 + second) * MICROS_PER_SECOND + fraction_micros;
+        if micros > MICROS_PER_DAY {
+            return Err("time of day out of range");
         }
-        let time_micros =
-            ((hour * 60 + minute) * 60 + second) * MICROS_PER_SECOND + fraction_micros;
-        days.checked_mul(MICROS_PER_DAY)
-            .and_then(|day_micros| day_micros.checked_add(time_micros))
-            .ok_or(OUT_OF_RANGE)
+        Ok(micros)
+    }
+
+    /// An optional `.f` to `.ffffff` as microseconds.
+    fn fraction_micros(&mut self) -> Result<i64, Reason> {
+        if self.peek() != Some(b'.') {
+            return Ok(0);
+        }
+        self.position += 1;
+        let (fraction, digit_count) =
+            self.digits(1, MAX_FRACTION_DIGITS, "expected 1 to 6 fractional digits")?;
+        Ok(fraction * 10_i64.pow((MAX_FRACTION_DIGITS - digit_count) as u32))
     }
 
     /// `+HH`, `+HH:MM` or `+HH:MM:SS` (historical zones have odd offsets).
@@ -183,6 +338,28 @@ impl<'a> Cursor<'a> {
             return Err("UTC offset out of range");
         }
         Ok(sign * ((hours * 60 + minutes) * 60 + seconds))
+    }
+}
+
+impl Cursor<'_> {
+    /// `-?digits(.fraction)?` of an interval part: the value and, if there
+    /// was a fraction, its microseconds with the value's sign.
+    fn signed_interval_number(&mut self) -> Result<(i64, Option<i64>), Reason> {
+        let negative = self.peek() == Some(b'-');
+        if negative {
+            self.position += 1;
+        }
+        let (magnitude, _) = self.digits(1, MAX_INTERVAL_DIGITS, "expected a number")?;
+        if matches!(self.peek(), Some(b'0'..=b'9')) {
+            return Err(INTERVAL_OUT_OF_RANGE);
+        }
+        let fraction = if self.peek() == Some(b'.') {
+            Some(self.fraction_micros()?)
+        } else {
+            None
+        };
+        let sign = if negative { -1 } else { 1 };
+        Ok((sign * magnitude, fraction.map(|micros| sign * micros)))
     }
 }
 
@@ -329,6 +506,125 @@ mod tests {
             "2024-03-01 12:34:56+00 UTC",
         ] {
             assert!(parse_timestamptz(text).is_err(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn times_of_day() {
+        assert_eq!(parse_time("00:00:00"), Ok(0));
+        assert_eq!(parse_time("12:34:56.789"), Ok(45_296_789_000));
+        assert_eq!(parse_time("23:59:59.999999"), Ok(MICROS_PER_DAY - 1));
+        assert_eq!(parse_time("24:00:00"), Ok(MICROS_PER_DAY));
+        for text in [
+            "24:00:00.000001",
+            "24:00:01",
+            "25:00:00",
+            "12:60:00",
+            "12:00",
+            "12:00:00+00",
+            "1:00:00",
+            "12:00:00.",
+        ] {
+            assert!(parse_time(text).is_err(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn times_with_time_zone_keep_the_offset_east_of_utc() {
+        assert_eq!(
+            parse_timetz("12:34:56.5+05:30"),
+            Ok((45_296_500_000, 19_800))
+        );
+        assert_eq!(parse_timetz("00:00:00-10"), Ok((0, -36_000)));
+        assert_eq!(
+            parse_timetz("24:00:00-15:59"),
+            Ok((MICROS_PER_DAY, -57_540))
+        );
+        assert_eq!(
+            parse_timetz("01:02:03+00:19:32"),
+            Ok((3_723_000_000, 1_172))
+        );
+        for text in ["12:00:00", "12:00:00+5", "12:00:00 +05", "12:00:00+05:60"] {
+            assert!(parse_timetz(text).is_err(), "{text:?}");
+        }
+    }
+
+    fn interval(months: i32, days: i32, micros: i64) -> Result<Interval, Reason> {
+        Ok(Interval {
+            months,
+            days,
+            micros,
+        })
+    }
+
+    #[test]
+    fn iso_8601_intervals() {
+        assert_eq!(parse_interval("PT0S"), interval(0, 0, 0));
+        assert_eq!(
+            parse_interval("P1Y2M3DT4H5M6.5S"),
+            interval(14, 3, ((4 * 60 + 5) * 60 + 6) * MICROS_PER_SECOND + 500_000)
+        );
+        assert_eq!(parse_interval("P-1D"), interval(0, -1, 0));
+        assert_eq!(parse_interval("PT-1S"), interval(0, 0, -MICROS_PER_SECOND));
+        assert_eq!(parse_interval("PT-0.000001S"), interval(0, 0, -1));
+        assert_eq!(
+            parse_interval("P-1Y-2M3DT-4H-5M-6.5S"),
+            interval(
+                -14,
+                3,
+                -(((4 * 60 + 5) * 60 + 6) * MICROS_PER_SECOND + 500_000)
+            )
+        );
+        assert_eq!(parse_interval("P1Y-1M"), interval(11, 0, 0));
+        assert_eq!(
+            parse_interval("PT1M"),
+            interval(0, 0, 60 * MICROS_PER_SECOND)
+        );
+        assert_eq!(parse_interval("P1M"), interval(1, 0, 0));
+        // The extremes PostgreSQL can store.
+        assert_eq!(
+            parse_interval("P178956970Y7M2147483647DT2562047788H54.775807S"),
+            interval(i32::MAX, i32::MAX, i64::MAX)
+        );
+        assert_eq!(
+            parse_interval("P-178956970Y-8M-2147483648DT-2562047788H-54.775808S"),
+            interval(i32::MIN, i32::MIN, i64::MIN)
+        );
+        assert_eq!(
+            parse_interval("infinity"),
+            interval(i32::MAX, i32::MAX, i64::MAX)
+        );
+        assert_eq!(
+            parse_interval("-infinity"),
+            interval(i32::MIN, i32::MIN, i64::MIN)
+        );
+    }
+
+    #[test]
+    fn invalid_intervals() {
+        for text in [
+            "",
+            "P",
+            "PT",
+            "1 day",
+            "P1DT",
+            "P1D1Y",
+            "P1Y1Y",
+            "PT1S1M",
+            "P1.5D",
+            "PT1.5H",
+            "P1W",
+            "P--1D",
+            "P-D",
+            "P1",
+            "P178956971Y",
+            "P2147483648D",
+            "PT2562047789H",
+            "PT1234567890123456789S",
+            "P1D ",
+            "-P1D",
+        ] {
+            assert!(parse_interval(text).is_err(), "{text:?}");
         }
     }
 

@@ -6,14 +6,17 @@ use pgoutput::copy::{
     encode_standby_status_update, format_lsn, parse_lsn,
 };
 use pgoutput::message::decode_message;
-use pgoutput::row::{TypeNames, typed_value};
+use pgoutput::row::{TypeNames, TypedValue, typed_value};
 use proptest::prelude::*;
 
 const MESSAGE_TAGS: &[u8] = b"BCORYIUDTMSEcAbPKrp";
 const TYPED_OIDS: &[u32] = &[
-    16, 17, 18, 19, 20, 21, 23, 25, 26, 114, 700, 701, 1042, 1043, 1082, 1114, 1184, 1186, 1700,
-    2950, 3802, 70_000,
+    16, 17, 18, 19, 20, 21, 23, 25, 26, 114, 700, 701, 1001, 1007, 1009, 1016, 1020, 1042, 1043,
+    1082, 1083, 1114, 1184, 1185, 1186, 1187, 1266, 1700, 2950, 3802, 70_000,
 ];
+/// Array types: int4, text, timestamptz, interval, box elements.
+const ARRAY_OIDS: &[u32] = &[1007, 1009, 1185, 1187, 1020];
+const TEXT_ARRAY: u32 = 1009;
 
 /// Random bodies behind a valid tag reach far deeper than fully random bytes.
 fn tagged_message() -> impl Strategy<Value = Vec<u8>> {
@@ -31,6 +34,28 @@ fn tagged_message() -> impl Strategy<Value = Vec<u8>> {
 /// Text shaped like date/time/number output, with mutations.
 fn value_like_text() -> impl Strategy<Value = String> {
     "[-+0-9 :.BCADinfityNa\\\\xe]{0,40}"
+}
+
+/// Text shaped like array output (braces, quotes, escapes, bounds), with mutations.
+fn array_like_text() -> impl Strategy<Value = String> {
+    "(\\[-?[0-9]{1,3}:-?[0-9]{1,3}\\]){0,2}=?[{},\"\\\\NUL;a0-9 PTSé-]{0,40}"
+}
+
+/// An element as `array_out` prints it: NULL bare, and quoted when empty,
+/// spelled NULL, or holding a brace, quote, backslash, comma or space.
+fn array_out_element(element: &Option<String>) -> String {
+    match element {
+        None => "NULL".to_owned(),
+        Some(text)
+            if text.is_empty()
+                || text.eq_ignore_ascii_case("null")
+                || text.contains(['{', '}', '"', '\\', ',', ' ']) =>
+        {
+            let escaped = text.replace('\\', "\\\\").replace('"', "\\\"");
+            format!("\"{escaped}\"")
+        }
+        Some(text) => text.clone(),
+    }
 }
 
 proptest! {
@@ -67,6 +92,33 @@ proptest! {
         text in value_like_text(),
     ) {
         let _ = typed_value(oid, text.as_bytes(), &TypeNames::new());
+    }
+
+    #[test]
+    fn array_parsing_never_panics_on_array_like_text(
+        oid in proptest::sample::select(ARRAY_OIDS),
+        text in array_like_text(),
+    ) {
+        let _ = typed_value(oid, text.as_bytes(), &TypeNames::new());
+    }
+
+    #[test]
+    fn text_arrays_round_trip_through_array_out(
+        elements in proptest::collection::vec(proptest::option::of("[a-z{}\",\\\\ é]{0,6}"), 0..8),
+    ) {
+        let text = format!("{{{}}}", elements.iter().map(array_out_element).collect::<Vec<_>>().join(","));
+        let parsed = typed_value(TEXT_ARRAY, text.as_bytes(), &TypeNames::new());
+        let expected = TypedValue::Array {
+            type_name: "_text".into(),
+            lower_bound: 1,
+            elements: elements.into_iter().map(|element| element.map(TypedValue::Text)).collect(),
+        };
+        prop_assert_eq!(parsed, Ok(expected), "{}", text);
+    }
+
+    #[test]
+    fn interval_like_text_never_panics(text in "-?P(-?[0-9]{1,20}[YMDW]){0,4}(T(-?[0-9]{1,20}(\\.[0-9]{0,8})?[HMS]){0,4})?") {
+        let _ = typed_value(1186, text.as_bytes(), &TypeNames::new());
     }
 
     #[test]

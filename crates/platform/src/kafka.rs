@@ -64,6 +64,9 @@ pub fn producer(
         .set("linger.ms", "5")
         .set("batch.num.messages", "10000")
         .set("queue.buffering.max.messages", "100000")
+        // librdkafka would buffer up to 1 GiB by default; 32 MiB keeps the services small and
+        // still covers a broker hiccup of a few seconds at full speed.
+        .set("queue.buffering.max.kbytes", "32768")
         .set("message.timeout.ms", message_timeout.as_millis().to_string())
         .create_with_context(LoggingContext { service })
 }

@@ -23,6 +23,24 @@ pub const CDC_CHANGES: TopicSpec = TopicSpec {
     cleanup_policy: "delete",
 };
 
+/// One record per committed source transaction that published changes (its boundary).
+pub const CDC_TRANSACTIONS: TopicSpec = TopicSpec {
+    name: "topic_cdc_transactions",
+    partitions: 1,
+    replication_factor: 3,
+    retention_ms: 7 * DAY_MS,
+    cleanup_policy: "delete",
+};
+
+/// Logical decoding messages (`pg_logical_emit_message`) selected by prefix.
+pub const CDC_MESSAGES: TopicSpec = TopicSpec {
+    name: "topic_cdc_messages",
+    partitions: 1,
+    replication_factor: 3,
+    retention_ms: 7 * DAY_MS,
+    cleanup_policy: "delete",
+};
+
 pub const APP_EVENTS: TopicSpec = TopicSpec {
     name: "topic_app_events",
     partitions: 6,
@@ -56,4 +74,8 @@ pub const EXTERNAL_DATA: TopicSpec = TopicSpec {
 };
 
 /// Every topic the platform writes, in provisioning order.
-pub const ALL: &[TopicSpec] = &[CDC_CHANGES, APP_EVENTS, CLICKSTREAM, APP_LOGS, EXTERNAL_DATA];
+pub const ALL: &[TopicSpec] = &[
+    CDC_CHANGES,
+    CDC_TRANSACTIONS,
+    CDC_MESSAGES,
+    APP_EVENTS, CLICKSTREAM, APP_LOGS, EXTERNAL_DATA];

@@ -1,0 +1,155 @@
+//! Transaction boundaries (`CDCTransaction`) and logical decoding messages (`CDCMessage`) as
+//! Avro records, beside the row changes.
+
+use std::{collections::HashMap, sync::Arc};
+
+use apache_avro::types::Value;
+use pgoutput::copy::Lsn;
+
+use crate::changes::{MessageEvent, TransactionEnd};
+
+/// The registered schemas of the three topics the connector writes.
+pub struct Schemas {
+    pub change: platform::avro::RegisteredSchema,
+    pub transaction: platform::avro::RegisteredSchema,
+    pub message: platform::avro::RegisteredSchema,
+}
+
+/// Counts what one transaction published, for its boundary record.
+#[derive(Default)]
+pub struct TransactionTally {
+    by_table: HashMap<Arc<str>, i64>,
+    messages: i64,
+}
+
+impl TransactionTally {
+    pub fn count_change(&mut self, table: &Arc<str>) {
+        *self.by_table.entry(table.clone()).or_default() += 1;
+    }
+
+    pub fn count_message(&mut self) {
+        self.messages += 1;
+    }
+
+    pub fn event_count(&self) -> i64 {
+        self.by_table.values().sum::<i64>() + self.messages
+    }
+
+    /// The boundary record; the tally starts over for the next transaction.
+    pub fn take_record(&mut self, end: &TransactionEnd, source_database: &str, slot_name: &str) -> Value {
+        let event_count = self.event_count();
+        let by_table = std::mem::take(&mut self.by_table);
+        self.messages = 0;
+        Value::Record(vec![
+            ("transaction_id".into(), Value::Long(i64::from(end.xid))),
+            ("commit_lsn".into(), Value::Long(lsn_long(end.commit_lsn))),
+            ("end_lsn".into(), Value::Long(lsn_long(end.end_lsn))),
+            ("commit_timestamp".into(), Value::TimestampMicros(end.commit_time_unix_micros)),
+            ("event_count".into(), Value::Long(event_count)),
+            (
+                "events_by_table".into(),
+                Value::Map(by_table.into_iter().map(|(table, count)| (table.to_string(), Value::Long(count))).collect()),
+            ),
+            ("source_database".into(), Value::String(source_database.into())),
+            ("slot_name".into(), Value::String(slot_name.into())),
+        ])
+    }
+}
+
+/// Transactional messages share their transaction's id scheme; others are identified by their
+/// own LSN.
+pub fn message_id(message: &MessageEvent) -> String {
+    match &message.position {
+        Some(position) => format!("{:016X}-{:08}", position.commit_lsn, position.sequence),
+        None => format!("{:016X}-M", message.message_lsn),
+    }
+}
+
+pub fn message_to_avro(message: &MessageEvent, source_database: &str, now_unix_millis: i64) -> Value {
+    let optional = |value: Option<Value>| match value {
+        Some(value) => Value::Union(1, Box::new(value)),
+        None => Value::Union(0, Box::new(Value::Null)),
+    };
+    let position = message.position.as_ref();
+    Value::Record(vec![
+        ("change_id".into(), Value::String(message_id(message))),
+        ("prefix".into(), Value::String(message.prefix.clone())),
+        ("content".into(), Value::Bytes(message.content.clone())),
+        ("transactional".into(), Value::Boolean(position.is_some())),
+        ("message_lsn".into(), Value::Long(lsn_long(message.message_lsn))),
+        ("transaction_id".into(), optional(position.map(|p| Value::Long(i64::from(p.xid))))),
+        ("commit_lsn".into(), optional(position.map(|p| Value::Long(lsn_long(p.commit_lsn))))),
+        (
+            "sequence".into(),
+            optional(position.map(|p| Value::Int(i32::try_from(p.sequence).unwrap_or(i32::MAX)))),
+        ),
+        ("timestamp".into(), Value::TimestampMillis(now_unix_millis)),
+        ("source_database".into(), Value::String(source_database.into())),
+    ])
+}
+
+/// LSNs are unsigned 64-bit; Avro longs are signed. Real LSNs stay far below 2^63.
+pub fn lsn_long(lsn: Lsn) -> i64 {
+    i64::try_from(lsn).unwrap_or(i64::MAX)
+}
+
+/// Whether a message prefix is selected: `*` selects all, `name*` a family, others exactly.
+pub fn prefix_selected(patterns: &[String], prefix: &str) -> bool {
+    patterns.iter().any(|pattern| match pattern.strip_suffix('*') {
+        Some(start) => prefix.starts_with(start),
+        None => pattern == prefix,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::changes::Position;
+
+    fn schema(text: &str) -> platform::avro::RegisteredSchema {
+        platform::avro::RegisteredSchema { id: 1, schema: platform::schemas::parse(text).unwrap() }
+    }
+
+    #[test]
+    fn boundary_records_count_per_table_and_encode() {
+        let mut tally = TransactionTally::default();
+        let bookings: Arc<str> = Arc::from("public.bookings");
+        tally.count_change(&bookings);
+        tally.count_change(&bookings);
+        tally.count_change(&Arc::from("public.payments"));
+        tally.count_message();
+        let end = TransactionEnd { xid: 9, commit_lsn: 100, end_lsn: 120, commit_time_unix_micros: 5 };
+        let record = tally.take_record(&end, "travel", "slot");
+        let bytes = schema(platform::schemas::CDC_TRANSACTION).encode(record.clone()).unwrap();
+        assert!(bytes.len() > 5);
+        let json = platform::avro::to_json(&record);
+        assert_eq!(json["event_count"], 4);
+        assert_eq!(json["events_by_table"]["public.bookings"], 2);
+        assert_eq!(tally.event_count(), 0, "the tally starts over");
+    }
+
+    #[test]
+    fn messages_encode_with_and_without_a_transaction() {
+        let plain = MessageEvent { prefix: "audit".into(), content: b"x".to_vec(), message_lsn: 0x10, position: None };
+        let transactional = MessageEvent {
+            position: Some(Position { commit_lsn: 0x20, event_lsn: 0x18, xid: 4, sequence: 2, commit_time_unix_micros: 0 }),
+            ..plain.clone()
+        };
+        let registered = schema(platform::schemas::CDC_MESSAGE);
+        for message in [&plain, &transactional] {
+            registered.encode(message_to_avro(message, "travel", 1)).unwrap();
+        }
+        assert_eq!(message_id(&plain), "0000000000000010-M");
+        assert_eq!(message_id(&transactional), "0000000000000020-00000002");
+    }
+
+    #[test]
+    fn prefixes_are_selected_exactly_or_by_family() {
+        let patterns = vec!["audit".to_string(), "app.*".to_string()];
+        assert!(prefix_selected(&patterns, "audit"));
+        assert!(prefix_selected(&patterns, "app.outbox"));
+        assert!(!prefix_selected(&patterns, "auditing"));
+        assert!(!prefix_selected(&[], "audit"));
+        assert!(prefix_selected(&["*".to_string()], "anything"));
+    }
+}
