@@ -1,1 +1,369 @@
-fn main() {}
+//! `workload`: drives the stack with OLTP operations and application/streaming/external traffic.
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use platform::telemetry;
+use workload::{
+    clock::VirtualClock,
+    external::{self, Scheduler},
+    oltp::{self, plan::Mix},
+    streams::{
+        generate::{StreamKind, Traffic},
+        run::{self as stream_run, StreamSettings},
+        sink::{Sink, SinkKind, SinkSettings, now_ms},
+    },
+};
+
+/// Realistic traffic for the travel-booking stack. Every option can also come from the
+/// environment or from a TOML file named by --config / WORKLOAD_CONFIG (keys = long names).
+#[derive(Parser, Debug)]
+#[command(name = "workload", version)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+    /// TOML file with defaults for these options.
+    #[arg(long, global = true, env = "WORKLOAD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Serve /metrics and /health on this address (none when unset).
+    #[arg(long, global = true, env = "WORKLOAD_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Seed of every generator; the same seed replays the same operations and events. Random
+    /// (and logged) when unset.
+    #[arg(long, global = true, env = "WORKLOAD_SEED")]
+    seed: Option<u64>,
+    /// Stop after this many operations (oltp) or events (streams).
+    #[arg(long, global = true, env = "WORKLOAD_COUNT")]
+    count: Option<u64>,
+    /// Stop after this many seconds.
+    #[arg(long, global = true, env = "WORKLOAD_DURATION_SECS")]
+    duration_secs: Option<u64>,
+    /// Seconds between progress lines.
+    #[arg(
+        long,
+        global = true,
+        env = "WORKLOAD_PROGRESS_SECS",
+        default_value_t = 5
+    )]
+    progress_secs: u64,
+
+    /// PostgreSQL the OLTP driver writes to.
+    #[arg(
+        long,
+        global = true,
+        env = "WORKLOAD_PG_URL",
+        default_value = "postgres://postgres@127.0.0.1:55432/travel"
+    )]
+    pg_url: String,
+    /// OLTP operations per second; 0 runs as fast as possible.
+    #[arg(long, global = true, env = "WORKLOAD_RATE", default_value_t = 20.0)]
+    rate: f64,
+    /// OLTP connections working at once (one user's operations always stay in order).
+    #[arg(long, global = true, env = "WORKLOAD_CONCURRENCY", default_value_t = 4)]
+    concurrency: usize,
+    /// Operation mix as kind=weight pairs (sign_up, edit_profile, delete_account,
+    /// create_booking, booking_transition, create_payment, payment_transition).
+    #[arg(long, global = true, env = "WORKLOAD_MIX", default_value_t = Mix::default())]
+    mix: Mix,
+    /// Write every committed change (key and row image) to this JSON-lines file, in commit order.
+    #[arg(long, global = true, env = "WORKLOAD_JOURNAL")]
+    journal: Option<PathBuf>,
+    /// Suffix of generated e-mail local parts (they are unique per database); default from the seed.
+    #[arg(long, global = true, env = "WORKLOAD_EMAIL_TAG")]
+    email_tag: Option<String>,
+    /// In `all`, also run the OLTP driver.
+    #[arg(long, global = true, env = "WORKLOAD_WITH_OLTP")]
+    with_oltp: bool,
+
+    /// Where streaming events go.
+    #[arg(long, global = true, env = "WORKLOAD_SINK", value_enum, default_value_t = SinkKind::Gateway)]
+    sink: SinkKind,
+    /// Base URL of the ingestion gateway (sink `gateway`).
+    #[arg(
+        long,
+        global = true,
+        env = "WORKLOAD_GATEWAY_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    gateway_url: String,
+    /// Kafka bootstrap servers (sink `kafka`).
+    #[arg(
+        long,
+        global = true,
+        env = "WORKLOAD_KAFKA_BROKERS",
+        default_value = "127.0.0.1:19092"
+    )]
+    kafka_brokers: String,
+    /// Schema registry (sink `kafka`).
+    #[arg(
+        long,
+        global = true,
+        env = "WORKLOAD_SCHEMA_REGISTRY_URL",
+        default_value = "http://127.0.0.1:18081"
+    )]
+    schema_registry_url: String,
+    /// Retries of one event after a 503 or timeout before it is reported as failed.
+    #[arg(long, global = true, env = "WORKLOAD_MAX_RETRIES", default_value_t = 5)]
+    max_retries: u32,
+    /// Timeout of one gateway request, in milliseconds.
+    #[arg(
+        long,
+        global = true,
+        env = "WORKLOAD_REQUEST_TIMEOUT_MS",
+        default_value_t = 5000
+    )]
+    request_timeout_ms: u64,
+    /// Events being delivered at once.
+    #[arg(
+        long,
+        global = true,
+        env = "WORKLOAD_MAX_IN_FLIGHT",
+        default_value_t = 32
+    )]
+    max_in_flight: usize,
+    /// Events per minute of a single-stream command (default: the stream's default rate).
+    #[arg(long, global = true, env = "WORKLOAD_EVENTS_PER_MINUTE")]
+    events_per_minute: Option<f64>,
+    /// Multiplies every stream's default rate (about 320 events/min in total at 1).
+    #[arg(
+        long,
+        global = true,
+        env = "WORKLOAD_RATE_SCALE",
+        default_value_t = 1.0
+    )]
+    rate_scale: f64,
+    /// Virtual seconds per real second for streams and pipeline schedules (3600 turns an hour
+    /// into a second); 0 does not wait at all.
+    #[arg(
+        long,
+        global = true,
+        env = "WORKLOAD_TIME_SCALE",
+        default_value_t = 1.0
+    )]
+    time_scale: f64,
+
+    /// External pipelines file (TOML); the shipped config/external-pipelines.toml when unset.
+    #[arg(long, global = true, env = "WORKLOAD_PIPELINES")]
+    pipelines: Option<PathBuf>,
+    /// Run every pipeline once at start, besides its schedule.
+    #[arg(long, global = true, env = "WORKLOAD_RUN_PIPELINES_NOW")]
+    run_pipelines_now: bool,
+    /// Stop the pipelines after this many virtual hours.
+    #[arg(long, global = true, env = "WORKLOAD_VIRTUAL_HOURS")]
+    virtual_hours: Option<f64>,
+}
+
+#[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
+enum Command {
+    /// Users, bookings and payments on PostgreSQL, following the domain's state machines.
+    Oltp,
+    /// Mobile app journeys (iOS and Android).
+    Mobile,
+    /// Web sessions (desktop, tablet, mobile web).
+    Web,
+    /// Booking-system events.
+    BookingEvents,
+    /// Low-level clicks, taps and scrolls.
+    Clickstream,
+    /// Application logs from every service.
+    Logs,
+    /// Scheduled external-data pipelines.
+    External,
+    /// Every streaming source and the external pipelines together (and OLTP with --with-oltp).
+    All,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    telemetry::init_tracing();
+    let args: Args = platform::config::load("WORKLOAD_CONFIG")?;
+    if let Some(listen) = args.listen {
+        let prometheus = telemetry::install_prometheus()?;
+        let health = telemetry::Health::default();
+        health.set(true, "running");
+        telemetry::serve(listen, telemetry::router(prometheus, health))
+            .await
+            .context("--listen")?;
+    }
+    let seed = args.seed.unwrap_or_else(rand::random);
+    tracing::info!(seed, command = ?args.command, "workload starting (replay with --seed {seed})");
+
+    match args.command {
+        Command::Oltp => run_oltp(&args, seed).await,
+        Command::External => run_external(&args, seed, Arc::new(connect_sink(&args).await?)).await,
+        Command::All => {
+            let sink = Arc::new(connect_sink(&args).await?);
+            let rates: Vec<_> = StreamKind::ALL
+                .iter()
+                .map(|k| (*k, k.default_rate() * args.rate_scale))
+                .collect();
+            let streams = run_streams(&args, seed, &rates, sink.clone());
+            let pipelines = run_external(&args, seed, sink);
+            if args.with_oltp {
+                let (a, b, c) = tokio::join!(streams, pipelines, run_oltp(&args, seed));
+                a.and(b).and(c)
+            } else {
+                let (a, b) = tokio::join!(streams, pipelines);
+                a.and(b)
+            }
+        }
+        single => {
+            let kind = match single {
+                Command::Mobile => StreamKind::Mobile,
+                Command::Web => StreamKind::Web,
+                Command::BookingEvents => StreamKind::BookingEvents,
+                Command::Clickstream => StreamKind::Clickstream,
+                _ => StreamKind::Logs,
+            };
+            let rate = args
+                .events_per_minute
+                .unwrap_or(kind.default_rate() * args.rate_scale);
+            run_streams(
+                &args,
+                seed,
+                &[(kind, rate)],
+                Arc::new(connect_sink(&args).await?),
+            )
+            .await
+        }
+    }
+}
+
+async fn run_oltp(args: &Args, seed: u64) -> anyhow::Result<()> {
+    let settings = oltp::OltpSettings {
+        pg_url: args.pg_url.clone(),
+        seed,
+        mix: args.mix,
+        rate: args.rate,
+        concurrency: args.concurrency,
+        count: args.count,
+        duration: args.duration_secs.map(Duration::from_secs),
+        journal: args.journal.clone(),
+        progress_every: Duration::from_secs(args.progress_secs.max(1)),
+        email_tag: args
+            .email_tag
+            .clone()
+            .unwrap_or_else(|| format!(".{seed:x}")),
+    };
+    let summary = oltp::run(&settings, shutdown_signal()).await?;
+    tracing::info!(
+        "oltp done: {} planned, {} committed, {} skipped, {} failed in {:.1} s ({:.1} ops/s), {} journal entries",
+        summary.planned,
+        summary.committed,
+        summary.skipped,
+        summary.failed,
+        summary.elapsed.as_secs_f64(),
+        summary.rate(),
+        summary.journal_entries
+    );
+    if summary.failed > 0 {
+        bail!(
+            "{} operations failed (see the warnings above)",
+            summary.failed
+        );
+    }
+    Ok(())
+}
+
+async fn connect_sink(args: &Args) -> anyhow::Result<Sink> {
+    let settings = SinkSettings {
+        kind: args.sink,
+        gateway_url: args.gateway_url.clone(),
+        kafka_brokers: args.kafka_brokers.clone(),
+        schema_registry_url: args.schema_registry_url.clone(),
+        max_retries: args.max_retries,
+        request_timeout: Duration::from_millis(args.request_timeout_ms),
+    };
+    Sink::connect(&settings)
+        .await
+        .with_context(|| format!("connecting the {:?} sink", args.sink))
+}
+
+async fn run_streams(
+    args: &Args,
+    seed: u64,
+    rates: &[(StreamKind, f64)],
+    sink: Arc<Sink>,
+) -> anyhow::Result<()> {
+    let clock = VirtualClock::new(now_ms(), args.time_scale);
+    let traffic = Traffic::new(seed, rates, clock.start_ms());
+    let settings = StreamSettings {
+        count: args.count,
+        duration: args.duration_secs.map(Duration::from_secs),
+        max_in_flight: args.max_in_flight,
+        progress_every: Duration::from_secs(args.progress_secs.max(1)),
+    };
+    let summary = stream_run::run(traffic, clock, sink, &settings, shutdown_signal()).await;
+    tracing::info!(
+        "streams done: {} sent, {} failed in {:.1} s ({:.0} events/min)",
+        summary.sent,
+        summary.failed,
+        summary.elapsed.as_secs_f64(),
+        summary.per_minute()
+    );
+    if summary.failed > 0 {
+        bail!(
+            "{} events were not delivered (see the warnings above)",
+            summary.failed
+        );
+    }
+    Ok(())
+}
+
+async fn run_external(args: &Args, seed: u64, sink: Arc<Sink>) -> anyhow::Result<()> {
+    let text = match &args.pipelines {
+        Some(path) => {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+        }
+        None => external::DEFAULT_PIPELINES.to_string(),
+    };
+    let pipelines = external::parse_pipelines(&text)?;
+    let clock = VirtualClock::new(now_ms(), args.time_scale);
+    let until = args
+        .virtual_hours
+        .map(|h| clock.start_ms() + (h * 3_600_000.0) as i64);
+    let stop = async {
+        match args.duration_secs {
+            Some(secs) => {
+                tokio::select! {
+                    () = shutdown_signal() => {}
+                    () = tokio::time::sleep(Duration::from_secs(secs)) => {}
+                }
+            }
+            None => shutdown_signal().await,
+        }
+    };
+    let reports = Arc::new(Scheduler::new(pipelines, seed))
+        .run(clock, sink, until, args.run_pipelines_now, stop)
+        .await;
+    let failed: Vec<_> = reports
+        .iter()
+        .filter(|r| matches!(r.outcome, external::RunOutcome::Failed { .. }))
+        .collect();
+    tracing::info!(
+        "pipelines done: {} runs, {} failed",
+        reports.len(),
+        failed.len()
+    );
+    if !failed.is_empty() {
+        bail!(
+            "{} pipeline runs failed: {:?}",
+            failed.len(),
+            failed.iter().map(|r| &r.pipeline).collect::<Vec<_>>()
+        );
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => return std::future::pending().await,
+        };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}
