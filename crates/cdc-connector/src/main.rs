@@ -8,7 +8,9 @@ mod privacy;
 mod record;
 mod session;
 mod sink;
+mod snapshot;
 mod source;
+mod state;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -77,6 +79,15 @@ struct Args {
     /// Longest pause between retries after a retryable error (unreachable database or broker).
     #[arg(long, env = "CDC_MAX_RETRY_BACKOFF_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     max_retry_backoff_secs: u64,
+    /// When to snapshot the published tables (as READ records) before streaming.
+    #[arg(long, env = "CDC_SNAPSHOT_MODE", value_enum, default_value = "initial")]
+    snapshot_mode: snapshot::SnapshotMode,
+    /// Parallel readers of the snapshot, each with its own connection to PostgreSQL.
+    #[arg(long, env = "CDC_SNAPSHOT_WORKERS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
+    snapshot_workers: u64,
+    /// Heap pages (8 KiB each) one snapshot reader fetches at a time; bounds its memory.
+    #[arg(long, env = "CDC_SNAPSHOT_CHUNK_PAGES", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    snapshot_chunk_pages: u64,
     #[command(flatten)]
     filter: privacy::FilterOptions,
 }
@@ -123,11 +134,22 @@ async fn main() -> anyhow::Result<()> {
         },
         message_prefixes: args.message_prefixes.iter().filter(|p| !p.is_empty()).cloned().collect(),
         spill_directory: args.spill_dir.clone(),
+        kafka_brokers: args.kafka_brokers.clone(),
+        snapshot_mode: args.snapshot_mode,
+        snapshot: snapshot::SnapshotSettings {
+            workers: usize::try_from(args.snapshot_workers).unwrap_or(1),
+            chunk_pages: args.snapshot_chunk_pages,
+        },
         status_interval: Duration::from_secs(args.status_interval_secs),
         heartbeat_interval: (args.heartbeat_interval_secs > 0).then(|| Duration::from_secs(args.heartbeat_interval_secs)),
         heartbeat_prefix: args.heartbeat_prefix.clone(),
         filter,
     };
+    if args.snapshot_mode == snapshot::SnapshotMode::InitialOnly {
+        let rows = retry("snapshotting", max_backoff, &health, || snapshot_only(&config, producer.clone(), &schemas, &health)).await?;
+        tracing::info!(rows, "initial_only snapshot done; not streaming");
+        return Ok(());
+    }
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     let streaming = retry("streaming changes", max_backoff, &health, || session::run(&config, producer.clone(), &schemas, &health));
@@ -142,6 +164,29 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `initial_only`: a consistent snapshot without a slot (nothing will stream after it), taken
+/// in a repeatable-read transaction that exports its snapshot to the parallel readers.
+async fn snapshot_only(
+    config: &SessionConfig,
+    producer: Arc<rdkafka::producer::FutureProducer<kafka::LoggingContext>>,
+    schemas: &metadata::Schemas,
+    health: &telemetry::Health,
+) -> Result<u64, SessionError> {
+    let indefinite = |e: tokio_postgres::Error| SessionError::Indefinite(format!("exporting a snapshot: {e}"));
+    let client = source::connect(&config.target).await?;
+    client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await.map_err(indefinite)?;
+    let row = client
+        .query_one("SELECT pg_export_snapshot(), pg_current_wal_lsn()::text", &[])
+        .await
+        .map_err(indefinite)?;
+    let (snapshot_name, position): (String, String) = (row.get(0), row.get(1));
+    let position = pgoutput::copy::parse_lsn(&position).map_err(|e| SessionError::Definite(e.to_string()))?;
+    health.set(false, "snapshotting");
+    let rows = session::publish_snapshot(config, producer, schemas, &client, &snapshot_name, position, health).await?;
+    client.batch_execute("COMMIT").await.map_err(indefinite)?;
+    Ok(rows)
 }
 
 async fn register_schemas(args: &Args) -> Result<metadata::Schemas, SessionError> {

@@ -34,8 +34,14 @@ mod branch {
 }
 
 /// Deterministic from the source position: a replayed change gets the same id.
+///
+/// A snapshot row has no transaction of its own: its id is the snapshot's consistent point and
+/// the row's key, so the same snapshot read twice gives the same ids.
 pub fn change_id(event: &ChangeEvent) -> String {
-    format!("{:016X}-{:08}", event.position.commit_lsn, event.position.sequence)
+    match event.operation {
+        Operation::Read => format!("{:016X}-READ-{}", event.position.commit_lsn, kafka_key(event)),
+        _ => format!("{:016X}-{:08}", event.position.commit_lsn, event.position.sequence),
+    }
 }
 
 /// `schema.table` plus the key columns as a JSON object: all changes of one row share a key,
@@ -73,6 +79,7 @@ pub fn to_avro(event: &ChangeEvent, source_database: &str, slot_name: &str, now_
         Operation::Update => 1,
         Operation::Delete => 2,
         Operation::Truncate => 3,
+        Operation::Read => 4,
     };
     let position = &event.position;
     Value::Record(vec![
@@ -261,7 +268,7 @@ mod tests {
     #[test]
     fn every_value_kind_encodes_against_the_published_schema_and_decodes_back() {
         let schema = RegisteredSchema { id: 1, schema: platform::schemas::parse(platform::schemas::CDC_CHANGE).unwrap() };
-        for operation in [Operation::Insert, Operation::Update, Operation::Delete, Operation::Truncate] {
+        for operation in [Operation::Insert, Operation::Update, Operation::Delete, Operation::Truncate, Operation::Read] {
             let framed = schema.encode(to_avro(&event(operation), "travel", "slot", 5)).unwrap();
             let (_, mut datum) = platform::avro::split_wire_format(&framed).unwrap();
             let decoded = apache_avro::reader::datum::GenericDatumReader::builder(&schema.schema)

@@ -13,6 +13,8 @@ use crate::{
     metadata::{self, Schemas, TransactionTally},
     record,
     sink::{OrderedSink, SendError},
+    snapshot::{self, SnapshotMode, SnapshotSettings},
+    state::{self, SnapshotState, SnapshotStatus},
     source::{
         PgTarget, SourceError, SourceSettings, emit_heartbeat,
         replication::{ReplicationConnection, ReplicationStream},
@@ -46,6 +48,9 @@ pub struct SessionConfig {
     pub message_prefixes: Vec<String>,
     /// Where streamed transactions are staged until they commit.
     pub spill_directory: Option<std::path::PathBuf>,
+    pub kafka_brokers: String,
+    pub snapshot_mode: SnapshotMode,
+    pub snapshot: SnapshotSettings,
     pub status_interval: Duration,
     /// None disables heartbeats.
     pub heartbeat_interval: Option<Duration>,
@@ -103,7 +108,8 @@ pub async fn run(
 ) -> Result<(), SessionError> {
     let prepared = crate::source::prepare(&config.target, &config.source).await?;
     let protocol = protocol_version(prepared.server_version_num);
-    let start = prepared.confirmed_flush_lsn;
+    let created = prepared.confirmed_flush_lsn.is_none();
+    let start = establish_start(config, &producer, schemas, health, prepared).await?;
     let connection = ReplicationConnection::connect(&config.target).await?;
     let stream = connection
         .start_replication(&start_replication_command(&config.source.slot_name, &config.source.publication_name, protocol))
@@ -112,7 +118,7 @@ pub async fn run(
         slot = config.source.slot_name,
         resume_from = format_lsn(start),
         protocol,
-        created = prepared.slot_created,
+        created,
         "streaming changes"
     );
     health.set(true, "streaming");
@@ -137,6 +143,96 @@ pub async fn run(
         heartbeat.abort();
     }
     result
+}
+
+/// Where streaming starts: the slot's confirmed position, or a new slot's consistent point
+/// after the initial snapshot the mode asks for. A slot whose snapshot never completed (the
+/// connector died during it) is dropped and the snapshot redone, never taken for finished.
+async fn establish_start(
+    config: &SessionConfig,
+    producer: &Arc<FutureProducer<LoggingContext>>,
+    schemas: &Schemas,
+    health: &Health,
+    prepared: crate::source::setup::PreparedSource,
+) -> Result<Lsn, SessionError> {
+    let slot = &config.source.slot_name;
+    let state_key = state::key(&config.target.database, slot);
+    let mut confirmed = prepared.confirmed_flush_lsn;
+    if confirmed.is_some() && config.snapshot_mode == SnapshotMode::Initial {
+        let recorded = state::read(&config.kafka_brokers, producer, &state_key).await.map_err(SessionError::Indefinite)?;
+        if !matches!(recorded, Some(SnapshotState { status: SnapshotStatus::Complete, .. })) {
+            tracing::warn!(
+                slot,
+                ?recorded,
+                "the slot has no completed snapshot (an earlier snapshot was interrupted, or the slot was made without one): dropping it and snapshotting again; READ records of an interrupted attempt carry its own consistent point in change_id"
+            );
+            metrics::counter!("cdc_snapshot_restarts_total").increment(1);
+            crate::source::setup::drop_slot(&prepared.client, &config.target, slot).await?;
+            confirmed = None;
+        }
+    }
+    if let Some(lsn) = confirmed {
+        return Ok(lsn);
+    }
+    let wants_snapshot = matches!(config.snapshot_mode, SnapshotMode::Initial | SnapshotMode::WhenNeeded);
+    let created = crate::source::setup::create_slot(&config.target, slot, wants_snapshot).await?;
+    if let Some((exporter, snapshot_name)) = created.exported_snapshot {
+        let point = pgoutput::copy::format_lsn(created.consistent_point);
+        let record = |status| SnapshotState { status, consistent_point: point.clone() };
+        state::write(producer, &state_key, &record(SnapshotStatus::Started)).await.map_err(SessionError::Indefinite)?;
+        health.set(false, "snapshotting");
+        publish_snapshot(config, producer.clone(), schemas, &prepared.client, &snapshot_name, created.consistent_point, health).await?;
+        state::write(producer, &state_key, &record(SnapshotStatus::Complete)).await.map_err(SessionError::Indefinite)?;
+        // Closing the exporting connection ends the exported snapshot; it is no longer needed.
+        drop(exporter);
+    }
+    Ok(created.consistent_point)
+}
+
+/// Reads the published tables in `snapshot_name` and publishes every row as a READ change,
+/// returning once Kafka acknowledged them all.
+pub async fn publish_snapshot(
+    config: &SessionConfig,
+    producer: Arc<FutureProducer<LoggingContext>>,
+    schemas: &Schemas,
+    client: &tokio_postgres::Client,
+    snapshot_name: &str,
+    consistent_point: Lsn,
+    health: &Health,
+) -> Result<u64, SessionError> {
+    let (tables, types) = snapshot::plan(client, &config.target, &config.source.publication_name, &config.filter).await?;
+    let sink = OrderedSink::new(producer, consistent_point, health.clone());
+    let (changes, mut received) = tokio::sync::mpsc::channel(1024);
+    let reading = snapshot::read_tables(&config.target, snapshot_name, consistent_point, tables, types, config.snapshot, changes);
+    let publishing = async {
+        let mut published = 0u64;
+        while let Some(mut change) = received.recv().await {
+            config
+                .filter
+                .apply(&mut change)
+                .map_err(|e| SessionError::Definite(format!("cannot publish a row of {}: {e}", change.table)))?;
+            let value = record::to_avro(&change, &config.target.database, &config.source.slot_name, crate::unix_micros_now() / 1000);
+            let payload = encode(&schemas.change, value, &format!("a row of {}", change.table))?;
+            let key = record::kafka_key(&change);
+            loop {
+                match sink.try_send(topics::CDC_CHANGES.name, &key, &payload, Some((change.table.clone(), change.operation))) {
+                    Ok(()) => break,
+                    Err(SendError::QueueFull) => tokio::time::sleep(Duration::from_millis(5)).await,
+                    Err(SendError::Failed(error)) => {
+                        return Err(SessionError::Indefinite(format!("cannot hand a snapshot row to the Kafka producer: {error}")));
+                    }
+                }
+            }
+            published += 1;
+        }
+        Ok(published)
+    };
+    let (read, published) = tokio::join!(reading, publishing);
+    let outcome = read?;
+    let published = published?;
+    sink.drained().await.map_err(SessionError::Indefinite)?;
+    tracing::info!(rows = outcome.rows, published, seconds = outcome.elapsed.as_secs_f64(), "snapshot published and acknowledged");
+    Ok(published)
 }
 
 /// Heartbeats keep the slot advancing while the captured tables are idle but the server writes

@@ -31,6 +31,8 @@ enum Pending {
         lsn: Lsn,
         commit_time_unix_micros: Option<i64>,
     },
+    /// Answered once everything sent before it was delivered.
+    Barrier(tokio::sync::oneshot::Sender<()>),
 }
 
 pub enum SendError {
@@ -79,6 +81,21 @@ impl OrderedSink {
     /// Marks `lsn`: it is acknowledged once everything sent before it is.
     pub fn checkpoint(&self, lsn: Lsn, commit_time_unix_micros: Option<i64>) {
         let _ = self.pending.send(Pending::Checkpoint { lsn, commit_time_unix_micros });
+    }
+
+    /// Waits until Kafka acknowledged everything sent so far; the failure if a delivery failed.
+    pub async fn drained(&self) -> Result<(), String> {
+        let (reached, wait) = tokio::sync::oneshot::channel();
+        let _ = self.pending.send(Pending::Barrier(reached));
+        if wait.await.is_ok() {
+            return Ok(());
+        }
+        Err(self
+            .acks
+            .borrow()
+            .failure
+            .clone()
+            .unwrap_or_else(|| "the acknowledgement tracker stopped".into()))
     }
 
     pub fn acks(&self) -> watch::Receiver<AckState> {
@@ -133,6 +150,9 @@ async fn track_acknowledgements(mut queue: mpsc::UnboundedReceiver<Pending>, ack
                 if let Some((table, operation)) = change {
                     metrics::counter!("cdc_events_total", "table" => table.to_string(), "operation" => operation.as_str()).increment(1);
                 }
+            }
+            Pending::Barrier(reached) => {
+                let _ = reached.send(());
             }
             Pending::Checkpoint { lsn, commit_time_unix_micros } => {
                 acks.send_modify(|state| state.acked_lsn = state.acked_lsn.max(lsn));

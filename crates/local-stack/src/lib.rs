@@ -1,5 +1,5 @@
 //! Starts the whole platform natively: PostgreSQL 15 (logical replication), the tansu
-//! Kafka-compatible broker, the schema registry and the CDC connector.
+//! Kafka-compatible broker, the schema registry, the CDC connector and the ingestion gateway.
 //!
 //! Used by `local-stack up` (a developer's stack, state kept in `<repo>/.stack`) and by the
 //! end-to-end tests ([`StackOptions::for_tests`]: throwaway state, free ports).
@@ -152,6 +152,8 @@ pub struct Ports {
     pub registry: u16,
     /// The connector's metrics/health listener.
     pub connector: u16,
+    /// The ingestion gateway's HTTP API.
+    pub gateway: u16,
 }
 
 impl Ports {
@@ -162,16 +164,17 @@ impl Ports {
             kafka: 19092,
             registry: 18081,
             connector: 19464,
+            gateway: 18080,
         }
     }
 
-    /// Four distinct ports that were free a moment ago.
+    /// Five distinct ports that were free a moment ago.
     pub fn free() -> Ports {
-        // Hold all listeners at once so the four ports differ.
-        let listeners: Vec<Option<TcpListener>> = (0..4)
+        // Hold all listeners at once so the ports differ.
+        let listeners: Vec<Option<TcpListener>> = (0..5)
             .map(|_| TcpListener::bind("127.0.0.1:0").ok())
             .collect();
-        let mut ports = [0u16; 4];
+        let mut ports = [0u16; 5];
         for (i, l) in listeners.iter().enumerate() {
             ports[i] = l
                 .as_ref()
@@ -185,6 +188,7 @@ impl Ports {
             kafka: ports[1],
             registry: ports[2],
             connector: ports[3],
+            gateway: ports[4],
         }
     }
 }
@@ -195,7 +199,7 @@ fn fallback_port(i: u16) -> u16 {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos() as u64)
             .unwrap_or(0);
-    20000 + ((seed % 10000) as u16) * 4 + i
+    20000 + ((seed % 8000) as u16) * 5 + i
 }
 
 /// What [`Stack::start`] starts and where.
@@ -207,6 +211,10 @@ pub struct StackOptions {
     pub bin_dir: PathBuf,
     pub ports: Ports,
     pub start_connector: bool,
+    /// Start the ingestion gateway (needs the registry).
+    pub start_gateway: bool,
+    /// Extra arguments for the gateway, after [`Stack::gateway_args`] (later flags win).
+    pub gateway_extra_args: Vec<String>,
     /// Start the schema registry (the connector needs it).
     pub start_registry: bool,
     /// Database created (if missing) and captured; default "travel".
@@ -228,7 +236,8 @@ static TEST_COUNTER: AtomicU32 = AtomicU32::new(0);
 impl StackOptions {
     /// Throwaway stack for a test: root under `$TMPDIR` (short, so PostgreSQL's unix socket
     /// path fits), free ports, bin dir from [`test_bin_dir`], `sql/init.sql` applied, the
-    /// connector started (set `start_connector = false` to start it later), root removed
+    /// connector started (set `start_connector = false` to start it later), the gateway not
+    /// started (set `start_gateway = true`), root removed
     /// after a successful shutdown.
     pub fn for_tests(name: &str) -> Self {
         let clean: String = name
@@ -257,6 +266,8 @@ impl StackOptions {
             bin_dir: test_bin_dir(),
             ports: Ports::free(),
             start_connector: true,
+            start_gateway: false,
+            gateway_extra_args: Vec::new(),
             start_registry: true,
             database: "travel".into(),
             init_sql: default_init_sql(),
@@ -269,7 +280,7 @@ impl StackOptions {
     }
 
     /// The developer's stack: root `<repo>/.stack` (kept across runs), fixed ports
-    /// (55432 postgres, 19092 kafka, 18081 registry, 19464 connector), bin dir = the directory
+    /// (55432 postgres, 19092 kafka, 18081 registry, 19464 connector, 18080 gateway), bin dir = the directory
     /// of the running executable.
     pub fn default_local() -> Self {
         let ws = workspace_root();
@@ -286,6 +297,8 @@ impl StackOptions {
             bin_dir,
             ports: Ports::local_defaults(),
             start_connector: true,
+            start_gateway: true,
+            gateway_extra_args: Vec::new(),
             start_registry: true,
             database: "travel".into(),
             init_sql: default_init_sql(),
@@ -401,6 +414,7 @@ pub struct Stack {
     broker: Option<Service>,
     registry: Option<Service>,
     connector: Option<Service>,
+    gateway: Option<Service>,
 }
 
 impl std::fmt::Debug for Stack {
@@ -435,6 +449,7 @@ impl Stack {
             broker: None,
             registry: None,
             connector: None,
+            gateway: None,
         };
         stack.prepare_dirs()?;
         stack.start_postgres().await?;
@@ -444,6 +459,9 @@ impl Stack {
         }
         if stack.opts.start_connector {
             stack.start_connector().await?;
+        }
+        if stack.opts.start_gateway {
+            stack.start_gateway().await?;
         }
         Ok(stack)
     }
@@ -501,6 +519,32 @@ impl Stack {
         ]
     }
 
+    /// HTTP base of the ingestion gateway, `http://127.0.0.1:PORT`.
+    pub fn gateway_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.opts.ports.gateway)
+    }
+
+    /// Arguments the gateway is started with, before [`StackOptions::gateway_extra_args`].
+    pub fn gateway_args(&self) -> Vec<String> {
+        vec![
+            "--listen".into(),
+            format!("127.0.0.1:{}", self.opts.ports.gateway),
+            "--kafka-brokers".into(),
+            self.kafka_brokers(),
+            "--schema-registry-url".into(),
+            self.registry_url(),
+        ]
+    }
+
+    /// Path of the `gateway` binary used by [`Stack::start_gateway`].
+    pub fn gateway_binary(&self) -> PathBuf {
+        self.opts.bin_dir.join("gateway")
+    }
+
+    pub fn gateway_running(&self) -> bool {
+        self.gateway.is_some()
+    }
+
     /// Path of the `cdc-connector` binary used by [`Stack::start_connector`].
     pub fn connector_binary(&self) -> PathBuf {
         self.opts.bin_dir.join("cdc-connector")
@@ -534,7 +578,7 @@ impl Stack {
 
     /// Pids of every process the stack runs (children plus the postmaster).
     pub fn pids(&self) -> Vec<u32> {
-        let mut v: Vec<u32> = [&self.broker, &self.registry, &self.connector]
+        let mut v: Vec<u32> = [&self.broker, &self.registry, &self.connector, &self.gateway]
             .into_iter()
             .flatten()
             .filter_map(|s| s.child.id())
@@ -834,6 +878,72 @@ impl Stack {
         }
     }
 
+    // -- gateway -------------------------------------------------------------------------------
+
+    /// Starts `gateway` with [`Stack::gateway_args`] and the extra arguments, and waits for
+    /// `GET /health` = 200 (topics provisioned, schemas registered, broker and registry reachable).
+    pub async fn start_gateway(&mut self) -> Result<()> {
+        if let Some(s) = self.gateway.as_mut()
+            && let Ok(None) = s.child.try_wait()
+        {
+            bail!("the gateway is already running");
+        }
+        self.gateway = None;
+        if self.registry.is_none() {
+            bail!("the gateway needs the schema registry, which this stack did not start");
+        }
+        let bin = self.gateway_binary();
+        if !bin.is_file() {
+            bail!("gateway binary not found at {}: {BUILD_HINT}", bin.display());
+        }
+        check_port_free(self.opts.ports.gateway, "gateway")?;
+        let mut cmd = Command::new(&bin);
+        cmd.args(self.gateway_args()).args(&self.opts.gateway_extra_args);
+        self.gateway = Some(self.spawn("gateway", cmd)?);
+        let addr: SocketAddr = ([127, 0, 0, 1], self.opts.ports.gateway).into();
+        let timeout = self.opts.ready_timeout;
+        let r = wait_ready(self.gateway.as_mut().unwrap(), &self.opts, timeout, move || {
+            http_get_status(addr, "/health").map(|s| s == 200).unwrap_or(false)
+        })
+        .await;
+        if r.is_err()
+            && let Some(mut s) = self.gateway.take()
+        {
+            let _ = s.child.start_kill();
+            reap_blocking(&mut s.child, Duration::from_secs(10));
+        }
+        r
+    }
+
+    /// SIGTERM the gateway (it drains the requests in flight) and wait for it; returns its exit
+    /// status, or an error when it had to be killed after 30 s.
+    pub async fn stop_gateway(&mut self) -> Result<ExitStatus> {
+        let Some(mut s) = self.gateway.take() else {
+            bail!("the gateway is not running");
+        };
+        let _ = std::fs::remove_file(self.opts.pid_file(s.name));
+        if let Some(pid) = s.child.id() {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+        }
+        match tokio::time::timeout(Duration::from_secs(30), s.child.wait()).await {
+            Ok(status) => Ok(status.context("waiting for the gateway")?),
+            Err(_) => {
+                let _ = s.child.start_kill();
+                let _ = s.child.wait().await;
+                bail!("the gateway ignored SIGTERM for 30 s and was killed")
+            }
+        }
+    }
+
+    /// SIGKILL the broker and reap it (simulates the broker going down; its data is lost).
+    pub fn kill_broker(&mut self) {
+        if let Some(mut s) = self.broker.take() {
+            let _ = s.child.start_kill();
+            reap_blocking(&mut s.child, Duration::from_secs(10));
+            let _ = std::fs::remove_file(self.opts.pid_file(s.name));
+        }
+    }
+
     /// Waits until one of the stack's child processes exits; returns its name and status.
     /// Never returns if no child runs.
     pub async fn wait_for_exit(&mut self) -> (&'static str, std::io::Result<ExitStatus>) {
@@ -847,10 +957,12 @@ impl Stack {
             r = wait_opt(&mut self.broker) => r,
             r = wait_opt(&mut self.registry) => r,
             r = wait_opt(&mut self.connector) => r,
+            r = wait_opt(&mut self.gateway) => r,
         };
         match name {
             "broker" => self.broker = None,
             "registry" => self.registry = None,
+            "gateway" => self.gateway = None,
             _ => self.connector = None,
         }
         let _ = std::fs::remove_file(self.opts.pid_file(name));
@@ -885,12 +997,13 @@ impl Stack {
         Ok(Service { name, child })
     }
 
-    /// Stops connector, registry and broker (SIGTERM, SIGKILL after a timeout), then
+    /// Stops gateway, connector, registry and broker (SIGTERM, SIGKILL after a timeout), then
     /// PostgreSQL (`pg_ctl stop -m fast`). Removes `root` when `cleanup_root` is set and all
     /// went well.
     pub async fn shutdown(mut self) -> Result<()> {
         let mut errors = Vec::new();
         for s in [
+            self.gateway.take(),
             self.connector.take(),
             self.registry.take(),
             self.broker.take(),
@@ -927,6 +1040,7 @@ impl Stack {
 impl Drop for Stack {
     fn drop(&mut self) {
         let mut children: Vec<Service> = [
+            self.gateway.take(),
             self.connector.take(),
             self.registry.take(),
             self.broker.take(),
@@ -996,6 +1110,7 @@ pub async fn down(opts: &StackOptions) -> Result<Vec<String>> {
     let mut done = Vec::new();
     for (name, exe) in [
         ("local-stack", "local-stack"),
+        ("gateway", "gateway"),
         ("connector", "cdc-connector"),
         ("registry", "schema-registry"),
         ("broker", "tansu"),
@@ -1101,6 +1216,15 @@ fn check_prerequisites(o: &StackOptions) -> Result<()> {
             );
         }
     }
+    if o.start_gateway {
+        if !o.start_registry {
+            bail!("start_gateway needs start_registry");
+        }
+        let b = o.bin_dir.join("gateway");
+        if !b.is_file() {
+            bail!("gateway binary not found at {}: {BUILD_HINT}", b.display());
+        }
+    }
     if let Some(init) = &o.init_sql
         && !init.is_file()
     {
@@ -1112,6 +1236,7 @@ fn check_prerequisites(o: &StackOptions) -> Result<()> {
 /// Refuses to start over services recorded as running under `opts.root`.
 fn check_no_leftovers(o: &StackOptions) -> Result<()> {
     for (name, exe) in [
+        ("gateway", "gateway"),
         ("connector", "cdc-connector"),
         ("registry", "schema-registry"),
         ("broker", "tansu"),

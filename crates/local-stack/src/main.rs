@@ -10,7 +10,7 @@ use tokio::signal::unix::{SignalKind, signal};
 #[derive(Parser)]
 #[command(
     name = "local-stack",
-    about = "Runs the travel-booking data platform locally: PostgreSQL 15, the tansu Kafka-compatible broker, the schema registry and the CDC connector",
+    about = "Runs the travel-booking data platform locally: PostgreSQL 15, the tansu Kafka-compatible broker, the schema registry, the CDC connector and the ingestion gateway",
     after_help = "State (PostgreSQL data, logs, registry data, pid files) lives in <repo>/.stack and is reused across runs.\nInstall the prerequisites with scripts/install-deps.sh, or simply run ./dev up."
 )]
 struct Cli {
@@ -40,7 +40,7 @@ struct CommonArgs {
 struct UpArgs {
     #[command(flatten)]
     common: CommonArgs,
-    /// Directory holding the schema-registry and cdc-connector binaries [default: the directory of this executable]
+    /// Directory holding the schema-registry, cdc-connector and gateway binaries [default: the directory of this executable]
     #[arg(long, env = "STACK_BIN_DIR")]
     bin_dir: Option<PathBuf>,
     /// PostgreSQL port
@@ -55,6 +55,12 @@ struct UpArgs {
     /// CDC connector metrics/health port
     #[arg(long, default_value_t = 19464)]
     connector_port: u16,
+    /// Ingestion gateway HTTP port
+    #[arg(long, default_value_t = 18080)]
+    gateway_port: u16,
+    /// Do not start the ingestion gateway
+    #[arg(long)]
+    no_gateway: bool,
     /// Database to create (on first start) and capture
     #[arg(long, default_value = "travel")]
     database: String,
@@ -121,6 +127,7 @@ async fn up(a: UpArgs) -> Result<()> {
     o.ports.kafka = a.kafka_port;
     o.ports.registry = a.registry_port;
     o.ports.connector = a.connector_port;
+    o.ports.gateway = a.gateway_port;
     o.database = a.database;
     if let Some(i) = a.init_sql {
         o.init_sql = Some(i);
@@ -128,6 +135,7 @@ async fn up(a: UpArgs) -> Result<()> {
     o.slot_name = a.slot_name;
     o.publication_name = a.publication_name;
     o.start_connector = !a.no_connector;
+    o.start_gateway = !a.no_gateway;
     o.ready_timeout = std::time::Duration::from_secs(a.ready_timeout);
 
     if let Some(pid) = local_stack::running_owner(&o) {
@@ -207,6 +215,16 @@ fn print_usage(s: &Stack) {
         );
     } else {
         println!("  CDC connector   not started (--no-connector)");
+    }
+    if s.gateway_running() {
+        println!(
+            "  Gateway         {}   (API docs {}/docs, stats {}/stats)",
+            s.gateway_url(),
+            s.gateway_url(),
+            s.gateway_url()
+        );
+    } else {
+        println!("  Gateway         not started (--no-gateway)");
     }
     println!();
     println!("Watch the change topic:");

@@ -6,7 +6,7 @@ use std::{
 };
 
 use axum::{Json, Router, http::StatusCode, response::IntoResponse, routing::get};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::Serialize;
 
 /// Logs to stderr; `RUST_LOG` filters (default `info`), `LOG_FORMAT=json` switches to JSON lines.
@@ -27,6 +27,15 @@ pub fn init_tracing() {
 /// Installs the global Prometheus recorder and returns the handle that renders it.
 pub fn install_prometheus() -> anyhow::Result<PrometheusHandle> {
     Ok(PrometheusBuilder::new().install_recorder()?)
+}
+
+/// Like [`install_prometheus`], but metrics whose names end in `_seconds` are rendered as
+/// Prometheus histograms with these bucket bounds (instead of summaries), so latencies can be
+/// aggregated across instances and queried with `histogram_quantile`.
+pub fn install_prometheus_with_latency_buckets(buckets: &[f64]) -> anyhow::Result<PrometheusHandle> {
+    Ok(PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), buckets)?
+        .install_recorder()?)
 }
 
 /// What `/health` reports: whether the service does its job right now, and why not.
@@ -79,6 +88,23 @@ pub async fn serve(listen: SocketAddr, router: Router) -> anyhow::Result<tokio::
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     Ok(tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, router).await {
+            tracing::error!(%error, "HTTP server stopped");
+        }
+    }))
+}
+
+/// Like [`serve`], but stops accepting connections once `shutdown` completes and then lets the
+/// requests in flight finish; the returned task ends when they have.
+pub async fn serve_with_shutdown(
+    listen: SocketAddr,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    Ok(tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
             tracing::error!(%error, "HTTP server stopped");
         }
     }))

@@ -41,6 +41,15 @@ pub const CDC_MESSAGES: TopicSpec = TopicSpec {
     cleanup_policy: "delete",
 };
 
+/// Services' own durable state (the connector's snapshot progress), keyed, compacted.
+pub const CONNECTOR_STATE: TopicSpec = TopicSpec {
+    name: "topic_connector_state",
+    partitions: 1,
+    replication_factor: 3,
+    retention_ms: -1,
+    cleanup_policy: "compact",
+};
+
 pub const APP_EVENTS: TopicSpec = TopicSpec {
     name: "topic_app_events",
     partitions: 6,
@@ -78,4 +87,5 @@ pub const ALL: &[TopicSpec] = &[
     CDC_CHANGES,
     CDC_TRANSACTIONS,
     CDC_MESSAGES,
+    CONNECTOR_STATE,
     APP_EVENTS, CLICKSTREAM, APP_LOGS, EXTERNAL_DATA];

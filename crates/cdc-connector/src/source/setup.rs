@@ -14,9 +14,18 @@ pub struct SourceSettings {
 
 pub struct PreparedSource {
     pub server_version_num: i32,
-    /// Where streaming resumes: everything before it was acknowledged by Kafka.
-    pub confirmed_flush_lsn: Lsn,
-    pub slot_created: bool,
+    /// The slot's confirmed position (where streaming resumes: everything before it was
+    /// acknowledged by Kafka), or None when the slot does not exist yet.
+    pub confirmed_flush_lsn: Option<Lsn>,
+    /// The SQL connection the checks ran on, for whatever setup follows.
+    pub client: Client,
+}
+
+/// A slot just created at its consistent point, with the snapshot it exported when asked for
+/// one. The snapshot stays valid while `exporter` stays open and idle.
+pub struct CreatedSlot {
+    pub consistent_point: Lsn,
+    pub exported_snapshot: Option<(ReplicationConnection, String)>,
 }
 
 pub async fn connect(target: &PgTarget) -> Result<Client, SourceError> {
@@ -31,7 +40,8 @@ pub async fn connect(target: &PgTarget) -> Result<Client, SourceError> {
     Ok(client)
 }
 
-/// Checks that logical replication can work and creates the publication and slot if missing.
+/// Checks that logical replication can work, creates the publication if missing, and looks
+/// the slot up.
 pub async fn prepare(target: &PgTarget, settings: &SourceSettings) -> Result<PreparedSource, SourceError> {
     let client = connect(target).await?;
     let query = |context: &'static str, sql: &'static str| {
@@ -71,11 +81,11 @@ pub async fn prepare(target: &PgTarget, settings: &SourceSettings) -> Result<Pre
         .await?
         .get(0);
     ensure_publication(&client, target, settings).await?;
-    let (confirmed_flush_lsn, slot_created) = ensure_slot(&client, target, settings).await?;
+    let confirmed_flush_lsn = existing_slot(&client, target, settings).await?;
     Ok(PreparedSource {
         server_version_num,
         confirmed_flush_lsn,
-        slot_created,
+        client,
     })
 }
 
@@ -115,7 +125,7 @@ async fn ensure_publication(client: &Client, target: &PgTarget, settings: &Sourc
     Ok(())
 }
 
-async fn ensure_slot(client: &Client, target: &PgTarget, settings: &SourceSettings) -> Result<(Lsn, bool), SourceError> {
+async fn existing_slot(client: &Client, target: &PgTarget, settings: &SourceSettings) -> Result<Option<Lsn>, SourceError> {
     let slot = client
         .query_opt(
             "SELECT plugin, database, active_pid, confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
@@ -143,22 +153,57 @@ async fn ensure_slot(client: &Client, target: &PgTarget, settings: &SourceSettin
         }
         let confirmed = confirmed.ok_or_else(|| definite("it has no confirmed position".into()))?;
         let lsn = parse_lsn(&confirmed).map_err(|e| definite(format!("bad confirmed_flush_lsn {confirmed}: {e}")))?;
-        return Ok((lsn, false));
+        return Ok(Some(lsn));
     }
+    Ok(None)
+}
+
+/// Creates the slot; with `export_snapshot` it also exports the snapshot of its consistent
+/// point, for an initial snapshot that meets the stream exactly.
+pub async fn create_slot(target: &PgTarget, slot_name: &str, export_snapshot: bool) -> Result<CreatedSlot, SourceError> {
+    let definite = |message: String| SourceError::Definite {
+        context: format!("creating replication slot {slot_name}"),
+        message,
+    };
     let mut replication = ReplicationConnection::connect(target).await?;
     let rows = replication
         .simple_query(&format!(
-            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput NOEXPORT_SNAPSHOT",
-            quote_ident(&settings.slot_name)
+            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput {}",
+            quote_ident(slot_name),
+            if export_snapshot { "EXPORT_SNAPSHOT" } else { "NOEXPORT_SNAPSHOT" }
         ))
         .await?;
-    let consistent_point = rows
-        .first()
-        .and_then(|row| row.get(1).cloned().flatten())
+    let row = rows.first().ok_or_else(|| definite("CREATE_REPLICATION_SLOT returned nothing".into()))?;
+    let consistent_point = row
+        .get(1)
+        .cloned()
+        .flatten()
         .ok_or_else(|| definite("CREATE_REPLICATION_SLOT returned no consistent point".into()))?;
     let lsn = parse_lsn(&consistent_point).map_err(|e| definite(format!("bad consistent point {consistent_point}: {e}")))?;
-    tracing::info!(slot = settings.slot_name, consistent_point, "created replication slot");
-    Ok((lsn, true))
+    tracing::info!(slot = slot_name, consistent_point, export_snapshot, "created replication slot");
+    let exported_snapshot = if export_snapshot {
+        let name = row
+            .get(2)
+            .cloned()
+            .flatten()
+            .ok_or_else(|| definite("CREATE_REPLICATION_SLOT exported no snapshot".into()))?;
+        Some((replication, name))
+    } else {
+        None
+    };
+    Ok(CreatedSlot {
+        consistent_point: lsn,
+        exported_snapshot,
+    })
+}
+
+/// Drops the slot, e.g. to redo a snapshot that was interrupted.
+pub async fn drop_slot(client: &Client, target: &PgTarget, slot_name: &str) -> Result<(), SourceError> {
+    client
+        .execute("SELECT pg_drop_replication_slot($1)", &[&slot_name])
+        .await
+        .map(|_| ())
+        .map_err(|e| SourceError::from_postgres("dropping the replication slot", target, e))
 }
 
 /// Writes a non-transactional logical message so the slot sees WAL (and can advance) even when

@@ -1,0 +1,331 @@
+//! The initial snapshot: every published table read in parallel chunks of pages (ctid ranges,
+//! so any table works, with or without a primary key) inside the snapshot the slot exported at
+//! its consistent point. Rows become READ changes; the stream then starts exactly at that point,
+//! so nothing is missed or doubled at the seam. Values go through the same text decoder as
+//! pgoutput's, so a READ value equals the value a later change would carry.
+
+use std::{
+    collections::VecDeque,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use pgoutput::{
+    copy::Lsn,
+    message::{Column, Relation, ReplicaIdentity, TupleData, TupleValue},
+    row::{TypeNames, decode_tuple},
+};
+use tokio::sync::mpsc;
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+use crate::{
+    changes::{ChangeEvent, Operation, Position},
+    privacy::ChangeFilter,
+    source::{PgTarget, SourceError, setup::quote_ident},
+};
+
+/// When the connector snapshots, as in Debezium.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+#[value(rename_all = "snake_case")]
+pub enum SnapshotMode {
+    /// Snapshot the tables when the slot has no completed snapshot, then stream.
+    Initial,
+    /// Never snapshot: stream changes from the slot's position only.
+    NoData,
+    /// Snapshot only when there is no usable slot (it is missing), then stream.
+    WhenNeeded,
+    /// Snapshot the tables, publish them, and exit without streaming.
+    InitialOnly,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct SnapshotSettings {
+    /// Parallel readers, each on its own connection in the same exported snapshot.
+    pub workers: usize,
+    /// Heap pages per chunk: bounds the memory one reader holds (8 KiB a page).
+    pub chunk_pages: u64,
+}
+
+/// One table to read, described like a pgoutput Relation so rows decode the same way.
+pub struct SnapshotTable {
+    relation: Relation,
+    qualified_name: Arc<str>,
+    pages: u64,
+    estimated_rows: u64,
+}
+
+struct Chunk {
+    table: usize,
+    first_page: u64,
+    /// None: to the end of the table.
+    end_page: Option<u64>,
+}
+
+/// The published tables the filter keeps, with their columns (generated columns excluded, as
+/// pgoutput excludes them), primary keys, sizes and type names.
+pub async fn plan(client: &Client, target: &PgTarget, publication: &str, filter: &ChangeFilter) -> Result<(Vec<SnapshotTable>, TypeNames), SourceError> {
+    let failed = |e: tokio_postgres::Error| SourceError::Definite {
+        context: "planning the snapshot".into(),
+        message: format!("{e} (database {})", target.database),
+    };
+    let tables = client
+        .query(
+            "SELECT c.oid, n.nspname::text, c.relname::text, \
+                    (pg_relation_size(c.oid) / current_setting('block_size')::bigint)::bigint, \
+                    greatest(c.reltuples, 0)::bigint \
+             FROM pg_publication_tables p \
+             JOIN pg_namespace n ON n.nspname = p.schemaname \
+             JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = p.tablename \
+             WHERE p.pubname = $1 ORDER BY 2, 3",
+            &[&publication],
+        )
+        .await
+        .map_err(failed)?;
+    let mut types = TypeNames::new();
+    let mut planned = Vec::new();
+    for table in tables {
+        let (oid, namespace, name): (u32, String, String) = (table.get(0), table.get(1), table.get(2));
+        let qualified_name: Arc<str> = format!("{namespace}.{name}").into();
+        if !filter.includes_table(&qualified_name) {
+            continue;
+        }
+        let columns = client
+            .query(
+                "SELECT a.attname::text, \
+                        CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END, \
+                        a.atttypmod, \
+                        coalesce(a.attnum = ANY(i.indkey), false), \
+                        bt.typnamespace::regnamespace::text, bt.typname::text \
+                 FROM pg_attribute a \
+                 JOIN pg_type t ON t.oid = a.atttypid \
+                 JOIN pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END \
+                 LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary \
+                 WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' \
+                 ORDER BY a.attnum",
+                &[&oid],
+            )
+            .await
+            .map_err(failed)?;
+        let columns = columns
+            .iter()
+            .map(|column| {
+                let type_id: u32 = column.get(1);
+                types.learn(type_id, column.get::<_, &str>(4), column.get::<_, &str>(5));
+                Column {
+                    name: column.get(0),
+                    type_id,
+                    type_modifier: column.get(2),
+                    is_key: column.get(3),
+                }
+            })
+            .collect();
+        planned.push(SnapshotTable {
+            relation: Relation {
+                id: oid,
+                namespace,
+                name,
+                replica_identity: ReplicaIdentity::Default,
+                columns,
+            },
+            qualified_name,
+            pages: u64::try_from(table.get::<_, i64>(3)).unwrap_or(0),
+            estimated_rows: u64::try_from(table.get::<_, i64>(4)).unwrap_or(0),
+        });
+    }
+    Ok((planned, types))
+}
+
+fn chunks(tables: &[SnapshotTable], chunk_pages: u64) -> VecDeque<Chunk> {
+    let mut chunks = VecDeque::new();
+    for (index, table) in tables.iter().enumerate() {
+        let mut first_page = 0;
+        // The table may have grown since the snapshot was taken; rows it can see are all on
+        // pages that existed then, and the last chunk is open-ended anyway.
+        while first_page + chunk_pages < table.pages {
+            chunks.push_back(Chunk { table: index, first_page, end_page: Some(first_page + chunk_pages) });
+            first_page += chunk_pages;
+        }
+        chunks.push_back(Chunk { table: index, first_page, end_page: None });
+    }
+    chunks
+}
+
+pub struct SnapshotOutcome {
+    pub rows: u64,
+    pub elapsed: Duration,
+}
+
+/// Reads every table in `snapshot_name` with `settings.workers` connections, sending READ
+/// changes to `out` (bounded, so a slow Kafka slows the readers instead of filling memory).
+pub async fn read_tables(
+    target: &PgTarget,
+    snapshot_name: &str,
+    consistent_point: Lsn,
+    tables: Vec<SnapshotTable>,
+    types: TypeNames,
+    settings: SnapshotSettings,
+    out: mpsc::Sender<ChangeEvent>,
+) -> Result<SnapshotOutcome, SourceError> {
+    let started = Instant::now();
+    let snapshot_time = crate::unix_micros_now();
+    let total: u64 = tables.iter().map(|t| t.estimated_rows).sum();
+    metrics::gauge!("cdc_snapshot_rows_estimated").set(total as f64);
+    let queue = Arc::new(Mutex::new(chunks(&tables, settings.chunk_pages.max(1))));
+    let tables = Arc::new(tables);
+    let types = Arc::new(types);
+    let done = Arc::new(AtomicU64::new(0));
+    tracing::info!(tables = tables.len(), estimated_rows = total, workers = settings.workers, "snapshot started");
+    let progress = tokio::spawn(report_progress(done.clone(), total, started));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..settings.workers.max(1) {
+        let worker = Worker {
+            target: target.clone(),
+            snapshot_name: snapshot_name.to_string(),
+            position: Position { commit_lsn: consistent_point, event_lsn: consistent_point, xid: 0, sequence: 0, commit_time_unix_micros: snapshot_time },
+            queue: queue.clone(),
+            tables: tables.clone(),
+            types: types.clone(),
+            done: done.clone(),
+            out: out.clone(),
+        };
+        workers.spawn(worker.run());
+    }
+    drop(out);
+    let mut result = Ok(());
+    while let Some(joined) = workers.join_next().await {
+        let outcome = joined.unwrap_or_else(|e| Err(SourceError::Definite { context: "snapshot reader".into(), message: e.to_string() }));
+        if let Err(error) = outcome {
+            // One failed reader fails the snapshot: the others stop rather than publish a
+            // snapshot with holes.
+            workers.abort_all();
+            result = Err(error);
+        }
+    }
+    progress.abort();
+    result?;
+    let rows = done.load(Ordering::Relaxed);
+    let elapsed = started.elapsed();
+    tracing::info!(rows, seconds = elapsed.as_secs_f64(), rows_per_second = rows as f64 / elapsed.as_secs_f64().max(1e-9), "snapshot read");
+    Ok(SnapshotOutcome { rows, elapsed })
+}
+
+async fn report_progress(done: Arc<AtomicU64>, total: u64, started: Instant) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(2));
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let rows = done.load(Ordering::Relaxed);
+        let seconds = started.elapsed().as_secs_f64().max(1e-9);
+        let rate = rows as f64 / seconds;
+        let remaining = total.saturating_sub(rows) as f64;
+        let eta = if rate > 0.0 { format!("{:.0}s", remaining / rate) } else { "?".into() };
+        let percent = if total > 0 { (rows as f64 * 100.0 / total as f64).min(100.0) } else { 0.0 };
+        tracing::info!("snapshot: {rows}/{total} rows ({percent:.0}%), {rate:.0} rows/s, ETA {eta}");
+    }
+}
+
+struct Worker {
+    target: PgTarget,
+    snapshot_name: String,
+    position: Position,
+    queue: Arc<Mutex<VecDeque<Chunk>>>,
+    tables: Arc<Vec<SnapshotTable>>,
+    types: Arc<TypeNames>,
+    done: Arc<AtomicU64>,
+    out: mpsc::Sender<ChangeEvent>,
+}
+
+impl Worker {
+    async fn run(self) -> Result<(), SourceError> {
+        let client = crate::source::connect(&self.target).await?;
+        let failed = |context: &str, e: tokio_postgres::Error| match e.as_db_error() {
+            Some(db) => SourceError::from_sqlstate(context, db.code().code(), db.message().to_string()),
+            None => SourceError::Unreachable { target: format!("{}:{}", self.target.host, self.target.port), source: std::io::Error::other(e.to_string()) },
+        };
+        // The same output settings as the replication session, so values decode identically.
+        client
+            .batch_execute(&format!(
+                "SET DateStyle = ISO; SET TimeZone = UTC; SET IntervalStyle = iso_8601; SET extra_float_digits = 3; \
+                 BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
+                crate::source::setup::quote_literal(&self.snapshot_name)
+            ))
+            .await
+            .map_err(|e| failed("joining the exported snapshot", e))?;
+        loop {
+            let Some(chunk) = self.queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else {
+                return Ok(());
+            };
+            let table = &self.tables[chunk.table];
+            let columns = table.relation.columns.iter().map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", ");
+            let upper = chunk.end_page.map(|end| format!(" AND ctid < '({end},0)'::tid")).unwrap_or_default();
+            let sql = format!(
+                "SELECT {columns} FROM {}.{} WHERE ctid >= '({},0)'::tid{upper}",
+                quote_ident(&table.relation.namespace),
+                quote_ident(&table.relation.name),
+                chunk.first_page
+            );
+            let messages = client.simple_query(&sql).await.map_err(|e| failed(&format!("reading {}", table.qualified_name), e))?;
+            for message in messages {
+                let SimpleQueryMessage::Row(row) = message else { continue };
+                let tuple = TupleData(
+                    (0..row.len())
+                        .map(|i| match row.get(i) {
+                            Some(text) => TupleValue::Text(text.as_bytes().to_vec()),
+                            None => TupleValue::Null,
+                        })
+                        .collect(),
+                );
+                let after = decode_tuple(&table.relation, &tuple, false, &self.types).map_err(|e| SourceError::Definite {
+                    context: format!("snapshot of {}", table.qualified_name),
+                    message: e.to_string(),
+                })?;
+                let primary_key = table
+                    .relation
+                    .columns
+                    .iter()
+                    .zip(&after)
+                    .filter(|(column, _)| column.is_key)
+                    .map(|(_, value)| value.clone())
+                    .collect();
+                let change = ChangeEvent {
+                    table: table.qualified_name.clone(),
+                    operation: Operation::Read,
+                    primary_key,
+                    before: None,
+                    after: Some(after),
+                    position: self.position,
+                };
+                if self.out.send(change).await.is_err() {
+                    // The publisher stopped (Kafka failed): its error is the one reported.
+                    return Ok(());
+                }
+                self.done.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("cdc_snapshot_rows_total", "table" => table.qualified_name.to_string()).increment(1);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(pages: u64) -> SnapshotTable {
+        SnapshotTable {
+            relation: Relation { id: 1, namespace: "public".into(), name: "t".into(), replica_identity: ReplicaIdentity::Default, columns: vec![] },
+            qualified_name: Arc::from("public.t"),
+            pages,
+            estimated_rows: 0,
+        }
+    }
+
+    #[test]
+    fn chunks_cover_every_page_and_the_last_is_open_ended() {
+        let planned = chunks(&[table(10), table(0)], 4);
+        let ranges: Vec<(usize, u64, Option<u64>)> = planned.iter().map(|c| (c.table, c.first_page, c.end_page)).collect();
+        assert_eq!(ranges, vec![(0, 0, Some(4)), (0, 4, Some(8)), (0, 8, None), (1, 0, None)]);
+    }
+}

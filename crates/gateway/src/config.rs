@@ -1,0 +1,63 @@
+//! The gateway's options: flags, `GATEWAY_*` environment variables and an optional TOML file.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::Parser;
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "gateway",
+    version,
+    about = "HTTP ingestion API: validates events and answers 2xx only once Kafka acknowledged them"
+)]
+pub struct Args {
+    /// TOML file with defaults for any option below; keys are the long option names
+    /// (e.g. `kafka-brokers = "..."`). Flags and environment variables override it.
+    #[arg(long, env = "GATEWAY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address the HTTP API (events, /health, /stats, /metrics, /docs) listens on.
+    #[arg(long, env = "GATEWAY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Kafka bootstrap servers, comma-separated host:port.
+    #[arg(long, env = "GATEWAY_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub kafka_brokers: String,
+    /// Base URL of the Confluent-compatible schema registry.
+    #[arg(long, env = "GATEWAY_SCHEMA_REGISTRY_URL", default_value = "http://127.0.0.1:8081")]
+    pub schema_registry_url: String,
+    /// API keys, comma-separated, accepted in `X-API-Key` or `Authorization: Bearer KEY` on the
+    /// /events endpoints; none disables authentication.
+    #[arg(long, env = "GATEWAY_API_KEYS", value_delimiter = ',')]
+    pub api_keys: Vec<String>,
+    /// Largest request body accepted, in bytes (larger ones get 413).
+    #[arg(long, env = "GATEWAY_MAX_BODY_BYTES", default_value_t = 1_048_576)]
+    pub max_body_bytes: usize,
+    /// Most events accepted in one POST /events/batch (more get 413).
+    #[arg(long, env = "GATEWAY_MAX_BATCH_EVENTS", default_value_t = 500)]
+    pub max_batch_events: usize,
+    /// Milliseconds an event may wait for the broker's acknowledgement before the client gets
+    /// 503 with Retry-After.
+    #[arg(long, env = "GATEWAY_PRODUCE_TIMEOUT_MS", default_value_t = 5_000)]
+    pub produce_timeout_ms: u64,
+    /// Seconds a client is told to wait (Retry-After) after a 503.
+    #[arg(long, env = "GATEWAY_RETRY_AFTER_SECS", default_value_t = 5)]
+    pub retry_after_secs: u64,
+    /// Seconds an acknowledged event id is remembered, so that a client retry within this window
+    /// does not produce a second record.
+    #[arg(long, env = "GATEWAY_DEDUP_WINDOW_SECS", default_value_t = 600)]
+    pub dedup_window_secs: u64,
+    /// Most event ids remembered for deduplication; beyond it the oldest are forgotten first.
+    #[arg(long, env = "GATEWAY_DEDUP_CAPACITY", default_value_t = 200_000)]
+    pub dedup_capacity: usize,
+    /// Seconds an event timestamp may lie in the future (client clock skew) before it is rejected.
+    #[arg(long, env = "GATEWAY_MAX_FUTURE_SKEW_SECS", default_value_t = 86_400)]
+    pub max_future_skew_secs: u64,
+    /// Seconds shutdown waits for requests in flight to finish before the process exits.
+    #[arg(long, env = "GATEWAY_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    pub shutdown_grace_secs: u64,
+}
+
+impl Args {
+    pub fn produce_timeout(&self) -> Duration {
+        Duration::from_millis(self.produce_timeout_ms.max(1))
+    }
+}

@@ -1,0 +1,747 @@
+//! The accepted event kinds: their JSON shape (which the OpenAPI document is generated from),
+//! the checks serde cannot express, and their Avro records.
+
+use std::collections::{BTreeMap, HashMap};
+
+use apache_avro::types::Value;
+use serde::{Deserialize, Deserializer, de};
+use utoipa::{
+    ToSchema,
+    openapi::{
+        KnownFormat, ObjectBuilder, OneOfBuilder, RefOr, Schema, SchemaFormat, Type,
+        schema::SchemaType,
+    },
+};
+
+use crate::errors::FieldError;
+use platform::topics::{self, TopicSpec};
+
+/// Longest id, user, session, booking or service name accepted, in characters.
+const MAX_ID_CHARS: usize = 128;
+/// Longest URL, user agent or other free-text field (log messages excepted), in characters.
+const MAX_TEXT_CHARS: usize = 4_096;
+/// Earliest event time accepted: anything before is a unit mistake (seconds for milliseconds).
+const EARLIEST_MILLIS: i64 = 946_684_800_000; // 2000-01-01T00:00:00Z
+
+/// Defines a closed set of lowercase strings: serde names, the OpenAPI enum and `as_str`.
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+        pub enum $name { $(#[serde(rename = $text)] $variant),+ }
+
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $text),+ }
+            }
+        }
+    };
+}
+
+string_enum!(
+    /// What a user did in a mobile or web app.
+    UserEventType {
+        PageView = "page_view", Click = "click", Search = "search", Filter = "filter",
+        BookingView = "booking_view", ClickCta = "click_cta", AppOpen = "app_open",
+        AppClose = "app_close", AddToWishlist = "add_to_wishlist", Share = "share",
+        SignIn = "sign_in", SignOut = "sign_out", SignUp = "sign_up",
+    }
+);
+
+string_enum!(
+    /// What happened to a booking in the booking system.
+    BookingEventType {
+        BookingCreated = "booking_created", BookingConfirmed = "booking_confirmed",
+        BookingModified = "booking_modified", BookingCancelled = "booking_cancelled",
+        PaymentInitiated = "payment_initiated", PaymentCaptured = "payment_captured",
+        PaymentFailed = "payment_failed", RefundIssued = "refund_issued",
+        CheckIn = "check_in", CheckOut = "check_out",
+    }
+);
+
+string_enum!(
+    /// Which app sent a user event.
+    AppType { Mobile = "mobile", Web = "web" }
+);
+
+string_enum!(
+    /// The kind of device.
+    DeviceType {
+        Ios = "ios", Android = "android", Desktop = "desktop", Tablet = "tablet",
+        MobileWeb = "mobile_web", Server = "server",
+    }
+);
+
+string_enum!(
+    /// A low-level interaction on a page or screen.
+    Interaction { Click = "click", Tap = "tap", Scroll = "scroll", Hover = "hover", View = "view", Input = "input" }
+);
+
+string_enum!(
+    /// Severity of a log line.
+    LogLevel { Debug = "debug", Info = "info", Warn = "warn", Error = "error", Fatal = "fatal" }
+);
+
+string_enum!(
+    /// Where an external-data record comes from.
+    ExternalSource {
+        Weather = "weather", Maps = "maps", SocialMedia = "social_media", MarketData = "market_data",
+        News = "news", TravelTrends = "travel_trends", Other = "other",
+    }
+);
+
+string_enum!(
+    /// The kind of an item of a batch, the same as the single-event endpoint it stands for.
+    EventKind { User = "user", Booking = "booking", Clickstream = "clickstream", Log = "log", External = "external" }
+);
+
+/// An instant given as an RFC 3339 date-time string or as Unix epoch milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timestamp(pub i64);
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl de::Visitor<'_> for Visitor {
+            type Value = Timestamp;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an RFC 3339 date-time string (e.g. 2026-05-01T12:00:00Z) or Unix epoch milliseconds")
+            }
+            fn visit_i64<E: de::Error>(self, millis: i64) -> Result<Timestamp, E> {
+                Ok(Timestamp(millis))
+            }
+            fn visit_u64<E: de::Error>(self, millis: u64) -> Result<Timestamp, E> {
+                i64::try_from(millis)
+                    .map(Timestamp)
+                    .map_err(|_| E::invalid_value(de::Unexpected::Unsigned(millis), &self))
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Timestamp, E> {
+                chrono::DateTime::parse_from_rfc3339(text)
+                    .map(|t| Timestamp(t.timestamp_millis()))
+                    .map_err(|_| E::invalid_value(de::Unexpected::Str(text), &self))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// The OpenAPI description of [`Timestamp`].
+fn timestamp_schema() -> impl Into<RefOr<Schema>> {
+    OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(SchemaType::new(Type::String))
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime))),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(SchemaType::new(Type::Integer))
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+                .minimum(Some(EARLIEST_MILLIS as f64)),
+        )
+        .description(Some("RFC 3339 date-time or Unix epoch milliseconds; from 2000-01-01 up to the allowed clock skew ahead of now"))
+}
+
+/// The device an app event came from.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Device {
+    pub device_type: DeviceType,
+    #[serde(default)]
+    pub os_version: Option<String>,
+    #[serde(default)]
+    pub app_version: Option<String>,
+    #[serde(default)]
+    pub user_agent: Option<String>,
+}
+
+/// A mobile or web app event (`POST /events/user`), stored in `topic_app_events`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"event_id": "7f1c9a52-3b1e-4c55-9d0a-1b2c3d4e5f60", "event_type": "search", "user_id": "u-42", "session_id": "s-9001", "app_type": "mobile", "timestamp": "2026-05-01T12:00:00Z", "device": {"device_type": "ios", "os_version": "iOS 18.1", "app_version": "4.12.0"}, "properties": {"query": "Da Nang", "guests": "2"}}))]
+pub struct UserEvent {
+    /// Client-chosen unique id (a UUID, say); a retry with the same id is stored once.
+    pub event_id: String,
+    pub event_type: UserEventType,
+    /// The signed-in user, if any.
+    #[serde(default)]
+    pub user_id: Option<String>,
+    /// Ties the events of one visit together.
+    pub session_id: String,
+    pub app_type: AppType,
+    #[schema(schema_with = timestamp_schema)]
+    pub timestamp: Timestamp,
+    /// The booking the event concerns, if any.
+    #[serde(default)]
+    pub booking_id: Option<String>,
+    #[serde(default)]
+    pub device: Option<Device>,
+    /// Event-specific attributes (search query, screen, CTA id, ...), string values.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+/// A booking-system event (`POST /events/booking`), stored in `topic_app_events`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"event_id": "0b6e8d1c-5f7a-4e2b-8c3d-9a1b2c3d4e5f", "event_type": "booking_confirmed", "booking_id": "BK-2026-000123", "user_id": "u-42", "timestamp": 1777636800000i64, "properties": {"amount": "12500000.50", "currency": "VND"}}))]
+pub struct BookingEvent {
+    /// Unique id; a retry with the same id is stored once.
+    pub event_id: String,
+    pub event_type: BookingEventType,
+    pub booking_id: String,
+    #[serde(default)]
+    pub user_id: Option<String>,
+    #[schema(schema_with = timestamp_schema)]
+    pub timestamp: Timestamp,
+    /// Event-specific attributes (amount, currency, reason, ...), string values.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+/// One low-level interaction (`POST /events/clickstream`), stored in `topic_clickstream`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"event_id": "c0ffee00-1111-4222-8333-444455556666", "session_id": "s-9001", "interaction": "click", "page_url": "/hotels/furama-resort", "element_id": "book-now", "x": 320, "y": 640, "viewport_width": 1280, "viewport_height": 800, "device_type": "desktop", "timestamp": "2026-05-01T12:00:01.250Z"}))]
+pub struct ClickstreamEvent {
+    /// Unique id; a retry with the same id is stored once.
+    pub event_id: String,
+    pub session_id: String,
+    #[serde(default)]
+    pub user_id: Option<String>,
+    pub interaction: Interaction,
+    pub page_url: String,
+    /// DOM id or view id of the element.
+    #[serde(default)]
+    pub element_id: Option<String>,
+    /// Horizontal position in CSS pixels from the viewport's left edge.
+    pub x: i32,
+    /// Vertical position in CSS pixels from the viewport's top edge.
+    pub y: i32,
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    pub viewport_width: Option<i32>,
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    pub viewport_height: Option<i32>,
+    pub device_type: DeviceType,
+    #[serde(default)]
+    pub referrer: Option<String>,
+    #[schema(schema_with = timestamp_schema)]
+    pub timestamp: Timestamp,
+}
+
+/// An application log line (`POST /events/logs`), stored in `topic_app_logs`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"log_id": "9d8c7b6a-0000-4000-8000-123456789abc", "service": "booking-api", "level": "error", "message": "payment declined", "trace_id": "4bf92f3577b34da6", "attributes": {"code": "51"}, "timestamp": "2026-05-01T12:00:02Z"}))]
+pub struct LogEvent {
+    /// Unique id of the line; a retry with the same id is stored once.
+    pub log_id: String,
+    /// Emitting service, e.g. booking-api.
+    pub service: String,
+    pub level: LogLevel,
+    pub message: String,
+    #[serde(default)]
+    pub logger: Option<String>,
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub trace_id: Option<String>,
+    #[serde(default)]
+    pub request_id: Option<String>,
+    #[serde(default)]
+    pub user_id: Option<String>,
+    #[serde(default)]
+    pub session_id: Option<String>,
+    #[serde(default)]
+    pub booking_id: Option<String>,
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+    #[schema(schema_with = timestamp_schema)]
+    pub timestamp: Timestamp,
+}
+
+/// One record of an external-data pipeline (`POST /events/external`), stored in
+/// `topic_external_data`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"record_id": "weather-danang-2026050112", "source_type": "weather", "pipeline": "weather-hourly", "location": "Da Nang", "observed_at": "2026-05-01T12:00:00Z", "fetched_at": "2026-05-01T12:05:00Z", "payload": {"temp_c": 31.5, "sky": "clear"}, "quality_warnings": []}))]
+pub struct ExternalEvent {
+    /// Unique id; a retry with the same id is stored once.
+    pub record_id: String,
+    pub source_type: ExternalSource,
+    /// The pipeline that produced the record.
+    pub pipeline: String,
+    /// City or region the record is about.
+    #[serde(default)]
+    pub location: Option<String>,
+    /// The time the data describes.
+    #[schema(schema_with = timestamp_schema)]
+    pub observed_at: Timestamp,
+    /// When the pipeline fetched it.
+    #[schema(schema_with = timestamp_schema)]
+    pub fetched_at: Timestamp,
+    /// The transformed, validated payload: a JSON object.
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Map<String, serde_json::Value>,
+    /// Validation warnings that did not reject the record.
+    #[serde(default)]
+    pub quality_warnings: Vec<String>,
+}
+
+/// What the checks compare against.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules {
+    /// Now, in Unix epoch milliseconds.
+    pub now_millis: i64,
+    pub max_future_skew_millis: i64,
+}
+
+/// An event ready for Kafka.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub topic: &'static TopicSpec,
+    /// The client's id, the key of deduplication.
+    pub id: String,
+    /// Kafka record key: events that must stay in order share it.
+    pub key: String,
+    /// Bounded label for statistics and metrics.
+    pub event_type: &'static str,
+    pub record: Value,
+}
+
+/// A kind of event accepted by the gateway.
+pub trait Event: for<'de> Deserialize<'de> {
+    const KIND: EventKind;
+    /// Adds what is wrong with the event to `errors`, with paths under `at` (empty for the root).
+    fn check(&self, rules: &Rules, at: &str, errors: &mut Vec<FieldError>);
+    fn prepare(self, received_at_millis: i64) -> Prepared;
+}
+
+impl EventKind {
+    pub fn topic(self) -> &'static TopicSpec {
+        match self {
+            Self::User | Self::Booking => &topics::APP_EVENTS,
+            Self::Clickstream => &topics::CLICKSTREAM,
+            Self::Log => &topics::APP_LOGS,
+            Self::External => &topics::EXTERNAL_DATA,
+        }
+    }
+}
+
+fn path(at: &str, field: &str) -> String {
+    if at.is_empty() { field.to_string() } else { format!("{at}.{field}") }
+}
+
+/// Checks one text field: not blank (when required) and not longer than `max` characters.
+fn check_text(errors: &mut Vec<FieldError>, at: &str, field: &str, value: &str, max: usize) {
+    if value.trim().is_empty() {
+        errors.push(FieldError::new(path(at, field), "a non-blank string", format!("{value:?}")));
+    } else {
+        check_length(errors, at, field, value, max);
+    }
+}
+
+fn check_length(errors: &mut Vec<FieldError>, at: &str, field: &str, value: &str, max: usize) {
+    let chars = value.chars().count();
+    if chars > max {
+        errors.push(FieldError::new(path(at, field), format!("at most {max} characters"), format!("{chars} characters")));
+    }
+}
+
+fn check_optional(errors: &mut Vec<FieldError>, at: &str, field: &str, value: &Option<String>, max: usize) {
+    if let Some(value) = value {
+        check_text(errors, at, field, value, max);
+    }
+}
+
+fn check_map(errors: &mut Vec<FieldError>, at: &str, field: &str, map: &BTreeMap<String, String>) {
+    for (key, value) in map {
+        let entry = format!("{}[{key:?}]", path(at, field));
+        if key.trim().is_empty() || key.chars().count() > MAX_ID_CHARS {
+            errors.push(FieldError::new(entry.clone(), format!("a non-blank key of at most {MAX_ID_CHARS} characters"), format!("{key:?}")));
+        }
+        let chars = value.chars().count();
+        if chars > MAX_TEXT_CHARS {
+            errors.push(FieldError::new(entry, format!("at most {MAX_TEXT_CHARS} characters"), format!("{chars} characters")));
+        }
+    }
+}
+
+fn check_time(errors: &mut Vec<FieldError>, rules: &Rules, at: &str, field: &str, time: Timestamp) {
+    let latest = rules.now_millis.saturating_add(rules.max_future_skew_millis);
+    if time.0 < EARLIEST_MILLIS || time.0 > latest {
+        errors.push(FieldError::new(
+            path(at, field),
+            format!("a time between {} and {} (now plus the allowed clock skew)", rfc3339(EARLIEST_MILLIS), rfc3339(latest)),
+            rfc3339(time.0),
+        ));
+    }
+}
+
+fn rfc3339(millis: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(millis)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_else(|| format!("{millis} ms since the epoch"))
+}
+
+fn string(value: String) -> Value {
+    Value::String(value)
+}
+
+/// `["null", "string"]` unions.
+fn optional(value: Option<String>) -> Value {
+    match value {
+        None => Value::Union(0, Box::new(Value::Null)),
+        Some(text) => Value::Union(1, Box::new(Value::String(text))),
+    }
+}
+
+fn optional_int(value: Option<i32>) -> Value {
+    match value {
+        None => Value::Union(0, Box::new(Value::Null)),
+        Some(number) => Value::Union(1, Box::new(Value::Int(number))),
+    }
+}
+
+fn string_map(map: BTreeMap<String, String>) -> Value {
+    Value::Map(map.into_iter().map(|(k, v)| (k, Value::String(v))).collect::<HashMap<_, _>>())
+}
+
+/// An Avro enum symbol: the upper-case form of the JSON value, at its position in the schema.
+fn symbol(index: usize, text: &str) -> Value {
+    Value::Enum(u32::try_from(index).unwrap_or_default(), text.to_ascii_uppercase())
+}
+
+impl DeviceType {
+    fn symbol(self) -> Value {
+        symbol(self as usize, self.as_str())
+    }
+}
+
+impl Event for UserEvent {
+    const KIND: EventKind = EventKind::User;
+
+    fn check(&self, rules: &Rules, at: &str, errors: &mut Vec<FieldError>) {
+        check_text(errors, at, "event_id", &self.event_id, MAX_ID_CHARS);
+        check_optional(errors, at, "user_id", &self.user_id, MAX_ID_CHARS);
+        check_text(errors, at, "session_id", &self.session_id, MAX_ID_CHARS);
+        check_optional(errors, at, "booking_id", &self.booking_id, MAX_ID_CHARS);
+        check_time(errors, rules, at, "timestamp", self.timestamp);
+        if let Some(device) = &self.device {
+            let at = path(at, "device");
+            check_optional(errors, &at, "os_version", &device.os_version, MAX_ID_CHARS);
+            check_optional(errors, &at, "app_version", &device.app_version, MAX_ID_CHARS);
+            check_optional(errors, &at, "user_agent", &device.user_agent, MAX_TEXT_CHARS);
+        }
+        check_map(errors, at, "properties", &self.properties);
+    }
+
+    fn prepare(self, received_at: i64) -> Prepared {
+        let source = match self.app_type {
+            AppType::Mobile => symbol(0, "MOBILE_APP"),
+            AppType::Web => symbol(1, "WEB_APP"),
+        };
+        let device = match self.device {
+            None => Value::Union(0, Box::new(Value::Null)),
+            Some(d) => Value::Union(
+                1,
+                Box::new(Value::Record(vec![
+                    ("device_type".into(), d.device_type.symbol()),
+                    ("os_version".into(), optional(d.os_version)),
+                    ("app_version".into(), optional(d.app_version)),
+                    ("user_agent".into(), optional(d.user_agent)),
+                ])),
+            ),
+        };
+        Prepared {
+            topic: Self::KIND.topic(),
+            id: self.event_id.clone(),
+            // One session's events stay in order.
+            key: self.session_id.clone(),
+            event_type: self.event_type.as_str(),
+            record: Value::Record(vec![
+                ("event_id".into(), string(self.event_id)),
+                ("event_type".into(), string(self.event_type.as_str().into())),
+                ("source".into(), source),
+                ("user_id".into(), optional(self.user_id)),
+                ("session_id".into(), optional(Some(self.session_id))),
+                ("booking_id".into(), optional(self.booking_id)),
+                ("device".into(), device),
+                ("timestamp".into(), Value::TimestampMillis(self.timestamp.0)),
+                ("received_at".into(), Value::TimestampMillis(received_at)),
+                ("properties".into(), string_map(self.properties)),
+            ]),
+        }
+    }
+}
+
+impl Event for BookingEvent {
+    const KIND: EventKind = EventKind::Booking;
+
+    fn check(&self, rules: &Rules, at: &str, errors: &mut Vec<FieldError>) {
+        check_text(errors, at, "event_id", &self.event_id, MAX_ID_CHARS);
+        check_text(errors, at, "booking_id", &self.booking_id, MAX_ID_CHARS);
+        check_optional(errors, at, "user_id", &self.user_id, MAX_ID_CHARS);
+        check_time(errors, rules, at, "timestamp", self.timestamp);
+        check_map(errors, at, "properties", &self.properties);
+    }
+
+    fn prepare(self, received_at: i64) -> Prepared {
+        Prepared {
+            topic: Self::KIND.topic(),
+            id: self.event_id.clone(),
+            // One booking's events stay in order.
+            key: self.booking_id.clone(),
+            event_type: self.event_type.as_str(),
+            record: Value::Record(vec![
+                ("event_id".into(), string(self.event_id)),
+                ("event_type".into(), string(self.event_type.as_str().into())),
+                ("source".into(), symbol(2, "BOOKING_SYSTEM")),
+                ("user_id".into(), optional(self.user_id)),
+                ("session_id".into(), optional(None)),
+                ("booking_id".into(), optional(Some(self.booking_id))),
+                ("device".into(), Value::Union(0, Box::new(Value::Null))),
+                ("timestamp".into(), Value::TimestampMillis(self.timestamp.0)),
+                ("received_at".into(), Value::TimestampMillis(received_at)),
+                ("properties".into(), string_map(self.properties)),
+            ]),
+        }
+    }
+}
+
+impl Event for ClickstreamEvent {
+    const KIND: EventKind = EventKind::Clickstream;
+
+    fn check(&self, rules: &Rules, at: &str, errors: &mut Vec<FieldError>) {
+        check_text(errors, at, "event_id", &self.event_id, MAX_ID_CHARS);
+        check_text(errors, at, "session_id", &self.session_id, MAX_ID_CHARS);
+        check_optional(errors, at, "user_id", &self.user_id, MAX_ID_CHARS);
+        check_text(errors, at, "page_url", &self.page_url, MAX_TEXT_CHARS);
+        check_optional(errors, at, "element_id", &self.element_id, MAX_TEXT_CHARS);
+        check_optional(errors, at, "referrer", &self.referrer, MAX_TEXT_CHARS);
+        for (field, size) in [("viewport_width", self.viewport_width), ("viewport_height", self.viewport_height)] {
+            if let Some(size) = size.filter(|s| *s < 1) {
+                errors.push(FieldError::new(path(at, field), "a positive number of pixels", size.to_string()));
+            }
+        }
+        check_time(errors, rules, at, "timestamp", self.timestamp);
+    }
+
+    fn prepare(self, received_at: i64) -> Prepared {
+        Prepared {
+            topic: Self::KIND.topic(),
+            id: self.event_id.clone(),
+            key: self.session_id.clone(),
+            event_type: self.interaction.as_str(),
+            record: Value::Record(vec![
+                ("event_id".into(), string(self.event_id)),
+                ("session_id".into(), string(self.session_id)),
+                ("user_id".into(), optional(self.user_id)),
+                ("interaction".into(), symbol(self.interaction as usize, self.interaction.as_str())),
+                ("page_url".into(), string(self.page_url)),
+                ("element_id".into(), optional(self.element_id)),
+                ("x".into(), Value::Int(self.x)),
+                ("y".into(), Value::Int(self.y)),
+                ("viewport_width".into(), optional_int(self.viewport_width)),
+                ("viewport_height".into(), optional_int(self.viewport_height)),
+                ("device_type".into(), string(self.device_type.as_str().into())),
+                ("referrer".into(), optional(self.referrer)),
+                ("timestamp".into(), Value::TimestampMillis(self.timestamp.0)),
+                ("received_at".into(), Value::TimestampMillis(received_at)),
+            ]),
+        }
+    }
+}
+
+impl Event for LogEvent {
+    const KIND: EventKind = EventKind::Log;
+
+    fn check(&self, rules: &Rules, at: &str, errors: &mut Vec<FieldError>) {
+        check_text(errors, at, "log_id", &self.log_id, MAX_ID_CHARS);
+        check_text(errors, at, "service", &self.service, MAX_ID_CHARS);
+        if self.message.is_empty() {
+            errors.push(FieldError::new(path(at, "message"), "a non-empty string", "\"\""));
+        }
+        for (field, value) in [
+            ("logger", &self.logger),
+            ("host", &self.host),
+            ("trace_id", &self.trace_id),
+            ("request_id", &self.request_id),
+            ("user_id", &self.user_id),
+            ("session_id", &self.session_id),
+            ("booking_id", &self.booking_id),
+        ] {
+            check_optional(errors, at, field, value, MAX_TEXT_CHARS);
+        }
+        check_map(errors, at, "attributes", &self.attributes);
+        check_time(errors, rules, at, "timestamp", self.timestamp);
+    }
+
+    fn prepare(self, received_at: i64) -> Prepared {
+        Prepared {
+            topic: Self::KIND.topic(),
+            id: self.log_id.clone(),
+            // One service's lines stay in order.
+            key: self.service.clone(),
+            event_type: self.level.as_str(),
+            record: Value::Record(vec![
+                ("log_id".into(), string(self.log_id)),
+                ("service".into(), string(self.service)),
+                ("level".into(), symbol(self.level as usize, self.level.as_str())),
+                ("message".into(), string(self.message)),
+                ("logger".into(), optional(self.logger)),
+                ("host".into(), optional(self.host)),
+                ("trace_id".into(), optional(self.trace_id)),
+                ("request_id".into(), optional(self.request_id)),
+                ("user_id".into(), optional(self.user_id)),
+                ("session_id".into(), optional(self.session_id)),
+                ("booking_id".into(), optional(self.booking_id)),
+                ("attributes".into(), string_map(self.attributes)),
+                ("timestamp".into(), Value::TimestampMillis(self.timestamp.0)),
+                ("received_at".into(), Value::TimestampMillis(received_at)),
+            ]),
+        }
+    }
+}
+
+impl Event for ExternalEvent {
+    const KIND: EventKind = EventKind::External;
+
+    fn check(&self, rules: &Rules, at: &str, errors: &mut Vec<FieldError>) {
+        check_text(errors, at, "record_id", &self.record_id, MAX_ID_CHARS);
+        check_text(errors, at, "pipeline", &self.pipeline, MAX_ID_CHARS);
+        check_optional(errors, at, "location", &self.location, MAX_ID_CHARS);
+        check_time(errors, rules, at, "observed_at", self.observed_at);
+        check_time(errors, rules, at, "fetched_at", self.fetched_at);
+        for (index, warning) in self.quality_warnings.iter().enumerate() {
+            check_length(errors, at, &format!("quality_warnings[{index}]"), warning, MAX_TEXT_CHARS);
+        }
+    }
+
+    fn prepare(self, received_at: i64) -> Prepared {
+        let payload_json = serde_json::Value::Object(self.payload).to_string();
+        Prepared {
+            topic: Self::KIND.topic(),
+            id: self.record_id.clone(),
+            key: self.pipeline.clone(),
+            event_type: self.source_type.as_str(),
+            record: Value::Record(vec![
+                ("record_id".into(), string(self.record_id)),
+                ("source_type".into(), symbol(self.source_type as usize, self.source_type.as_str())),
+                ("pipeline".into(), string(self.pipeline)),
+                ("location".into(), optional(self.location)),
+                ("observed_at".into(), Value::TimestampMillis(self.observed_at.0)),
+                ("fetched_at".into(), Value::TimestampMillis(self.fetched_at.0)),
+                ("payload_json".into(), string(payload_json)),
+                ("quality_warnings".into(), Value::Array(self.quality_warnings.into_iter().map(Value::String).collect())),
+                ("received_at".into(), Value::TimestampMillis(received_at)),
+            ]),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use platform::{avro::RegisteredSchema, schemas};
+
+    const RULES: Rules = Rules { now_millis: 1_780_000_000_000, max_future_skew_millis: 60_000 };
+
+    fn encode(prepared: Prepared, schema_text: &str) {
+        let schema = RegisteredSchema { id: 1, schema: schemas::parse(schema_text).unwrap() };
+        schema.encode(prepared.record).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    #[test]
+    fn every_kind_encodes_with_its_topic_schema() {
+        let user: UserEvent = serde_json::from_value(serde_json::json!({
+            "event_id": "e1", "event_type": "search", "session_id": "s", "app_type": "web",
+            "timestamp": "2026-05-01T12:00:00+07:00", "device": {"device_type": "desktop"},
+            "properties": {"query": "Da Nang"}
+        })).unwrap();
+        encode(user.prepare(1), schemas::APP_EVENT);
+        let booking: BookingEvent = serde_json::from_value(serde_json::json!({
+            "event_id": "b1", "event_type": "payment_captured", "booking_id": "BK1", "timestamp": 1_780_000_000_000i64
+        })).unwrap();
+        encode(booking.prepare(1), schemas::APP_EVENT);
+        let click: ClickstreamEvent = serde_json::from_value(serde_json::json!({
+            "event_id": "c1", "session_id": "s", "interaction": "input", "page_url": "/", "x": 1, "y": 2,
+            "device_type": "mobile_web", "timestamp": 1_780_000_000_000i64, "viewport_width": 390
+        })).unwrap();
+        encode(click.prepare(1), schemas::CLICKSTREAM);
+        let log: LogEvent = serde_json::from_value(serde_json::json!({
+            "log_id": "l1", "service": "booking-api", "level": "fatal", "message": "down", "timestamp": 1_780_000_000_000i64
+        })).unwrap();
+        encode(log.prepare(1), schemas::APP_LOG);
+        let external: ExternalEvent = serde_json::from_value(serde_json::json!({
+            "record_id": "x1", "source_type": "travel_trends", "pipeline": "p", "observed_at": 1_780_000_000_000i64,
+            "fetched_at": 1_780_000_000_000i64, "payload": {"t": 31.5}, "quality_warnings": ["late"]
+        })).unwrap();
+        encode(external.prepare(1), schemas::EXTERNAL_DATA);
+    }
+
+    /// The Avro symbols of the enum named `name` in a schema's JSON text.
+    fn avro_symbols(schema_text: &str, name: &str) -> Vec<String> {
+        fn find(value: &serde_json::Value, name: &str) -> Option<Vec<String>> {
+            match value {
+                serde_json::Value::Object(map) if map.get("name").and_then(|n| n.as_str()) == Some(name) && map.contains_key("symbols") => {
+                    Some(map["symbols"].as_array()?.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+                }
+                serde_json::Value::Object(map) => map.values().find_map(|v| find(v, name)),
+                serde_json::Value::Array(items) => items.iter().find_map(|v| find(v, name)),
+                _ => None,
+            }
+        }
+        find(&serde_json::from_str(schema_text).unwrap(), name).unwrap()
+    }
+
+    #[test]
+    fn enum_positions_match_the_avro_symbols() {
+        // `symbol` relies on the declaration order being the schema's symbol order.
+        let upper = |items: &[&str]| items.iter().map(|s| s.to_ascii_uppercase()).collect::<Vec<_>>();
+        assert_eq!(avro_symbols(schemas::CLICKSTREAM, "Interaction"), upper(&["click", "tap", "scroll", "hover", "view", "input"]));
+        assert_eq!(avro_symbols(schemas::APP_LOG, "LogLevel"), upper(&["debug", "info", "warn", "error", "fatal"]));
+        assert_eq!(avro_symbols(schemas::APP_EVENT, "DeviceType"), upper(&["ios", "android", "desktop", "tablet", "mobile_web", "server"]));
+        assert_eq!(
+            avro_symbols(schemas::EXTERNAL_DATA, "ExternalSource"),
+            upper(&["weather", "maps", "social_media", "market_data", "news", "travel_trends", "other"])
+        );
+        assert_eq!((Interaction::Input as usize, LogLevel::Fatal as usize), (5, 4));
+        assert_eq!((DeviceType::Server as usize, ExternalSource::Other as usize), (5, 6));
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_or_epoch_millis_and_nothing_else() {
+        let parse = |v: serde_json::Value| serde_json::from_value::<Timestamp>(v);
+        assert_eq!(parse(serde_json::json!("1970-01-01T00:00:01Z")).unwrap(), Timestamp(1000));
+        assert_eq!(parse(serde_json::json!(5)).unwrap(), Timestamp(5));
+        for bad in [serde_json::json!("yesterday"), serde_json::json!(1.5), serde_json::json!(u64::MAX), serde_json::json!(null)] {
+            let err = parse(bad.clone()).unwrap_err().to_string();
+            assert!(err.contains("RFC 3339"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn checks_name_each_bad_field() {
+        let event: UserEvent = serde_json::from_value(serde_json::json!({
+            "event_id": " ", "event_type": "click", "session_id": "s", "app_type": "mobile",
+            "timestamp": 1, "properties": {"": "x"}
+        })).unwrap();
+        let mut errors = Vec::new();
+        event.check(&RULES, "events[2].event", &mut errors);
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["events[2].event.event_id", "events[2].event.timestamp", "events[2].event.properties[\"\"]"]);
+        assert!(errors[1].got.starts_with("1970-01-01T00:00:00.001Z"), "{:?}", errors[1]);
+    }
+
+    #[test]
+    fn a_timestamp_beyond_the_allowed_skew_is_rejected() {
+        let mut errors = Vec::new();
+        check_time(&mut errors, &RULES, "", "timestamp", Timestamp(RULES.now_millis + 60_000));
+        assert!(errors.is_empty());
+        check_time(&mut errors, &RULES, "", "timestamp", Timestamp(RULES.now_millis + 60_001));
+        assert_eq!(errors.len(), 1);
+    }
+}

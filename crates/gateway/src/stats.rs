@@ -1,0 +1,173 @@
+//! `GET /stats`: what the gateway did since it started, by endpoint, event type, topic and
+//! outcome, with rates. The same counts go to Prometheus as `gateway_events_total`.
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    sync::Mutex,
+    time::Instant,
+};
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// What became of one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Outcome {
+    Stored,
+    Duplicate,
+    Rejected,
+    Failed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stored => "stored",
+            Self::Duplicate => "duplicate",
+            Self::Rejected => "rejected",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// Seconds of history behind the recent rates.
+const RECENT_SECS: u64 = 60;
+
+pub struct Stats {
+    started: Instant,
+    started_at: String,
+    counts: Mutex<Counts>,
+}
+
+#[derive(Default)]
+struct Counts {
+    requests: BTreeMap<(String, u16), u64>,
+    events: BTreeMap<(&'static str, &'static str, Outcome), u64>,
+    /// Events per outcome in each of the last seconds: (second since start, counts).
+    recent: VecDeque<(u64, [u64; 4])>,
+}
+
+/// Counts keyed by name.
+pub type Tally = BTreeMap<String, u64>;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatsReport {
+    pub started_at: String,
+    pub uptime_seconds: f64,
+    /// Answers by endpoint, then by HTTP status.
+    pub requests: BTreeMap<String, Tally>,
+    pub events: EventStats,
+    /// Events per second by outcome.
+    pub rates: Rates,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventStats {
+    pub by_outcome: Tally,
+    /// Topic, then outcome.
+    pub by_topic: BTreeMap<String, Tally>,
+    /// Event type (for logs the level, for clickstream the interaction, for external data the
+    /// source), then outcome.
+    pub by_event_type: BTreeMap<String, Tally>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Rates {
+    pub since_start: BTreeMap<String, f64>,
+    pub last_minute: BTreeMap<String, f64>,
+}
+
+const OUTCOMES: [Outcome; 4] = [Outcome::Stored, Outcome::Duplicate, Outcome::Rejected, Outcome::Failed];
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self {
+            started: Instant::now(),
+            started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            counts: Mutex::default(),
+        }
+    }
+}
+
+impl Stats {
+    pub fn record_request(&self, endpoint: &str, status: u16) {
+        *self.lock().requests.entry((endpoint.to_string(), status)).or_default() += 1;
+    }
+
+    pub fn record_event(&self, event_type: &'static str, topic: &'static str, outcome: Outcome) {
+        metrics::counter!("gateway_events_total", "event_type" => event_type, "topic" => topic, "outcome" => outcome.as_str())
+            .increment(1);
+        let second = self.started.elapsed().as_secs();
+        let mut counts = self.lock();
+        *counts.events.entry((event_type, topic, outcome)).or_default() += 1;
+        if counts.recent.back().is_none_or(|(s, _)| *s != second) {
+            counts.recent.push_back((second, [0; 4]));
+        }
+        while counts.recent.front().is_some_and(|(s, _)| s + RECENT_SECS <= second) {
+            counts.recent.pop_front();
+        }
+        if let Some((_, per_outcome)) = counts.recent.back_mut() {
+            per_outcome[outcome as usize] += 1;
+        }
+    }
+
+    pub fn report(&self) -> StatsReport {
+        let uptime = self.started.elapsed();
+        let now_second = uptime.as_secs();
+        let counts = self.lock();
+        let mut requests: BTreeMap<String, Tally> = BTreeMap::new();
+        for ((endpoint, status), n) in &counts.requests {
+            *requests.entry(endpoint.clone()).or_default().entry(status.to_string()).or_default() += n;
+        }
+        let mut events = EventStats { by_outcome: Tally::new(), by_topic: BTreeMap::new(), by_event_type: BTreeMap::new() };
+        for ((event_type, topic, outcome), n) in &counts.events {
+            let outcome = outcome.as_str().to_string();
+            *events.by_outcome.entry(outcome.clone()).or_default() += n;
+            *events.by_topic.entry(topic.to_string()).or_default().entry(outcome.clone()).or_default() += n;
+            *events.by_event_type.entry(event_type.to_string()).or_default().entry(outcome).or_default() += n;
+        }
+        let uptime_seconds = uptime.as_secs_f64().max(1e-3);
+        let mut recent = [0u64; 4];
+        for (second, per_outcome) in &counts.recent {
+            if second + RECENT_SECS > now_second {
+                for (total, n) in recent.iter_mut().zip(per_outcome) {
+                    *total += n;
+                }
+            }
+        }
+        let recent_span = uptime_seconds.min(RECENT_SECS as f64);
+        let rates = Rates {
+            since_start: OUTCOMES
+                .iter()
+                .map(|o| (o.as_str().to_string(), events.by_outcome.get(o.as_str()).copied().unwrap_or(0) as f64 / uptime_seconds))
+                .collect(),
+            last_minute: OUTCOMES.iter().map(|o| (o.as_str().to_string(), recent[*o as usize] as f64 / recent_span)).collect(),
+        };
+        StatsReport { started_at: self.started_at.clone(), uptime_seconds, requests, events, rates }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_by_type_topic_and_outcome() {
+        let stats = Stats::default();
+        stats.record_event("click", "topic_app_events", Outcome::Stored);
+        stats.record_event("click", "topic_app_events", Outcome::Duplicate);
+        stats.record_event("error", "topic_app_logs", Outcome::Stored);
+        stats.record_request("/events/user", 201);
+        let report = stats.report();
+        assert_eq!(report.events.by_outcome["stored"], 2);
+        assert_eq!(report.events.by_topic["topic_app_events"]["duplicate"], 1);
+        assert_eq!(report.events.by_event_type["error"]["stored"], 1);
+        assert_eq!(report.requests["/events/user"]["201"], 1);
+        assert!(report.rates.last_minute["stored"] > 0.0);
+        assert_eq!(report.rates.since_start["failed"], 0.0);
+    }
+}
