@@ -3,6 +3,7 @@
 //! PostgreSQL only after Kafka acknowledged every record before it, so no change is ever lost.
 
 mod changes;
+mod incremental;
 mod metadata;
 mod privacy;
 mod record;
@@ -88,6 +89,10 @@ struct Args {
     /// Heap pages (8 KiB each) one snapshot reader fetches at a time; bounds its memory.
     #[arg(long, env = "CDC_SNAPSHOT_CHUNK_PAGES", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     snapshot_chunk_pages: u64,
+    /// Rows per chunk of an ad-hoc re-snapshot, requested while streaming with
+    /// `SELECT pg_logical_emit_message(true, 'cdc_connector.signal', '{"type": "execute-snapshot", "tables": ["public.bookings"]}')`.
+    #[arg(long, env = "CDC_RESNAPSHOT_CHUNK_ROWS", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    resnapshot_chunk_rows: u64,
     #[command(flatten)]
     filter: privacy::FilterOptions,
 }
@@ -139,6 +144,7 @@ async fn main() -> anyhow::Result<()> {
         snapshot: snapshot::SnapshotSettings {
             workers: usize::try_from(args.snapshot_workers).unwrap_or(1),
             chunk_pages: args.snapshot_chunk_pages,
+            resnapshot_chunk_rows: usize::try_from(args.resnapshot_chunk_rows).unwrap_or(1024),
         },
         status_interval: Duration::from_secs(args.status_interval_secs),
         heartbeat_interval: (args.heartbeat_interval_secs > 0).then(|| Duration::from_secs(args.heartbeat_interval_secs)),

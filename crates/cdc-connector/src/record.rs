@@ -369,7 +369,7 @@ mod tests {
             assert_eq!(names[16..], ["com.travel.cdc.Time", "com.travel.cdc.TimeTz", "com.travel.cdc.Interval", "com.travel.cdc.Array"]);
             union.truncate(16);
         }
-        let first = Schema::parse_str(&first.to_string()).unwrap();
+        let first = apache_avro::Schema::parse_str(&first.to_string()).unwrap();
         let current = platform::schemas::parse(platform::schemas::CDC_CHANGE).unwrap();
         assert_eq!(
             apache_avro::schema_compatibility::SchemaCompatibility::can_read(&first, &current).unwrap(),

@@ -9,7 +9,8 @@ use rdkafka::producer::FutureProducer;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::{
-    changes::{ChangeAssembler, Output},
+    changes::{ChangeAssembler, ChangeEvent, MessageEvent, Output},
+    incremental::{self, IncrementalSnapshot},
     metadata::{self, Schemas, TransactionTally},
     record,
     sink::{OrderedSink, SendError},
@@ -90,6 +91,8 @@ struct Session<'a> {
     schemas: &'a Schemas,
     assembler: ChangeAssembler,
     tally: TransactionTally,
+    /// An ad-hoc re-snapshot in progress, requested by a signal.
+    resnapshot: Option<IncrementalSnapshot>,
     /// An ordinary SQL connection for catalog lookups while streaming.
     catalog: tokio_postgres::Client,
     /// Highest WAL position received; reported as `write`.
@@ -132,6 +135,7 @@ pub async fn run(
         schemas,
         assembler: ChangeAssembler::new(config.spill_directory.clone()),
         tally: TransactionTally::default(),
+        resnapshot: None,
         catalog,
         received_lsn: start,
         checkpointed_lsn: start,
@@ -361,6 +365,12 @@ impl Session<'_> {
                 self.sink.checkpoint(end.end_lsn, Some(end.commit_time_unix_micros));
             }
             Output::Message(message) => {
+                if message.prefix == incremental::SIGNAL_PREFIX {
+                    return self.on_signal(&message).await;
+                }
+                if message.prefix == incremental::WATERMARK_PREFIX {
+                    return self.on_watermark(&message).await;
+                }
                 if message.prefix == self.config.heartbeat_prefix || !metadata::prefix_selected(&self.config.message_prefixes, &message.prefix) {
                     return Ok(());
                 }
@@ -370,27 +380,91 @@ impl Session<'_> {
                 let payload = encode(&self.schemas.message, metadata::message_to_avro(&message, database, now_millis), "a logical message")?;
                 self.send(topics::CDC_MESSAGES.name, &message.prefix, &payload, None).await?;
             }
-            Output::Change(mut change) => {
-                // A skipped change needs no acknowledgement: the checkpoints that follow it
-                // advance the slot past it.
-                if !self.config.filter.includes_table(&change.table) {
-                    return Ok(());
+            Output::Change(change) => {
+                if let Some(resnapshot) = &mut self.resnapshot {
+                    resnapshot.note_change(&change);
                 }
-                self.config
-                    .filter
-                    .apply(&mut change)
-                    .map_err(|e| SessionError::Definite(format!("cannot publish a change of {}: {e}", change.table)))?;
-                let value = record::to_avro(&change, database, &self.config.source.slot_name, now_millis);
-                let payload = encode(&self.schemas.change, value, &format!("a change of {}", change.table))?;
-                self.tally.count_change(&change.table);
-                let key = record::kafka_key(&change);
-                self.send(topics::CDC_CHANGES.name, &key, &payload, Some((change.table.clone(), change.operation))).await?;
+                self.publish_row(change, true).await?;
             }
             Output::Replay(_) => {
                 return Err(SessionError::Definite("a streamed transaction replayed out of place".into()));
             }
         }
         Ok(())
+    }
+
+    /// Filters, encodes and sends one row change; `in_transaction` counts it for the
+    /// transaction's boundary record (re-snapshot rows belong to no transaction).
+    async fn publish_row(&mut self, mut change: ChangeEvent, in_transaction: bool) -> Result<(), SessionError> {
+        // A skipped change needs no acknowledgement: the checkpoints that follow it advance the
+        // slot past it.
+        if !self.config.filter.includes_table(&change.table) {
+            return Ok(());
+        }
+        self.config
+            .filter
+            .apply(&mut change)
+            .map_err(|e| SessionError::Definite(format!("cannot publish a change of {}: {e}", change.table)))?;
+        let value = record::to_avro(&change, &self.config.target.database, &self.config.source.slot_name, crate::unix_micros_now() / 1000);
+        let payload = encode(&self.schemas.change, value, &format!("a change of {}", change.table))?;
+        if in_transaction {
+            self.tally.count_change(&change.table);
+        }
+        let key = record::kafka_key(&change);
+        self.send(topics::CDC_CHANGES.name, &key, &payload, Some((change.table.clone(), change.operation))).await
+    }
+
+    /// An `execute-snapshot` signal: re-snapshot the named tables while streaming continues. A
+    /// malformed signal is logged and ignored; it must not stop the stream.
+    async fn on_signal(&mut self, message: &MessageEvent) -> Result<(), SessionError> {
+        let requested = match incremental::parse_signal(&message.content) {
+            Ok(tables) => tables,
+            Err(error) => {
+                tracing::warn!(%error, "ignoring a signal");
+                return Ok(());
+            }
+        };
+        let (tables, types) = snapshot::plan(&self.catalog, &self.config.target, &self.config.source.publication_name, &self.config.filter).await?;
+        let tables: Vec<_> = tables.into_iter().filter(|t| requested.iter().any(|r| **r == *t.qualified_name)).collect();
+        tracing::info!(?requested, found = tables.len(), "re-snapshot requested");
+        match &mut self.resnapshot {
+            Some(running) => running.add_tables(tables),
+            None => {
+                let mut resnapshot = IncrementalSnapshot::new(tables, types, self.config.snapshot.resnapshot_chunk_rows);
+                if self.open_window(&mut resnapshot).await? {
+                    self.resnapshot = Some(resnapshot);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_watermark(&mut self, message: &MessageEvent) -> Result<(), SessionError> {
+        let Some(mut resnapshot) = self.resnapshot.take() else {
+            return Ok(());
+        };
+        match resnapshot.on_watermark(&message.content) {
+            Some(rows) => {
+                metrics::counter!("cdc_resnapshot_rows_total").increment(rows.len() as u64);
+                for row in rows {
+                    self.publish_row(row, false).await?;
+                }
+                if self.open_window(&mut resnapshot).await? {
+                    self.resnapshot = Some(resnapshot);
+                } else {
+                    tracing::info!("re-snapshot done");
+                }
+            }
+            None => self.resnapshot = Some(resnapshot),
+        }
+        Ok(())
+    }
+
+    async fn open_window(&mut self, resnapshot: &mut IncrementalSnapshot) -> Result<bool, SessionError> {
+        resnapshot
+            .open_window(&self.catalog)
+            .await
+            .map_err(|e| SessionError::Indefinite(format!("re-snapshot: {e}")))
     }
 
     /// For a REPLICA IDENTITY FULL table, looks its primary key up in the catalog (pgoutput

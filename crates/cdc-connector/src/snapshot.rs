@@ -47,14 +47,62 @@ pub struct SnapshotSettings {
     pub workers: usize,
     /// Heap pages per chunk: bounds the memory one reader holds (8 KiB a page).
     pub chunk_pages: u64,
+    /// Rows per chunk of an ad-hoc re-snapshot while streaming.
+    pub resnapshot_chunk_rows: usize,
 }
 
 /// One table to read, described like a pgoutput Relation so rows decode the same way.
 pub struct SnapshotTable {
-    relation: Relation,
-    qualified_name: Arc<str>,
+    pub relation: Relation,
+    pub qualified_name: Arc<str>,
+    /// SQL type of each column (`format_type`), for typed literals in keyset queries.
+    pub column_types: Vec<String>,
     pages: u64,
     estimated_rows: u64,
+}
+
+impl SnapshotTable {
+    /// Columns as a SQL select list.
+    pub fn select_list(&self) -> String {
+        self.relation.columns.iter().map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", ")
+    }
+
+    pub fn sql_name(&self) -> String {
+        format!("{}.{}", quote_ident(&self.relation.namespace), quote_ident(&self.relation.name))
+    }
+
+    /// A row of text values (as `simple_query` returns them) as a READ change, decoded exactly
+    /// like pgoutput's tuples.
+    pub fn read_change(&self, row: &tokio_postgres::SimpleQueryRow, types: &TypeNames, position: Position) -> Result<ChangeEvent, SourceError> {
+        let tuple = TupleData(
+            (0..row.len())
+                .map(|i| match row.get(i) {
+                    Some(text) => TupleValue::Text(text.as_bytes().to_vec()),
+                    None => TupleValue::Null,
+                })
+                .collect(),
+        );
+        let after = decode_tuple(&self.relation, &tuple, false, types).map_err(|e| SourceError::Definite {
+            context: format!("snapshot of {}", self.qualified_name),
+            message: e.to_string(),
+        })?;
+        let primary_key = self
+            .relation
+            .columns
+            .iter()
+            .zip(&after)
+            .filter(|(column, _)| column.is_key)
+            .map(|(_, value)| value.clone())
+            .collect();
+        Ok(ChangeEvent {
+            table: self.qualified_name.clone(),
+            operation: Operation::Read,
+            primary_key,
+            before: None,
+            after: Some(after),
+            position,
+        })
+    }
 }
 
 struct Chunk {
@@ -98,7 +146,8 @@ pub async fn plan(client: &Client, target: &PgTarget, publication: &str, filter:
                         CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END, \
                         a.atttypmod, \
                         coalesce(a.attnum = ANY(i.indkey), false), \
-                        bt.typnamespace::regnamespace::text, bt.typname::text \
+                        bt.typnamespace::regnamespace::text, bt.typname::text, \
+                        format_type(a.atttypid, a.atttypmod) \
                  FROM pg_attribute a \
                  JOIN pg_type t ON t.oid = a.atttypid \
                  JOIN pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END \
@@ -109,6 +158,7 @@ pub async fn plan(client: &Client, target: &PgTarget, publication: &str, filter:
             )
             .await
             .map_err(failed)?;
+        let column_types = columns.iter().map(|column| column.get::<_, String>(6)).collect();
         let columns = columns
             .iter()
             .map(|column| {
@@ -131,6 +181,7 @@ pub async fn plan(client: &Client, target: &PgTarget, publication: &str, filter:
                 columns,
             },
             qualified_name,
+            column_types,
             pages: u64::try_from(table.get::<_, i64>(3)).unwrap_or(0),
             estimated_rows: u64::try_from(table.get::<_, i64>(4)).unwrap_or(0),
         });
@@ -259,45 +310,17 @@ impl Worker {
                 return Ok(());
             };
             let table = &self.tables[chunk.table];
-            let columns = table.relation.columns.iter().map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", ");
             let upper = chunk.end_page.map(|end| format!(" AND ctid < '({end},0)'::tid")).unwrap_or_default();
             let sql = format!(
-                "SELECT {columns} FROM {}.{} WHERE ctid >= '({},0)'::tid{upper}",
-                quote_ident(&table.relation.namespace),
-                quote_ident(&table.relation.name),
+                "SELECT {} FROM {} WHERE ctid >= '({},0)'::tid{upper}",
+                table.select_list(),
+                table.sql_name(),
                 chunk.first_page
             );
             let messages = client.simple_query(&sql).await.map_err(|e| failed(&format!("reading {}", table.qualified_name), e))?;
             for message in messages {
                 let SimpleQueryMessage::Row(row) = message else { continue };
-                let tuple = TupleData(
-                    (0..row.len())
-                        .map(|i| match row.get(i) {
-                            Some(text) => TupleValue::Text(text.as_bytes().to_vec()),
-                            None => TupleValue::Null,
-                        })
-                        .collect(),
-                );
-                let after = decode_tuple(&table.relation, &tuple, false, &self.types).map_err(|e| SourceError::Definite {
-                    context: format!("snapshot of {}", table.qualified_name),
-                    message: e.to_string(),
-                })?;
-                let primary_key = table
-                    .relation
-                    .columns
-                    .iter()
-                    .zip(&after)
-                    .filter(|(column, _)| column.is_key)
-                    .map(|(_, value)| value.clone())
-                    .collect();
-                let change = ChangeEvent {
-                    table: table.qualified_name.clone(),
-                    operation: Operation::Read,
-                    primary_key,
-                    before: None,
-                    after: Some(after),
-                    position: self.position,
-                };
+                let change = table.read_change(&row, &self.types, self.position)?;
                 if self.out.send(change).await.is_err() {
                     // The publisher stopped (Kafka failed): its error is the one reported.
                     return Ok(());
@@ -317,6 +340,7 @@ mod tests {
         SnapshotTable {
             relation: Relation { id: 1, namespace: "public".into(), name: "t".into(), replica_identity: ReplicaIdentity::Default, columns: vec![] },
             qualified_name: Arc::from("public.t"),
+            column_types: vec![],
             pages,
             estimated_rows: 0,
         }
