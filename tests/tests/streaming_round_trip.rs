@@ -142,17 +142,9 @@ async fn changes_on_every_table_arrive_typed_and_in_commit_order() {
 
     // Everything acknowledged is confirmed to PostgreSQL: the slot catches up with the WAL
     // written by the last statement.
-    let written = stack.psql("SELECT pg_current_wal_lsn()").await.unwrap();
-    let query = format!("SELECT confirmed_flush_lsn >= '{}' FROM pg_replication_slots WHERE slot_name = 'cdc_connector'", written.trim());
-    let mut caught_up = String::new();
-    for _ in 0..60 {
-        caught_up = stack.psql(&query).await.unwrap();
-        if caught_up.trim() == "t" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    assert_eq!(caught_up.trim(), "t", "the slot's confirmed position follows Kafka's acknowledgements");
+    e2e::wait_until_slot_confirms_current_wal(&stack, "cdc_connector", Duration::from_secs(30))
+        .await
+        .expect("the slot's confirmed position follows Kafka's acknowledgements");
 
     let metrics = e2e::metrics_text(&stack.connector_url()).await.unwrap();
     assert!(metrics.contains("cdc_events_total{table=\"public.bookings\",operation=\"UPDATE\"} 1"), "{metrics}");
