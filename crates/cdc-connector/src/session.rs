@@ -499,7 +499,15 @@ impl Session<'_> {
     ) -> Result<(), SessionError> {
         loop {
             match self.sink.try_send(topic, key, payload, change.clone()) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    // Replaying a large streamed transaction publishes for minutes without
+                    // reading the stream: PostgreSQL must still hear from us, or its
+                    // wal_sender_timeout ends the connection.
+                    if Instant::now() >= self.status_due {
+                        self.send_status(false).await?;
+                    }
+                    return Ok(());
+                }
                 Err(SendError::QueueFull) => {
                     // Kafka is behind: wait for deliveries, but keep PostgreSQL informed so it
                     // does not time the connection out meanwhile.
