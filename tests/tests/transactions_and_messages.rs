@@ -48,31 +48,46 @@ async fn streamed_aborted_and_boundary_records() {
         .unwrap();
     stack.psql("SELECT pg_logical_emit_message(false, 'app.ping', 'hello')").await.unwrap();
     stack.psql("SELECT pg_logical_emit_message(false, 'other.noise', 'not selected')").await.unwrap();
+    stack.psql("TRUNCATE payments").await.unwrap();
     stack.psql("INSERT INTO users (email, full_name) VALUES ('after@example.vn', 'After')").await.unwrap();
 
-    let streamed: i64 = stack
-        .psql("SELECT stream_txns FROM pg_stat_replication_slots WHERE slot_name = 'cdc_connector'")
-        .await
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    // Replication-slot statistics are flushed now and then: poll them.
+    let mut streamed = 0;
+    for _ in 0..120 {
+        streamed = stack
+            .psql("SELECT stream_txns FROM pg_stat_replication_slots WHERE slot_name = 'cdc_connector'")
+            .await
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        if streamed >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     assert!(streamed >= 2, "PostgreSQL streamed the big transactions while in progress ({streamed})");
 
     let email = |r: &CdcRecord| r.value["after_values"]["email"].as_str().unwrap_or_default().to_string();
     // Partitions are read in no particular order, so wait for every kept row and the last one
     // (counted as records arrive: a scan per record would be quadratic).
-    let (mut kept, mut last_seen, mut counted) = (0, false, 0);
+    let (mut kept, mut last_seen, mut truncated, mut counted) = (0, false, false, 0);
     let changes = read_cdc_until(&stack.kafka_brokers(), &stack.registry_url(), Duration::from_secs(180), |records| {
         for record in &records[counted..] {
             kept += usize::from(email(record).starts_with("big-"));
             last_seen |= email(record) == "after@example.vn";
+            truncated |= record.operation() == "TRUNCATE";
         }
         counted = records.len();
-        kept >= KEPT && last_seen
+        kept >= KEPT && last_seen && truncated
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", stack.log_tail("connector", 30)));
+    let truncate = changes.iter().find(|r| r.operation() == "TRUNCATE").expect("the TRUNCATE");
+    assert_eq!(truncate.table(), "public.payments");
+    assert_eq!(truncate.value["primary_key"], json!({}));
+    assert_eq!(truncate.value["before_values"], serde_json::Value::Null);
+    assert_eq!(truncate.key, "public.payments/{}");
     let big: Vec<&CdcRecord> = changes.iter().filter(|r| email(r).starts_with("big-")).collect();
     assert_eq!(big.len(), KEPT, "every kept row of the streamed transaction");
     assert!(changes.iter().all(|r| !email(r).starts_with("undone-")), "a rolled-back savepoint is not published");
