@@ -29,8 +29,12 @@ impl CdcRecord {
     /// Commit order: (commit LSN, sequence within the transaction).
     pub fn position(&self) -> (i64, i64) {
         (
-            self.value["source"]["commit_lsn"].as_i64().unwrap_or_default(),
-            self.value["source"]["sequence"].as_i64().unwrap_or_default(),
+            self.value["source"]["commit_lsn"]
+                .as_i64()
+                .unwrap_or_default(),
+            self.value["source"]["sequence"]
+                .as_i64()
+                .unwrap_or_default(),
         )
     }
 }
@@ -43,7 +47,14 @@ pub async fn read_cdc_until(
     timeout: Duration,
     done: impl FnMut(&[CdcRecord]) -> bool,
 ) -> anyhow::Result<Vec<CdcRecord>> {
-    read_topic_until(brokers, registry_url, platform::topics::CDC_CHANGES.name, timeout, done).await
+    read_topic_until(
+        brokers,
+        registry_url,
+        platform::topics::CDC_CHANGES.name,
+        timeout,
+        done,
+    )
+    .await
 }
 
 /// Reads any Avro topic from the beginning until `done` holds, or fails after `timeout`.
@@ -54,7 +65,11 @@ pub async fn read_topic_until(
     timeout: Duration,
     mut done: impl FnMut(&[CdcRecord]) -> bool,
 ) -> anyhow::Result<Vec<CdcRecord>> {
-    let group = format!("e2e-{}-{}", std::process::id(), Instant::now().elapsed().as_nanos() ^ rand_suffix());
+    let group = format!(
+        "e2e-{}-{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos() ^ rand_suffix()
+    );
     let consumer = kafka::consumer(brokers, &group, "e2e", true).context("creating consumer")?;
     consumer.subscribe(&[topic]).context("subscribing")?;
     let registry = RegistryClient::new(registry_url);
@@ -63,14 +78,23 @@ pub async fn read_topic_until(
     while !done(&records) {
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
-            bail!("timed out after {timeout:?} with {} records of {topic}", records.len());
+            bail!(
+                "timed out after {timeout:?} with {} records of {topic}",
+                records.len()
+            );
         }
-        let Ok(message) = tokio::time::timeout(remaining.min(Duration::from_secs(2)), consumer.recv()).await else {
+        let Ok(message) =
+            tokio::time::timeout(remaining.min(Duration::from_secs(2)), consumer.recv()).await
+        else {
             continue;
         };
         let message = message.with_context(|| format!("reading {topic}"))?;
-        let payload = message.payload().with_context(|| format!("a record of {topic} without value"))?;
-        let value = avro::decode(&registry, payload).await.with_context(|| format!("decoding a record of {topic}"))?;
+        let payload = message
+            .payload()
+            .with_context(|| format!("a record of {topic} without value"))?;
+        let value = avro::decode(&registry, payload)
+            .await
+            .with_context(|| format!("decoding a record of {topic}"))?;
         records.push(CdcRecord {
             key: String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
             partition: message.partition(),
@@ -90,18 +114,27 @@ fn rand_suffix() -> u128 {
 
 /// The connector's `/metrics` text.
 pub async fn metrics_text(connector_url: &str) -> anyhow::Result<String> {
-    Ok(reqwest::get(format!("{connector_url}/metrics")).await?.text().await?)
+    Ok(reqwest::get(format!("{connector_url}/metrics"))
+        .await?
+        .text()
+        .await?)
 }
 
 /// The connector's arguments with some options replaced (`--listen` always on a fresh port, so
 /// it can run beside the stack's own connector). Returns the arguments and the health URL.
-pub fn connector_args_with(stack: &local_stack::Stack, replacements: &[(&str, &str)]) -> (Vec<String>, String) {
+pub fn connector_args_with(
+    stack: &local_stack::Stack,
+    replacements: &[(&str, &str)],
+) -> (Vec<String>, String) {
     let listen = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.to_string())
         .unwrap_or_else(|_| "127.0.0.1:39464".into());
     let mut args = stack.connector_args();
-    let all = replacements.iter().copied().chain([("--listen", listen.as_str())]);
+    let all = replacements
+        .iter()
+        .copied()
+        .chain([("--listen", listen.as_str())]);
     for (flag, value) in all {
         match args.iter().position(|a| a == flag) {
             Some(index) => args[index + 1] = value.to_string(),
@@ -112,7 +145,11 @@ pub fn connector_args_with(stack: &local_stack::Stack, replacements: &[(&str, &s
 }
 
 /// Polls `GET {base}/health` until its JSON `status` contains `needle`; returns the body.
-pub async fn wait_for_health_status(base: &str, needle: &str, timeout: Duration) -> anyhow::Result<Value> {
+pub async fn wait_for_health_status(
+    base: &str,
+    needle: &str,
+    timeout: Duration,
+) -> anyhow::Result<Value> {
     let deadline = Instant::now() + timeout;
     let mut last = Value::Null;
     while Instant::now() < deadline {
@@ -131,9 +168,16 @@ pub async fn wait_for_health_status(base: &str, needle: &str, timeout: Duration)
 
 /// Waits until the slot confirmed everything written so far: the connector has then had
 /// every change acknowledged by Kafka.
-pub async fn wait_until_slot_confirms_current_wal(stack: &local_stack::Stack, slot: &str, timeout: Duration) -> anyhow::Result<()> {
+pub async fn wait_until_slot_confirms_current_wal(
+    stack: &local_stack::Stack,
+    slot: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let written = stack.psql("SELECT pg_current_wal_lsn()").await?;
-    let query = format!("SELECT confirmed_flush_lsn >= '{}' FROM pg_replication_slots WHERE slot_name = '{slot}'", written.trim());
+    let query = format!(
+        "SELECT confirmed_flush_lsn >= '{}' FROM pg_replication_slots WHERE slot_name = '{slot}'",
+        written.trim()
+    );
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if stack.psql(&query).await?.trim() == "t" {
@@ -141,7 +185,10 @@ pub async fn wait_until_slot_confirms_current_wal(stack: &local_stack::Stack, sl
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    bail!("slot {slot} did not confirm {} within {timeout:?}", written.trim())
+    bail!(
+        "slot {slot} did not confirm {} within {timeout:?}",
+        written.trim()
+    )
 }
 
 /// Records of `table` the connector has had acknowledged, from its `cdc_events_total` metric.

@@ -8,7 +8,11 @@ use local_stack::{Stack, StackOptions};
 
 fn connector(stack: &Stack, args: &[String]) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(stack.connector_binary());
-    command.args(args).stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
+    command
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
     command
 }
 
@@ -41,21 +45,46 @@ async fn unreachable_postgres_and_broker_are_retried_with_the_cause_in_health() 
     let dead_pg = format!("postgres://postgres@127.0.0.1:{closed_port}/travel");
     let (args, health) = connector_args_with(&stack, &[("--pg-url", &dead_pg)]);
     let mut child = connector(&stack, &args).spawn().unwrap();
-    let body = wait_for_health_status(&health, "is unreachable", Duration::from_secs(30)).await.unwrap();
-    assert!(body["status"].as_str().unwrap().contains(&format!("127.0.0.1:{closed_port}")), "{body}");
+    let body = wait_for_health_status(&health, "is unreachable", Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(
+        body["status"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("127.0.0.1:{closed_port}")),
+        "{body}"
+    );
     assert_eq!(body["ready"], false);
-    assert!(child.try_wait().unwrap().is_none(), "a retryable error does not stop the connector");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "a retryable error does not stop the connector"
+    );
     child.kill().await.unwrap();
 
     let dead_broker = format!("127.0.0.1:{closed_port}");
-    let (args, health) = connector_args_with(&stack, &[("--kafka-brokers", &dead_broker), ("--slot-name", "never_created")]);
+    let (args, health) = connector_args_with(
+        &stack,
+        &[
+            ("--kafka-brokers", &dead_broker),
+            ("--slot-name", "never_created"),
+        ],
+    );
     let mut child = connector(&stack, &args).spawn().unwrap();
-    let body = wait_for_health_status(&health, "Kafka brokers", Duration::from_secs(45)).await.unwrap();
-    assert!(body["status"].as_str().unwrap().contains("unreachable"), "{body}");
+    let body = wait_for_health_status(&health, "Kafka brokers", Duration::from_secs(45))
+        .await
+        .unwrap();
+    assert!(
+        body["status"].as_str().unwrap().contains("unreachable"),
+        "{body}"
+    );
     assert!(child.try_wait().unwrap().is_none());
     child.kill().await.unwrap();
     // Nothing was streamed, so no slot was created or advanced behind Kafka's back.
-    let slots = stack.psql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'never_created'").await.unwrap();
+    let slots = stack
+        .psql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'never_created'")
+        .await
+        .unwrap();
     assert_eq!(slots.trim(), "0");
     stack.shutdown().await.unwrap();
 }
@@ -68,7 +97,10 @@ async fn a_role_without_replication_privilege_is_a_definite_error() {
     assert_ne!(url, stack.pg_url(), "the URL names the role");
     let (args, _) = connector_args_with(&stack, &[("--pg-url", &url)]);
     let stderr = run_to_failure(&stack, &args).await;
-    assert!(stderr.contains("lacks the REPLICATION attribute"), "{stderr}");
+    assert!(
+        stderr.contains("lacks the REPLICATION attribute"),
+        "{stderr}"
+    );
     stack.shutdown().await.unwrap();
 }
 
@@ -79,9 +111,24 @@ async fn a_slot_in_use_by_another_process_is_named_with_its_pid() {
     let stack = Stack::start(options).await.expect("start the stack");
     let (args, health) = connector_args_with(&stack, &[]);
     let mut second = connector(&stack, &args).spawn().unwrap();
-    let body = wait_for_health_status(&health, "in use by another process", Duration::from_secs(30)).await.unwrap();
-    let pid = stack.psql("SELECT active_pid FROM pg_replication_slots WHERE slot_name = 'cdc_connector'").await.unwrap();
-    assert!(body["status"].as_str().unwrap().contains(&format!("PID {}", pid.trim())), "{body}");
+    let body = wait_for_health_status(
+        &health,
+        "in use by another process",
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    let pid = stack
+        .psql("SELECT active_pid FROM pg_replication_slots WHERE slot_name = 'cdc_connector'")
+        .await
+        .unwrap();
+    assert!(
+        body["status"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("PID {}", pid.trim())),
+        "{body}"
+    );
     second.kill().await.unwrap();
     stack.shutdown().await.unwrap();
 }
@@ -89,7 +136,10 @@ async fn a_slot_in_use_by_another_process_is_named_with_its_pid() {
 #[tokio::test(flavor = "multi_thread")]
 async fn wal_level_below_logical_is_a_definite_error_that_says_how_to_fix_it() {
     let stack = stack_without_connector("wal-level").await;
-    stack.psql("ALTER SYSTEM SET wal_level = 'replica'").await.unwrap();
+    stack
+        .psql("ALTER SYSTEM SET wal_level = 'replica'")
+        .await
+        .unwrap();
     let pg_ctl = stack.options().pg_bin_dir.join("pg_ctl");
     let data = stack.options().pg_data_dir();
     let restarted = std::process::Command::new("runuser")
@@ -103,9 +153,15 @@ async fn wal_level_below_logical_is_a_definite_error_that_says_how_to_fix_it() {
         .status()
         .expect("run pg_ctl restart");
     assert!(restarted.success());
-    assert_eq!(stack.psql("SHOW wal_level").await.unwrap().trim(), "replica");
+    assert_eq!(
+        stack.psql("SHOW wal_level").await.unwrap().trim(),
+        "replica"
+    );
     let (args, _) = connector_args_with(&stack, &[]);
     let stderr = run_to_failure(&stack, &args).await;
-    assert!(stderr.contains("wal_level is 'replica'") && stderr.contains("wal_level = logical"), "{stderr}");
+    assert!(
+        stderr.contains("wal_level is 'replica'") && stderr.contains("wal_level = logical"),
+        "{stderr}"
+    );
     stack.shutdown().await.unwrap();
 }

@@ -15,8 +15,15 @@ async fn the_slot_advances_while_only_other_databases_write() {
     };
     let before = confirmed().await;
     stack.psql_in("postgres", "CREATE TABLE noise AS SELECT g AS id, repeat('x', 200) AS filler FROM generate_series(1, 20000) g").await.unwrap();
-    let written = stack.psql_in("postgres", "SELECT pg_current_wal_lsn()").await.unwrap().trim().to_string();
-    let reached = format!("SELECT confirmed_flush_lsn >= '{written}' FROM pg_replication_slots WHERE slot_name = 'cdc_connector'");
+    let written = stack
+        .psql_in("postgres", "SELECT pg_current_wal_lsn()")
+        .await
+        .unwrap()
+        .trim()
+        .to_string();
+    let reached = format!(
+        "SELECT confirmed_flush_lsn >= '{written}' FROM pg_replication_slots WHERE slot_name = 'cdc_connector'"
+    );
     let mut advanced = false;
     for _ in 0..120 {
         if stack.psql(&reached).await.unwrap().trim() == "t" {
@@ -25,6 +32,10 @@ async fn the_slot_advances_while_only_other_databases_write() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    assert!(advanced, "the slot stayed at {} (was {before}) while the server wrote up to {written}", confirmed().await);
+    assert!(
+        advanced,
+        "the slot stayed at {} (was {before}) while the server wrote up to {written}",
+        confirmed().await
+    );
     stack.shutdown().await.unwrap();
 }

@@ -18,20 +18,39 @@ async fn confluent_kafka_avro_deserializer_decodes_cdc_records() {
         "UPDATE bookings SET status = 'cancelled' WHERE booking_id = 1",
         "DELETE FROM bookings WHERE booking_id = 1",
     ] {
-        stack.psql(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        stack
+            .psql(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
-    let ours = read_cdc_until(&stack.kafka_brokers(), &stack.registry_url(), Duration::from_secs(60), |r| r.len() >= 4)
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", stack.log_tail("connector", 30)));
+    let ours = read_cdc_until(
+        &stack.kafka_brokers(),
+        &stack.registry_url(),
+        Duration::from_secs(60),
+        |r| r.len() >= 4,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", stack.log_tail("connector", 30)));
 
-    let python = local_stack::python().expect("the project's Python venv (scripts/install-deps.sh)");
+    let python =
+        local_stack::python().expect("the project's Python venv (scripts/install-deps.sh)");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/read_cdc.py");
     let output = tokio::process::Command::new(python)
-        .args([script, &stack.kafka_brokers(), &stack.registry_url(), "4", "60"])
+        .args([
+            script,
+            &stack.kafka_brokers(),
+            &stack.registry_url(),
+            "4",
+            "60",
+        ])
         .output()
         .await
         .expect("run the Python client");
-    assert!(output.status.success(), "Python client failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "Python client failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let theirs: Vec<Value> = String::from_utf8_lossy(&output.stdout)
         .lines()
         .map(|line| serde_json::from_str(line).expect("a JSON line"))
@@ -48,22 +67,34 @@ async fn confluent_kafka_avro_deserializer_decodes_cdc_records() {
         assert_eq!(value["table_name"], record.table());
         assert_eq!(value["operation"], record.operation());
         assert_eq!(value["primary_key"], record.value["primary_key"]);
-        assert_eq!(value["source"]["commit_lsn"], record.value["source"]["commit_lsn"]);
+        assert_eq!(
+            value["source"]["commit_lsn"],
+            record.value["source"]["commit_lsn"]
+        );
     }
     let insert = theirs
         .iter()
-        .find(|t| t["value"]["table_name"] == "public.bookings" && t["value"]["operation"] == "INSERT")
+        .find(|t| {
+            t["value"]["table_name"] == "public.bookings" && t["value"]["operation"] == "INSERT"
+        })
         .expect("the booking INSERT");
     let after = &insert["value"]["after_values"];
     assert_eq!(after["total_amount"], json!({"value": "3999999.99"}));
-    assert_eq!(after["check_in_date"], json!({"days": "2027-01-02"}), "Avro date logical type");
+    assert_eq!(
+        after["check_in_date"],
+        json!({"days": "2027-01-02"}),
+        "Avro date logical type"
+    );
     assert_eq!(after["destination"], "Hoi An");
     assert_eq!(after["hotel_name"], Value::Null);
     let delete = theirs
         .iter()
         .find(|t| t["value"]["operation"] == "DELETE")
         .expect("the booking DELETE");
-    assert_eq!(delete["value"]["before_values"]["status"], json!({"reason": "NOT_IN_REPLICA_IDENTITY"}));
+    assert_eq!(
+        delete["value"]["before_values"]["status"],
+        json!({"reason": "NOT_IN_REPLICA_IDENTITY"})
+    );
     assert_eq!(delete["value"]["after_values"], Value::Null);
     stack.shutdown().await.unwrap();
 }

@@ -22,7 +22,16 @@ async fn a_signal_resnapshots_a_table_while_streaming_without_reordering_keys() 
         UPDATE users SET full_name = 'v' || i WHERE user_id = 1 + (i * 7) % 3000; \
         COMMIT; PERFORM pg_sleep(0.005); END LOOP; END $$";
     let writer = tokio::process::Command::new("psql")
-        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &stack.pg_url(), "-c", writer_sql])
+        .args([
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            &stack.pg_url(),
+            "-c",
+            writer_sql,
+        ])
         .status();
     let signal = stack.psql(
         "SELECT pg_logical_emit_message(true, 'cdc_connector.signal', '{\"type\": \"execute-snapshot\", \"tables\": [\"public.users\"]}')",
@@ -42,17 +51,34 @@ async fn a_signal_resnapshots_a_table_while_streaming_without_reordering_keys() 
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    assert!(done, "the re-snapshot finished:\n{}", stack.log_tail("connector", 30));
-    e2e::wait_until_slot_confirms_current_wal(&stack, "cdc_connector", Duration::from_secs(120)).await.unwrap();
-    let delivered = e2e::delivered_events(&e2e::metrics_text(&stack.connector_url()).await.unwrap(), "public.users") as usize;
-    let records = read_cdc_until(&stack.kafka_brokers(), &stack.registry_url(), Duration::from_secs(240), |r| r.len() >= delivered)
+    assert!(
+        done,
+        "the re-snapshot finished:\n{}",
+        stack.log_tail("connector", 30)
+    );
+    e2e::wait_until_slot_confirms_current_wal(&stack, "cdc_connector", Duration::from_secs(120))
         .await
         .unwrap();
+    let delivered = e2e::delivered_events(
+        &e2e::metrics_text(&stack.connector_url()).await.unwrap(),
+        "public.users",
+    ) as usize;
+    let records = read_cdc_until(
+        &stack.kafka_brokers(),
+        &stack.registry_url(),
+        Duration::from_secs(240),
+        |r| r.len() >= delivered,
+    )
+    .await
+    .unwrap();
 
     // Per key, in Kafka's order (one partition per key), the last record is the row's state.
     let mut per_key: BTreeMap<i64, Vec<&CdcRecord>> = BTreeMap::new();
     for record in &records {
-        per_key.entry(record.value["primary_key"]["user_id"].as_i64().unwrap()).or_default().push(record);
+        per_key
+            .entry(record.value["primary_key"]["user_id"].as_i64().unwrap())
+            .or_default()
+            .push(record);
     }
     let expected: BTreeMap<i64, String> = stack
         .psql("SELECT user_id || ',' || full_name FROM users")
@@ -66,7 +92,11 @@ async fn a_signal_resnapshots_a_table_while_streaming_without_reordering_keys() 
     for (id, history) in &mut per_key {
         history.sort_by_key(|r| r.offset);
         let last = history.last().unwrap();
-        assert_eq!(last.value["after_values"]["full_name"].as_str(), expected.get(id).map(String::as_str), "user {id}: {history:?}");
+        assert_eq!(
+            last.value["after_values"]["full_name"].as_str(),
+            expected.get(id).map(String::as_str),
+            "user {id}: {history:?}"
+        );
         let read_count = history.iter().filter(|r| r.operation() == "READ").count();
         assert!(read_count <= 1, "user {id} read twice");
         reads += read_count;
@@ -74,6 +104,9 @@ async fn a_signal_resnapshots_a_table_while_streaming_without_reordering_keys() 
     assert_eq!(per_key.len(), USERS);
     assert!(reads > USERS / 2, "most rows were re-read ({reads})");
     let metrics = e2e::metrics_text(&stack.connector_url()).await.unwrap();
-    assert!(metrics.contains(&format!("cdc_resnapshot_rows_total {reads}")), "{metrics}");
+    assert!(
+        metrics.contains(&format!("cdc_resnapshot_rows_total {reads}")),
+        "{metrics}"
+    );
     stack.shutdown().await.unwrap();
 }

@@ -36,40 +36,75 @@ async fn row_now(stack: &Stack, id: i64) -> Value {
             format!("'{name}', {value}")
         })
         .collect();
-    let sql = format!("SELECT json_build_object({}) FROM evolving WHERE id = {id}", fields.join(", "));
-    let text = stack.psql(&sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let sql = format!(
+        "SELECT json_build_object({}) FROM evolving WHERE id = {id}",
+        fields.join(", ")
+    );
+    let text = stack
+        .psql(&sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
     serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
 
 async fn run(stack: &Stack, sql: &str) {
-    stack.psql(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    stack
+        .psql(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn columns_added_dropped_renamed_and_retyped_while_streaming() {
-    let stack = Stack::start(StackOptions::for_tests("schema-changes")).await.expect("start the stack");
+    let stack = Stack::start(StackOptions::for_tests("schema-changes"))
+        .await
+        .expect("start the stack");
     run(&stack, "CREATE TABLE evolving (id integer PRIMARY KEY, qty integer, code varchar(10), price numeric(10, 2), obsolete text, old_name text);
                  ALTER PUBLICATION cdc_publication ADD TABLE evolving").await;
 
     // (row id, what PostgreSQL holds right after the statement), in commit order.
     let mut expected: Vec<(i64, Value)> = Vec::new();
     let steps: &[(Option<i64>, &str)] = &[
-        (Some(1), "INSERT INTO evolving VALUES (1, 5, 'abc', 12.34, 'gone soon', 'named')"),
+        (
+            Some(1),
+            "INSERT INTO evolving VALUES (1, 5, 'abc', 12.34, 'gone soon', 'named')",
+        ),
         (None, "ALTER TABLE evolving ADD COLUMN added_null text"),
-        (Some(2), "INSERT INTO evolving VALUES (2, 6, 'def', 0.5, 'x', 'two', 'filled')"),
+        (
+            Some(2),
+            "INSERT INTO evolving VALUES (2, 6, 'def', 0.5, 'x', 'two', 'filled')",
+        ),
         (Some(1), "UPDATE evolving SET qty = 50 WHERE id = 1"),
-        (None, "ALTER TABLE evolving ADD COLUMN added_default integer NOT NULL DEFAULT 42"),
+        (
+            None,
+            "ALTER TABLE evolving ADD COLUMN added_default integer NOT NULL DEFAULT 42",
+        ),
         (Some(1), "UPDATE evolving SET qty = 51 WHERE id = 1"),
-        (Some(3), "INSERT INTO evolving (id, qty, added_default) VALUES (3, 7, 7)"),
+        (
+            Some(3),
+            "INSERT INTO evolving (id, qty, added_default) VALUES (3, 7, 7)",
+        ),
         (None, "ALTER TABLE evolving DROP COLUMN obsolete"),
-        (Some(4), "INSERT INTO evolving (id, qty, code, old_name) VALUES (4, 8, 'ghi', 'four')"),
-        (None, "ALTER TABLE evolving RENAME COLUMN old_name TO new_name"),
-        (Some(2), "UPDATE evolving SET new_name = 'renamed' WHERE id = 2"),
+        (
+            Some(4),
+            "INSERT INTO evolving (id, qty, code, old_name) VALUES (4, 8, 'ghi', 'four')",
+        ),
+        (
+            None,
+            "ALTER TABLE evolving RENAME COLUMN old_name TO new_name",
+        ),
+        (
+            Some(2),
+            "UPDATE evolving SET new_name = 'renamed' WHERE id = 2",
+        ),
         (
             None,
             "ALTER TABLE evolving ALTER COLUMN qty TYPE bigint, ALTER COLUMN code TYPE text, ALTER COLUMN price TYPE numeric(12, 4)",
         ),
-        (Some(5), "INSERT INTO evolving (id, qty, code, price) VALUES (5, 9223372036854775807, 'longer than ten characters', 12345678.1234)"),
+        (
+            Some(5),
+            "INSERT INTO evolving (id, qty, code, price) VALUES (5, 9223372036854775807, 'longer than ten characters', 12345678.1234)",
+        ),
         (Some(1), "UPDATE evolving SET qty = qty + 1 WHERE id = 1"),
     ];
     for (row, sql) in steps {
@@ -86,40 +121,82 @@ async fn columns_added_dropped_renamed_and_retyped_while_streaming() {
     expected.push((6, row_6));
     expected.push((7, row_now(&stack, 7).await));
 
-    let records = read_cdc_until(&stack.kafka_brokers(), &stack.registry_url(), Duration::from_secs(90), |records| {
-        records.iter().filter(|r| r.table() == "public.evolving").count() >= expected.len()
-    })
+    let records = read_cdc_until(
+        &stack.kafka_brokers(),
+        &stack.registry_url(),
+        Duration::from_secs(90),
+        |records| {
+            records
+                .iter()
+                .filter(|r| r.table() == "public.evolving")
+                .count()
+                >= expected.len()
+        },
+    )
     .await
     .unwrap_or_else(|e| panic!("{e}\nconnector log:\n{}", stack.log_tail("connector", 40)));
-    let mut changes: Vec<&CdcRecord> = records.iter().filter(|r| r.table() == "public.evolving").collect();
+    let mut changes: Vec<&CdcRecord> = records
+        .iter()
+        .filter(|r| r.table() == "public.evolving")
+        .collect();
     changes.sort_by_key(|r| r.position());
-    assert_eq!(changes.len(), expected.len(), "one record per row change, none lost");
+    assert_eq!(
+        changes.len(),
+        expected.len(),
+        "one record per row change, none lost"
+    );
     for (index, (record, (id, row))) in changes.iter().zip(&expected).enumerate() {
-        assert_eq!(record.value["primary_key"], json!({"id": id}), "change {index}");
-        assert_eq!(&record.value["after_values"], row, "change {index} (row {id})");
+        assert_eq!(
+            record.value["primary_key"],
+            json!({"id": id}),
+            "change {index}"
+        );
+        assert_eq!(
+            &record.value["after_values"], row,
+            "change {index} (row {id})"
+        );
     }
 
     // Spot checks that the comparison above is not vacuous.
     let after = |index: usize| &changes[index].value["after_values"];
     assert!(after(0).get("added_null").is_none() && after(0)["obsolete"] == "gone soon");
-    assert_eq!(after(2)["added_null"], Value::Null, "added without default: NULL for old rows");
-    assert_eq!(after(3)["added_default"], 42, "added with default: the default for old rows");
+    assert_eq!(
+        after(2)["added_null"],
+        Value::Null,
+        "added without default: NULL for old rows"
+    );
+    assert_eq!(
+        after(3)["added_default"],
+        42,
+        "added with default: the default for old rows"
+    );
     assert!(after(5).get("obsolete").is_none(), "dropped");
     assert_eq!(after(6)["new_name"], "renamed");
     assert!(after(6).get("old_name").is_none());
-    assert_eq!(after(7)["qty"], json!(9_223_372_036_854_775_807_i64), "int became bigint");
+    assert_eq!(
+        after(7)["qty"],
+        json!(9_223_372_036_854_775_807_i64),
+        "int became bigint"
+    );
     assert_eq!(after(7)["code"], "longer than ten characters");
-    assert_eq!(after(8)["price"], json!({"value": "12.3400"}), "the new scale");
+    assert_eq!(
+        after(8)["price"],
+        json!({"value": "12.3400"}),
+        "the new scale"
+    );
     assert!(after(9).get("late").is_none());
     assert_eq!(after(10)["late"], 700);
 
     // Column values are maps: the table's changes needed no new version of the record schema.
-    let versions: Value = reqwest::get(format!("{}/subjects/{SUBJECT}/versions", stack.registry_url()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let versions: Value = reqwest::get(format!(
+        "{}/subjects/{SUBJECT}/versions",
+        stack.registry_url()
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
     assert_eq!(versions, json!([1]));
 
     stack.shutdown().await.unwrap();
@@ -143,15 +220,26 @@ async fn a_schema_the_registry_rejects_stops_the_connector_with_subject_status_a
         .send()
         .await
         .unwrap();
-    assert!(response.status().is_success(), "{:?}", response.text().await);
+    assert!(
+        response.status().is_success(),
+        "{:?}",
+        response.text().await
+    );
     let response = http
-        .post(format!("{}/subjects/{SUBJECT}/versions", stack.registry_url()))
+        .post(format!(
+            "{}/subjects/{SUBJECT}/versions",
+            stack.registry_url()
+        ))
         .header("Content-Type", content_type)
         .json(&json!({"schema": earlier.to_string()}))
         .send()
         .await
         .unwrap();
-    assert!(response.status().is_success(), "{:?}", response.text().await);
+    assert!(
+        response.status().is_success(),
+        "{:?}",
+        response.text().await
+    );
 
     let output = tokio::time::timeout(
         Duration::from_secs(60),
@@ -168,11 +256,23 @@ async fn a_schema_the_registry_rejects_stops_the_connector_with_subject_status_a
     assert!(!output.status.success(), "exits non-zero");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
-    for needed in [SUBJECT, "409", "BACKWARD", "cannot read data written with version 1", "Field 'change_id' in reader schema must have a default value"] {
-        assert!(stderr.contains(needed), "the error names {needed:?}:\n{stderr}");
+    for needed in [
+        SUBJECT,
+        "409",
+        "BACKWARD",
+        "cannot read data written with version 1",
+        "Field 'change_id' in reader schema must have a default value",
+    ] {
+        assert!(
+            stderr.contains(needed),
+            "the error names {needed:?}:\n{stderr}"
+        );
     }
     // Nothing was streamed: the slot was never created.
-    let slots = stack.psql("SELECT count(*) FROM pg_replication_slots").await.unwrap();
+    let slots = stack
+        .psql("SELECT count(*) FROM pg_replication_slots")
+        .await
+        .unwrap();
     assert_eq!(slots.trim(), "0");
     stack.shutdown().await.unwrap();
 }

@@ -36,13 +36,18 @@ fn spawn(stack: &Stack, args: &[String]) -> tokio::process::Child {
 }
 
 fn user_id(record: &CdcRecord) -> i64 {
-    record.value["primary_key"]["user_id"].as_i64().unwrap_or(-1)
+    record.value["primary_key"]["user_id"]
+        .as_i64()
+        .unwrap_or(-1)
 }
 
 /// Replays the topic per key in commit order (READs first: they hold the state at the slot's
 /// consistent point) and returns each user's final loyalty tier; deleted users are absent.
 fn fold(records: &[CdcRecord]) -> BTreeMap<i64, String> {
-    let mut ordered: Vec<&CdcRecord> = records.iter().filter(|r| r.table() == "public.users").collect();
+    let mut ordered: Vec<&CdcRecord> = records
+        .iter()
+        .filter(|r| r.table() == "public.users")
+        .collect();
     ordered.sort_by_key(|r| (r.operation() != "READ", r.position()));
     let mut state = BTreeMap::new();
     for record in ordered {
@@ -51,7 +56,13 @@ fn fold(records: &[CdcRecord]) -> BTreeMap<i64, String> {
                 state.remove(&user_id(record));
             }
             _ => {
-                state.insert(user_id(record), record.value["after_values"]["loyalty_tier"].as_str().unwrap_or_default().to_string());
+                state.insert(
+                    user_id(record),
+                    record.value["after_values"]["loyalty_tier"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                );
             }
         }
     }
@@ -73,7 +84,13 @@ async fn database_state(stack: &Stack) -> BTreeMap<i64, String> {
 async fn writes_during_the_snapshot_appear_exactly_once_as_read_or_as_a_later_change() {
     const USERS: usize = 60_000;
     let stack = stack_with_users("snapshot-seam", USERS).await;
-    let (args, health) = connector_args_with(&stack, &[("--snapshot-workers", "2"), ("--snapshot-chunk-pages", "64")]);
+    let (args, health) = connector_args_with(
+        &stack,
+        &[
+            ("--snapshot-workers", "2"),
+            ("--snapshot-chunk-pages", "64"),
+        ],
+    );
     let mut connector = spawn(&stack, &args);
     // Writes race with the snapshot: updates and deletes of existing rows, new rows.
     let writer_sql = "DO $$ BEGIN FOR i IN 1..300 LOOP \
@@ -82,18 +99,44 @@ async fn writes_during_the_snapshot_appear_exactly_once_as_read_or_as_a_later_ch
         INSERT INTO users (email, full_name) VALUES ('new' || i || '@example.vn', 'New ' || i); \
         COMMIT; PERFORM pg_sleep(0.002); END LOOP; END $$";
     let writer = tokio::process::Command::new("psql")
-        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &stack.pg_url(), "-c", writer_sql])
+        .args([
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            &stack.pg_url(),
+            "-c",
+            writer_sql,
+        ])
         .status();
-    let writer = tokio::time::timeout(Duration::from_secs(120), writer).await.unwrap().unwrap();
-    assert!(writer.success());
-    wait_for_health_status(&health, "streaming", Duration::from_secs(120)).await.unwrap();
-    let expected = database_state(&stack).await;
-    e2e::wait_until_slot_confirms_current_wal(&stack, "cdc_connector", Duration::from_secs(120)).await.unwrap();
-    let delivered = e2e::delivered_events(&e2e::metrics_text(&health).await.unwrap(), "public.users") as usize;
-    let records = read_cdc_until(&stack.kafka_brokers(), &stack.registry_url(), Duration::from_secs(240), |records| records.len() >= delivered)
+    let writer = tokio::time::timeout(Duration::from_secs(120), writer)
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(fold(&records), expected, "replaying the topic gives the database's final state");
+        .unwrap()
+        .unwrap();
+    assert!(writer.success());
+    wait_for_health_status(&health, "streaming", Duration::from_secs(120))
+        .await
+        .unwrap();
+    let expected = database_state(&stack).await;
+    e2e::wait_until_slot_confirms_current_wal(&stack, "cdc_connector", Duration::from_secs(120))
+        .await
+        .unwrap();
+    let delivered =
+        e2e::delivered_events(&e2e::metrics_text(&health).await.unwrap(), "public.users") as usize;
+    let records = read_cdc_until(
+        &stack.kafka_brokers(),
+        &stack.registry_url(),
+        Duration::from_secs(240),
+        |records| records.len() >= delivered,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        fold(&records),
+        expected,
+        "replaying the topic gives the database's final state"
+    );
 
     // Each row that existed at the snapshot point is read once; rows created later are not.
     let mut reads: HashMap<i64, usize> = HashMap::new();
@@ -106,11 +149,26 @@ async fn writes_during_the_snapshot_appear_exactly_once_as_read_or_as_a_later_ch
         }
     }
     assert!(reads.values().all(|n| *n == 1), "a row read twice");
-    assert!(inserts.keys().all(|id| !reads.contains_key(id)), "a row both read and inserted");
-    assert!(reads.len() + inserts.len() >= USERS, "every row is there as READ or INSERT");
-    let read_ids: std::collections::HashSet<&str> = records.iter().filter(|r| r.operation() == "READ").map(CdcRecord::change_id).collect();
+    assert!(
+        inserts.keys().all(|id| !reads.contains_key(id)),
+        "a row both read and inserted"
+    );
+    assert!(
+        reads.len() + inserts.len() >= USERS,
+        "every row is there as READ or INSERT"
+    );
+    let read_ids: std::collections::HashSet<&str> = records
+        .iter()
+        .filter(|r| r.operation() == "READ")
+        .map(CdcRecord::change_id)
+        .collect();
     assert_eq!(read_ids.len(), reads.len(), "READ change ids are unique");
-    assert!(records.iter().filter(|r| r.operation() == "READ").all(|r| r.change_id().contains("-READ-public.users/")));
+    assert!(
+        records
+            .iter()
+            .filter(|r| r.operation() == "READ")
+            .all(|r| r.change_id().contains("-READ-public.users/"))
+    );
     connector.kill().await.unwrap();
     stack.shutdown().await.unwrap();
 }
@@ -118,44 +176,121 @@ async fn writes_during_the_snapshot_appear_exactly_once_as_read_or_as_a_later_ch
 #[tokio::test(flavor = "multi_thread")]
 async fn snapshot_modes() {
     let stack = stack_with_users("snapshot-modes", 500).await;
-    let count_reads = |records: &[CdcRecord]| records.iter().filter(|r| r.operation() == "READ").count();
+    let count_reads =
+        |records: &[CdcRecord]| records.iter().filter(|r| r.operation() == "READ").count();
 
     // initial_only: publishes the rows, exits 0, creates no slot.
-    let (args, _) = connector_args_with(&stack, &[("--snapshot-mode", "initial_only"), ("--slot-name", "only_snapshot")]);
+    let (args, _) = connector_args_with(
+        &stack,
+        &[
+            ("--snapshot-mode", "initial_only"),
+            ("--slot-name", "only_snapshot"),
+        ],
+    );
     let output = spawn(&stack, &args).wait_with_output().await.unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let records = read_cdc_until(&stack.kafka_brokers(), &stack.registry_url(), Duration::from_secs(60), |r| count_reads(r) >= 500).await.unwrap();
-    assert_eq!(count_reads(&records), 500);
-    assert_eq!(stack.psql("SELECT count(*) FROM pg_replication_slots").await.unwrap().trim(), "0");
-
-    // no_data: streams from a new slot without reading the existing rows.
-    let (args, health) = connector_args_with(&stack, &[("--snapshot-mode", "no_data"), ("--slot-name", "no_data_slot")]);
-    let mut connector = spawn(&stack, &args);
-    wait_for_health_status(&health, "streaming", Duration::from_secs(60)).await.unwrap();
-    stack.psql("UPDATE users SET loyalty_tier = 'gold' WHERE user_id = 7").await.unwrap();
-    let records = read_cdc_until(&stack.kafka_brokers(), &stack.registry_url(), Duration::from_secs(60), |r| {
-        count_reads(r) >= 500 && r.iter().any(|r| r.operation() == "UPDATE")
-    })
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let records = read_cdc_until(
+        &stack.kafka_brokers(),
+        &stack.registry_url(),
+        Duration::from_secs(60),
+        |r| count_reads(r) >= 500,
+    )
     .await
     .unwrap();
-    assert_eq!(count_reads(&records), 500, "no_data published no READ records");
+    assert_eq!(count_reads(&records), 500);
+    assert_eq!(
+        stack
+            .psql("SELECT count(*) FROM pg_replication_slots")
+            .await
+            .unwrap()
+            .trim(),
+        "0"
+    );
+
+    // no_data: streams from a new slot without reading the existing rows.
+    let (args, health) = connector_args_with(
+        &stack,
+        &[
+            ("--snapshot-mode", "no_data"),
+            ("--slot-name", "no_data_slot"),
+        ],
+    );
+    let mut connector = spawn(&stack, &args);
+    wait_for_health_status(&health, "streaming", Duration::from_secs(60))
+        .await
+        .unwrap();
+    stack
+        .psql("UPDATE users SET loyalty_tier = 'gold' WHERE user_id = 7")
+        .await
+        .unwrap();
+    let records = read_cdc_until(
+        &stack.kafka_brokers(),
+        &stack.registry_url(),
+        Duration::from_secs(60),
+        |r| count_reads(r) >= 500 && r.iter().any(|r| r.operation() == "UPDATE"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        count_reads(&records),
+        500,
+        "no_data published no READ records"
+    );
     connector.kill().await.unwrap();
 
     // when_needed: the slot exists, so it streams without a snapshot...
-    let (args, health) = connector_args_with(&stack, &[("--snapshot-mode", "when_needed"), ("--slot-name", "no_data_slot")]);
+    let (args, health) = connector_args_with(
+        &stack,
+        &[
+            ("--snapshot-mode", "when_needed"),
+            ("--slot-name", "no_data_slot"),
+        ],
+    );
     let mut connector = spawn(&stack, &args);
-    wait_for_health_status(&health, "streaming", Duration::from_secs(60)).await.unwrap();
+    wait_for_health_status(&health, "streaming", Duration::from_secs(60))
+        .await
+        .unwrap();
     connector.kill().await.unwrap();
     // ... and with a new slot it snapshots first.
-    let (args, health) = connector_args_with(&stack, &[("--snapshot-mode", "when_needed"), ("--slot-name", "fresh_slot")]);
+    let (args, health) = connector_args_with(
+        &stack,
+        &[
+            ("--snapshot-mode", "when_needed"),
+            ("--slot-name", "fresh_slot"),
+        ],
+    );
     let mut connector = spawn(&stack, &args);
-    wait_for_health_status(&health, "streaming", Duration::from_secs(60)).await.unwrap();
-    let records = read_cdc_until(&stack.kafka_brokers(), &stack.registry_url(), Duration::from_secs(60), |r| count_reads(r) >= 1000).await.unwrap();
-    assert_eq!(count_reads(&records), 1000, "the earlier 500, and 500 from the new slot's snapshot");
-    let fresh: Vec<&CdcRecord> = records.iter().filter(|r| r.operation() == "READ" && r.value["source"]["slot_name"] == "fresh_slot").collect();
+    wait_for_health_status(&health, "streaming", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let records = read_cdc_until(
+        &stack.kafka_brokers(),
+        &stack.registry_url(),
+        Duration::from_secs(60),
+        |r| count_reads(r) >= 1000,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        count_reads(&records),
+        1000,
+        "the earlier 500, and 500 from the new slot's snapshot"
+    );
+    let fresh: Vec<&CdcRecord> = records
+        .iter()
+        .filter(|r| r.operation() == "READ" && r.value["source"]["slot_name"] == "fresh_slot")
+        .collect();
     assert_eq!(fresh.len(), 500);
     let gold = fresh.iter().find(|r| user_id(r) == 7).unwrap();
-    assert_eq!(gold.value["after_values"]["loyalty_tier"], Value::from("gold"), "the snapshot sees the committed update");
+    assert_eq!(
+        gold.value["after_values"]["loyalty_tier"],
+        Value::from("gold"),
+        "the snapshot sees the committed update"
+    );
     connector.kill().await.unwrap();
     stack.shutdown().await.unwrap();
 }
@@ -164,39 +299,85 @@ async fn snapshot_modes() {
 async fn an_interrupted_snapshot_is_redone_not_taken_for_finished() {
     const USERS: usize = 150_000;
     let stack = stack_with_users("snapshot-interrupted", USERS).await;
-    let (args, health) = connector_args_with(&stack, &[("--snapshot-workers", "1"), ("--snapshot-chunk-pages", "16")]);
+    let (args, health) = connector_args_with(
+        &stack,
+        &[
+            ("--snapshot-workers", "1"),
+            ("--snapshot-chunk-pages", "16"),
+        ],
+    );
     let mut first = spawn(&stack, &args);
-    wait_for_health_status(&health, "snapshotting", Duration::from_secs(60)).await.unwrap();
+    wait_for_health_status(&health, "snapshotting", Duration::from_secs(60))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     first.kill().await.unwrap();
-    let interrupted_point = stack.psql("SELECT confirmed_flush_lsn FROM pg_replication_slots").await.unwrap();
+    let interrupted_point = stack
+        .psql("SELECT confirmed_flush_lsn FROM pg_replication_slots")
+        .await
+        .unwrap();
 
     let mut second = spawn(&stack, &args);
-    wait_for_health_status(&health, "streaming", Duration::from_secs(180)).await.unwrap();
-    let completed_point = stack.psql("SELECT confirmed_flush_lsn FROM pg_replication_slots").await.unwrap();
-    assert_ne!(interrupted_point.trim(), completed_point.trim(), "the slot was made anew for the redone snapshot");
+    wait_for_health_status(&health, "streaming", Duration::from_secs(180))
+        .await
+        .unwrap();
+    let completed_point = stack
+        .psql("SELECT confirmed_flush_lsn FROM pg_replication_slots")
+        .await
+        .unwrap();
+    assert_ne!(
+        interrupted_point.trim(),
+        completed_point.trim(),
+        "the slot was made anew for the redone snapshot"
+    );
     // Counted as records arrive: READs per snapshot attempt (its consistent point).
     let mut reads_per_point: HashMap<String, usize> = HashMap::new();
     let mut counted = 0;
-    let records = read_cdc_until(&stack.kafka_brokers(), &stack.registry_url(), Duration::from_secs(240), |records| {
-        for record in records[counted..].iter().filter(|r| r.operation() == "READ") {
-            *reads_per_point.entry(record.change_id().split('-').next().unwrap_or_default().to_string()).or_default() += 1;
-        }
-        counted = records.len();
-        reads_per_point.values().any(|n| *n >= USERS)
-    })
+    let records = read_cdc_until(
+        &stack.kafka_brokers(),
+        &stack.registry_url(),
+        Duration::from_secs(240),
+        |records| {
+            for record in records[counted..]
+                .iter()
+                .filter(|r| r.operation() == "READ")
+            {
+                *reads_per_point
+                    .entry(
+                        record
+                            .change_id()
+                            .split('-')
+                            .next()
+                            .unwrap_or_default()
+                            .to_string(),
+                    )
+                    .or_default() += 1;
+            }
+            counted = records.len();
+            reads_per_point.values().any(|n| *n >= USERS)
+        },
+    )
     .await
     .unwrap();
     // The completed attempt has every row exactly once under its own consistent point.
     let mut by_point: HashMap<String, Vec<i64>> = HashMap::new();
     for record in records.iter().filter(|r| r.operation() == "READ") {
-        by_point.entry(record.change_id().split('-').next().unwrap().to_string()).or_default().push(user_id(record));
+        by_point
+            .entry(record.change_id().split('-').next().unwrap().to_string())
+            .or_default()
+            .push(user_id(record));
     }
-    let complete = by_point.values_mut().find(|ids| ids.len() >= USERS).unwrap();
+    let complete = by_point
+        .values_mut()
+        .find(|ids| ids.len() >= USERS)
+        .unwrap();
     complete.sort_unstable();
     complete.dedup();
     assert_eq!(complete.len(), USERS);
-    assert!(by_point.len() >= 2, "the interrupted attempt had published some rows before it was killed");
+    assert!(
+        by_point.len() >= 2,
+        "the interrupted attempt had published some rows before it was killed"
+    );
     second.kill().await.unwrap();
     stack.shutdown().await.unwrap();
 }

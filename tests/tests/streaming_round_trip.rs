@@ -9,15 +9,51 @@ use local_stack::{Stack, StackOptions};
 use serde_json::{Value, json};
 
 const STATEMENTS: &[(&str, &str, &str)] = &[
-    ("public.users", "INSERT", "INSERT INTO users (email, full_name, phone, preferences) VALUES ('linh@example.vn', 'Linh Trần', '+84 90 111 2222', '{\"lang\": \"vi\", \"newsletter\": true}')"),
-    ("public.bookings", "INSERT", "INSERT INTO bookings (user_id, destination, hotel_name, check_in_date, check_out_date, guests, total_amount) VALUES (1, 'Da Nang', 'Furama Resort', '2026-12-20', '2026-12-24', 2, 12500000.50)"),
-    ("public.payments", "INSERT", "INSERT INTO payments (booking_id, amount, method, card_last4) VALUES (1, 12500000.50, 'card', '4242')"),
-    ("public.users", "UPDATE", "UPDATE users SET loyalty_tier = 'gold' WHERE user_id = 1"),
-    ("public.bookings", "UPDATE", "UPDATE bookings SET status = 'confirmed' WHERE booking_id = 1"),
-    ("public.payments", "UPDATE", "UPDATE payments SET status = 'authorized' WHERE payment_id = 1"),
-    ("public.payments", "DELETE", "DELETE FROM payments WHERE payment_id = 1"),
-    ("public.bookings", "DELETE", "DELETE FROM bookings WHERE booking_id = 1"),
-    ("public.users", "DELETE", "DELETE FROM users WHERE user_id = 1"),
+    (
+        "public.users",
+        "INSERT",
+        "INSERT INTO users (email, full_name, phone, preferences) VALUES ('linh@example.vn', 'Linh Trần', '+84 90 111 2222', '{\"lang\": \"vi\", \"newsletter\": true}')",
+    ),
+    (
+        "public.bookings",
+        "INSERT",
+        "INSERT INTO bookings (user_id, destination, hotel_name, check_in_date, check_out_date, guests, total_amount) VALUES (1, 'Da Nang', 'Furama Resort', '2026-12-20', '2026-12-24', 2, 12500000.50)",
+    ),
+    (
+        "public.payments",
+        "INSERT",
+        "INSERT INTO payments (booking_id, amount, method, card_last4) VALUES (1, 12500000.50, 'card', '4242')",
+    ),
+    (
+        "public.users",
+        "UPDATE",
+        "UPDATE users SET loyalty_tier = 'gold' WHERE user_id = 1",
+    ),
+    (
+        "public.bookings",
+        "UPDATE",
+        "UPDATE bookings SET status = 'confirmed' WHERE booking_id = 1",
+    ),
+    (
+        "public.payments",
+        "UPDATE",
+        "UPDATE payments SET status = 'authorized' WHERE payment_id = 1",
+    ),
+    (
+        "public.payments",
+        "DELETE",
+        "DELETE FROM payments WHERE payment_id = 1",
+    ),
+    (
+        "public.bookings",
+        "DELETE",
+        "DELETE FROM bookings WHERE booking_id = 1",
+    ),
+    (
+        "public.users",
+        "DELETE",
+        "DELETE FROM users WHERE user_id = 1",
+    ),
 ];
 
 /// What PostgreSQL itself says about a row, as the JSON the connector should have produced.
@@ -42,7 +78,10 @@ async fn changes_on_every_table_arrive_typed_and_in_commit_order() {
 
     let mut images = Vec::new();
     for (index, (_, _, sql)) in STATEMENTS.iter().enumerate() {
-        stack.psql(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        stack
+            .psql(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
         // Capture what PostgreSQL holds after the inserts and updates, to compare values.
         if index == 2 || index == 5 {
             images.push((
@@ -52,22 +91,45 @@ async fn changes_on_every_table_arrive_typed_and_in_commit_order() {
         }
     }
 
-    let records = read_cdc_until(&stack.kafka_brokers(), &stack.registry_url(), Duration::from_secs(60), |r| r.len() >= STATEMENTS.len())
-        .await
-        .unwrap_or_else(|e| panic!("{e}\nconnector log:\n{}", stack.log_tail("connector", 40)));
-    assert_eq!(records.len(), STATEMENTS.len(), "exactly one record per statement");
+    let records = read_cdc_until(
+        &stack.kafka_brokers(),
+        &stack.registry_url(),
+        Duration::from_secs(60),
+        |r| r.len() >= STATEMENTS.len(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\nconnector log:\n{}", stack.log_tail("connector", 40)));
+    assert_eq!(
+        records.len(),
+        STATEMENTS.len(),
+        "exactly one record per statement"
+    );
 
     // Commit order: sorting by source position gives the statements' order.
     let mut by_position = records.clone();
     by_position.sort_by_key(CdcRecord::position);
-    let order: Vec<(&str, &str)> = by_position.iter().map(|r| (r.table(), r.operation())).collect();
-    let expected: Vec<(&str, &str)> = STATEMENTS.iter().map(|(table, op, _)| (*table, *op)).collect();
+    let order: Vec<(&str, &str)> = by_position
+        .iter()
+        .map(|r| (r.table(), r.operation()))
+        .collect();
+    let expected: Vec<(&str, &str)> = STATEMENTS
+        .iter()
+        .map(|(table, op, _)| (*table, *op))
+        .collect();
     assert_eq!(order, expected);
     // Per key, Kafka's order is commit order.
     for pair in by_position.windows(2) {
         if pair[0].key == pair[1].key {
-            assert_eq!(pair[0].partition, pair[1].partition, "one key, one partition");
-            assert!(pair[0].offset < pair[1].offset, "per-key order: {:?} then {:?}", pair[0], pair[1]);
+            assert_eq!(
+                pair[0].partition, pair[1].partition,
+                "one key, one partition"
+            );
+            assert!(
+                pair[0].offset < pair[1].offset,
+                "per-key order: {:?} then {:?}",
+                pair[0],
+                pair[1]
+            );
         }
     }
     let ids: std::collections::HashSet<&str> = records.iter().map(CdcRecord::change_id).collect();
@@ -87,9 +149,18 @@ async fn changes_on_every_table_arrive_typed_and_in_commit_order() {
     assert_eq!(after["phone"], "+84 90 111 2222");
     assert_eq!(after["country_code"], "VN");
     assert_eq!(after["is_active"], true);
-    assert_eq!(after["external_id"], json!({"value": users_inserted["external_id"]}));
-    assert_eq!(after["preferences"], json!({"value": users_inserted["preferences"]}));
-    assert_eq!(after["created_at"], json!({"micros": users_inserted["created_at"]}));
+    assert_eq!(
+        after["external_id"],
+        json!({"value": users_inserted["external_id"]})
+    );
+    assert_eq!(
+        after["preferences"],
+        json!({"value": users_inserted["preferences"]})
+    );
+    assert_eq!(
+        after["created_at"],
+        json!({"micros": users_inserted["created_at"]})
+    );
     assert_eq!(insert["source_database"], "travel");
 
     // bookings INSERT: numeric exact, dates as days, smallint, enum, NULL-able text.
@@ -97,12 +168,24 @@ async fn changes_on_every_table_arrive_typed_and_in_commit_order() {
     let after = &insert["after_values"];
     assert_eq!(insert["primary_key"], json!({"booking_id": 1}));
     assert_eq!(after["total_amount"], json!({"value": "12500000.50"}));
-    assert_eq!(after["check_in_date"], json!({"days": bookings_inserted["check_in_days"]}));
-    assert_eq!(after["check_out_date"], json!({"days": bookings_inserted["check_out_days"]}));
+    assert_eq!(
+        after["check_in_date"],
+        json!({"days": bookings_inserted["check_in_days"]})
+    );
+    assert_eq!(
+        after["check_out_date"],
+        json!({"days": bookings_inserted["check_out_days"]})
+    );
     assert_eq!(after["guests"], 2);
     assert_eq!(after["user_id"], 1);
-    assert_eq!(after["booking_ref"], json!({"value": bookings_inserted["booking_ref"]}));
-    assert_eq!(after["status"], json!({"type_name": "public.booking_status", "text": "pending"}));
+    assert_eq!(
+        after["booking_ref"],
+        json!({"value": bookings_inserted["booking_ref"]})
+    );
+    assert_eq!(
+        after["status"],
+        json!({"type_name": "public.booking_status", "text": "pending"})
+    );
     assert_eq!(after["details"], json!({"value": "{}"}));
 
     // payments INSERT.
@@ -115,17 +198,30 @@ async fn changes_on_every_table_arrive_typed_and_in_commit_order() {
     let update = find(&records, "public.users", "UPDATE");
     assert_eq!(update["before_values"], Value::Null);
     assert_eq!(update["after_values"]["loyalty_tier"], "gold");
-    assert_eq!(update["after_values"]["updated_at"], json!({"micros": users_updated["updated_at"]}));
+    assert_eq!(
+        update["after_values"]["updated_at"],
+        json!({"micros": users_updated["updated_at"]})
+    );
     let update = find(&records, "public.bookings", "UPDATE");
-    assert_eq!(update["after_values"]["status"], json!({"type_name": "public.booking_status", "text": "confirmed"}));
-    assert_eq!(update["after_values"]["updated_at"], json!({"micros": bookings_updated["updated_at"]}));
+    assert_eq!(
+        update["after_values"]["status"],
+        json!({"type_name": "public.booking_status", "text": "confirmed"})
+    );
+    assert_eq!(
+        update["after_values"]["updated_at"],
+        json!({"micros": bookings_updated["updated_at"]})
+    );
     assert_eq!(
         find(&records, "public.payments", "UPDATE")["after_values"]["status"],
         json!({"type_name": "public.payment_status", "text": "authorized"})
     );
 
     // DELETEs: the key, the other columns explicitly unavailable (never a fake NULL).
-    for (table, key) in [("public.users", "user_id"), ("public.bookings", "booking_id"), ("public.payments", "payment_id")] {
+    for (table, key) in [
+        ("public.users", "user_id"),
+        ("public.bookings", "booking_id"),
+        ("public.payments", "payment_id"),
+    ] {
         let delete = find(&records, table, "DELETE");
         assert_eq!(delete["after_values"], Value::Null);
         assert_eq!(delete["primary_key"], json!({ key: 1 }));
@@ -133,11 +229,18 @@ async fn changes_on_every_table_arrive_typed_and_in_commit_order() {
         assert_eq!(before[key], 1);
         for (column, value) in before {
             if column != key {
-                assert_eq!(value, &json!({"reason": "NOT_IN_REPLICA_IDENTITY"}), "{table}.{column}");
+                assert_eq!(
+                    value,
+                    &json!({"reason": "NOT_IN_REPLICA_IDENTITY"}),
+                    "{table}.{column}"
+                );
             }
         }
     }
-    let delete = records.iter().find(|r| r.table() == "public.bookings" && r.operation() == "DELETE").unwrap();
+    let delete = records
+        .iter()
+        .find(|r| r.table() == "public.bookings" && r.operation() == "DELETE")
+        .unwrap();
     assert_eq!(delete.key, "public.bookings/{\"booking_id\":1}");
 
     // Everything acknowledged is confirmed to PostgreSQL: the slot catches up with the WAL
@@ -147,7 +250,10 @@ async fn changes_on_every_table_arrive_typed_and_in_commit_order() {
         .expect("the slot's confirmed position follows Kafka's acknowledgements");
 
     let metrics = e2e::metrics_text(&stack.connector_url()).await.unwrap();
-    assert!(metrics.contains("cdc_events_total{table=\"public.bookings\",operation=\"UPDATE\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("cdc_events_total{table=\"public.bookings\",operation=\"UPDATE\"} 1"),
+        "{metrics}"
+    );
     assert!(metrics.contains("cdc_acked_lsn"), "{metrics}");
     stack.shutdown().await.unwrap();
 }

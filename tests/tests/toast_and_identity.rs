@@ -42,12 +42,18 @@ async fn row_now(stack: &Stack, table: &str, id: i64) -> Value {
         "SELECT json_build_object('id', id, 'note', note, 'big_text', big_text, \
          'big_json', json_build_object('value', big_json::text)) FROM {table} WHERE id = {id}"
     );
-    let text = stack.psql(&sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let text = stack
+        .psql(&sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
     serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
 
 async fn run(stack: &Stack, sql: &str) {
-    stack.psql(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    stack
+        .psql(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
 fn of_table<'a>(records: &'a [CdcRecord], table: &str) -> Vec<&'a CdcRecord> {
@@ -58,25 +64,43 @@ fn of_table<'a>(records: &'a [CdcRecord], table: &str) -> Vec<&'a CdcRecord> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unchanged_toast_and_every_replica_identity() {
-    let stack = Stack::start(StackOptions::for_tests("toast-identity")).await.expect("start the stack");
+    let stack = Stack::start(StackOptions::for_tests("toast-identity"))
+        .await
+        .expect("start the stack");
     run(&stack, SETUP).await;
 
     // REPLICA IDENTITY DEFAULT.
-    run(&stack, &format!("INSERT INTO toasty VALUES (1, 'n0', {BIG_TEXT}, {BIG_JSON})")).await;
+    run(
+        &stack,
+        &format!("INSERT INTO toasty VALUES (1, 'n0', {BIG_TEXT}, {BIG_JSON})"),
+    )
+    .await;
     let inserted = row_now(&stack, "toasty", 1).await;
     let stored_out_of_line = stack
         .psql("SELECT pg_column_size(big_text) > 8000 AND octet_length(big_text) > 8000 FROM toasty WHERE id = 1")
         .await
         .unwrap();
-    assert_eq!(stored_out_of_line.trim(), "t", "the value is big and not compressed");
+    assert_eq!(
+        stored_out_of_line.trim(),
+        "t",
+        "the value is big and not compressed"
+    );
     run(&stack, "UPDATE toasty SET note = 'n1' WHERE id = 1").await;
     let note_updated = row_now(&stack, "toasty", 1).await;
-    run(&stack, "UPDATE toasty SET big_text = big_text || 'tail' WHERE id = 1").await;
+    run(
+        &stack,
+        "UPDATE toasty SET big_text = big_text || 'tail' WHERE id = 1",
+    )
+    .await;
     let big_updated = row_now(&stack, "toasty", 1).await;
     run(&stack, "DELETE FROM toasty WHERE id = 1").await;
 
     // REPLICA IDENTITY FULL.
-    run(&stack, &format!("INSERT INTO toasty_full VALUES (1, 'n0', {BIG_TEXT}, {BIG_JSON})")).await;
+    run(
+        &stack,
+        &format!("INSERT INTO toasty_full VALUES (1, 'n0', {BIG_TEXT}, {BIG_JSON})"),
+    )
+    .await;
     let full_inserted = row_now(&stack, "toasty_full", 1).await;
     run(&stack, "UPDATE toasty_full SET note = 'n1' WHERE id = 1").await;
     let full_updated = row_now(&stack, "toasty_full", 1).await;
@@ -85,23 +109,49 @@ async fn unchanged_toast_and_every_replica_identity() {
     // No primary key, REPLICA IDENTITY DEFAULT: INSERT works, UPDATE and DELETE are refused by
     // PostgreSQL itself.
     run(&stack, "INSERT INTO no_pk VALUES (1, 'one'), (2, NULL)").await;
-    for refused in ["UPDATE no_pk SET b = 'x' WHERE a = 1", "DELETE FROM no_pk WHERE a = 1"] {
-        let error = stack.psql(refused).await.expect_err("PostgreSQL refuses it").to_string();
-        assert!(error.contains("does not have a replica identity"), "{refused}: {error}");
+    for refused in [
+        "UPDATE no_pk SET b = 'x' WHERE a = 1",
+        "DELETE FROM no_pk WHERE a = 1",
+    ] {
+        let error = stack
+            .psql(refused)
+            .await
+            .expect_err("PostgreSQL refuses it")
+            .to_string();
+        assert!(
+            error.contains("does not have a replica identity"),
+            "{refused}: {error}"
+        );
     }
     // No primary key, REPLICA IDENTITY FULL: everything works, old rows complete.
     run(&stack, "INSERT INTO no_pk_full VALUES (1, 'one')").await;
     run(&stack, "UPDATE no_pk_full SET b = 'uno' WHERE a = 1").await;
     run(&stack, "DELETE FROM no_pk_full WHERE a = 1").await;
 
-    let expected_counts = [("public.toasty", 4), ("public.toasty_full", 3), ("public.no_pk", 2), ("public.no_pk_full", 3)];
-    let records = read_cdc_until(&stack.kafka_brokers(), &stack.registry_url(), Duration::from_secs(90), |records| {
-        expected_counts.iter().all(|(table, count)| of_table(records, table).len() >= *count)
-    })
+    let expected_counts = [
+        ("public.toasty", 4),
+        ("public.toasty_full", 3),
+        ("public.no_pk", 2),
+        ("public.no_pk_full", 3),
+    ];
+    let records = read_cdc_until(
+        &stack.kafka_brokers(),
+        &stack.registry_url(),
+        Duration::from_secs(90),
+        |records| {
+            expected_counts
+                .iter()
+                .all(|(table, count)| of_table(records, table).len() >= *count)
+        },
+    )
     .await
     .unwrap_or_else(|e| panic!("{e}\nconnector log:\n{}", stack.log_tail("connector", 40)));
     for (table, count) in expected_counts {
-        assert_eq!(of_table(&records, table).len(), count, "{table}: one record per row change");
+        assert_eq!(
+            of_table(&records, table).len(),
+            count,
+            "{table}: one record per row change"
+        );
     }
 
     // DEFAULT.
@@ -112,14 +162,29 @@ async fn unchanged_toast_and_every_replica_identity() {
     assert_eq!(inserted["big_text"].as_str().unwrap().len(), 12_800);
 
     let untouched = &toasty[1].value;
-    assert_eq!(untouched["before_values"], Value::Null, "DEFAULT: no old row when the key stays");
+    assert_eq!(
+        untouched["before_values"],
+        Value::Null,
+        "DEFAULT: no old row when the key stays"
+    );
     assert_eq!(untouched["after_values"]["note"], note_updated["note"]);
     assert_eq!(untouched["after_values"]["id"], 1);
-    assert_eq!(untouched["after_values"]["big_text"], reason(UNCHANGED_TOAST), "never null or empty");
-    assert_eq!(untouched["after_values"]["big_json"], reason(UNCHANGED_TOAST), "never null or empty");
+    assert_eq!(
+        untouched["after_values"]["big_text"],
+        reason(UNCHANGED_TOAST),
+        "never null or empty"
+    );
+    assert_eq!(
+        untouched["after_values"]["big_json"],
+        reason(UNCHANGED_TOAST),
+        "never null or empty"
+    );
 
     let touched = &toasty[2].value;
-    assert_eq!(touched["after_values"]["big_text"], big_updated["big_text"], "the whole new value");
+    assert_eq!(
+        touched["after_values"]["big_text"], big_updated["big_text"],
+        "the whole new value"
+    );
     assert!(big_updated["big_text"].as_str().unwrap().ends_with("tail"));
     assert_eq!(touched["after_values"]["big_json"], reason(UNCHANGED_TOAST));
 
@@ -153,7 +218,10 @@ async fn unchanged_toast_and_every_replica_identity() {
 
     // No primary key: empty key, all rows of the table share one Kafka key.
     let no_pk = of_table(&records, "public.no_pk");
-    for (record, expected) in no_pk.iter().zip([json!({"a": 1, "b": "one"}), json!({"a": 2, "b": null})]) {
+    for (record, expected) in no_pk
+        .iter()
+        .zip([json!({"a": 1, "b": "one"}), json!({"a": 2, "b": null})])
+    {
         assert_eq!(record.operation(), "INSERT");
         assert_eq!(record.value["primary_key"], json!({}));
         assert_eq!(record.value["after_values"], expected);
@@ -162,11 +230,24 @@ async fn unchanged_toast_and_every_replica_identity() {
     let no_pk_full = of_table(&records, "public.no_pk_full");
     let operations: Vec<&str> = no_pk_full.iter().map(|r| r.operation()).collect();
     assert_eq!(operations, ["INSERT", "UPDATE", "DELETE"]);
-    assert_eq!(no_pk_full[1].value["before_values"], json!({"a": 1, "b": "one"}));
-    assert_eq!(no_pk_full[1].value["after_values"], json!({"a": 1, "b": "uno"}));
-    assert_eq!(no_pk_full[2].value["before_values"], json!({"a": 1, "b": "uno"}));
+    assert_eq!(
+        no_pk_full[1].value["before_values"],
+        json!({"a": 1, "b": "one"})
+    );
+    assert_eq!(
+        no_pk_full[1].value["after_values"],
+        json!({"a": 1, "b": "uno"})
+    );
+    assert_eq!(
+        no_pk_full[2].value["before_values"],
+        json!({"a": 1, "b": "uno"})
+    );
     for record in &no_pk_full {
-        assert_eq!(record.value["primary_key"], json!({}), "FULL without primary key: no key columns");
+        assert_eq!(
+            record.value["primary_key"],
+            json!({}),
+            "FULL without primary key: no key columns"
+        );
     }
 
     stack.shutdown().await.unwrap();

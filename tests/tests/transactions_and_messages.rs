@@ -6,7 +6,9 @@
 
 use std::{process::Stdio, time::Duration};
 
-use e2e::{CdcRecord, connector_args_with, read_cdc_until, read_topic_until, wait_for_health_status};
+use e2e::{
+    CdcRecord, connector_args_with, read_cdc_until, read_topic_until, wait_for_health_status,
+};
 use local_stack::{Stack, StackOptions};
 use serde_json::json;
 
@@ -18,7 +20,10 @@ async fn streamed_aborted_and_boundary_records() {
     options.start_connector = false;
     let stack = Stack::start(options).await.expect("start the stack");
     // Make PostgreSQL stream anything over 64 kB instead of spilling it on the server.
-    stack.psql("ALTER SYSTEM SET logical_decoding_work_mem = '64kB'").await.unwrap();
+    stack
+        .psql("ALTER SYSTEM SET logical_decoding_work_mem = '64kB'")
+        .await
+        .unwrap();
     stack.psql("SELECT pg_reload_conf()").await.unwrap();
     let (args, health) = connector_args_with(&stack, &[("--message-prefixes", "app.*")]);
     let mut connector = tokio::process::Command::new(stack.connector_binary())
@@ -28,7 +33,9 @@ async fn streamed_aborted_and_boundary_records() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    wait_for_health_status(&health, "streaming", Duration::from_secs(60)).await.unwrap();
+    wait_for_health_status(&health, "streaming", Duration::from_secs(60))
+        .await
+        .unwrap();
 
     stack
         .psql(&format!(
@@ -46,10 +53,19 @@ async fn streamed_aborted_and_boundary_records() {
         .psql("BEGIN; INSERT INTO users (email, full_name) SELECT 'aborted-' || i || '@example.vn', 'Aborted' FROM generate_series(1, 20000) i; ROLLBACK;")
         .await
         .unwrap();
-    stack.psql("SELECT pg_logical_emit_message(false, 'app.ping', 'hello')").await.unwrap();
-    stack.psql("SELECT pg_logical_emit_message(false, 'other.noise', 'not selected')").await.unwrap();
+    stack
+        .psql("SELECT pg_logical_emit_message(false, 'app.ping', 'hello')")
+        .await
+        .unwrap();
+    stack
+        .psql("SELECT pg_logical_emit_message(false, 'other.noise', 'not selected')")
+        .await
+        .unwrap();
     stack.psql("TRUNCATE payments").await.unwrap();
-    stack.psql("INSERT INTO users (email, full_name) VALUES ('after@example.vn', 'After')").await.unwrap();
+    stack
+        .psql("INSERT INTO users (email, full_name) VALUES ('after@example.vn', 'After')")
+        .await
+        .unwrap();
 
     // Replication-slot statistics are flushed now and then: poll them.
     let mut streamed = 0;
@@ -66,59 +82,127 @@ async fn streamed_aborted_and_boundary_records() {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    assert!(streamed >= 2, "PostgreSQL streamed the big transactions while in progress ({streamed})");
+    assert!(
+        streamed >= 2,
+        "PostgreSQL streamed the big transactions while in progress ({streamed})"
+    );
 
-    let email = |r: &CdcRecord| r.value["after_values"]["email"].as_str().unwrap_or_default().to_string();
+    let email = |r: &CdcRecord| {
+        r.value["after_values"]["email"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
     // Partitions are read in no particular order, so wait for every kept row and the last one
     // (counted as records arrive: a scan per record would be quadratic).
     let (mut kept, mut last_seen, mut truncated, mut counted) = (0, false, false, 0);
-    let changes = read_cdc_until(&stack.kafka_brokers(), &stack.registry_url(), Duration::from_secs(180), |records| {
-        for record in &records[counted..] {
-            kept += usize::from(email(record).starts_with("big-"));
-            last_seen |= email(record) == "after@example.vn";
-            truncated |= record.operation() == "TRUNCATE";
-        }
-        counted = records.len();
-        kept >= KEPT && last_seen && truncated
-    })
+    let changes = read_cdc_until(
+        &stack.kafka_brokers(),
+        &stack.registry_url(),
+        Duration::from_secs(180),
+        |records| {
+            for record in &records[counted..] {
+                kept += usize::from(email(record).starts_with("big-"));
+                last_seen |= email(record) == "after@example.vn";
+                truncated |= record.operation() == "TRUNCATE";
+            }
+            counted = records.len();
+            kept >= KEPT && last_seen && truncated
+        },
+    )
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", stack.log_tail("connector", 30)));
-    let truncate = changes.iter().find(|r| r.operation() == "TRUNCATE").expect("the TRUNCATE");
+    let truncate = changes
+        .iter()
+        .find(|r| r.operation() == "TRUNCATE")
+        .expect("the TRUNCATE");
     assert_eq!(truncate.table(), "public.payments");
     assert_eq!(truncate.value["primary_key"], json!({}));
     assert_eq!(truncate.value["before_values"], serde_json::Value::Null);
     assert_eq!(truncate.key, "public.payments/{}");
-    let big: Vec<&CdcRecord> = changes.iter().filter(|r| email(r).starts_with("big-")).collect();
-    assert_eq!(big.len(), KEPT, "every kept row of the streamed transaction");
-    assert!(changes.iter().all(|r| !email(r).starts_with("undone-")), "a rolled-back savepoint is not published");
-    assert!(changes.iter().all(|r| !email(r).starts_with("aborted-")), "an aborted transaction is not published");
+    let big: Vec<&CdcRecord> = changes
+        .iter()
+        .filter(|r| email(r).starts_with("big-"))
+        .collect();
+    assert_eq!(
+        big.len(),
+        KEPT,
+        "every kept row of the streamed transaction"
+    );
+    assert!(
+        changes.iter().all(|r| !email(r).starts_with("undone-")),
+        "a rolled-back savepoint is not published"
+    );
+    assert!(
+        changes.iter().all(|r| !email(r).starts_with("aborted-")),
+        "an aborted transaction is not published"
+    );
     // Exactly what committed was delivered: once the slot confirmed everything, the connector
     // has counted the deliveries of the kept rows and the last one, and nothing else.
     e2e::wait_until_slot_confirms_current_wal(&stack, "cdc_connector", Duration::from_secs(60))
         .await
         .expect("the slot confirms the whole stream");
     let metrics = e2e::metrics_text(&health).await.unwrap();
-    let delivered = format!("cdc_events_total{{table=\"public.users\",operation=\"INSERT\"}} {}", KEPT + 1);
-    assert!(metrics.contains(&delivered), "expected {delivered} in\n{metrics}");
+    let delivered = format!(
+        "cdc_events_total{{table=\"public.users\",operation=\"INSERT\"}} {}",
+        KEPT + 1
+    );
+    assert!(
+        metrics.contains(&delivered),
+        "expected {delivered} in\n{metrics}"
+    );
     let xid = big[0].value["source"]["transaction_id"].clone();
     let commit_lsn = big[0].value["source"]["commit_lsn"].clone();
     let mut sequences: Vec<i64> = big.iter().map(|r| r.position().1).collect();
     sequences.sort_unstable();
-    assert_eq!(sequences, (0..KEPT as i64).collect::<Vec<_>>(), "one sequence number per change, none skipped");
+    assert_eq!(
+        sequences,
+        (0..KEPT as i64).collect::<Vec<_>>(),
+        "one sequence number per change, none skipped"
+    );
 
-    let transactions = read_topic_until(&stack.kafka_brokers(), &stack.registry_url(), "topic_cdc_transactions", Duration::from_secs(60), |r| r.len() >= 2)
-        .await
-        .unwrap();
-    let boundary = transactions.iter().find(|t| t.value["transaction_id"] == xid).expect("the big transaction's boundary");
-    assert_eq!(boundary.value["event_count"], json!(KEPT + 1), "its changes and its transactional message");
-    assert_eq!(boundary.value["events_by_table"], json!({"public.users": KEPT}));
+    let transactions = read_topic_until(
+        &stack.kafka_brokers(),
+        &stack.registry_url(),
+        "topic_cdc_transactions",
+        Duration::from_secs(60),
+        |r| r.len() >= 2,
+    )
+    .await
+    .unwrap();
+    let boundary = transactions
+        .iter()
+        .find(|t| t.value["transaction_id"] == xid)
+        .expect("the big transaction's boundary");
+    assert_eq!(
+        boundary.value["event_count"],
+        json!(KEPT + 1),
+        "its changes and its transactional message"
+    );
+    assert_eq!(
+        boundary.value["events_by_table"],
+        json!({"public.users": KEPT})
+    );
     assert_eq!(boundary.value["commit_lsn"], commit_lsn);
 
-    let messages = read_topic_until(&stack.kafka_brokers(), &stack.registry_url(), "topic_cdc_messages", Duration::from_secs(60), |r| r.len() >= 2)
-        .await
-        .unwrap();
-    let prefixes: Vec<&str> = messages.iter().map(|m| m.value["prefix"].as_str().unwrap()).collect();
-    assert_eq!(prefixes, ["app.audit", "app.ping"], "selected prefixes only, heartbeats never");
+    let messages = read_topic_until(
+        &stack.kafka_brokers(),
+        &stack.registry_url(),
+        "topic_cdc_messages",
+        Duration::from_secs(60),
+        |r| r.len() >= 2,
+    )
+    .await
+    .unwrap();
+    let prefixes: Vec<&str> = messages
+        .iter()
+        .map(|m| m.value["prefix"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        prefixes,
+        ["app.audit", "app.ping"],
+        "selected prefixes only, heartbeats never"
+    );
     assert_eq!(messages[0].value["transactional"], true);
     assert_eq!(messages[0].value["commit_lsn"], commit_lsn);
     assert_eq!(messages[0].value["content"], json!(hex("bulk import")));

@@ -121,7 +121,10 @@ fn columns() -> Vec<(&'static str, Expect)> {
         ("c_int4", Json("to_json(c)")),
         ("c_int8", Json("to_json(c)")),
         ("c_numeric", Json("json_build_object('value', c::text)")),
-        ("c_numeric_scaled", Json("json_build_object('value', c::text)")),
+        (
+            "c_numeric_scaled",
+            Json("json_build_object('value', c::text)"),
+        ),
         ("c_float4", Float4),
         ("c_float8", Float8),
         ("c_bool", Json("to_json(c)")),
@@ -135,28 +138,40 @@ fn columns() -> Vec<(&'static str, Expect)> {
         ("c_bytea", Json("to_json(encode(c, 'hex'))")),
         (
             "c_date",
-            Json("json_build_object('days', CASE WHEN isfinite(c) THEN c - DATE '1970-01-01' \
-                  WHEN c > 'epoch' THEN 2147483647 ELSE -2147483648 END)"),
+            Json(
+                "json_build_object('days', CASE WHEN isfinite(c) THEN c - DATE '1970-01-01' \
+                  WHEN c > 'epoch' THEN 2147483647 ELSE -2147483648 END)",
+            ),
         ),
-        ("c_time", Json("json_build_object('micros', (extract(epoch FROM c) * 1000000)::bigint)")),
+        (
+            "c_time",
+            Json("json_build_object('micros', (extract(epoch FROM c) * 1000000)::bigint)"),
+        ),
         (
             "c_timetz",
-            Json("json_build_object('micros', (extract(epoch FROM c::time) * 1000000)::bigint, \
-                  'offset_seconds', extract(timezone FROM c)::int)"),
+            Json(
+                "json_build_object('micros', (extract(epoch FROM c::time) * 1000000)::bigint, \
+                  'offset_seconds', extract(timezone FROM c)::int)",
+            ),
         ),
         ("c_timestamp", Json("json_build_object('micros', MICROS)")),
         ("c_timestamptz", Json("json_build_object('micros', MICROS)")),
         (
             "c_interval",
-            Json("json_build_object('months', (extract(year FROM c) * 12 + extract(month FROM c))::int, \
+            Json(
+                "json_build_object('months', (extract(year FROM c) * 12 + extract(month FROM c))::int, \
                   'days', extract(day FROM c)::int, \
                   'micros', ((extract(hour FROM c) * 3600 + extract(minute FROM c) * 60 \
-                  + extract(second FROM c)) * 1000000)::bigint)"),
+                  + extract(second FROM c)) * 1000000)::bigint)",
+            ),
         ),
         ("c_int_array", Array("_int4", "array_to_json(c)", same)),
         ("c_text_array", Array("_text", "array_to_json(c)", same)),
         ("c_int_matrix", Array("_int4", "array_to_json(c)", same)),
-        ("c_numeric_array", Array("_numeric", "array_to_json(c::text[])", value_field)),
+        (
+            "c_numeric_array",
+            Array("_numeric", "array_to_json(c::text[])", value_field),
+        ),
         (
             "c_tstz_array",
             Array(
@@ -168,18 +183,36 @@ fn columns() -> Vec<(&'static str, Expect)> {
                 micros_field,
             ),
         ),
-        ("c_mood", Json("json_build_object('type_name', 'public.mood', 'text', format('%s', c))")),
-        ("c_mood_array", Array("public._mood", "array_to_json(c::text[])", text_field)),
+        (
+            "c_mood",
+            Json("json_build_object('type_name', 'public.mood', 'text', format('%s', c))"),
+        ),
+        (
+            "c_mood_array",
+            Array("public._mood", "array_to_json(c::text[])", text_field),
+        ),
         // Domains arrive as their base type.
         ("c_posint", Json("to_json(c::integer)")),
         ("c_short_text", Json("to_json(c::varchar)")),
         // format('%s', c) is the type's output function, as pgoutput sends it (inet::text would
         // add the /128 that inet_out leaves out).
-        ("c_inet", Json("json_build_object('type_name', 'inet', 'text', format('%s', c))")),
-        ("c_cidr", Json("json_build_object('type_name', 'cidr', 'text', format('%s', c))")),
-        ("c_macaddr", Json("json_build_object('type_name', 'macaddr', 'text', format('%s', c))")),
+        (
+            "c_inet",
+            Json("json_build_object('type_name', 'inet', 'text', format('%s', c))"),
+        ),
+        (
+            "c_cidr",
+            Json("json_build_object('type_name', 'cidr', 'text', format('%s', c))"),
+        ),
+        (
+            "c_macaddr",
+            Json("json_build_object('type_name', 'macaddr', 'text', format('%s', c))"),
+        ),
         // money's text depends on lc_monetary; it is kept as PostgreSQL printed it.
-        ("c_money", Json("json_build_object('type_name', 'money', 'text', format('%s', c))")),
+        (
+            "c_money",
+            Json("json_build_object('type_name', 'money', 'text', format('%s', c))"),
+        ),
     ]
 }
 
@@ -194,12 +227,19 @@ fn expected_sql(column: &str, expect: &Expect) -> String {
               FROM generate_series(1, coalesce(array_ndims(c), 0)) AS d))"
         ),
     };
-    format!("(SELECT CASE WHEN c IS NULL THEN NULL ELSE ({json})::json END FROM (SELECT {column} AS c) AS v)")
+    format!(
+        "(SELECT CASE WHEN c IS NULL THEN NULL ELSE ({json})::json END FROM (SELECT {column} AS c) AS v)"
+    )
 }
 
 /// A record's Array value as plain nested JSON arrays, its elements mapped with `element`, plus
 /// the lower bound of each level (first sub-array's, as PostgreSQL arrays are rectangular).
-fn plain_array(value: &Value, type_name: &str, element: fn(&Value) -> Value, bounds: &mut Vec<i64>) -> Value {
+fn plain_array(
+    value: &Value,
+    type_name: &str,
+    element: fn(&Value) -> Value,
+    bounds: &mut Vec<i64>,
+) -> Value {
     assert_eq!(value["type_name"], type_name, "{value}");
     bounds.push(value["lower_bound"].as_i64().expect("lower_bound"));
     let mut inner_bounds = Vec::new();
@@ -227,11 +267,17 @@ fn record_of<'a>(rows: &[&'a CdcRecord], id: i64) -> &'a CdcRecord {
 }
 
 fn assert_float(column: &str, actual: &Value, postgres_text: &Value, single: bool) {
-    let text = postgres_text.as_str().unwrap_or_else(|| panic!("{column}: {postgres_text}"));
+    let text = postgres_text
+        .as_str()
+        .unwrap_or_else(|| panic!("{column}: {postgres_text}"));
     let expected: f64 = if single {
-        f64::from(text.parse::<f32>().unwrap_or_else(|e| panic!("{column}: {text}: {e}")))
+        f64::from(
+            text.parse::<f32>()
+                .unwrap_or_else(|e| panic!("{column}: {text}: {e}")),
+        )
     } else {
-        text.parse().unwrap_or_else(|e| panic!("{column}: {text}: {e}"))
+        text.parse()
+            .unwrap_or_else(|e| panic!("{column}: {text}: {e}"))
     };
     let actual_number = match actual {
         Value::Number(number) => number.as_f64().expect("a finite float"),
@@ -246,24 +292,48 @@ fn assert_float(column: &str, actual: &Value, postgres_text: &Value, single: boo
     if expected.is_nan() {
         assert!(actual_number.is_nan(), "{column}: {actual} is not NaN");
     } else {
-        assert_eq!(actual_number.to_bits(), expected.to_bits(), "{column}: {actual} vs PostgreSQL {text}");
+        assert_eq!(
+            actual_number.to_bits(),
+            expected.to_bits(),
+            "{column}: {actual} vs PostgreSQL {text}"
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_type_round_trips_with_the_value_postgres_returns() {
-    let stack = Stack::start(StackOptions::for_tests("type-matrix")).await.expect("start the stack");
-    stack.psql(SETUP).await.expect("create the type matrix table");
+    let stack = Stack::start(StackOptions::for_tests("type-matrix"))
+        .await
+        .expect("start the stack");
+    stack
+        .psql(SETUP)
+        .await
+        .expect("create the type matrix table");
     for insert in INSERTS {
-        stack.psql(insert).await.unwrap_or_else(|e| panic!("{insert}: {e}"));
+        stack
+            .psql(insert)
+            .await
+            .unwrap_or_else(|e| panic!("{insert}: {e}"));
     }
 
-    let records = read_cdc_until(&stack.kafka_brokers(), &stack.registry_url(), Duration::from_secs(90), |records| {
-        records.iter().filter(|r| r.table() == "public.type_matrix").count() >= ROW_IDS.len()
-    })
+    let records = read_cdc_until(
+        &stack.kafka_brokers(),
+        &stack.registry_url(),
+        Duration::from_secs(90),
+        |records| {
+            records
+                .iter()
+                .filter(|r| r.table() == "public.type_matrix")
+                .count()
+                >= ROW_IDS.len()
+        },
+    )
     .await
     .unwrap_or_else(|e| panic!("{e}\nconnector log:\n{}", stack.log_tail("connector", 40)));
-    let rows: Vec<&CdcRecord> = records.iter().filter(|r| r.table() == "public.type_matrix").collect();
+    let rows: Vec<&CdcRecord> = records
+        .iter()
+        .filter(|r| r.table() == "public.type_matrix")
+        .collect();
     assert_eq!(rows.len(), ROW_IDS.len(), "one record per INSERT");
 
     // Generated columns are not replicated by PostgreSQL 15 (the Relation message omits them):
@@ -278,20 +348,35 @@ async fn every_type_round_trips_with_the_value_postgres_returns() {
     let columns = columns();
     let covered: BTreeSet<String> = columns.iter().map(|(name, _)| (*name).to_owned()).collect();
     assert_eq!(published, covered, "the test covers every column");
-    let generated = stack.psql("SELECT c_generated FROM type_matrix WHERE id = 1").await.unwrap();
-    assert_eq!(generated.trim(), "-4611686018427387904", "PostgreSQL has the generated value");
+    let generated = stack
+        .psql("SELECT c_generated FROM type_matrix WHERE id = 1")
+        .await
+        .unwrap();
+    assert_eq!(
+        generated.trim(),
+        "-4611686018427387904",
+        "PostgreSQL has the generated value"
+    );
 
     for id in ROW_IDS {
         let record = record_of(&rows, id);
         assert_eq!(record.operation(), "INSERT");
         assert_eq!(record.value["primary_key"], json!({"id": id}));
-        let after = record.value["after_values"].as_object().expect("after_values");
+        let after = record.value["after_values"]
+            .as_object()
+            .expect("after_values");
         let keys: BTreeSet<String> = after.keys().cloned().collect();
         assert_eq!(keys, published, "row {id}: exactly the published columns");
 
         for (column, expect) in &columns {
-            let sql = format!("SELECT {} FROM type_matrix WHERE id = {id}", expected_sql(column, expect));
-            let text = stack.psql(&sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+            let sql = format!(
+                "SELECT {} FROM type_matrix WHERE id = {id}",
+                expected_sql(column, expect)
+            );
+            let text = stack
+                .psql(&sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
             let text = text.trim_end_matches('\n');
             let expected: Value = if text.is_empty() {
                 Value::Null
@@ -307,13 +392,20 @@ async fn every_type_round_trips_with_the_value_postgres_returns() {
                 Expect::Array(type_name, _, element) => {
                     let mut bounds = Vec::new();
                     let elements = plain_array(actual, type_name, *element, &mut bounds);
-                    assert_eq!(elements, expected["elements"], "row {id}, {column} elements");
+                    assert_eq!(
+                        elements, expected["elements"],
+                        "row {id}, {column} elements"
+                    );
                     // An empty array has no dimensions in PostgreSQL; the record says 1.
                     let expected_bounds = match expected["lower_bounds"].as_array() {
                         Some(bounds) if bounds.is_empty() => json!([1]),
                         _ => expected["lower_bounds"].clone(),
                     };
-                    assert_eq!(json!(bounds), expected_bounds, "row {id}, {column} lower bounds");
+                    assert_eq!(
+                        json!(bounds),
+                        expected_bounds,
+                        "row {id}, {column} lower bounds"
+                    );
                 }
             }
         }
@@ -327,10 +419,20 @@ async fn every_type_round_trips_with_the_value_postgres_returns() {
     assert_eq!(row(2)["c_char"], "     ");
     assert_eq!(row(2)["c_jsonb"], json!({"value": "null"}));
     assert_eq!(row(1)["c_bytea"], "00ff0000");
-    assert!(row(2)["c_float8"].as_f64().is_some_and(|f| f == 0.0 && f.is_sign_negative()));
+    assert!(
+        row(2)["c_float8"]
+            .as_f64()
+            .is_some_and(|f| f == 0.0 && f.is_sign_negative())
+    );
     assert_eq!(row(2)["c_timestamptz"], json!({"micros": i64::MAX}));
-    assert_eq!(row(1)["c_interval"], json!({"months": 14, "days": 3, "micros": 14_706_500_000_i64}));
-    assert_eq!(row(1)["c_int_matrix"]["elements"][1]["elements"], json!([null, 4]));
+    assert_eq!(
+        row(1)["c_interval"],
+        json!({"months": 14, "days": 3, "micros": 14_706_500_000_i64})
+    );
+    assert_eq!(
+        row(1)["c_int_matrix"]["elements"][1]["elements"],
+        json!([null, 4])
+    );
 
     stack.shutdown().await.unwrap();
 }

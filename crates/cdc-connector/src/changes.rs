@@ -89,7 +89,9 @@ pub enum Output {
     TransactionEnd(TransactionEnd),
     /// A position between transactions (a non-transactional message) that may be confirmed
     /// once everything before it is in Kafka.
-    Checkpoint { lsn: Lsn },
+    Checkpoint {
+        lsn: Lsn,
+    },
     /// A streamed transaction committed: its staged changes are read back with
     /// [`ChangeAssembler::replay_next`], then its [`Output::TransactionEnd`] follows.
     Replay(StagedTransaction),
@@ -120,7 +122,10 @@ struct CachedRelation {
 /// A REPLICA IDENTITY FULL table flags every column as key in pgoutput; its real primary key
 /// comes from the catalog (see [`ChangeAssembler::set_primary_key`]).
 fn uses_full_identity(relation: &Relation) -> bool {
-    matches!(relation.replica_identity, pgoutput::message::ReplicaIdentity::Full)
+    matches!(
+        relation.replica_identity,
+        pgoutput::message::ReplicaIdentity::Full
+    )
 }
 
 struct OpenTransaction {
@@ -150,7 +155,11 @@ enum Spill {
 
 impl std::fmt::Debug for OpenTransaction {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "transaction {} committing at {:X}", self.xid, self.commit_lsn)
+        write!(
+            f,
+            "transaction {} committing at {:X}",
+            self.xid, self.commit_lsn
+        )
     }
 }
 
@@ -174,7 +183,10 @@ impl StagedTransaction {
 
     fn stage(&mut self, wal_start: Lsn, message: &[u8]) -> Result<(), AssembleError> {
         let Spill::Writing(writer) = &mut self.spill else {
-            return Err(AssembleError::Unexpected(format!("transaction {} changed after its commit", self.xid)));
+            return Err(AssembleError::Unexpected(format!(
+                "transaction {} changed after its commit",
+                self.xid
+            )));
         };
         let length = u32::try_from(message.len())
             .map_err(|_| AssembleError::Unexpected("a pgoutput message over 4 GiB".into()))?;
@@ -186,7 +198,10 @@ impl StagedTransaction {
     }
 
     fn start_reading(&mut self) -> Result<(), AssembleError> {
-        let spill = std::mem::replace(&mut self.spill, Spill::Writing(BufWriter::new(tempfile::tempfile()?)));
+        let spill = std::mem::replace(
+            &mut self.spill,
+            Spill::Writing(BufWriter::new(tempfile::tempfile()?)),
+        );
         let mut file = match spill {
             Spill::Writing(writer) => writer.into_inner().map_err(|e| e.into_error())?,
             Spill::Reading(reader) => reader.into_inner(),
@@ -261,22 +276,33 @@ impl ChangeAssembler {
     }
 
     /// Decodes one pgoutput message (an XLogData payload starting at `wal_start`).
-    pub fn apply(&mut self, data: &[u8], wal_start: Lsn, out: &mut Vec<Output>) -> Result<(), AssembleError> {
+    pub fn apply(
+        &mut self,
+        data: &[u8],
+        wal_start: Lsn,
+        out: &mut Vec<Output>,
+    ) -> Result<(), AssembleError> {
         let message = decode_message(data, self.streaming.is_some())?;
         if let Some(top_xid) = self.streaming
             && Self::belongs_to_stream(&message)
         {
             // Relations inside a stream describe the table as that transaction sees it, so they
             // are replayed with it at commit rather than applied now.
-            if let LogicalMessage::Type { type_id, namespace, name, .. } = &message {
+            if let LogicalMessage::Type {
+                type_id,
+                namespace,
+                name,
+                ..
+            } = &message
+            {
                 self.types.learn(*type_id, namespace, name);
                 return Ok(());
             }
             let staged = match self.staged.entry(top_xid) {
                 std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
-                std::collections::hash_map::Entry::Vacant(entry) => {
-                    entry.insert(StagedTransaction::new(top_xid, self.spill_directory.as_ref())?)
-                }
+                std::collections::hash_map::Entry::Vacant(entry) => entry.insert(
+                    StagedTransaction::new(top_xid, self.spill_directory.as_ref())?,
+                ),
             };
             return staged.stage(wal_start, data);
         }
@@ -292,13 +318,25 @@ impl ChangeAssembler {
                 | LogicalMessage::Truncate { .. }
                 | LogicalMessage::Relation(_)
                 | LogicalMessage::Type { .. }
-                | LogicalMessage::Message { transactional: true, .. }
+                | LogicalMessage::Message {
+                    transactional: true,
+                    ..
+                }
         )
     }
 
-    fn apply_decoded(&mut self, message: LogicalMessage, event_lsn: Lsn, out: &mut Vec<Output>) -> Result<(), AssembleError> {
+    fn apply_decoded(
+        &mut self,
+        message: LogicalMessage,
+        event_lsn: Lsn,
+        out: &mut Vec<Output>,
+    ) -> Result<(), AssembleError> {
         match message {
-            LogicalMessage::Begin { final_lsn, commit_time, xid } => {
+            LogicalMessage::Begin {
+                final_lsn,
+                commit_time,
+                xid,
+            } => {
                 self.open = Some(OpenTransaction {
                     xid,
                     commit_lsn: final_lsn,
@@ -306,7 +344,12 @@ impl ChangeAssembler {
                     next_sequence: 0,
                 });
             }
-            LogicalMessage::Commit { end_lsn, commit_lsn, commit_time, .. } => {
+            LogicalMessage::Commit {
+                end_lsn,
+                commit_lsn,
+                commit_time,
+                ..
+            } => {
                 let open = self
                     .open
                     .take()
@@ -319,45 +362,109 @@ impl ChangeAssembler {
                 }));
             }
             LogicalMessage::Relation(relation) => {
-                let qualified_name: Arc<str> = format!("{}.{}", relation.namespace, relation.name).into();
-                self.relations.insert(relation.id, CachedRelation { relation, qualified_name });
+                let qualified_name: Arc<str> =
+                    format!("{}.{}", relation.namespace, relation.name).into();
+                self.relations.insert(
+                    relation.id,
+                    CachedRelation {
+                        relation,
+                        qualified_name,
+                    },
+                );
             }
-            LogicalMessage::Type { type_id, namespace, name, .. } => {
+            LogicalMessage::Type {
+                type_id,
+                namespace,
+                name,
+                ..
+            } => {
                 self.types.learn(type_id, &namespace, &name);
             }
-            LogicalMessage::Insert { relation_id, new, .. } => {
+            LogicalMessage::Insert {
+                relation_id, new, ..
+            } => {
                 let (table, after) = self.row(relation_id, &new, false)?;
                 let primary_key = self.key_of(relation_id, &after);
-                self.emit_change(table, Operation::Insert, primary_key, None, Some(after), event_lsn, out)?;
+                self.emit_change(
+                    table,
+                    Operation::Insert,
+                    primary_key,
+                    None,
+                    Some(after),
+                    event_lsn,
+                    out,
+                )?;
             }
-            LogicalMessage::Update { relation_id, old, new, .. } => {
+            LogicalMessage::Update {
+                relation_id,
+                old,
+                new,
+                ..
+            } => {
                 let (table, after) = self.row(relation_id, &new, false)?;
                 let before = match &old {
                     Some(old) => Some(self.old_row(relation_id, old)?),
                     None => None,
                 };
                 let primary_key = self.key_of(relation_id, &after);
-                self.emit_change(table, Operation::Update, primary_key, before, Some(after), event_lsn, out)?;
+                self.emit_change(
+                    table,
+                    Operation::Update,
+                    primary_key,
+                    before,
+                    Some(after),
+                    event_lsn,
+                    out,
+                )?;
             }
-            LogicalMessage::Delete { relation_id, old, .. } => {
+            LogicalMessage::Delete {
+                relation_id, old, ..
+            } => {
                 let before = self.old_row(relation_id, &old)?;
                 let table = self.relation(relation_id)?.qualified_name.clone();
                 let primary_key = self.key_of(relation_id, &before);
-                self.emit_change(table, Operation::Delete, primary_key, Some(before), None, event_lsn, out)?;
+                self.emit_change(
+                    table,
+                    Operation::Delete,
+                    primary_key,
+                    Some(before),
+                    None,
+                    event_lsn,
+                    out,
+                )?;
             }
             LogicalMessage::Truncate { relation_ids, .. } => {
                 for relation_id in relation_ids {
                     let table = self.relation(relation_id)?.qualified_name.clone();
-                    self.emit_change(table, Operation::Truncate, Vec::new(), None, None, event_lsn, out)?;
+                    self.emit_change(
+                        table,
+                        Operation::Truncate,
+                        Vec::new(),
+                        None,
+                        None,
+                        event_lsn,
+                        out,
+                    )?;
                 }
             }
-            LogicalMessage::Message { transactional, lsn, prefix, content, .. } => {
+            LogicalMessage::Message {
+                transactional,
+                lsn,
+                prefix,
+                content,
+                ..
+            } => {
                 let position = if transactional {
                     Some(self.next_position(event_lsn, "a transactional message")?)
                 } else {
                     None
                 };
-                out.push(Output::Message(MessageEvent { prefix, content, message_lsn: lsn, position }));
+                out.push(Output::Message(MessageEvent {
+                    prefix,
+                    content,
+                    message_lsn: lsn,
+                    position,
+                }));
                 if !transactional && self.between_transactions() {
                     out.push(Output::Checkpoint { lsn });
                 }
@@ -371,7 +478,13 @@ impl ChangeAssembler {
             LogicalMessage::StreamStop => {
                 self.streaming = None;
             }
-            LogicalMessage::StreamCommit { xid, end_lsn, commit_lsn, commit_time, .. } => {
+            LogicalMessage::StreamCommit {
+                xid,
+                end_lsn,
+                commit_lsn,
+                commit_time,
+                ..
+            } => {
                 let commit = OpenTransaction {
                     xid,
                     commit_lsn,
@@ -413,7 +526,11 @@ impl ChangeAssembler {
     /// Decodes the staged messages of a committed streamed transaction one at a time, so a
     /// transaction of any size is published with bounded memory. Returns false when done; the
     /// transaction's [`Output::TransactionEnd`] is then in `out`.
-    pub fn replay_next(&mut self, staged: &mut StagedTransaction, out: &mut Vec<Output>) -> Result<bool, AssembleError> {
+    pub fn replay_next(
+        &mut self,
+        staged: &mut StagedTransaction,
+        out: &mut Vec<Output>,
+    ) -> Result<bool, AssembleError> {
         let mut buffer = Vec::new();
         let saved = self.open.take();
         self.open = staged.commit.take();
@@ -488,7 +605,8 @@ impl ChangeAssembler {
         event_lsn: Lsn,
         out: &mut Vec<Output>,
     ) -> Result<(), AssembleError> {
-        let position = self.next_position(event_lsn, &format!("a {} change", operation.as_str()))?;
+        let position =
+            self.next_position(event_lsn, &format!("a {} change", operation.as_str()))?;
         out.push(Output::Change(ChangeEvent {
             table,
             operation,
@@ -506,12 +624,20 @@ impl ChangeAssembler {
             .ok_or(AssembleError::UnknownRelation(relation_id))
     }
 
-    fn row(&self, relation_id: u32, tuple: &TupleData, key_only: bool) -> Result<(Arc<str>, Columns), AssembleError> {
+    fn row(
+        &self,
+        relation_id: u32,
+        tuple: &TupleData,
+        key_only: bool,
+    ) -> Result<(Arc<str>, Columns), AssembleError> {
         let cached = self.relation(relation_id)?;
-        let columns = decode_tuple(&cached.relation, tuple, key_only, &self.types).map_err(|source| AssembleError::Row {
-            table: cached.qualified_name.to_string(),
-            source,
-        })?;
+        let columns =
+            decode_tuple(&cached.relation, tuple, key_only, &self.types).map_err(|source| {
+                AssembleError::Row {
+                    table: cached.qualified_name.to_string(),
+                    source,
+                }
+            })?;
         Ok((cached.qualified_name.clone(), columns))
     }
 
@@ -530,7 +656,10 @@ impl ChangeAssembler {
             return Vec::new();
         };
         let full_identity_key = uses_full_identity(&cached.relation).then(|| {
-            self.primary_keys.get(&relation_id).map(Vec::as_slice).unwrap_or_default()
+            self.primary_keys
+                .get(&relation_id)
+                .map(Vec::as_slice)
+                .unwrap_or_default()
         });
         cached
             .relation
@@ -622,22 +751,46 @@ mod tests {
         Wire::new(b'B', None).u64(final_lsn).u64(0).u32(xid).0
     }
     fn commit(commit_lsn: u64, end_lsn: u64) -> Vec<u8> {
-        Wire::new(b'C', None).u8(0).u64(commit_lsn).u64(end_lsn).u64(0).0
+        Wire::new(b'C', None)
+            .u8(0)
+            .u64(commit_lsn)
+            .u64(end_lsn)
+            .u64(0)
+            .0
     }
     fn insert(stream_xid: Option<u32>, id: &str) -> Vec<u8> {
-        Wire::new(b'I', stream_xid).u32(BOOKINGS).u8(b'N').tuple(id, Some("pending")).0
+        Wire::new(b'I', stream_xid)
+            .u32(BOOKINGS)
+            .u8(b'N')
+            .tuple(id, Some("pending"))
+            .0
     }
     fn update(id: &str, status: &str) -> Vec<u8> {
-        Wire::new(b'U', None).u32(BOOKINGS).u8(b'N').tuple(id, Some(status)).0
+        Wire::new(b'U', None)
+            .u32(BOOKINGS)
+            .u8(b'N')
+            .tuple(id, Some(status))
+            .0
     }
     fn delete_by_key(id: &str) -> Vec<u8> {
-        Wire::new(b'D', None).u32(BOOKINGS).u8(b'K').tuple(id, None).0
+        Wire::new(b'D', None)
+            .u32(BOOKINGS)
+            .u8(b'K')
+            .tuple(id, None)
+            .0
     }
     fn truncate() -> Vec<u8> {
         Wire::new(b'T', None).u32(1).u8(0).u32(BOOKINGS).0
     }
     fn message(stream_xid: Option<u32>, transactional: bool, lsn: u64, prefix: &str) -> Vec<u8> {
-        Wire::new(b'M', stream_xid).u8(u8::from(transactional)).u64(lsn).cstr(prefix).u32(2).u8(b'h').u8(b'i').0
+        Wire::new(b'M', stream_xid)
+            .u8(u8::from(transactional))
+            .u64(lsn)
+            .cstr(prefix)
+            .u32(2)
+            .u8(b'h')
+            .u8(b'i')
+            .0
     }
     fn stream_start(xid: u32) -> Vec<u8> {
         Wire::new(b'S', None).u32(xid).u8(1).0
@@ -646,7 +799,13 @@ mod tests {
         vec![b'E']
     }
     fn stream_commit(xid: u32, commit_lsn: u64, end_lsn: u64) -> Vec<u8> {
-        Wire::new(b'c', None).u32(xid).u8(0).u64(commit_lsn).u64(end_lsn).u64(0).0
+        Wire::new(b'c', None)
+            .u32(xid)
+            .u8(0)
+            .u64(commit_lsn)
+            .u64(end_lsn)
+            .u64(0)
+            .0
     }
     fn stream_abort(xid: u32, subxid: u32) -> Vec<u8> {
         Wire::new(b'A', None).u32(xid).u32(subxid).0
@@ -657,7 +816,9 @@ mod tests {
         let mut all = Vec::new();
         for (index, data) in messages.into_iter().enumerate() {
             let mut out = Vec::new();
-            assembler.apply(&data, 1000 + index as u64, &mut out).unwrap();
+            assembler
+                .apply(&data, 1000 + index as u64, &mut out)
+                .unwrap();
             for output in out {
                 match output {
                     Output::Replay(mut staged) => {
@@ -686,12 +847,30 @@ mod tests {
     fn a_transaction_gives_sequenced_changes_then_its_end() {
         let out = run(
             &mut ChangeAssembler::default(),
-            vec![relation(None), begin(500, 7), insert(None, "1"), update("1", "confirmed"), delete_by_key("1"), commit(500, 520)],
+            vec![
+                relation(None),
+                begin(500, 7),
+                insert(None, "1"),
+                update("1", "confirmed"),
+                delete_by_key("1"),
+                commit(500, 520),
+            ],
         );
         let seen = changes(&out);
         assert_eq!(
-            seen.iter().map(|c| (c.operation, c.position.sequence, c.position.commit_lsn, c.position.xid)).collect::<Vec<_>>(),
-            vec![(Operation::Insert, 0, 500, 7), (Operation::Update, 1, 500, 7), (Operation::Delete, 2, 500, 7)]
+            seen.iter()
+                .map(|c| (
+                    c.operation,
+                    c.position.sequence,
+                    c.position.commit_lsn,
+                    c.position.xid
+                ))
+                .collect::<Vec<_>>(),
+            vec![
+                (Operation::Insert, 0, 500, 7),
+                (Operation::Update, 1, 500, 7),
+                (Operation::Delete, 2, 500, 7)
+            ]
         );
         assert!(matches!(
             out.last(),
@@ -699,9 +878,18 @@ mod tests {
                 if *commit_time_unix_micros == pgoutput::copy::PG_EPOCH_OFFSET_MICROS
         ));
         assert_eq!(&*seen[0].table, "public.bookings");
-        assert_eq!(seen[0].primary_key, vec![("booking_id".to_string(), ColumnValue::Value(TypedValue::Long(1)))]);
+        assert_eq!(
+            seen[0].primary_key,
+            vec![(
+                "booking_id".to_string(),
+                ColumnValue::Value(TypedValue::Long(1))
+            )]
+        );
         let deleted = seen[2].before.as_ref().unwrap();
-        assert_eq!(deleted[1], ("status".to_string(), ColumnValue::NotInReplicaIdentity));
+        assert_eq!(
+            deleted[1],
+            ("status".to_string(), ColumnValue::NotInReplicaIdentity)
+        );
         assert!(seen[2].after.is_none());
     }
 
@@ -722,15 +910,48 @@ mod tests {
                 stream_stop(),
             ],
         );
-        assert!(before_commit.is_empty(), "nothing may be published before commit: {before_commit:?}");
+        assert!(
+            before_commit.is_empty(),
+            "nothing may be published before commit: {before_commit:?}"
+        );
         assert_eq!(assembler.staged_messages(), 4);
-        let out = run(&mut assembler, vec![stream_abort(9, 10), stream_abort(11, 11), stream_commit(9, 900, 950)]);
+        let out = run(
+            &mut assembler,
+            vec![
+                stream_abort(9, 10),
+                stream_abort(11, 11),
+                stream_commit(9, 900, 950),
+            ],
+        );
         let seen = changes(&out);
         assert_eq!(seen.len(), 1);
-        assert_eq!(seen[0].primary_key[0].1, ColumnValue::Value(TypedValue::Long(1)));
-        assert_eq!((seen[0].position.commit_lsn, seen[0].position.xid, seen[0].position.sequence), (900, 9, 0));
-        assert!(matches!(&out[1], Output::Message(MessageEvent { position: Some(Position { sequence: 1, .. }), .. })));
-        assert!(matches!(out.last(), Some(Output::TransactionEnd(TransactionEnd { xid: 9, end_lsn: 950, .. }))));
+        assert_eq!(
+            seen[0].primary_key[0].1,
+            ColumnValue::Value(TypedValue::Long(1))
+        );
+        assert_eq!(
+            (
+                seen[0].position.commit_lsn,
+                seen[0].position.xid,
+                seen[0].position.sequence
+            ),
+            (900, 9, 0)
+        );
+        assert!(matches!(
+            &out[1],
+            Output::Message(MessageEvent {
+                position: Some(Position { sequence: 1, .. }),
+                ..
+            })
+        ));
+        assert!(matches!(
+            out.last(),
+            Some(Output::TransactionEnd(TransactionEnd {
+                xid: 9,
+                end_lsn: 950,
+                ..
+            }))
+        ));
         assert_eq!(assembler.staged_messages(), 0);
     }
 
@@ -740,11 +961,20 @@ mod tests {
         // The streamed transaction describes the table itself; nothing outside it knew it.
         let out = run(
             &mut assembler,
-            vec![stream_start(5), relation(Some(5)), insert(Some(5), "8"), stream_stop(), stream_commit(5, 70, 80)],
+            vec![
+                stream_start(5),
+                relation(Some(5)),
+                insert(Some(5), "8"),
+                stream_stop(),
+                stream_commit(5, 70, 80),
+            ],
         );
         assert_eq!(changes(&out).len(), 1);
         // From then on the relation is known to later transactions.
-        let out = run(&mut assembler, vec![begin(90, 6), insert(None, "9"), commit(90, 95)]);
+        let out = run(
+            &mut assembler,
+            vec![begin(90, 6), insert(None, "9"), commit(90, 95)],
+        );
         assert_eq!(changes(&out).len(), 1);
     }
 
@@ -756,8 +986,12 @@ mod tests {
         messages.push(stream_stop());
         run(&mut assembler, messages);
         let mut out = Vec::new();
-        assembler.apply(&stream_commit(3, 10, 20), 1, &mut out).unwrap();
-        let Some(Output::Replay(mut staged)) = out.pop() else { panic!("a replay") };
+        assembler
+            .apply(&stream_commit(3, 10, 20), 1, &mut out)
+            .unwrap();
+        let Some(Output::Replay(mut staged)) = out.pop() else {
+            panic!("a replay")
+        };
         let mut replayed = Vec::new();
         let mut steps = 0;
         while assembler.replay_next(&mut staged, &mut replayed).unwrap() {
@@ -765,7 +999,10 @@ mod tests {
             assert_eq!(replayed.len(), steps, "one change per step");
         }
         assert_eq!(steps, 5000);
-        let sequences: Vec<u32> = changes(&replayed).iter().map(|c| c.position.sequence).collect();
+        let sequences: Vec<u32> = changes(&replayed)
+            .iter()
+            .map(|c| c.position.sequence)
+            .collect();
         assert_eq!(sequences, (0..5000).collect::<Vec<_>>());
     }
 
@@ -778,11 +1015,31 @@ mod tests {
             bytes
         };
         let mut assembler = ChangeAssembler::default();
-        let out = run(&mut assembler, vec![full_relation.clone(), begin(1, 1), insert(None, "4"), commit(1, 2)]);
-        assert!(changes(&out)[0].primary_key.is_empty(), "without a known primary key, no key columns");
+        let out = run(
+            &mut assembler,
+            vec![
+                full_relation.clone(),
+                begin(1, 1),
+                insert(None, "4"),
+                commit(1, 2),
+            ],
+        );
+        assert!(
+            changes(&out)[0].primary_key.is_empty(),
+            "without a known primary key, no key columns"
+        );
         assembler.set_primary_key(BOOKINGS, vec!["booking_id".into()]);
-        let out = run(&mut assembler, vec![begin(3, 2), insert(None, "5"), commit(3, 4)]);
-        assert_eq!(changes(&out)[0].primary_key, vec![("booking_id".to_string(), ColumnValue::Value(TypedValue::Long(5)))]);
+        let out = run(
+            &mut assembler,
+            vec![begin(3, 2), insert(None, "5"), commit(3, 4)],
+        );
+        assert_eq!(
+            changes(&out)[0].primary_key,
+            vec![(
+                "booking_id".to_string(),
+                ColumnValue::Value(TypedValue::Long(5))
+            )]
+        );
     }
 
     #[test]
@@ -801,7 +1058,10 @@ mod tests {
 
     #[test]
     fn truncate_gives_one_change_per_table() {
-        let out = run(&mut ChangeAssembler::default(), vec![relation(None), begin(5, 1), truncate(), commit(5, 6)]);
+        let out = run(
+            &mut ChangeAssembler::default(),
+            vec![relation(None), begin(5, 1), truncate(), commit(5, 6)],
+        );
         let seen = changes(&out);
         assert_eq!(seen.len(), 1);
         assert_eq!(seen[0].operation, Operation::Truncate);
@@ -813,18 +1073,37 @@ mod tests {
         let mut assembler = ChangeAssembler::default();
         let mut out = Vec::new();
         assembler.apply(&begin(1, 1), 1, &mut out).unwrap();
-        assert!(matches!(assembler.apply(&insert(None, "1"), 2, &mut out), Err(AssembleError::UnknownRelation(BOOKINGS))));
+        assert!(matches!(
+            assembler.apply(&insert(None, "1"), 2, &mut out),
+            Err(AssembleError::UnknownRelation(BOOKINGS))
+        ));
         let mut fresh = ChangeAssembler::default();
         fresh.apply(&relation(None), 1, &mut out).unwrap();
-        assert!(fresh.apply(&insert(None, "1"), 2, &mut out).is_err(), "a change outside a transaction");
+        assert!(
+            fresh.apply(&insert(None, "1"), 2, &mut out).is_err(),
+            "a change outside a transaction"
+        );
         assert!(fresh.apply(&commit(1, 2), 3, &mut out).is_err());
-        assert!(matches!(fresh.apply(b"Z", 4, &mut out), Err(AssembleError::Decode(_))));
+        assert!(matches!(
+            fresh.apply(b"Z", 4, &mut out),
+            Err(AssembleError::Decode(_))
+        ));
     }
 
     #[test]
     fn a_non_transactional_message_is_emitted_and_checkpoints() {
-        let out = run(&mut ChangeAssembler::default(), vec![message(None, false, 77, "cdc_connector.heartbeat")]);
-        assert!(matches!(&out[0], Output::Message(MessageEvent { position: None, message_lsn: 77, .. })));
+        let out = run(
+            &mut ChangeAssembler::default(),
+            vec![message(None, false, 77, "cdc_connector.heartbeat")],
+        );
+        assert!(matches!(
+            &out[0],
+            Output::Message(MessageEvent {
+                position: None,
+                message_lsn: 77,
+                ..
+            })
+        ));
         assert!(matches!(out[1], Output::Checkpoint { lsn: 77 }));
     }
 }

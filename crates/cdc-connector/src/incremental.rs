@@ -36,7 +36,10 @@ pub fn parse_signal(content: &[u8]) -> Result<Vec<String>, String> {
     let signal: Signal = serde_json::from_slice(content)
         .map_err(|e| format!("a signal must be {{\"type\": \"execute-snapshot\", \"tables\": [\"schema.table\", ...]}}: {e}"))?;
     if signal.kind != "execute-snapshot" {
-        return Err(format!("unknown signal type {:?} (supported: execute-snapshot)", signal.kind));
+        return Err(format!(
+            "unknown signal type {:?} (supported: execute-snapshot)",
+            signal.kind
+        ));
     }
     Ok(signal.tables)
 }
@@ -73,7 +76,11 @@ impl TransactionSnapshot {
             .filter(|x| !x.is_empty())
             .map(|x| x.parse().ok())
             .collect::<Option<_>>()?;
-        Some(Self { xmin, xmax, in_progress })
+        Some(Self {
+            xmin,
+            xmax,
+            in_progress,
+        })
     }
 
     /// Whether the 32-bit xid pgoutput reports is visible. It is placed in the epoch of the
@@ -101,7 +108,14 @@ pub struct IncrementalSnapshot {
 
 impl IncrementalSnapshot {
     pub fn new(tables: Vec<SnapshotTable>, types: TypeNames, chunk_rows: usize) -> Self {
-        Self { tables: tables.into(), types, cursor: None, window: None, next_window: 0, chunk_rows: chunk_rows.max(1) }
+        Self {
+            tables: tables.into(),
+            types,
+            cursor: None,
+            window: None,
+            next_window: 0,
+            chunk_rows: chunk_rows.max(1),
+        }
     }
 
     pub fn add_tables(&mut self, tables: Vec<SnapshotTable>) {
@@ -132,7 +146,14 @@ impl IncrementalSnapshot {
             }
             "high" => {
                 let window = self.window.take()?;
-                Some(window.rows.into_iter().filter(|(key, _)| !window.changed.contains(key)).map(|(_, row)| row).collect())
+                Some(
+                    window
+                        .rows
+                        .into_iter()
+                        .filter(|(key, _)| !window.changed.contains(key))
+                        .map(|(_, row)| row)
+                        .collect(),
+                )
             }
             _ => None,
         }
@@ -142,7 +163,14 @@ impl IncrementalSnapshot {
     /// false when every table is done.
     pub async fn open_window(&mut self, client: &Client) -> Result<bool, tokio_postgres::Error> {
         while let Some(table) = self.tables.front() {
-            let key_columns: Vec<usize> = table.relation.columns.iter().enumerate().filter(|(_, c)| c.is_key).map(|(i, _)| i).collect();
+            let key_columns: Vec<usize> = table
+                .relation
+                .columns
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.is_key)
+                .map(|(i, _)| i)
+                .collect();
             if key_columns.is_empty() {
                 tracing::warn!(table = %table.qualified_name, "cannot re-snapshot a table without primary key; skipped");
                 self.tables.pop_front();
@@ -151,23 +179,37 @@ impl IncrementalSnapshot {
             let id = self.next_window;
             self.next_window += 1;
             let low_lsn: String = client
-                .query_one("SELECT pg_logical_emit_message(false, $1, $2)::text", &[&WATERMARK_PREFIX, &format!("low:{id}")])
+                .query_one(
+                    "SELECT pg_logical_emit_message(false, $1, $2)::text",
+                    &[&WATERMARK_PREFIX, &format!("low:{id}")],
+                )
                 .await?
                 .get(0);
-            let names = key_columns.iter().map(|&i| quote_ident(&table.relation.columns[i].name)).collect::<Vec<_>>().join(", ");
+            let names = key_columns
+                .iter()
+                .map(|&i| quote_ident(&table.relation.columns[i].name))
+                .collect::<Vec<_>>()
+                .join(", ");
             let after = match &self.cursor {
                 Some(values) => {
                     let literals = values
                         .iter()
                         .zip(&key_columns)
-                        .map(|(value, &i)| format!("{}::{}", quote_literal(value), table.column_types[i]))
+                        .map(|(value, &i)| {
+                            format!("{}::{}", quote_literal(value), table.column_types[i])
+                        })
                         .collect::<Vec<_>>()
                         .join(", ");
                     format!(" WHERE ({names}) > ({literals})")
                 }
                 None => String::new(),
             };
-            let sql = format!("SELECT {} FROM {}{after} ORDER BY {names} LIMIT {}", table.select_list(), table.sql_name(), self.chunk_rows);
+            let sql = format!(
+                "SELECT {} FROM {}{after} ORDER BY {names} LIMIT {}",
+                table.select_list(),
+                table.sql_name(),
+                self.chunk_rows
+            );
             let position = Position {
                 commit_lsn: parse_lsn(&low_lsn).unwrap_or_default(),
                 event_lsn: parse_lsn(&low_lsn).unwrap_or_default(),
@@ -178,7 +220,9 @@ impl IncrementalSnapshot {
             let mut rows = Vec::new();
             let mut last_key = None;
             let mut snapshot_text = String::new();
-            let sql = format!("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT pg_current_snapshot()::text; {sql}; COMMIT");
+            let sql = format!(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT pg_current_snapshot()::text; {sql}; COMMIT"
+            );
             // Statements complete in order: BEGIN, the snapshot, the chunk, COMMIT.
             let mut completed_statements = 0;
             for message in client.simple_query(&sql).await? {
@@ -194,10 +238,17 @@ impl IncrementalSnapshot {
                     snapshot_text = row.get(0).unwrap_or_default().to_string();
                     continue;
                 }
-                last_key = Some(key_columns.iter().map(|&i| row.get(i).unwrap_or_default().to_string()).collect());
+                last_key = Some(
+                    key_columns
+                        .iter()
+                        .map(|&i| row.get(i).unwrap_or_default().to_string())
+                        .collect(),
+                );
                 match table.read_change(&row, &self.types, position) {
                     Ok(change) => rows.push((record::kafka_key(&change), change)),
-                    Err(error) => tracing::warn!(%error, "a row the re-snapshot cannot decode is skipped"),
+                    Err(error) => {
+                        tracing::warn!(%error, "a row the re-snapshot cannot decode is skipped")
+                    }
                 }
             }
             if rows.len() < self.chunk_rows {
@@ -211,12 +262,26 @@ impl IncrementalSnapshot {
                 continue;
             }
             client
-                .query_one("SELECT pg_logical_emit_message(false, $1, $2)::text", &[&WATERMARK_PREFIX, &format!("high:{id}")])
+                .query_one(
+                    "SELECT pg_logical_emit_message(false, $1, $2)::text",
+                    &[&WATERMARK_PREFIX, &format!("high:{id}")],
+                )
                 .await?;
             // Without a readable snapshot every change in the window counts as unseen: safe, at
             // worst fewer rows re-read.
-            let snapshot = TransactionSnapshot::parse(&snapshot_text).unwrap_or(TransactionSnapshot { xmin: 0, xmax: 0, in_progress: HashSet::new() });
-            self.window = Some(Window { id, low_seen: false, rows, changed: HashSet::new(), snapshot });
+            let snapshot =
+                TransactionSnapshot::parse(&snapshot_text).unwrap_or(TransactionSnapshot {
+                    xmin: 0,
+                    xmax: 0,
+                    in_progress: HashSet::new(),
+                });
+            self.window = Some(Window {
+                id,
+                low_seen: false,
+                rows,
+                changed: HashSet::new(),
+                snapshot,
+            });
             return Ok(true);
         }
         Ok(false)
@@ -239,7 +304,13 @@ mod tests {
             primary_key: vec![("user_id".into(), ColumnValue::Value(TypedValue::Long(id)))],
             before: None,
             after: None,
-            position: Position { commit_lsn: 1, event_lsn: 1, xid: 0, sequence: 0, commit_time_unix_micros: 0 },
+            position: Position {
+                commit_lsn: 1,
+                event_lsn: 1,
+                xid: 0,
+                sequence: 0,
+                commit_time_unix_micros: 0,
+            },
         }
     }
 
@@ -248,7 +319,10 @@ mod tests {
         snapshot.window = Some(Window {
             id: 3,
             low_seen: false,
-            rows: rows.into_iter().map(|r| (record::kafka_key(&r), r)).collect(),
+            rows: rows
+                .into_iter()
+                .map(|r| (record::kafka_key(&r), r))
+                .collect(),
             changed: HashSet::new(),
             snapshot: TransactionSnapshot::parse("100:110:105").unwrap(),
         });
@@ -257,13 +331,25 @@ mod tests {
 
     #[test]
     fn keys_changed_between_the_watermarks_are_dropped_from_the_chunk() {
-        let mut snapshot = with_window(vec![row(1, Operation::Read), row(2, Operation::Read), row(3, Operation::Read)]);
+        let mut snapshot = with_window(vec![
+            row(1, Operation::Read),
+            row(2, Operation::Read),
+            row(3, Operation::Read),
+        ]);
         snapshot.note_change(&row(1, Operation::Update)); // before the low watermark: kept
         assert_eq!(snapshot.on_watermark(b"low:3"), None);
         snapshot.note_change(&row(2, Operation::Update)); // inside the window: superseded
-        let published = snapshot.on_watermark(b"high:3").expect("rows at the high watermark");
+        let published = snapshot
+            .on_watermark(b"high:3")
+            .expect("rows at the high watermark");
         let ids: Vec<&ColumnValue> = published.iter().map(|r| &r.primary_key[0].1).collect();
-        assert_eq!(ids, vec![&ColumnValue::Value(TypedValue::Long(1)), &ColumnValue::Value(TypedValue::Long(3))]);
+        assert_eq!(
+            ids,
+            vec![
+                &ColumnValue::Value(TypedValue::Long(1)),
+                &ColumnValue::Value(TypedValue::Long(3))
+            ]
+        );
     }
 
     #[test]
@@ -278,7 +364,10 @@ mod tests {
         snapshot.on_watermark(b"low:3");
         let published = snapshot.on_watermark(b"high:3").unwrap();
         assert_eq!(published.len(), 1);
-        assert_eq!(published[0].primary_key[0].1, ColumnValue::Value(TypedValue::Long(2)));
+        assert_eq!(
+            published[0].primary_key[0].1,
+            ColumnValue::Value(TypedValue::Long(2))
+        );
     }
 
     #[test]
@@ -291,7 +380,10 @@ mod tests {
         assert!(!snapshot.sees(200));
         let next_epoch = TransactionSnapshot::parse("4294967396:4294967406:").unwrap();
         assert!(next_epoch.sees(50), "a low xid of the snapshot's epoch");
-        assert!(next_epoch.sees(u32::MAX - 5), "a transaction of the previous epoch");
+        assert!(
+            next_epoch.sees(u32::MAX - 5),
+            "a transaction of the previous epoch"
+        );
         assert!(!next_epoch.sees(120), "a newer transaction");
         assert!(TransactionSnapshot::parse("5:9:").is_some_and(|s| s.in_progress.is_empty()));
         assert!(TransactionSnapshot::parse("garbage").is_none());
@@ -303,13 +395,24 @@ mod tests {
         assert_eq!(snapshot.on_watermark(b"high:2"), None);
         assert_eq!(snapshot.on_watermark(b"nonsense"), None);
         assert_eq!(snapshot.on_watermark(&[0xff]), None);
-        assert_eq!(snapshot.on_watermark(b"high:3").map(|rows| rows.len()), Some(1));
+        assert_eq!(
+            snapshot.on_watermark(b"high:3").map(|rows| rows.len()),
+            Some(1)
+        );
     }
 
     #[test]
     fn signals_are_validated() {
-        assert_eq!(parse_signal(br#"{"type": "execute-snapshot", "tables": ["public.bookings"]}"#).unwrap(), vec!["public.bookings"]);
+        assert_eq!(
+            parse_signal(br#"{"type": "execute-snapshot", "tables": ["public.bookings"]}"#)
+                .unwrap(),
+            vec!["public.bookings"]
+        );
         assert!(parse_signal(br#"{"type": "stop"}"#).is_err());
-        assert!(parse_signal(b"not json").unwrap_err().contains("execute-snapshot"));
+        assert!(
+            parse_signal(b"not json")
+                .unwrap_err()
+                .contains("execute-snapshot")
+        );
     }
 }

@@ -25,7 +25,10 @@ use crate::{
 };
 
 #[derive(Parser, Debug)]
-#[command(version, about = "Stream PostgreSQL changes (pgoutput) to Kafka as Avro CDCChange records")]
+#[command(
+    version,
+    about = "Stream PostgreSQL changes (pgoutput) to Kafka as Avro CDCChange records"
+)]
 struct Args {
     /// TOML file with defaults for any option below; keys are the long option names
     /// (e.g. `pg-url = "postgres://..."`). Flags and environment variables override it.
@@ -33,7 +36,11 @@ struct Args {
     config: Option<std::path::PathBuf>,
     /// PostgreSQL URL; the role needs the REPLICATION attribute (and CREATE on the database if
     /// the publication does not exist yet).
-    #[arg(long, env = "CDC_PG_URL", default_value = "postgres://postgres@127.0.0.1:5432/travel")]
+    #[arg(
+        long,
+        env = "CDC_PG_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/travel"
+    )]
     pg_url: String,
     /// Logical replication slot the connector owns; created if missing. Its confirmed position
     /// is where a restart resumes.
@@ -43,18 +50,32 @@ struct Args {
     #[arg(long, env = "CDC_PUBLICATION_NAME", default_value = "cdc_publication")]
     publication_name: String,
     /// Tables (schema.table, comma-separated) for the publication when the connector creates it.
-    #[arg(long, env = "CDC_TABLES", value_delimiter = ',', default_value = "public.users,public.bookings,public.payments")]
+    #[arg(
+        long,
+        env = "CDC_TABLES",
+        value_delimiter = ',',
+        default_value = "public.users,public.bookings,public.payments"
+    )]
     tables: Vec<String>,
     /// Kafka bootstrap servers, comma-separated host:port.
     #[arg(long, env = "CDC_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     kafka_brokers: String,
     /// Base URL of the Confluent-compatible schema registry.
-    #[arg(long, env = "CDC_SCHEMA_REGISTRY_URL", default_value = "http://127.0.0.1:8081")]
+    #[arg(
+        long,
+        env = "CDC_SCHEMA_REGISTRY_URL",
+        default_value = "http://127.0.0.1:8081"
+    )]
     schema_registry_url: String,
     /// Logical decoding messages (pg_logical_emit_message) to publish to topic_cdc_messages, by
     /// prefix: `*` for all, `family*` for a family, or exact prefixes, comma-separated; empty
     /// publishes none. The connector's heartbeats are never published.
-    #[arg(long, env = "CDC_MESSAGE_PREFIXES", value_delimiter = ',', default_value = "*")]
+    #[arg(
+        long,
+        env = "CDC_MESSAGE_PREFIXES",
+        value_delimiter = ',',
+        default_value = "*"
+    )]
     message_prefixes: Vec<String>,
     /// Directory where transactions streamed before their commit are staged (on disk, so a
     /// transaction of any size takes bounded memory) [default: the system temporary directory].
@@ -71,7 +92,11 @@ struct Args {
     #[arg(long, env = "CDC_HEARTBEAT_INTERVAL_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=86_400))]
     heartbeat_interval_secs: u64,
     /// Prefix of the heartbeat logical-decoding messages (they are not published).
-    #[arg(long, env = "CDC_HEARTBEAT_PREFIX", default_value = "cdc_connector.heartbeat")]
+    #[arg(
+        long,
+        env = "CDC_HEARTBEAT_PREFIX",
+        default_value = "cdc_connector.heartbeat"
+    )]
     heartbeat_prefix: String,
     /// How long a record may wait for the broker before the session restarts from the last
     /// acknowledged position; 0 waits forever (the slot is not advanced meanwhile).
@@ -119,16 +144,34 @@ async fn main() -> anyhow::Result<()> {
 
     let target = PgTarget::parse(&args.pg_url, "cdc-connector")?;
     let max_backoff = Duration::from_secs(args.max_retry_backoff_secs);
-    let schemas = retry("registering the CDC schemas", max_backoff, &health, || register_schemas(&args)).await?;
-    retry("provisioning Kafka topics", max_backoff, &health, || async {
-        kafka::provision_topics(&args.kafka_brokers, topics::ALL)
-            .await
-            .map_err(|e| if e.is_retryable() { SessionError::Indefinite(e.to_string()) } else { SessionError::Definite(e.to_string()) })
+    let schemas = retry("registering the CDC schemas", max_backoff, &health, || {
+        register_schemas(&args)
     })
     .await?;
+    retry(
+        "provisioning Kafka topics",
+        max_backoff,
+        &health,
+        || async {
+            kafka::provision_topics(&args.kafka_brokers, topics::ALL)
+                .await
+                .map_err(|e| {
+                    if e.is_retryable() {
+                        SessionError::Indefinite(e.to_string())
+                    } else {
+                        SessionError::Definite(e.to_string())
+                    }
+                })
+        },
+    )
+    .await?;
     let producer = Arc::new(
-        kafka::producer(&args.kafka_brokers, "cdc-connector", Duration::from_millis(args.kafka_message_timeout_ms))
-            .context("cannot create the Kafka producer")?,
+        kafka::producer(
+            &args.kafka_brokers,
+            "cdc-connector",
+            Duration::from_millis(args.kafka_message_timeout_ms),
+        )
+        .context("cannot create the Kafka producer")?,
     );
     let config = SessionConfig {
         target,
@@ -137,7 +180,12 @@ async fn main() -> anyhow::Result<()> {
             publication_name: args.publication_name.clone(),
             tables: args.tables.clone(),
         },
-        message_prefixes: args.message_prefixes.iter().filter(|p| !p.is_empty()).cloned().collect(),
+        message_prefixes: args
+            .message_prefixes
+            .iter()
+            .filter(|p| !p.is_empty())
+            .cloned()
+            .collect(),
         spill_directory: args.spill_dir.clone(),
         kafka_brokers: args.kafka_brokers.clone(),
         snapshot_mode: args.snapshot_mode,
@@ -147,18 +195,24 @@ async fn main() -> anyhow::Result<()> {
             resnapshot_chunk_rows: usize::try_from(args.resnapshot_chunk_rows).unwrap_or(1024),
         },
         status_interval: Duration::from_secs(args.status_interval_secs),
-        heartbeat_interval: (args.heartbeat_interval_secs > 0).then(|| Duration::from_secs(args.heartbeat_interval_secs)),
+        heartbeat_interval: (args.heartbeat_interval_secs > 0)
+            .then(|| Duration::from_secs(args.heartbeat_interval_secs)),
         heartbeat_prefix: args.heartbeat_prefix.clone(),
         filter,
     };
     if args.snapshot_mode == snapshot::SnapshotMode::InitialOnly {
-        let rows = retry("snapshotting", max_backoff, &health, || snapshot_only(&config, producer.clone(), &schemas, &health)).await?;
+        let rows = retry("snapshotting", max_backoff, &health, || {
+            snapshot_only(&config, producer.clone(), &schemas, &health)
+        })
+        .await?;
         tracing::info!(rows, "initial_only snapshot done; not streaming");
         return Ok(());
     }
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
-    let streaming = retry("streaming changes", max_backoff, &health, || session::run(&config, producer.clone(), &schemas, &health));
+    let streaming = retry("streaming changes", max_backoff, &health, || {
+        session::run(&config, producer.clone(), &schemas, &health)
+    });
     tokio::select! {
         result = streaming => result.map_err(anyhow::Error::from),
         () = &mut shutdown => {
@@ -180,17 +234,34 @@ async fn snapshot_only(
     schemas: &metadata::Schemas,
     health: &telemetry::Health,
 ) -> Result<u64, SessionError> {
-    let indefinite = |e: tokio_postgres::Error| SessionError::Indefinite(format!("exporting a snapshot: {e}"));
+    let indefinite =
+        |e: tokio_postgres::Error| SessionError::Indefinite(format!("exporting a snapshot: {e}"));
     let client = source::connect(&config.target).await?;
-    client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await.map_err(indefinite)?;
+    client
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await
+        .map_err(indefinite)?;
     let row = client
-        .query_one("SELECT pg_export_snapshot(), pg_current_wal_lsn()::text", &[])
+        .query_one(
+            "SELECT pg_export_snapshot(), pg_current_wal_lsn()::text",
+            &[],
+        )
         .await
         .map_err(indefinite)?;
     let (snapshot_name, position): (String, String) = (row.get(0), row.get(1));
-    let position = pgoutput::copy::parse_lsn(&position).map_err(|e| SessionError::Definite(e.to_string()))?;
+    let position =
+        pgoutput::copy::parse_lsn(&position).map_err(|e| SessionError::Definite(e.to_string()))?;
     health.set(false, "snapshotting");
-    let rows = session::publish_snapshot(config, producer, schemas, &client, &snapshot_name, position, health).await?;
+    let rows = session::publish_snapshot(
+        config,
+        producer,
+        schemas,
+        &client,
+        &snapshot_name,
+        position,
+        health,
+    )
+    .await?;
     client.batch_execute("COMMIT").await.map_err(indefinite)?;
     Ok(rows)
 }
@@ -200,8 +271,12 @@ async fn register_schemas(args: &Args) -> Result<metadata::Schemas, SessionError
     let register = |topic: &'static topics::TopicSpec, text: &'static str| {
         let registry = registry.clone();
         async move {
-            let schema = platform::schemas::parse(text)
-                .map_err(|e| SessionError::Definite(format!("the schema of {} is not valid Avro: {e}", topic.name)))?;
+            let schema = platform::schemas::parse(text).map_err(|e| {
+                SessionError::Definite(format!(
+                    "the schema of {} is not valid Avro: {e}",
+                    topic.name
+                ))
+            })?;
             let subject = platform::registry::value_subject(topic.name);
             match registry.register(&subject, text).await {
                 Ok(id) => {
@@ -215,14 +290,23 @@ async fn register_schemas(args: &Args) -> Result<metadata::Schemas, SessionError
     };
     Ok(metadata::Schemas {
         change: register(&topics::CDC_CHANGES, platform::schemas::CDC_CHANGE).await?,
-        transaction: register(&topics::CDC_TRANSACTIONS, platform::schemas::CDC_TRANSACTION).await?,
+        transaction: register(
+            &topics::CDC_TRANSACTIONS,
+            platform::schemas::CDC_TRANSACTION,
+        )
+        .await?,
         message: register(&topics::CDC_MESSAGES, platform::schemas::CDC_MESSAGE).await?,
     })
 }
 
 /// Retries `attempt` with exponential backoff while it fails indefinitely; a definite error ends
 /// the process with that error.
-async fn retry<T, F, Fut>(what: &str, max_backoff: Duration, health: &telemetry::Health, mut attempt: F) -> Result<T, SessionError>
+async fn retry<T, F, Fut>(
+    what: &str,
+    max_backoff: Duration,
+    health: &telemetry::Health,
+    mut attempt: F,
+) -> Result<T, SessionError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, SessionError>>,
@@ -252,10 +336,11 @@ where
 }
 
 async fn shutdown_signal() {
-    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(signal) => signal,
-        Err(_) => return std::future::pending().await,
-    };
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => return std::future::pending().await,
+        };
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}

@@ -36,7 +36,12 @@ impl TransactionTally {
     }
 
     /// The boundary record; the tally starts over for the next transaction.
-    pub fn take_record(&mut self, end: &TransactionEnd, source_database: &str, slot_name: &str) -> Value {
+    pub fn take_record(
+        &mut self,
+        end: &TransactionEnd,
+        source_database: &str,
+        slot_name: &str,
+    ) -> Value {
         let event_count = self.event_count();
         let by_table = std::mem::take(&mut self.by_table);
         self.messages = 0;
@@ -44,13 +49,24 @@ impl TransactionTally {
             ("transaction_id".into(), Value::Long(i64::from(end.xid))),
             ("commit_lsn".into(), Value::Long(lsn_long(end.commit_lsn))),
             ("end_lsn".into(), Value::Long(lsn_long(end.end_lsn))),
-            ("commit_timestamp".into(), Value::TimestampMicros(end.commit_time_unix_micros)),
+            (
+                "commit_timestamp".into(),
+                Value::TimestampMicros(end.commit_time_unix_micros),
+            ),
             ("event_count".into(), Value::Long(event_count)),
             (
                 "events_by_table".into(),
-                Value::Map(by_table.into_iter().map(|(table, count)| (table.to_string(), Value::Long(count))).collect()),
+                Value::Map(
+                    by_table
+                        .into_iter()
+                        .map(|(table, count)| (table.to_string(), Value::Long(count)))
+                        .collect(),
+                ),
             ),
-            ("source_database".into(), Value::String(source_database.into())),
+            (
+                "source_database".into(),
+                Value::String(source_database.into()),
+            ),
             ("slot_name".into(), Value::String(slot_name.into())),
         ])
     }
@@ -65,7 +81,11 @@ pub fn message_id(message: &MessageEvent) -> String {
     }
 }
 
-pub fn message_to_avro(message: &MessageEvent, source_database: &str, now_unix_millis: i64) -> Value {
+pub fn message_to_avro(
+    message: &MessageEvent,
+    source_database: &str,
+    now_unix_millis: i64,
+) -> Value {
     let optional = |value: Option<Value>| match value {
         Some(value) => Value::Union(1, Box::new(value)),
         None => Value::Union(0, Box::new(Value::Null)),
@@ -76,15 +96,27 @@ pub fn message_to_avro(message: &MessageEvent, source_database: &str, now_unix_m
         ("prefix".into(), Value::String(message.prefix.clone())),
         ("content".into(), Value::Bytes(message.content.clone())),
         ("transactional".into(), Value::Boolean(position.is_some())),
-        ("message_lsn".into(), Value::Long(lsn_long(message.message_lsn))),
-        ("transaction_id".into(), optional(position.map(|p| Value::Long(i64::from(p.xid))))),
-        ("commit_lsn".into(), optional(position.map(|p| Value::Long(lsn_long(p.commit_lsn))))),
+        (
+            "message_lsn".into(),
+            Value::Long(lsn_long(message.message_lsn)),
+        ),
+        (
+            "transaction_id".into(),
+            optional(position.map(|p| Value::Long(i64::from(p.xid)))),
+        ),
+        (
+            "commit_lsn".into(),
+            optional(position.map(|p| Value::Long(lsn_long(p.commit_lsn)))),
+        ),
         (
             "sequence".into(),
             optional(position.map(|p| Value::Int(i32::try_from(p.sequence).unwrap_or(i32::MAX)))),
         ),
         ("timestamp".into(), Value::TimestampMillis(now_unix_millis)),
-        ("source_database".into(), Value::String(source_database.into())),
+        (
+            "source_database".into(),
+            Value::String(source_database.into()),
+        ),
     ])
 }
 
@@ -95,10 +127,12 @@ pub fn lsn_long(lsn: Lsn) -> i64 {
 
 /// Whether a message prefix is selected: `*` selects all, `name*` a family, others exactly.
 pub fn prefix_selected(patterns: &[String], prefix: &str) -> bool {
-    patterns.iter().any(|pattern| match pattern.strip_suffix('*') {
-        Some(start) => prefix.starts_with(start),
-        None => pattern == prefix,
-    })
+    patterns
+        .iter()
+        .any(|pattern| match pattern.strip_suffix('*') {
+            Some(start) => prefix.starts_with(start),
+            None => pattern == prefix,
+        })
 }
 
 #[cfg(test)]
@@ -107,7 +141,10 @@ mod tests {
     use crate::changes::Position;
 
     fn schema(text: &str) -> platform::avro::RegisteredSchema {
-        platform::avro::RegisteredSchema { id: 1, schema: platform::schemas::parse(text).unwrap() }
+        platform::avro::RegisteredSchema {
+            id: 1,
+            schema: platform::schemas::parse(text).unwrap(),
+        }
     }
 
     #[test]
@@ -118,9 +155,16 @@ mod tests {
         tally.count_change(&bookings);
         tally.count_change(&Arc::from("public.payments"));
         tally.count_message();
-        let end = TransactionEnd { xid: 9, commit_lsn: 100, end_lsn: 120, commit_time_unix_micros: 5 };
+        let end = TransactionEnd {
+            xid: 9,
+            commit_lsn: 100,
+            end_lsn: 120,
+            commit_time_unix_micros: 5,
+        };
         let record = tally.take_record(&end, "travel", "slot");
-        let bytes = schema(platform::schemas::CDC_TRANSACTION).encode(record.clone()).unwrap();
+        let bytes = schema(platform::schemas::CDC_TRANSACTION)
+            .encode(record.clone())
+            .unwrap();
         assert!(bytes.len() > 5);
         let json = platform::avro::to_json(&record);
         assert_eq!(json["event_count"], 4);
@@ -130,14 +174,27 @@ mod tests {
 
     #[test]
     fn messages_encode_with_and_without_a_transaction() {
-        let plain = MessageEvent { prefix: "audit".into(), content: b"x".to_vec(), message_lsn: 0x10, position: None };
+        let plain = MessageEvent {
+            prefix: "audit".into(),
+            content: b"x".to_vec(),
+            message_lsn: 0x10,
+            position: None,
+        };
         let transactional = MessageEvent {
-            position: Some(Position { commit_lsn: 0x20, event_lsn: 0x18, xid: 4, sequence: 2, commit_time_unix_micros: 0 }),
+            position: Some(Position {
+                commit_lsn: 0x20,
+                event_lsn: 0x18,
+                xid: 4,
+                sequence: 2,
+                commit_time_unix_micros: 0,
+            }),
             ..plain.clone()
         };
         let registered = schema(platform::schemas::CDC_MESSAGE);
         for message in [&plain, &transactional] {
-            registered.encode(message_to_avro(message, "travel", 1)).unwrap();
+            registered
+                .encode(message_to_avro(message, "travel", 1))
+                .unwrap();
         }
         assert_eq!(message_id(&plain), "0000000000000010-M");
         assert_eq!(message_id(&transactional), "0000000000000020-00000002");

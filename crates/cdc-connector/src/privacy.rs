@@ -53,7 +53,12 @@ pub struct FilterOptions {
     /// Secret prepended to every hashed value; without it common values (emails, phone numbers)
     /// could be recovered by hashing guesses. Use a long random string and keep it stable:
     /// changing it changes every hash. Never logged.
-    #[arg(long, env = "CDC_HASH_SALT", hide_env_values = true, hide_default_value = true)]
+    #[arg(
+        long,
+        env = "CDC_HASH_SALT",
+        hide_env_values = true,
+        hide_default_value = true
+    )]
     pub hash_salt: Option<HashSalt>,
 }
 
@@ -83,7 +88,9 @@ pub enum FilterError {
         pattern: String,
         reason: &'static str,
     },
-    #[error("--hash-columns needs a salt: set --hash-salt or CDC_HASH_SALT to a long random secret")]
+    #[error(
+        "--hash-columns needs a salt: set --hash-salt or CDC_HASH_SALT to a long random secret"
+    )]
     MissingSalt,
     #[error("{column} is in both --mask-columns and --hash-columns: choose one")]
     MaskedAndHashed { column: String },
@@ -102,7 +109,11 @@ impl Pattern {
     /// (2 for `schema.table`, 3 for `schema.table.column`): an unqualified `users.email` would
     /// otherwise silently match nothing.
     fn parse(option: &'static str, text: &str, parts: usize) -> Result<Self, FilterError> {
-        let invalid = |reason| FilterError::InvalidPattern { option, pattern: text.to_owned(), reason };
+        let invalid = |reason| FilterError::InvalidPattern {
+            option,
+            pattern: text.to_owned(),
+            reason,
+        };
         // Lists are often written `a, b`; the blanks are not part of any name.
         let pattern = text.trim();
         if pattern.is_empty() {
@@ -118,8 +129,15 @@ impl Pattern {
         Ok(Self(pattern.to_owned()))
     }
 
-    fn parse_all(option: &'static str, texts: &[String], parts: usize) -> Result<Vec<Self>, FilterError> {
-        texts.iter().map(|text| Self::parse(option, text, parts)).collect()
+    fn parse_all(
+        option: &'static str,
+        texts: &[String],
+        parts: usize,
+    ) -> Result<Vec<Self>, FilterError> {
+        texts
+            .iter()
+            .map(|text| Self::parse(option, text, parts))
+            .collect()
     }
 
     /// Byte-wise glob matching with backtracking to the last `*`. Comparing bytes is exact for
@@ -186,13 +204,18 @@ impl ChangeFilter {
         // Overlapping globs can only be detected per column (see `treatment`); the same
         // pattern in both lists is a mistake visible now.
         if let Some(both) = mask.iter().find(|m| hash.iter().any(|h| h.0 == m.0)) {
-            return Err(FilterError::MaskedAndHashed { column: both.0.clone() });
+            return Err(FilterError::MaskedAndHashed {
+                column: both.0.clone(),
+            });
         }
         let hashing = if hash.is_empty() {
             None
         } else {
             match &options.hash_salt {
-                Some(salt) if !salt.0.is_empty() => Some(Hashing { patterns: hash, salt: salt.clone() }),
+                Some(salt) if !salt.0.is_empty() => Some(Hashing {
+                    patterns: hash,
+                    salt: salt.clone(),
+                }),
                 _ => return Err(FilterError::MissingSalt),
             }
         };
@@ -209,17 +232,26 @@ impl ChangeFilter {
 
     /// Whether changes of `table` (`schema.table`) are published.
     pub fn includes_table(&self, table: &str) -> bool {
-        (self.table_include.is_empty() || any_matches(&self.table_include, table)) && !any_matches(&self.table_exclude, table)
+        (self.table_include.is_empty() || any_matches(&self.table_include, table))
+            && !any_matches(&self.table_exclude, table)
     }
 
     /// Filters, masks and hashes the columns of `event`'s key, old and new row. An error is a
     /// configuration that cannot be applied to this table (a masked key column, a column both
     /// masked and hashed); `event` must then not be published.
     pub fn apply(&self, event: &mut ChangeEvent) -> Result<(), FilterError> {
-        if self.column_include.is_empty() && self.column_exclude.is_empty() && self.mask.is_empty() && self.hashing.is_none() {
+        if self.column_include.is_empty()
+            && self.column_exclude.is_empty()
+            && self.mask.is_empty()
+            && self.hashing.is_none()
+        {
             return Ok(());
         }
-        let keys: Vec<String> = event.primary_key.iter().map(|(name, _)| name.clone()).collect();
+        let keys: Vec<String> = event
+            .primary_key
+            .iter()
+            .map(|(name, _)| name.clone())
+            .collect();
         let table = &*event.table;
         self.apply_to(table, &mut event.primary_key, &keys)?;
         if let Some(before) = &mut event.before {
@@ -231,7 +263,12 @@ impl ChangeFilter {
         Ok(())
     }
 
-    fn apply_to(&self, table: &str, columns: &mut Columns, keys: &[String]) -> Result<(), FilterError> {
+    fn apply_to(
+        &self,
+        table: &str,
+        columns: &mut Columns,
+        keys: &[String],
+    ) -> Result<(), FilterError> {
         let mut qualified = String::with_capacity(table.len() + 32);
         for (name, mut value) in std::mem::take(columns) {
             qualified.clear();
@@ -251,15 +288,27 @@ impl ChangeFilter {
 
     fn treatment(&self, column: &str, is_key: bool) -> Result<Treatment<'_>, FilterError> {
         let kept = is_key
-            || ((self.column_include.is_empty() || any_matches(&self.column_include, column)) && !any_matches(&self.column_exclude, column));
+            || ((self.column_include.is_empty() || any_matches(&self.column_include, column))
+                && !any_matches(&self.column_exclude, column));
         if !kept {
             return Ok(Treatment::Drop);
         }
         let masked = any_matches(&self.mask, column);
-        let hashed = self.hashing.as_ref().filter(|hashing| any_matches(&hashing.patterns, column));
+        let hashed = self
+            .hashing
+            .as_ref()
+            .filter(|hashing| any_matches(&hashing.patterns, column));
         Ok(match (masked, hashed) {
-            (true, Some(_)) => return Err(FilterError::MaskedAndHashed { column: column.to_owned() }),
-            (true, None) if is_key => return Err(FilterError::MaskedKey { column: column.to_owned() }),
+            (true, Some(_)) => {
+                return Err(FilterError::MaskedAndHashed {
+                    column: column.to_owned(),
+                });
+            }
+            (true, None) if is_key => {
+                return Err(FilterError::MaskedKey {
+                    column: column.to_owned(),
+                });
+            }
             (true, None) => Treatment::Mask,
             (false, Some(hashing)) => Treatment::Hash(&hashing.salt),
             (false, None) => Treatment::Keep,
@@ -285,7 +334,10 @@ fn mask(value: &mut ColumnValue, keep_last: usize) {
 /// did not send stay as they are.
 fn hash(value: &mut ColumnValue, salt: &HashSalt) {
     if let ColumnValue::Value(typed) = value {
-        let digest = Sha256::new().chain_update(salt.0.as_bytes()).chain_update(value_text(typed).as_bytes()).finalize();
+        let digest = Sha256::new()
+            .chain_update(salt.0.as_bytes())
+            .chain_update(value_text(typed).as_bytes())
+            .finalize();
         *typed = TypedValue::Text(format!("{digest:x}"));
     }
 }
@@ -296,11 +348,17 @@ fn hash(value: &mut ColumnValue, salt: &HashSalt) {
 /// time with time zone, intervals and arrays a rendering of all their fields.
 fn value_text(value: &TypedValue) -> Cow<'_, str> {
     match value {
-        TypedValue::Text(text) | TypedValue::Numeric(text) | TypedValue::Json(text) | TypedValue::Uuid(text) => Cow::Borrowed(text),
+        TypedValue::Text(text)
+        | TypedValue::Numeric(text)
+        | TypedValue::Json(text)
+        | TypedValue::Uuid(text) => Cow::Borrowed(text),
         TypedValue::Other { text, .. } => Cow::Borrowed(text),
         TypedValue::Bool(b) => Cow::Borrowed(if *b { "true" } else { "false" }),
         TypedValue::Int(i) | TypedValue::Date(i) => Cow::Owned(i.to_string()),
-        TypedValue::Long(i) | TypedValue::Timestamp(i) | TypedValue::TimestampTz(i) | TypedValue::Time(i) => Cow::Owned(i.to_string()),
+        TypedValue::Long(i)
+        | TypedValue::Timestamp(i)
+        | TypedValue::TimestampTz(i)
+        | TypedValue::Time(i) => Cow::Owned(i.to_string()),
         TypedValue::Float(f) => float_text(f64::from(*f), f.to_string()),
         TypedValue::Double(f) => float_text(*f, f.to_string()),
         TypedValue::Bytes(bytes) => {
@@ -314,7 +372,9 @@ fn value_text(value: &TypedValue) -> Cow<'_, str> {
         }
         // Composite values have no single number or string in the record; their derived `Debug`
         // form lists every field, so equal values still give equal text.
-        composite @ (TypedValue::TimeTz { .. } | TypedValue::Interval { .. } | TypedValue::Array { .. }) => Cow::Owned(format!("{composite:?}")),
+        composite @ (TypedValue::TimeTz { .. }
+        | TypedValue::Interval { .. }
+        | TypedValue::Array { .. }) => Cow::Owned(format!("{composite:?}")),
     }
 }
 
@@ -349,7 +409,9 @@ mod tests {
     }
 
     fn options(args: &[&str]) -> FilterOptions {
-        Cli::try_parse_from(std::iter::once("cdc-connector").chain(args.iter().copied())).unwrap().filter
+        Cli::try_parse_from(std::iter::once("cdc-connector").chain(args.iter().copied()))
+            .unwrap()
+            .filter
     }
 
     fn filter(args: &[&str]) -> ChangeFilter {
@@ -368,14 +430,25 @@ mod tests {
         format!("{:x}", Sha256::digest(input.as_bytes()))
     }
 
-    fn event(table: &str, key: Columns, before: Option<Columns>, after: Option<Columns>) -> ChangeEvent {
+    fn event(
+        table: &str,
+        key: Columns,
+        before: Option<Columns>,
+        after: Option<Columns>,
+    ) -> ChangeEvent {
         ChangeEvent {
             table: Arc::from(table),
             operation: Operation::Update,
             primary_key: key,
             before,
             after,
-            position: Position { commit_lsn: 1, event_lsn: 1, xid: 1, sequence: 0, commit_time_unix_micros: 0 },
+            position: Position {
+                commit_lsn: 1,
+                event_lsn: 1,
+                xid: 1,
+                sequence: 0,
+                commit_time_unix_micros: 0,
+            },
         }
     }
 
@@ -384,7 +457,10 @@ mod tests {
             ("user_id".into(), ColumnValue::Value(TypedValue::Long(id))),
             ("email".into(), text(email)),
             ("phone".into(), phone),
-            ("preferences".into(), ColumnValue::Value(TypedValue::Json("{}".into()))),
+            (
+                "preferences".into(),
+                ColumnValue::Value(TypedValue::Json("{}".into())),
+            ),
         ]
     }
 
@@ -398,7 +474,11 @@ mod tests {
     }
 
     fn value<'a>(columns: &'a Columns, name: &str) -> &'a ColumnValue {
-        &columns.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no column {name}")).1
+        &columns
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no column {name}"))
+            .1
     }
 
     #[test]
@@ -408,7 +488,10 @@ mod tests {
         assert!(!pattern("public.users").matches("public.users2"));
         assert!(!pattern("public.users").matches("xpublic.users"));
         assert!(pattern("public.*").matches("public.users"));
-        assert!(pattern("public.*").matches("public.users.email"), "* crosses dots");
+        assert!(
+            pattern("public.*").matches("public.users.email"),
+            "* crosses dots"
+        );
         assert!(!pattern("public.*").matches("audit.users"));
         assert!(pattern("*.email").matches("public.users.email"));
         assert!(!pattern("*.email").matches("public.users.email_verified"));
@@ -416,7 +499,10 @@ mod tests {
         assert!(pattern("p*l*c.u*s").matches("public.users"));
         assert!(pattern("*a*a*").matches("banana"));
         assert!(!pattern("*a*a*a*a").matches("banana"));
-        assert!(pattern("*.név").matches("public.users.név"), "multi-byte names");
+        assert!(
+            pattern("*.név").matches("public.users.név"),
+            "multi-byte names"
+        );
         assert!(!pattern("*.né").matches("public.users.név"));
     }
 
@@ -425,14 +511,25 @@ mod tests {
         let all = filter(&[]);
         assert!(all.includes_table("public.users") && all.includes_table("audit.log"));
 
-        let only_public = filter(&["--table-include", "public.*", "--table-exclude", "public.payments"]);
+        let only_public = filter(&[
+            "--table-include",
+            "public.*",
+            "--table-exclude",
+            "public.payments",
+        ]);
         assert!(only_public.includes_table("public.users"));
-        assert!(!only_public.includes_table("public.payments"), "exclude wins over include");
+        assert!(
+            !only_public.includes_table("public.payments"),
+            "exclude wins over include"
+        );
         assert!(!only_public.includes_table("audit.log"), "not included");
 
         let excluded = filter(&["--table-exclude", "public.payments, public.bookings"]);
         assert!(excluded.includes_table("public.users"));
-        assert!(!excluded.includes_table("public.bookings"), "blanks around list items are ignored");
+        assert!(
+            !excluded.includes_table("public.bookings"),
+            "blanks around list items are ignored"
+        );
         assert!(!excluded.includes_table("public.payments"));
     }
 
@@ -443,24 +540,67 @@ mod tests {
             FilterError::InvalidPattern { option: "table-exclude", ref pattern, .. } if pattern == "payments"
         ));
         let message = error(&["--column-exclude", "users.email"]).to_string();
-        assert!(message.contains("--column-exclude") && message.contains("schema.table.column"), "{message}");
-        assert!(matches!(error(&["--mask-columns", "public.users.phone,"]), FilterError::InvalidPattern { reason: "is empty", .. }));
-        assert!(matches!(error(&["--hash-columns", " ", "--hash-salt", "s"]), FilterError::InvalidPattern { .. }));
+        assert!(
+            message.contains("--column-exclude") && message.contains("schema.table.column"),
+            "{message}"
+        );
+        assert!(matches!(
+            error(&["--mask-columns", "public.users.phone,"]),
+            FilterError::InvalidPattern {
+                reason: "is empty",
+                ..
+            }
+        ));
+        assert!(matches!(
+            error(&["--hash-columns", " ", "--hash-salt", "s"]),
+            FilterError::InvalidPattern { .. }
+        ));
         // With a wildcard, any shape is allowed.
-        assert!(ChangeFilter::new(&options(&["--column-exclude", "*email", "--table-include", "*"])).is_ok());
+        assert!(
+            ChangeFilter::new(&options(&[
+                "--column-exclude",
+                "*email",
+                "--table-include",
+                "*"
+            ]))
+            .is_ok()
+        );
     }
 
     #[test]
     fn hashing_needs_a_non_empty_salt() {
-        assert_eq!(error(&["--hash-columns", "*.email"]), FilterError::MissingSalt);
-        assert_eq!(error(&["--hash-columns", "*.email", "--hash-salt", ""]), FilterError::MissingSalt);
-        assert!(error(&["--hash-columns", "*.email"]).to_string().contains("CDC_HASH_SALT"));
-        assert!(ChangeFilter::new(&options(&["--hash-columns", "*.email", "--hash-salt", "pepper"])).is_ok());
+        assert_eq!(
+            error(&["--hash-columns", "*.email"]),
+            FilterError::MissingSalt
+        );
+        assert_eq!(
+            error(&["--hash-columns", "*.email", "--hash-salt", ""]),
+            FilterError::MissingSalt
+        );
+        assert!(
+            error(&["--hash-columns", "*.email"])
+                .to_string()
+                .contains("CDC_HASH_SALT")
+        );
+        assert!(
+            ChangeFilter::new(&options(&[
+                "--hash-columns",
+                "*.email",
+                "--hash-salt",
+                "pepper"
+            ]))
+            .is_ok()
+        );
     }
 
     #[test]
     fn the_salt_never_shows_in_debug_output() {
-        let options = options(&["--hash-columns", "*.email", "--hash-salt", "very-secret-salt"]);
+        let options = options(&[
+            "--hash-columns",
+            "*.email",
+            "--hash-salt",
+            "very-secret-salt",
+        ]);
         let filter = ChangeFilter::new(&options).unwrap();
         assert!(!format!("{options:?}").contains("very-secret-salt"));
         assert!(!format!("{filter:?}").contains("very-secret-salt"));
@@ -469,89 +609,191 @@ mod tests {
     #[test]
     fn the_same_pattern_masked_and_hashed_is_refused_up_front() {
         assert_eq!(
-            error(&["--mask-columns", "*.email", "--hash-columns", "*.email", "--hash-salt", "s"]),
-            FilterError::MaskedAndHashed { column: "*.email".into() }
+            error(&[
+                "--mask-columns",
+                "*.email",
+                "--hash-columns",
+                "*.email",
+                "--hash-salt",
+                "s"
+            ]),
+            FilterError::MaskedAndHashed {
+                column: "*.email".into()
+            }
         );
     }
 
     #[test]
     fn overlapping_mask_and_hash_patterns_are_refused_per_column() {
-        let both = filter(&["--mask-columns", "public.users.e*", "--hash-columns", "*.email", "--hash-salt", "s"]);
+        let both = filter(&[
+            "--mask-columns",
+            "public.users.e*",
+            "--hash-columns",
+            "*.email",
+            "--hash-salt",
+            "s",
+        ]);
         let mut change = user_event("an@example.vn", ColumnValue::Null);
-        assert_eq!(both.apply(&mut change), Err(FilterError::MaskedAndHashed { column: "public.users.email".into() }));
+        assert_eq!(
+            both.apply(&mut change),
+            Err(FilterError::MaskedAndHashed {
+                column: "public.users.email".into()
+            })
+        );
     }
 
     #[test]
     fn without_column_options_events_are_untouched() {
         let untouched = user_event("an@example.vn", text("+84 90 111 2222"));
         let mut change = untouched.clone();
-        filter(&["--table-exclude", "public.payments"]).apply(&mut change).unwrap();
+        filter(&["--table-exclude", "public.payments"])
+            .apply(&mut change)
+            .unwrap();
         assert_eq!(change, untouched);
     }
 
     #[test]
     fn excluded_columns_are_removed_from_both_images_but_keys_stay() {
-        let exclude = filter(&["--column-exclude", "*.preferences,public.users.phone,public.users.user_id"]);
+        let exclude = filter(&[
+            "--column-exclude",
+            "*.preferences,public.users.phone,public.users.user_id",
+        ]);
         let before = user_row(7, "old@example.vn", ColumnValue::NotInReplicaIdentity);
         let after = user_row(7, "new@example.vn", text("+84"));
-        let mut change = event("public.users", vec![after[0].clone()], Some(before), Some(after));
+        let mut change = event(
+            "public.users",
+            vec![after[0].clone()],
+            Some(before),
+            Some(after),
+        );
         exclude.apply(&mut change).unwrap();
         assert_eq!(names(change.before.as_ref().unwrap()), ["user_id", "email"]);
-        assert_eq!(names(change.after.as_ref().unwrap()), ["user_id", "email"], "order kept, key kept although excluded");
-        assert_eq!(change.primary_key, vec![("user_id".into(), ColumnValue::Value(TypedValue::Long(7)))]);
-        assert_eq!(value(change.after.as_ref().unwrap(), "email"), &text("new@example.vn"));
+        assert_eq!(
+            names(change.after.as_ref().unwrap()),
+            ["user_id", "email"],
+            "order kept, key kept although excluded"
+        );
+        assert_eq!(
+            change.primary_key,
+            vec![("user_id".into(), ColumnValue::Value(TypedValue::Long(7)))]
+        );
+        assert_eq!(
+            value(change.after.as_ref().unwrap(), "email"),
+            &text("new@example.vn")
+        );
     }
 
     #[test]
     fn column_include_keeps_only_matching_columns_and_the_key() {
-        let include = filter(&["--column-include", "public.users.email,public.bookings.*", "--column-exclude", "public.bookings.details"]);
+        let include = filter(&[
+            "--column-include",
+            "public.users.email,public.bookings.*",
+            "--column-exclude",
+            "public.bookings.details",
+        ]);
         let mut change = user_event("an@example.vn", text("+84"));
         include.apply(&mut change).unwrap();
         assert_eq!(names(change.after.as_ref().unwrap()), ["user_id", "email"]);
 
         let booking = vec![
             ("booking_id".into(), ColumnValue::Value(TypedValue::Long(1))),
-            ("status".into(), ColumnValue::Value(TypedValue::Other { type_name: "public.booking_status".into(), text: "pending".into() })),
-            ("details".into(), ColumnValue::Value(TypedValue::Json("{}".into()))),
+            (
+                "status".into(),
+                ColumnValue::Value(TypedValue::Other {
+                    type_name: "public.booking_status".into(),
+                    text: "pending".into(),
+                }),
+            ),
+            (
+                "details".into(),
+                ColumnValue::Value(TypedValue::Json("{}".into())),
+            ),
         ];
-        let mut change = event("public.bookings", vec![booking[0].clone()], None, Some(booking));
+        let mut change = event(
+            "public.bookings",
+            vec![booking[0].clone()],
+            None,
+            Some(booking),
+        );
         include.apply(&mut change).unwrap();
-        assert_eq!(names(change.after.as_ref().unwrap()), ["booking_id", "status"], "exclude wins over include");
+        assert_eq!(
+            names(change.after.as_ref().unwrap()),
+            ["booking_id", "status"],
+            "exclude wins over include"
+        );
 
         // A table without a key keeps only the included columns.
-        let mut keyless = event("public.audit", Vec::new(), None, Some(vec![("note".into(), text("x"))]));
+        let mut keyless = event(
+            "public.audit",
+            Vec::new(),
+            None,
+            Some(vec![("note".into(), text("x"))]),
+        );
         include.apply(&mut keyless).unwrap();
         assert_eq!(keyless.after, Some(Vec::new()));
     }
 
     #[test]
     fn masking_keeps_at_most_the_last_characters_and_never_a_whole_value() {
-        let masking = filter(&["--mask-columns", "*.phone,public.payments.card_last4", "--mask-keep-last", "4"]);
+        let masking = filter(&[
+            "--mask-columns",
+            "*.phone,public.payments.card_last4",
+            "--mask-keep-last",
+            "4",
+        ]);
         let mut change = user_event("an@example.vn", text("+84 90 111 2222"));
         masking.apply(&mut change).unwrap();
-        assert_eq!(value(change.after.as_ref().unwrap(), "phone"), &text("****2222"));
-        assert_eq!(value(change.after.as_ref().unwrap(), "email"), &text("an@example.vn"), "not masked");
+        assert_eq!(
+            value(change.after.as_ref().unwrap(), "phone"),
+            &text("****2222")
+        );
+        assert_eq!(
+            value(change.after.as_ref().unwrap(), "email"),
+            &text("an@example.vn"),
+            "not masked"
+        );
 
         let payment = vec![
             ("payment_id".into(), ColumnValue::Value(TypedValue::Long(1))),
             ("card_last4".into(), text("4242")),
         ];
-        let mut change = event("public.payments", vec![payment[0].clone()], None, Some(payment));
+        let mut change = event(
+            "public.payments",
+            vec![payment[0].clone()],
+            None,
+            Some(payment),
+        );
         masking.apply(&mut change).unwrap();
-        assert_eq!(value(change.after.as_ref().unwrap(), "card_last4"), &text("****"), "a 4-character value is fully masked");
+        assert_eq!(
+            value(change.after.as_ref().unwrap(), "card_last4"),
+            &text("****"),
+            "a 4-character value is fully masked"
+        );
 
         let mut change = user_event("an@example.vn", text("+84 90 111 2222"));
-        filter(&["--mask-columns", "*.phone"]).apply(&mut change).unwrap();
-        assert_eq!(value(change.after.as_ref().unwrap(), "phone"), &text("****"), "keeps nothing by default");
+        filter(&["--mask-columns", "*.phone"])
+            .apply(&mut change)
+            .unwrap();
+        assert_eq!(
+            value(change.after.as_ref().unwrap(), "phone"),
+            &text("****"),
+            "keeps nothing by default"
+        );
     }
 
     #[test]
     fn masking_turns_any_type_into_text_by_characters() {
         let masking = filter(&["--mask-columns", "public.t.*", "--mask-keep-last", "2"]);
         let row: Columns = vec![
-            ("n".into(), ColumnValue::Value(TypedValue::Numeric("12345.67".into()))),
+            (
+                "n".into(),
+                ColumnValue::Value(TypedValue::Numeric("12345.67".into())),
+            ),
             ("i".into(), ColumnValue::Value(TypedValue::Int(123_456))),
-            ("b".into(), ColumnValue::Value(TypedValue::Bytes(vec![0xde, 0xad]))),
+            (
+                "b".into(),
+                ColumnValue::Value(TypedValue::Bytes(vec![0xde, 0xad])),
+            ),
             ("u".into(), text("Trần Nguyễn")),
         ];
         let mut change = event("public.t", Vec::new(), None, Some(row));
@@ -565,7 +807,14 @@ mod tests {
 
     #[test]
     fn null_and_unsent_values_are_neither_masked_nor_hashed() {
-        let both = filter(&["--mask-columns", "*.phone", "--hash-columns", "*.email", "--hash-salt", "s"]);
+        let both = filter(&[
+            "--mask-columns",
+            "*.phone",
+            "--hash-columns",
+            "*.email",
+            "--hash-salt",
+            "s",
+        ]);
         let before = vec![
             ("user_id".into(), ColumnValue::Value(TypedValue::Long(7))),
             ("email".into(), ColumnValue::NotInReplicaIdentity),
@@ -576,7 +825,12 @@ mod tests {
             ("email".into(), ColumnValue::UnchangedToast),
             ("phone".into(), ColumnValue::Null),
         ];
-        let mut change = event("public.users", vec![after[0].clone()], Some(before.clone()), Some(after.clone()));
+        let mut change = event(
+            "public.users",
+            vec![after[0].clone()],
+            Some(before.clone()),
+            Some(after.clone()),
+        );
         both.apply(&mut change).unwrap();
         assert_eq!(change.before, Some(before));
         assert_eq!(change.after, Some(after));
@@ -596,16 +850,29 @@ mod tests {
 
     #[test]
     fn hashing_a_key_column_hashes_it_in_the_key_and_both_images() {
-        let hashing = filter(&["--hash-columns", "public.users.user_id", "--hash-salt", "pepper"]);
+        let hashing = filter(&[
+            "--hash-columns",
+            "public.users.user_id",
+            "--hash-salt",
+            "pepper",
+        ]);
         let before = user_row(7, "old@example.vn", ColumnValue::Null);
         let after = user_row(7, "new@example.vn", ColumnValue::Null);
-        let mut change = event("public.users", vec![after[0].clone()], Some(before), Some(after));
+        let mut change = event(
+            "public.users",
+            vec![after[0].clone()],
+            Some(before),
+            Some(after),
+        );
         hashing.apply(&mut change).unwrap();
         let hashed = text(&sha256_hex("pepper7"));
         assert_eq!(change.primary_key, vec![("user_id".into(), hashed.clone())]);
         assert_eq!(value(change.before.as_ref().unwrap(), "user_id"), &hashed);
         assert_eq!(value(change.after.as_ref().unwrap(), "user_id"), &hashed);
-        assert_eq!(value(change.after.as_ref().unwrap(), "email"), &text("new@example.vn"));
+        assert_eq!(
+            value(change.after.as_ref().unwrap(), "email"),
+            &text("new@example.vn")
+        );
     }
 
     #[test]
@@ -613,7 +880,12 @@ mod tests {
         let masking = filter(&["--mask-columns", "public.users.user_id"]);
         let mut change = user_event("an@example.vn", ColumnValue::Null);
         let refused = masking.apply(&mut change).unwrap_err();
-        assert_eq!(refused, FilterError::MaskedKey { column: "public.users.user_id".into() });
+        assert_eq!(
+            refused,
+            FilterError::MaskedKey {
+                column: "public.users.user_id".into()
+            }
+        );
         assert!(refused.to_string().contains("--hash-columns"), "{refused}");
     }
 
@@ -626,8 +898,17 @@ mod tests {
             (TypedValue::Float(f32::NEG_INFINITY), "-Infinity"),
             (TypedValue::Double(1.5), "1.5"),
             (TypedValue::Bytes(vec![0x0a, 0xff]), "\\x0aff"),
-            (TypedValue::Uuid("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".into()), "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
-            (TypedValue::Other { type_name: "inet".into(), text: "10.0.0.1".into() }, "10.0.0.1"),
+            (
+                TypedValue::Uuid("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".into()),
+                "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+            ),
+            (
+                TypedValue::Other {
+                    type_name: "inet".into(),
+                    text: "10.0.0.1".into(),
+                },
+                "10.0.0.1",
+            ),
             (TypedValue::Date(19_000), "19000"),
         ];
         for (value, expected) in cases {
@@ -637,7 +918,12 @@ mod tests {
 
     #[test]
     fn options_read_comma_separated_lists_and_bound_keep_last() {
-        let parsed = options(&["--table-include", "public.users,public.payments", "--mask-keep-last", "4"]);
+        let parsed = options(&[
+            "--table-include",
+            "public.users,public.payments",
+            "--mask-keep-last",
+            "4",
+        ]);
         assert_eq!(parsed.table_include, ["public.users", "public.payments"]);
         assert_eq!(parsed.mask_keep_last, 4);
         assert!(Cli::try_parse_from(["cdc-connector", "--mask-keep-last", "65"]).is_err());

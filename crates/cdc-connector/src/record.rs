@@ -39,8 +39,15 @@ mod branch {
 /// the row's key, so the same snapshot read twice gives the same ids.
 pub fn change_id(event: &ChangeEvent) -> String {
     match event.operation {
-        Operation::Read => format!("{:016X}-READ-{}", event.position.commit_lsn, kafka_key(event)),
-        _ => format!("{:016X}-{:08}", event.position.commit_lsn, event.position.sequence),
+        Operation::Read => format!(
+            "{:016X}-READ-{}",
+            event.position.commit_lsn,
+            kafka_key(event)
+        ),
+        _ => format!(
+            "{:016X}-{:08}",
+            event.position.commit_lsn, event.position.sequence
+        ),
     }
 }
 
@@ -67,13 +74,21 @@ fn key_json(value: &ColumnValue) -> serde_json::Value {
 
 fn text_of(value: &TypedValue) -> String {
     match value {
-        TypedValue::Text(s) | TypedValue::Numeric(s) | TypedValue::Json(s) | TypedValue::Uuid(s) => s.clone(),
+        TypedValue::Text(s)
+        | TypedValue::Numeric(s)
+        | TypedValue::Json(s)
+        | TypedValue::Uuid(s) => s.clone(),
         TypedValue::Other { text, .. } => text.clone(),
         other => format!("{other:?}"),
     }
 }
 
-pub fn to_avro(event: &ChangeEvent, source_database: &str, slot_name: &str, now_unix_millis: i64) -> Value {
+pub fn to_avro(
+    event: &ChangeEvent,
+    source_database: &str,
+    slot_name: &str,
+    now_unix_millis: i64,
+) -> Value {
     let operation = match event.operation {
         Operation::Insert => 0,
         Operation::Update => 1,
@@ -85,20 +100,47 @@ pub fn to_avro(event: &ChangeEvent, source_database: &str, slot_name: &str, now_
     Value::Record(vec![
         ("change_id".into(), Value::String(change_id(event))),
         ("table_name".into(), Value::String(event.table.to_string())),
-        ("operation".into(), Value::Enum(operation, event.operation.as_str().into())),
+        (
+            "operation".into(),
+            Value::Enum(operation, event.operation.as_str().into()),
+        ),
         ("primary_key".into(), columns_map(&event.primary_key)),
-        ("before_values".into(), optional_columns(event.before.as_ref())),
-        ("after_values".into(), optional_columns(event.after.as_ref())),
+        (
+            "before_values".into(),
+            optional_columns(event.before.as_ref()),
+        ),
+        (
+            "after_values".into(),
+            optional_columns(event.after.as_ref()),
+        ),
         ("timestamp".into(), Value::TimestampMillis(now_unix_millis)),
-        ("source_database".into(), Value::String(source_database.into())),
+        (
+            "source_database".into(),
+            Value::String(source_database.into()),
+        ),
         (
             "source".into(),
             Value::Record(vec![
-                ("commit_lsn".into(), Value::Long(lsn_long(position.commit_lsn))),
-                ("event_lsn".into(), Value::Long(lsn_long(position.event_lsn))),
-                ("transaction_id".into(), Value::Long(i64::from(position.xid))),
-                ("sequence".into(), Value::Int(i32::try_from(position.sequence).unwrap_or(i32::MAX))),
-                ("commit_timestamp".into(), Value::TimestampMicros(position.commit_time_unix_micros)),
+                (
+                    "commit_lsn".into(),
+                    Value::Long(lsn_long(position.commit_lsn)),
+                ),
+                (
+                    "event_lsn".into(),
+                    Value::Long(lsn_long(position.event_lsn)),
+                ),
+                (
+                    "transaction_id".into(),
+                    Value::Long(i64::from(position.xid)),
+                ),
+                (
+                    "sequence".into(),
+                    Value::Int(i32::try_from(position.sequence).unwrap_or(i32::MAX)),
+                ),
+                (
+                    "commit_timestamp".into(),
+                    Value::TimestampMicros(position.commit_time_unix_micros),
+                ),
                 ("slot_name".into(), Value::String(slot_name.into())),
             ]),
         ),
@@ -127,7 +169,12 @@ fn columns_map(columns: &Columns) -> Value {
 }
 
 fn record(fields: Vec<(&str, Value)>) -> Value {
-    Value::Record(fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+    Value::Record(
+        fields
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+    )
 }
 
 fn column_value(value: &ColumnValue) -> Value {
@@ -139,7 +186,10 @@ fn column_value(value: &ColumnValue) -> Value {
         ),
         ColumnValue::NotInReplicaIdentity => (
             branch::UNAVAILABLE,
-            record(vec![("reason", Value::Enum(1, "NOT_IN_REPLICA_IDENTITY".into()))]),
+            record(vec![(
+                "reason",
+                Value::Enum(1, "NOT_IN_REPLICA_IDENTITY".into()),
+            )]),
         ),
         ColumnValue::Value(typed) => typed_value(typed),
     };
@@ -163,9 +213,18 @@ fn typed_value(value: &TypedValue) -> (u32, Value) {
         TypedValue::Double(f) => (branch::DOUBLE, Value::Double(*f)),
         TypedValue::Text(s) => (branch::STRING, Value::String(s.clone())),
         TypedValue::Bytes(b) => (branch::BYTES, Value::Bytes(b.clone())),
-        TypedValue::Numeric(s) => (branch::NUMERIC, record(vec![("value", Value::String(s.clone()))])),
-        TypedValue::Json(s) => (branch::JSON, record(vec![("value", Value::String(s.clone()))])),
-        TypedValue::Uuid(s) => (branch::UUID, record(vec![("value", Value::String(s.clone()))])),
+        TypedValue::Numeric(s) => (
+            branch::NUMERIC,
+            record(vec![("value", Value::String(s.clone()))]),
+        ),
+        TypedValue::Json(s) => (
+            branch::JSON,
+            record(vec![("value", Value::String(s.clone()))]),
+        ),
+        TypedValue::Uuid(s) => (
+            branch::UUID,
+            record(vec![("value", Value::String(s.clone()))]),
+        ),
         TypedValue::Date(days) => (branch::DATE, record(vec![("days", Value::Date(*days))])),
         TypedValue::Timestamp(micros) => (
             branch::TIMESTAMP,
@@ -175,22 +234,46 @@ fn typed_value(value: &TypedValue) -> (u32, Value) {
             branch::TIMESTAMP_TZ,
             record(vec![("micros", Value::TimestampMicros(*micros))]),
         ),
-        TypedValue::Time(micros) => (branch::TIME, record(vec![("micros", Value::TimeMicros(*micros))])),
-        TypedValue::TimeTz { micros, offset_seconds } => (
+        TypedValue::Time(micros) => (
+            branch::TIME,
+            record(vec![("micros", Value::TimeMicros(*micros))]),
+        ),
+        TypedValue::TimeTz {
+            micros,
+            offset_seconds,
+        } => (
             branch::TIME_TZ,
-            record(vec![("micros", Value::TimeMicros(*micros)), ("offset_seconds", Value::Int(*offset_seconds))]),
+            record(vec![
+                ("micros", Value::TimeMicros(*micros)),
+                ("offset_seconds", Value::Int(*offset_seconds)),
+            ]),
         ),
-        TypedValue::Interval { months, days, micros } => (
+        TypedValue::Interval {
+            months,
+            days,
+            micros,
+        } => (
             branch::INTERVAL,
-            record(vec![("months", Value::Int(*months)), ("days", Value::Int(*days)), ("micros", Value::Long(*micros))]),
+            record(vec![
+                ("months", Value::Int(*months)),
+                ("days", Value::Int(*days)),
+                ("micros", Value::Long(*micros)),
+            ]),
         ),
-        TypedValue::Array { type_name, lower_bound, elements } => (
+        TypedValue::Array {
+            type_name,
+            lower_bound,
+            elements,
+        } => (
             branch::ARRAY,
             record(vec![
                 ("type_name", Value::String(type_name.clone())),
                 ("lower_bound", Value::Int(*lower_bound)),
                 // Elements use the column-value union itself (a NULL element is its null branch).
-                ("elements", Value::Array(elements.iter().map(array_element).collect())),
+                (
+                    "elements",
+                    Value::Array(elements.iter().map(array_element).collect()),
+                ),
             ]),
         ),
         TypedValue::Other { type_name, text } => (
@@ -226,16 +309,41 @@ mod tests {
             typed("double", TypedValue::Double(f64::INFINITY)),
             typed("text", TypedValue::Text("Hà Nội".into())),
             typed("bytes", TypedValue::Bytes(vec![0, 255])),
-            typed("numeric", TypedValue::Numeric("123456789012345678901234567890.000000001".into())),
+            typed(
+                "numeric",
+                TypedValue::Numeric("123456789012345678901234567890.000000001".into()),
+            ),
             typed("json", TypedValue::Json("{\"a\": 1}".into())),
-            typed("uuid", TypedValue::Uuid("0f0f6215-19aa-45df-8fb8-eeb389f7620c".into())),
+            typed(
+                "uuid",
+                TypedValue::Uuid("0f0f6215-19aa-45df-8fb8-eeb389f7620c".into()),
+            ),
             typed("date", TypedValue::Date(i32::MAX)),
             typed("timestamp", TypedValue::Timestamp(-1)),
             typed("timestamptz", TypedValue::TimestampTz(i64::MIN)),
-            typed("other", TypedValue::Other { type_name: "inet".into(), text: "10.0.0.1".into() }),
+            typed(
+                "other",
+                TypedValue::Other {
+                    type_name: "inet".into(),
+                    text: "10.0.0.1".into(),
+                },
+            ),
             typed("time", TypedValue::Time(86_400_000_000)),
-            typed("timetz", TypedValue::TimeTz { micros: 1, offset_seconds: -12_600 }),
-            typed("interval", TypedValue::Interval { months: -14, days: 3, micros: i64::MIN }),
+            typed(
+                "timetz",
+                TypedValue::TimeTz {
+                    micros: 1,
+                    offset_seconds: -12_600,
+                },
+            ),
+            typed(
+                "interval",
+                TypedValue::Interval {
+                    months: -14,
+                    days: 3,
+                    micros: i64::MIN,
+                },
+            ),
             typed("array", matrix()),
         ]
     }
@@ -243,13 +351,24 @@ mod tests {
     /// `'[0:1]={{1,NULL},{NULL,"x"}}'::text[]`-like: two levels, NULL elements, a nested element
     /// of another branch.
     fn matrix() -> TypedValue {
-        let row = |elements| TypedValue::Array { type_name: "_text".into(), lower_bound: 1, elements };
+        let row = |elements| TypedValue::Array {
+            type_name: "_text".into(),
+            lower_bound: 1,
+            elements,
+        };
         TypedValue::Array {
             type_name: "_text".into(),
             lower_bound: 0,
             elements: vec![
                 Some(row(vec![Some(TypedValue::Text("1".into())), None])),
-                Some(row(vec![None, Some(TypedValue::Interval { months: 1, days: 0, micros: 0 })])),
+                Some(row(vec![
+                    None,
+                    Some(TypedValue::Interval {
+                        months: 1,
+                        days: 0,
+                        micros: 0,
+                    }),
+                ])),
             ],
         }
     }
@@ -258,18 +377,38 @@ mod tests {
         ChangeEvent {
             table: Arc::from("public.bookings"),
             operation,
-            primary_key: vec![("booking_id".into(), ColumnValue::Value(TypedValue::Long(42)))],
+            primary_key: vec![(
+                "booking_id".into(),
+                ColumnValue::Value(TypedValue::Long(42)),
+            )],
             before: Some(every_kind_of_value()),
             after: Some(every_kind_of_value()),
-            position: Position { commit_lsn: 0x1959CD8, event_lsn: 0x1959C00, xid: 739, sequence: 3, commit_time_unix_micros: 1 },
+            position: Position {
+                commit_lsn: 0x1959CD8,
+                event_lsn: 0x1959C00,
+                xid: 739,
+                sequence: 3,
+                commit_time_unix_micros: 1,
+            },
         }
     }
 
     #[test]
     fn every_value_kind_encodes_against_the_published_schema_and_decodes_back() {
-        let schema = RegisteredSchema { id: 1, schema: platform::schemas::parse(platform::schemas::CDC_CHANGE).unwrap() };
-        for operation in [Operation::Insert, Operation::Update, Operation::Delete, Operation::Truncate, Operation::Read] {
-            let framed = schema.encode(to_avro(&event(operation), "travel", "slot", 5)).unwrap();
+        let schema = RegisteredSchema {
+            id: 1,
+            schema: platform::schemas::parse(platform::schemas::CDC_CHANGE).unwrap(),
+        };
+        for operation in [
+            Operation::Insert,
+            Operation::Update,
+            Operation::Delete,
+            Operation::Truncate,
+            Operation::Read,
+        ] {
+            let framed = schema
+                .encode(to_avro(&event(operation), "travel", "slot", 5))
+                .unwrap();
             let (_, mut datum) = platform::avro::split_wire_format(&framed).unwrap();
             let decoded = apache_avro::reader::datum::GenericDatumReader::builder(&schema.schema)
                 .build()
@@ -278,16 +417,28 @@ mod tests {
                 .unwrap();
             let json = platform::avro::to_json(&decoded);
             assert_eq!(json["operation"], operation.as_str());
-            assert_eq!(json["after_values"]["numeric"]["value"], "123456789012345678901234567890.000000001");
+            assert_eq!(
+                json["after_values"]["numeric"]["value"],
+                "123456789012345678901234567890.000000001"
+            );
             assert_eq!(json["after_values"]["toast"]["reason"], "UNCHANGED_TOAST");
-            assert_eq!(json["after_values"]["not_key"]["reason"], "NOT_IN_REPLICA_IDENTITY");
+            assert_eq!(
+                json["after_values"]["not_key"]["reason"],
+                "NOT_IN_REPLICA_IDENTITY"
+            );
             assert_eq!(json["after_values"]["null"], serde_json::Value::Null);
             assert_eq!(json["after_values"]["date"]["days"], i32::MAX);
             assert_eq!(json["source"]["commit_lsn"], 0x1959CD8);
             for values in [&json["before_values"], &json["after_values"]] {
                 assert_eq!(values["time"], json!({"micros": 86_400_000_000_i64}));
-                assert_eq!(values["timetz"], json!({"micros": 1, "offset_seconds": -12_600}));
-                assert_eq!(values["interval"], json!({"months": -14, "days": 3, "micros": i64::MIN}));
+                assert_eq!(
+                    values["timetz"],
+                    json!({"micros": 1, "offset_seconds": -12_600})
+                );
+                assert_eq!(
+                    values["interval"],
+                    json!({"months": -14, "days": 3, "micros": i64::MIN})
+                );
                 assert_eq!(
                     values["array"],
                     json!({"type_name": "_text", "lower_bound": 0, "elements": [
@@ -297,12 +448,23 @@ mod tests {
                 );
             }
             // The branch each value was written as, not just its JSON look.
-            let Value::Record(fields) = &decoded else { panic!("{decoded:?}") };
-            let after = fields.iter().find(|(name, _)| name == "after_values").map(|(_, value)| value);
-            let Some(Value::Union(1, map)) = after else { panic!("{after:?}") };
-            let Value::Map(map) = map.as_ref() else { panic!("{map:?}") };
+            let Value::Record(fields) = &decoded else {
+                panic!("{decoded:?}")
+            };
+            let after = fields
+                .iter()
+                .find(|(name, _)| name == "after_values")
+                .map(|(_, value)| value);
+            let Some(Value::Union(1, map)) = after else {
+                panic!("{after:?}")
+            };
+            let Value::Map(map) = map.as_ref() else {
+                panic!("{map:?}")
+            };
             for (column, value) in map {
-                let Value::Union(index, _) = value else { panic!("{column}: {value:?}") };
+                let Value::Union(index, _) = value else {
+                    panic!("{column}: {value:?}")
+                };
                 let expected = expected_branch(column);
                 assert_eq!(*index, expected, "{column}");
             }
@@ -338,9 +500,22 @@ mod tests {
 
     /// The branch names of the first published schema, in order.
     const FIRST_VERSION_BRANCHES: [&str; 16] = [
-        "null", "boolean", "int", "long", "float", "double", "string", "bytes",
-        "com.travel.cdc.Numeric", "com.travel.cdc.Json", "com.travel.cdc.Uuid", "com.travel.cdc.Date",
-        "com.travel.cdc.Timestamp", "com.travel.cdc.TimestampTz", "com.travel.cdc.Unavailable", "com.travel.cdc.Other",
+        "null",
+        "boolean",
+        "int",
+        "long",
+        "float",
+        "double",
+        "string",
+        "bytes",
+        "com.travel.cdc.Numeric",
+        "com.travel.cdc.Json",
+        "com.travel.cdc.Uuid",
+        "com.travel.cdc.Date",
+        "com.travel.cdc.Timestamp",
+        "com.travel.cdc.TimestampTz",
+        "com.travel.cdc.Unavailable",
+        "com.travel.cdc.Other",
     ];
 
     fn branch_name(branch: &serde_json::Value) -> String {
@@ -354,7 +529,8 @@ mod tests {
     /// branches are an unchanged prefix of the union, and Avro's own resolution rules agree.
     #[test]
     fn the_schema_stays_backward_compatible_with_the_first_version() {
-        let current: serde_json::Value = serde_json::from_str(platform::schemas::CDC_CHANGE).unwrap();
+        let current: serde_json::Value =
+            serde_json::from_str(platform::schemas::CDC_CHANGE).unwrap();
         let mut first = current.clone();
         let fields = first["fields"].as_array_mut().unwrap();
         for field in fields.iter_mut() {
@@ -365,14 +541,28 @@ mod tests {
             };
             let union = union.as_array_mut().unwrap();
             let names: Vec<String> = union.iter().map(branch_name).collect();
-            assert_eq!(names[..16], FIRST_VERSION_BRANCHES, "{}: existing branches must not move", field["name"]);
-            assert_eq!(names[16..], ["com.travel.cdc.Time", "com.travel.cdc.TimeTz", "com.travel.cdc.Interval", "com.travel.cdc.Array"]);
+            assert_eq!(
+                names[..16],
+                FIRST_VERSION_BRANCHES,
+                "{}: existing branches must not move",
+                field["name"]
+            );
+            assert_eq!(
+                names[16..],
+                [
+                    "com.travel.cdc.Time",
+                    "com.travel.cdc.TimeTz",
+                    "com.travel.cdc.Interval",
+                    "com.travel.cdc.Array"
+                ]
+            );
             union.truncate(16);
         }
         let first = apache_avro::Schema::parse_str(&first.to_string()).unwrap();
         let current = platform::schemas::parse(platform::schemas::CDC_CHANGE).unwrap();
         assert_eq!(
-            apache_avro::schema_compatibility::SchemaCompatibility::can_read(&first, &current).unwrap(),
+            apache_avro::schema_compatibility::SchemaCompatibility::can_read(&first, &current)
+                .unwrap(),
             apache_avro::schema_compatibility::Compatibility::Full,
             "the new schema reads data written with the first version"
         );
@@ -380,7 +570,12 @@ mod tests {
         let mut old_event = event(Operation::Update);
         old_event.after = Some(every_kind_of_value().into_iter().take(17).collect());
         old_event.before = None;
-        let written = RegisteredSchema { id: 1, schema: first.clone() }.encode(to_avro(&old_event, "travel", "slot", 5)).unwrap();
+        let written = RegisteredSchema {
+            id: 1,
+            schema: first.clone(),
+        }
+        .encode(to_avro(&old_event, "travel", "slot", 5))
+        .unwrap();
         let (_, mut datum) = platform::avro::split_wire_format(&written).unwrap();
         let read = apache_avro::reader::datum::GenericDatumReader::builder(&first)
             .reader_schema(&current)
@@ -388,7 +583,10 @@ mod tests {
             .unwrap()
             .read_value(&mut datum)
             .unwrap();
-        assert_eq!(platform::avro::to_json(&read)["after_values"]["numeric"]["value"], "123456789012345678901234567890.000000001");
+        assert_eq!(
+            platform::avro::to_json(&read)["after_values"]["numeric"]["value"],
+            "123456789012345678901234567890.000000001"
+        );
     }
 
     #[test]
@@ -403,6 +601,9 @@ mod tests {
 
     #[test]
     fn key_is_table_and_primary_key() {
-        assert_eq!(kafka_key(&event(Operation::Update)), "public.bookings/{\"booking_id\":42}");
+        assert_eq!(
+            kafka_key(&event(Operation::Update)),
+            "public.bookings/{\"booking_id\":42}"
+        );
     }
 }

@@ -3,7 +3,10 @@
 
 use std::{sync::Arc, time::Duration};
 
-use pgoutput::copy::{Lsn, ReplicationMessage, decode_copy_data, encode_standby_status_update, format_lsn, unix_micros_to_pg_micros};
+use pgoutput::copy::{
+    Lsn, ReplicationMessage, decode_copy_data, encode_standby_status_update, format_lsn,
+    unix_micros_to_pg_micros,
+};
 use platform::{avro::RegisteredSchema, kafka::LoggingContext, telemetry::Health, topics};
 use rdkafka::producer::FutureProducer;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -15,11 +18,11 @@ use crate::{
     record,
     sink::{OrderedSink, SendError},
     snapshot::{self, SnapshotMode, SnapshotSettings},
-    state::{self, SnapshotState, SnapshotStatus},
     source::{
         PgTarget, SourceError, SourceSettings, emit_heartbeat,
         replication::{ReplicationConnection, ReplicationStream},
     },
+    state::{self, SnapshotState, SnapshotStatus},
 };
 
 /// Why a session ended. As in Materialize's `ReplicationError`: `Indefinite` errors heal with a
@@ -75,13 +78,20 @@ pub fn start_replication_command(slot: &str, publication: &str, protocol: u32) -
     use crate::source::setup::{quote_ident, quote_literal};
     let mut options = vec![
         format!("proto_version '{protocol}'"),
-        format!("publication_names {}", quote_literal(&quote_ident(publication))),
+        format!(
+            "publication_names {}",
+            quote_literal(&quote_ident(publication))
+        ),
     ];
     if protocol >= 2 {
         options.push("messages 'true'".into());
         options.push("streaming 'on'".into());
     }
-    format!("START_REPLICATION SLOT {} LOGICAL 0/0 ({})", quote_ident(slot), options.join(", "))
+    format!(
+        "START_REPLICATION SLOT {} LOGICAL 0/0 ({})",
+        quote_ident(slot),
+        options.join(", ")
+    )
 }
 
 struct Session<'a> {
@@ -115,7 +125,11 @@ pub async fn run(
     let start = establish_start(config, &producer, schemas, health, prepared).await?;
     let connection = ReplicationConnection::connect(&config.target).await?;
     let stream = connection
-        .start_replication(&start_replication_command(&config.source.slot_name, &config.source.publication_name, protocol))
+        .start_replication(&start_replication_command(
+            &config.source.slot_name,
+            &config.source.publication_name,
+            protocol,
+        ))
         .await?;
     tracing::info!(
         slot = config.source.slot_name,
@@ -163,8 +177,16 @@ async fn establish_start(
     let state_key = state::key(&config.target.database, slot);
     let mut confirmed = prepared.confirmed_flush_lsn;
     if confirmed.is_some() && config.snapshot_mode == SnapshotMode::Initial {
-        let recorded = state::read(&config.kafka_brokers, producer, &state_key).await.map_err(SessionError::Indefinite)?;
-        if !matches!(recorded, Some(SnapshotState { status: SnapshotStatus::Complete, .. })) {
+        let recorded = state::read(&config.kafka_brokers, producer, &state_key)
+            .await
+            .map_err(SessionError::Indefinite)?;
+        if !matches!(
+            recorded,
+            Some(SnapshotState {
+                status: SnapshotStatus::Complete,
+                ..
+            })
+        ) {
             tracing::warn!(
                 slot,
                 ?recorded,
@@ -178,15 +200,34 @@ async fn establish_start(
     if let Some(lsn) = confirmed {
         return Ok(lsn);
     }
-    let wants_snapshot = matches!(config.snapshot_mode, SnapshotMode::Initial | SnapshotMode::WhenNeeded);
+    let wants_snapshot = matches!(
+        config.snapshot_mode,
+        SnapshotMode::Initial | SnapshotMode::WhenNeeded
+    );
     let created = crate::source::setup::create_slot(&config.target, slot, wants_snapshot).await?;
     if let Some((exporter, snapshot_name)) = created.exported_snapshot {
         let point = pgoutput::copy::format_lsn(created.consistent_point);
-        let record = |status| SnapshotState { status, consistent_point: point.clone() };
-        state::write(producer, &state_key, &record(SnapshotStatus::Started)).await.map_err(SessionError::Indefinite)?;
+        let record = |status| SnapshotState {
+            status,
+            consistent_point: point.clone(),
+        };
+        state::write(producer, &state_key, &record(SnapshotStatus::Started))
+            .await
+            .map_err(SessionError::Indefinite)?;
         health.set(false, "snapshotting");
-        publish_snapshot(config, producer.clone(), schemas, &prepared.client, &snapshot_name, created.consistent_point, health).await?;
-        state::write(producer, &state_key, &record(SnapshotStatus::Complete)).await.map_err(SessionError::Indefinite)?;
+        publish_snapshot(
+            config,
+            producer.clone(),
+            schemas,
+            &prepared.client,
+            &snapshot_name,
+            created.consistent_point,
+            health,
+        )
+        .await?;
+        state::write(producer, &state_key, &record(SnapshotStatus::Complete))
+            .await
+            .map_err(SessionError::Indefinite)?;
         // Closing the exporting connection ends the exported snapshot; it is no longer needed.
         drop(exporter);
     }
@@ -204,26 +245,55 @@ pub async fn publish_snapshot(
     consistent_point: Lsn,
     health: &Health,
 ) -> Result<u64, SessionError> {
-    let (tables, types) = snapshot::plan(client, &config.target, &config.source.publication_name, &config.filter).await?;
+    let (tables, types) = snapshot::plan(
+        client,
+        &config.target,
+        &config.source.publication_name,
+        &config.filter,
+    )
+    .await?;
     let sink = OrderedSink::new(producer, consistent_point, health.clone());
     let (changes, mut received) = tokio::sync::mpsc::channel(1024);
-    let reading = snapshot::read_tables(&config.target, snapshot_name, consistent_point, tables, types, config.snapshot, changes);
+    let reading = snapshot::read_tables(
+        &config.target,
+        snapshot_name,
+        consistent_point,
+        tables,
+        types,
+        config.snapshot,
+        changes,
+    );
     let publishing = async {
         let mut published = 0u64;
         while let Some(mut change) = received.recv().await {
-            config
-                .filter
-                .apply(&mut change)
-                .map_err(|e| SessionError::Definite(format!("cannot publish a row of {}: {e}", change.table)))?;
-            let value = record::to_avro(&change, &config.target.database, &config.source.slot_name, crate::unix_micros_now() / 1000);
-            let payload = encode(&schemas.change, value, &format!("a row of {}", change.table))?;
+            config.filter.apply(&mut change).map_err(|e| {
+                SessionError::Definite(format!("cannot publish a row of {}: {e}", change.table))
+            })?;
+            let value = record::to_avro(
+                &change,
+                &config.target.database,
+                &config.source.slot_name,
+                crate::unix_micros_now() / 1000,
+            );
+            let payload = encode(
+                &schemas.change,
+                value,
+                &format!("a row of {}", change.table),
+            )?;
             let key = record::kafka_key(&change);
             loop {
-                match sink.try_send(topics::CDC_CHANGES.name, &key, &payload, Some((change.table.clone(), change.operation))) {
+                match sink.try_send(
+                    topics::CDC_CHANGES.name,
+                    &key,
+                    &payload,
+                    Some((change.table.clone(), change.operation)),
+                ) {
                     Ok(()) => break,
                     Err(SendError::QueueFull) => tokio::time::sleep(Duration::from_millis(5)).await,
                     Err(SendError::Failed(error)) => {
-                        return Err(SessionError::Indefinite(format!("cannot hand a snapshot row to the Kafka producer: {error}")));
+                        return Err(SessionError::Indefinite(format!(
+                            "cannot hand a snapshot row to the Kafka producer: {error}"
+                        )));
                     }
                 }
             }
@@ -235,7 +305,12 @@ pub async fn publish_snapshot(
     let outcome = read?;
     let published = published?;
     sink.drained().await.map_err(SessionError::Indefinite)?;
-    tracing::info!(rows = outcome.rows, published, seconds = outcome.elapsed.as_secs_f64(), "snapshot published and acknowledged");
+    tracing::info!(
+        rows = outcome.rows,
+        published,
+        seconds = outcome.elapsed.as_secs_f64(),
+        "snapshot published and acknowledged"
+    );
     Ok(published)
 }
 
@@ -294,10 +369,20 @@ impl Session<'_> {
         }
     }
 
-    async fn handle(&mut self, payload: &[u8], outputs: &mut Vec<Output>) -> Result<(), SessionError> {
-        let message = decode_copy_data(payload).map_err(|e| SessionError::Definite(format!("undecodable replication message: {e}")))?;
+    async fn handle(
+        &mut self,
+        payload: &[u8],
+        outputs: &mut Vec<Output>,
+    ) -> Result<(), SessionError> {
+        let message = decode_copy_data(payload)
+            .map_err(|e| SessionError::Definite(format!("undecodable replication message: {e}")))?;
         match message {
-            ReplicationMessage::XLogData { wal_start, wal_end, data, .. } => {
+            ReplicationMessage::XLogData {
+                wal_start,
+                wal_end,
+                data,
+                ..
+            } => {
                 self.received_lsn = self.received_lsn.max(wal_end).max(wal_start);
                 metrics::gauge!("cdc_received_lsn").set(self.received_lsn as f64);
                 if data.first() == Some(&b'R') {
@@ -305,7 +390,9 @@ impl Session<'_> {
                 }
                 self.assembler
                     .apply(data, wal_start, outputs)
-                    .map_err(|e| SessionError::Definite(format!("at {}: {e}", format_lsn(wal_start))))?;
+                    .map_err(|e| {
+                        SessionError::Definite(format!("at {}: {e}", format_lsn(wal_start)))
+                    })?;
                 for output in std::mem::take(outputs) {
                     match output {
                         Output::Replay(mut staged) => {
@@ -316,7 +403,11 @@ impl Session<'_> {
                                 let more = self
                                     .assembler
                                     .replay_next(&mut staged, &mut replayed)
-                                    .map_err(|e| SessionError::Definite(format!("replaying a streamed transaction: {e}")))?;
+                                    .map_err(|e| {
+                                    SessionError::Definite(format!(
+                                        "replaying a streamed transaction: {e}"
+                                    ))
+                                })?;
                                 for output in replayed.drain(..) {
                                     self.publish(output).await?;
                                 }
@@ -330,7 +421,11 @@ impl Session<'_> {
                 }
                 metrics::gauge!("cdc_staged_messages").set(self.assembler.staged_messages() as f64);
             }
-            ReplicationMessage::PrimaryKeepalive { wal_end, reply_requested, .. } => {
+            ReplicationMessage::PrimaryKeepalive {
+                wal_end,
+                reply_requested,
+                ..
+            } => {
                 self.received_lsn = self.received_lsn.max(wal_end);
                 if self.assembler.between_transactions() && wal_end > self.checkpointed_lsn {
                     self.checkpointed_lsn = wal_end;
@@ -357,12 +452,22 @@ impl Session<'_> {
             }
             Output::TransactionEnd(end) => {
                 if self.tally.event_count() > 0 {
-                    let record = self.tally.take_record(&end, database, &self.config.source.slot_name);
-                    let payload = encode(&self.schemas.transaction, record, "a transaction boundary")?;
-                    self.send(topics::CDC_TRANSACTIONS.name, &end.xid.to_string(), &payload, None).await?;
+                    let record =
+                        self.tally
+                            .take_record(&end, database, &self.config.source.slot_name);
+                    let payload =
+                        encode(&self.schemas.transaction, record, "a transaction boundary")?;
+                    self.send(
+                        topics::CDC_TRANSACTIONS.name,
+                        &end.xid.to_string(),
+                        &payload,
+                        None,
+                    )
+                    .await?;
                 }
                 self.checkpointed_lsn = self.checkpointed_lsn.max(end.end_lsn);
-                self.sink.checkpoint(end.end_lsn, Some(end.commit_time_unix_micros));
+                self.sink
+                    .checkpoint(end.end_lsn, Some(end.commit_time_unix_micros));
             }
             Output::Message(message) => {
                 if message.prefix == incremental::SIGNAL_PREFIX {
@@ -371,14 +476,21 @@ impl Session<'_> {
                 if message.prefix == incremental::WATERMARK_PREFIX {
                     return self.on_watermark(&message).await;
                 }
-                if message.prefix == self.config.heartbeat_prefix || !metadata::prefix_selected(&self.config.message_prefixes, &message.prefix) {
+                if message.prefix == self.config.heartbeat_prefix
+                    || !metadata::prefix_selected(&self.config.message_prefixes, &message.prefix)
+                {
                     return Ok(());
                 }
                 if message.position.is_some() {
                     self.tally.count_message();
                 }
-                let payload = encode(&self.schemas.message, metadata::message_to_avro(&message, database, now_millis), "a logical message")?;
-                self.send(topics::CDC_MESSAGES.name, &message.prefix, &payload, None).await?;
+                let payload = encode(
+                    &self.schemas.message,
+                    metadata::message_to_avro(&message, database, now_millis),
+                    "a logical message",
+                )?;
+                self.send(topics::CDC_MESSAGES.name, &message.prefix, &payload, None)
+                    .await?;
             }
             Output::Change(change) => {
                 if let Some(resnapshot) = &mut self.resnapshot {
@@ -387,7 +499,9 @@ impl Session<'_> {
                 self.publish_row(change, true).await?;
             }
             Output::Replay(_) => {
-                return Err(SessionError::Definite("a streamed transaction replayed out of place".into()));
+                return Err(SessionError::Definite(
+                    "a streamed transaction replayed out of place".into(),
+                ));
             }
         }
         Ok(())
@@ -395,23 +509,41 @@ impl Session<'_> {
 
     /// Filters, encodes and sends one row change; `in_transaction` counts it for the
     /// transaction's boundary record (re-snapshot rows belong to no transaction).
-    async fn publish_row(&mut self, mut change: ChangeEvent, in_transaction: bool) -> Result<(), SessionError> {
+    async fn publish_row(
+        &mut self,
+        mut change: ChangeEvent,
+        in_transaction: bool,
+    ) -> Result<(), SessionError> {
         // A skipped change needs no acknowledgement: the checkpoints that follow it advance the
         // slot past it.
         if !self.config.filter.includes_table(&change.table) {
             return Ok(());
         }
-        self.config
-            .filter
-            .apply(&mut change)
-            .map_err(|e| SessionError::Definite(format!("cannot publish a change of {}: {e}", change.table)))?;
-        let value = record::to_avro(&change, &self.config.target.database, &self.config.source.slot_name, crate::unix_micros_now() / 1000);
-        let payload = encode(&self.schemas.change, value, &format!("a change of {}", change.table))?;
+        self.config.filter.apply(&mut change).map_err(|e| {
+            SessionError::Definite(format!("cannot publish a change of {}: {e}", change.table))
+        })?;
+        let value = record::to_avro(
+            &change,
+            &self.config.target.database,
+            &self.config.source.slot_name,
+            crate::unix_micros_now() / 1000,
+        );
+        let payload = encode(
+            &self.schemas.change,
+            value,
+            &format!("a change of {}", change.table),
+        )?;
         if in_transaction {
             self.tally.count_change(&change.table);
         }
         let key = record::kafka_key(&change);
-        self.send(topics::CDC_CHANGES.name, &key, &payload, Some((change.table.clone(), change.operation))).await
+        self.send(
+            topics::CDC_CHANGES.name,
+            &key,
+            &payload,
+            Some((change.table.clone(), change.operation)),
+        )
+        .await
     }
 
     /// An `execute-snapshot` signal: re-snapshot the named tables while streaming continues. A
@@ -424,13 +556,26 @@ impl Session<'_> {
                 return Ok(());
             }
         };
-        let (tables, types) = snapshot::plan(&self.catalog, &self.config.target, &self.config.source.publication_name, &self.config.filter).await?;
-        let tables: Vec<_> = tables.into_iter().filter(|t| requested.iter().any(|r| **r == *t.qualified_name)).collect();
+        let (tables, types) = snapshot::plan(
+            &self.catalog,
+            &self.config.target,
+            &self.config.source.publication_name,
+            &self.config.filter,
+        )
+        .await?;
+        let tables: Vec<_> = tables
+            .into_iter()
+            .filter(|t| requested.iter().any(|r| **r == *t.qualified_name))
+            .collect();
         tracing::info!(?requested, found = tables.len(), "re-snapshot requested");
         match &mut self.resnapshot {
             Some(running) => running.add_tables(tables),
             None => {
-                let mut resnapshot = IncrementalSnapshot::new(tables, types, self.config.snapshot.resnapshot_chunk_rows);
+                let mut resnapshot = IncrementalSnapshot::new(
+                    tables,
+                    types,
+                    self.config.snapshot.resnapshot_chunk_rows,
+                );
                 if self.open_window(&mut resnapshot).await? {
                     self.resnapshot = Some(resnapshot);
                 }
@@ -460,7 +605,10 @@ impl Session<'_> {
         Ok(())
     }
 
-    async fn open_window(&mut self, resnapshot: &mut IncrementalSnapshot) -> Result<bool, SessionError> {
+    async fn open_window(
+        &mut self,
+        resnapshot: &mut IncrementalSnapshot,
+    ) -> Result<bool, SessionError> {
         resnapshot
             .open_window(&self.catalog)
             .await
@@ -471,10 +619,15 @@ impl Session<'_> {
     /// flags every column as key there). Relation messages are rare: once per table and
     /// schema change.
     async fn learn_primary_key(&mut self, data: &[u8]) -> Result<(), SessionError> {
-        let Ok(pgoutput::message::LogicalMessage::Relation(relation)) = pgoutput::message::decode_message(data, self.assembler.in_stream()) else {
+        let Ok(pgoutput::message::LogicalMessage::Relation(relation)) =
+            pgoutput::message::decode_message(data, self.assembler.in_stream())
+        else {
             return Ok(());
         };
-        if !matches!(relation.replica_identity, pgoutput::message::ReplicaIdentity::Full) {
+        if !matches!(
+            relation.replica_identity,
+            pgoutput::message::ReplicaIdentity::Full
+        ) {
             return Ok(());
         }
         let rows = self
@@ -486,7 +639,8 @@ impl Session<'_> {
             )
             .await
             .map_err(|e| SessionError::Indefinite(format!("looking up the primary key of {}.{}: {e}", relation.namespace, relation.name)))?;
-        self.assembler.set_primary_key(relation.id, rows.iter().map(|row| row.get(0)).collect());
+        self.assembler
+            .set_primary_key(relation.id, rows.iter().map(|row| row.get(0)).collect());
         Ok(())
     }
 
@@ -518,7 +672,9 @@ impl Session<'_> {
                 }
                 Err(SendError::Failed(error)) => {
                     metrics::counter!("cdc_errors_total", "kind" => "kafka_produce").increment(1);
-                    return Err(SessionError::Indefinite(format!("cannot hand a record to the Kafka producer: {error}")));
+                    return Err(SessionError::Indefinite(format!(
+                        "cannot hand a record to the Kafka producer: {error}"
+                    )));
                 }
             }
         }
@@ -542,7 +698,11 @@ impl Session<'_> {
     }
 }
 
-fn encode(schema: &RegisteredSchema, value: apache_avro::types::Value, what: &str) -> Result<Vec<u8>, SessionError> {
+fn encode(
+    schema: &RegisteredSchema,
+    value: apache_avro::types::Value,
+    what: &str,
+) -> Result<Vec<u8>, SessionError> {
     schema
         .encode(value)
         .map_err(|e| SessionError::Definite(format!("cannot encode {what}: {e}")))

@@ -50,7 +50,11 @@ pub struct OrderedSink {
 }
 
 impl OrderedSink {
-    pub fn new(producer: Arc<FutureProducer<LoggingContext>>, start_lsn: Lsn, health: Health) -> Self {
+    pub fn new(
+        producer: Arc<FutureProducer<LoggingContext>>,
+        start_lsn: Lsn,
+        health: Health,
+    ) -> Self {
         let (pending, queue) = mpsc::unbounded_channel();
         let (ack_sender, acks) = watch::channel(AckState {
             acked_lsn: start_lsn,
@@ -65,7 +69,13 @@ impl OrderedSink {
         }
     }
 
-    pub fn try_send(&self, topic: &str, key: &str, payload: &[u8], change: Option<(Arc<str>, Operation)>) -> Result<(), SendError> {
+    pub fn try_send(
+        &self,
+        topic: &str,
+        key: &str,
+        payload: &[u8],
+        change: Option<(Arc<str>, Operation)>,
+    ) -> Result<(), SendError> {
         let record = FutureRecord::to(topic).key(key).payload(payload);
         match self.producer.send_result(record) {
             Ok(future) => {
@@ -73,14 +83,19 @@ impl OrderedSink {
                 let _ = self.pending.send(Pending::Delivery { future, change });
                 Ok(())
             }
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => Err(SendError::QueueFull),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                Err(SendError::QueueFull)
+            }
             Err((error, _)) => Err(SendError::Failed(error)),
         }
     }
 
     /// Marks `lsn`: it is acknowledged once everything sent before it is.
     pub fn checkpoint(&self, lsn: Lsn, commit_time_unix_micros: Option<i64>) {
-        let _ = self.pending.send(Pending::Checkpoint { lsn, commit_time_unix_micros });
+        let _ = self.pending.send(Pending::Checkpoint {
+            lsn,
+            commit_time_unix_micros,
+        });
     }
 
     /// Waits until Kafka acknowledged everything sent so far; the failure if a delivery failed.
@@ -115,7 +130,11 @@ impl Drop for OrderedSink {
 
 const SLOW_ACK_WARNING: Duration = Duration::from_secs(10);
 
-async fn track_acknowledgements(mut queue: mpsc::UnboundedReceiver<Pending>, acks: watch::Sender<AckState>, health: Health) {
+async fn track_acknowledgements(
+    mut queue: mpsc::UnboundedReceiver<Pending>,
+    acks: watch::Sender<AckState>,
+    health: Health,
+) {
     while let Some(pending) = queue.recv().await {
         match pending {
             Pending::Delivery { mut future, change } => {
@@ -154,7 +173,10 @@ async fn track_acknowledgements(mut queue: mpsc::UnboundedReceiver<Pending>, ack
             Pending::Barrier(reached) => {
                 let _ = reached.send(());
             }
-            Pending::Checkpoint { lsn, commit_time_unix_micros } => {
+            Pending::Checkpoint {
+                lsn,
+                commit_time_unix_micros,
+            } => {
                 acks.send_modify(|state| state.acked_lsn = state.acked_lsn.max(lsn));
                 metrics::gauge!("cdc_acked_lsn").set(lsn as f64);
                 let lag_ms = commit_time_unix_micros

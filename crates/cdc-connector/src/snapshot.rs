@@ -64,16 +64,30 @@ pub struct SnapshotTable {
 impl SnapshotTable {
     /// Columns as a SQL select list.
     pub fn select_list(&self) -> String {
-        self.relation.columns.iter().map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", ")
+        self.relation
+            .columns
+            .iter()
+            .map(|c| quote_ident(&c.name))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     pub fn sql_name(&self) -> String {
-        format!("{}.{}", quote_ident(&self.relation.namespace), quote_ident(&self.relation.name))
+        format!(
+            "{}.{}",
+            quote_ident(&self.relation.namespace),
+            quote_ident(&self.relation.name)
+        )
     }
 
     /// A row of text values (as `simple_query` returns them) as a READ change, decoded exactly
     /// like pgoutput's tuples.
-    pub fn read_change(&self, row: &tokio_postgres::SimpleQueryRow, types: &TypeNames, position: Position) -> Result<ChangeEvent, SourceError> {
+    pub fn read_change(
+        &self,
+        row: &tokio_postgres::SimpleQueryRow,
+        types: &TypeNames,
+        position: Position,
+    ) -> Result<ChangeEvent, SourceError> {
         let tuple = TupleData(
             (0..row.len())
                 .map(|i| match row.get(i) {
@@ -82,9 +96,11 @@ impl SnapshotTable {
                 })
                 .collect(),
         );
-        let after = decode_tuple(&self.relation, &tuple, false, types).map_err(|e| SourceError::Definite {
-            context: format!("snapshot of {}", self.qualified_name),
-            message: e.to_string(),
+        let after = decode_tuple(&self.relation, &tuple, false, types).map_err(|e| {
+            SourceError::Definite {
+                context: format!("snapshot of {}", self.qualified_name),
+                message: e.to_string(),
+            }
         })?;
         let primary_key = self
             .relation
@@ -114,7 +130,12 @@ struct Chunk {
 
 /// The published tables the filter keeps, with their columns (generated columns excluded, as
 /// pgoutput excludes them), primary keys, sizes and type names.
-pub async fn plan(client: &Client, target: &PgTarget, publication: &str, filter: &ChangeFilter) -> Result<(Vec<SnapshotTable>, TypeNames), SourceError> {
+pub async fn plan(
+    client: &Client,
+    target: &PgTarget,
+    publication: &str,
+    filter: &ChangeFilter,
+) -> Result<(Vec<SnapshotTable>, TypeNames), SourceError> {
     let failed = |e: tokio_postgres::Error| SourceError::Definite {
         context: "planning the snapshot".into(),
         message: format!("{e} (database {})", target.database),
@@ -135,7 +156,8 @@ pub async fn plan(client: &Client, target: &PgTarget, publication: &str, filter:
     let mut types = TypeNames::new();
     let mut planned = Vec::new();
     for table in tables {
-        let (oid, namespace, name): (u32, String, String) = (table.get(0), table.get(1), table.get(2));
+        let (oid, namespace, name): (u32, String, String) =
+            (table.get(0), table.get(1), table.get(2));
         let qualified_name: Arc<str> = format!("{namespace}.{name}").into();
         if !filter.includes_table(&qualified_name) {
             continue;
@@ -158,7 +180,10 @@ pub async fn plan(client: &Client, target: &PgTarget, publication: &str, filter:
             )
             .await
             .map_err(failed)?;
-        let column_types = columns.iter().map(|column| column.get::<_, String>(6)).collect();
+        let column_types = columns
+            .iter()
+            .map(|column| column.get::<_, String>(6))
+            .collect();
         let columns = columns
             .iter()
             .map(|column| {
@@ -196,10 +221,18 @@ fn chunks(tables: &[SnapshotTable], chunk_pages: u64) -> VecDeque<Chunk> {
         // The table may have grown since the snapshot was taken; rows it can see are all on
         // pages that existed then, and the last chunk is open-ended anyway.
         while first_page + chunk_pages < table.pages {
-            chunks.push_back(Chunk { table: index, first_page, end_page: Some(first_page + chunk_pages) });
+            chunks.push_back(Chunk {
+                table: index,
+                first_page,
+                end_page: Some(first_page + chunk_pages),
+            });
             first_page += chunk_pages;
         }
-        chunks.push_back(Chunk { table: index, first_page, end_page: None });
+        chunks.push_back(Chunk {
+            table: index,
+            first_page,
+            end_page: None,
+        });
     }
     chunks
 }
@@ -228,14 +261,25 @@ pub async fn read_tables(
     let tables = Arc::new(tables);
     let types = Arc::new(types);
     let done = Arc::new(AtomicU64::new(0));
-    tracing::info!(tables = tables.len(), estimated_rows = total, workers = settings.workers, "snapshot started");
+    tracing::info!(
+        tables = tables.len(),
+        estimated_rows = total,
+        workers = settings.workers,
+        "snapshot started"
+    );
     let progress = tokio::spawn(report_progress(done.clone(), total, started));
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..settings.workers.max(1) {
         let worker = Worker {
             target: target.clone(),
             snapshot_name: snapshot_name.to_string(),
-            position: Position { commit_lsn: consistent_point, event_lsn: consistent_point, xid: 0, sequence: 0, commit_time_unix_micros: snapshot_time },
+            position: Position {
+                commit_lsn: consistent_point,
+                event_lsn: consistent_point,
+                xid: 0,
+                sequence: 0,
+                commit_time_unix_micros: snapshot_time,
+            },
             queue: queue.clone(),
             tables: tables.clone(),
             types: types.clone(),
@@ -247,7 +291,12 @@ pub async fn read_tables(
     drop(out);
     let mut result = Ok(());
     while let Some(joined) = workers.join_next().await {
-        let outcome = joined.unwrap_or_else(|e| Err(SourceError::Definite { context: "snapshot reader".into(), message: e.to_string() }));
+        let outcome = joined.unwrap_or_else(|e| {
+            Err(SourceError::Definite {
+                context: "snapshot reader".into(),
+                message: e.to_string(),
+            })
+        });
         if let Err(error) = outcome {
             // One failed reader fails the snapshot: the others stop rather than publish a
             // snapshot with holes.
@@ -259,7 +308,12 @@ pub async fn read_tables(
     result?;
     let rows = done.load(Ordering::Relaxed);
     let elapsed = started.elapsed();
-    tracing::info!(rows, seconds = elapsed.as_secs_f64(), rows_per_second = rows as f64 / elapsed.as_secs_f64().max(1e-9), "snapshot read");
+    tracing::info!(
+        rows,
+        seconds = elapsed.as_secs_f64(),
+        rows_per_second = rows as f64 / elapsed.as_secs_f64().max(1e-9),
+        "snapshot read"
+    );
     Ok(SnapshotOutcome { rows, elapsed })
 }
 
@@ -272,9 +326,19 @@ async fn report_progress(done: Arc<AtomicU64>, total: u64, started: Instant) {
         let seconds = started.elapsed().as_secs_f64().max(1e-9);
         let rate = rows as f64 / seconds;
         let remaining = total.saturating_sub(rows) as f64;
-        let eta = if rate > 0.0 { format!("{:.0}s", remaining / rate) } else { "?".into() };
-        let percent = if total > 0 { (rows as f64 * 100.0 / total as f64).min(100.0) } else { 0.0 };
-        tracing::info!("snapshot: {rows}/{total} rows ({percent:.0}%), {rate:.0} rows/s, ETA {eta}");
+        let eta = if rate > 0.0 {
+            format!("{:.0}s", remaining / rate)
+        } else {
+            "?".into()
+        };
+        let percent = if total > 0 {
+            (rows as f64 * 100.0 / total as f64).min(100.0)
+        } else {
+            0.0
+        };
+        tracing::info!(
+            "snapshot: {rows}/{total} rows ({percent:.0}%), {rate:.0} rows/s, ETA {eta}"
+        );
     }
 }
 
@@ -293,8 +357,13 @@ impl Worker {
     async fn run(self) -> Result<(), SourceError> {
         let client = crate::source::connect(&self.target).await?;
         let failed = |context: &str, e: tokio_postgres::Error| match e.as_db_error() {
-            Some(db) => SourceError::from_sqlstate(context, db.code().code(), db.message().to_string()),
-            None => SourceError::Unreachable { target: format!("{}:{}", self.target.host, self.target.port), source: std::io::Error::other(e.to_string()) },
+            Some(db) => {
+                SourceError::from_sqlstate(context, db.code().code(), db.message().to_string())
+            }
+            None => SourceError::Unreachable {
+                target: format!("{}:{}", self.target.host, self.target.port),
+                source: std::io::Error::other(e.to_string()),
+            },
         };
         // The same output settings as the replication session, so values decode identically.
         client
@@ -306,20 +375,33 @@ impl Worker {
             .await
             .map_err(|e| failed("joining the exported snapshot", e))?;
         loop {
-            let Some(chunk) = self.queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else {
+            let Some(chunk) = self
+                .queue
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop_front()
+            else {
                 return Ok(());
             };
             let table = &self.tables[chunk.table];
-            let upper = chunk.end_page.map(|end| format!(" AND ctid < '({end},0)'::tid")).unwrap_or_default();
+            let upper = chunk
+                .end_page
+                .map(|end| format!(" AND ctid < '({end},0)'::tid"))
+                .unwrap_or_default();
             let sql = format!(
                 "SELECT {} FROM {} WHERE ctid >= '({},0)'::tid{upper}",
                 table.select_list(),
                 table.sql_name(),
                 chunk.first_page
             );
-            let messages = client.simple_query(&sql).await.map_err(|e| failed(&format!("reading {}", table.qualified_name), e))?;
+            let messages = client
+                .simple_query(&sql)
+                .await
+                .map_err(|e| failed(&format!("reading {}", table.qualified_name), e))?;
             for message in messages {
-                let SimpleQueryMessage::Row(row) = message else { continue };
+                let SimpleQueryMessage::Row(row) = message else {
+                    continue;
+                };
                 let change = table.read_change(&row, &self.types, self.position)?;
                 if self.out.send(change).await.is_err() {
                     // The publisher stopped (Kafka failed): its error is the one reported.
@@ -338,7 +420,13 @@ mod tests {
 
     fn table(pages: u64) -> SnapshotTable {
         SnapshotTable {
-            relation: Relation { id: 1, namespace: "public".into(), name: "t".into(), replica_identity: ReplicaIdentity::Default, columns: vec![] },
+            relation: Relation {
+                id: 1,
+                namespace: "public".into(),
+                name: "t".into(),
+                replica_identity: ReplicaIdentity::Default,
+                columns: vec![],
+            },
             qualified_name: Arc::from("public.t"),
             column_types: vec![],
             pages,
@@ -349,7 +437,13 @@ mod tests {
     #[test]
     fn chunks_cover_every_page_and_the_last_is_open_ended() {
         let planned = chunks(&[table(10), table(0)], 4);
-        let ranges: Vec<(usize, u64, Option<u64>)> = planned.iter().map(|c| (c.table, c.first_page, c.end_page)).collect();
-        assert_eq!(ranges, vec![(0, 0, Some(4)), (0, 4, Some(8)), (0, 8, None), (1, 0, None)]);
+        let ranges: Vec<(usize, u64, Option<u64>)> = planned
+            .iter()
+            .map(|c| (c.table, c.first_page, c.end_page))
+            .collect();
+        assert_eq!(
+            ranges,
+            vec![(0, 0, Some(4)), (0, 4, Some(8)), (0, 8, None), (1, 0, None)]
+        );
     }
 }

@@ -33,10 +33,17 @@ pub fn key(database: &str, slot: &str) -> String {
 }
 
 /// Writes the state of `key` and waits until Kafka acknowledged it.
-pub async fn write(producer: &FutureProducer<LoggingContext>, key: &str, state: &SnapshotState) -> Result<(), String> {
+pub async fn write(
+    producer: &FutureProducer<LoggingContext>,
+    key: &str,
+    state: &SnapshotState,
+) -> Result<(), String> {
     let payload = serde_json::to_vec(state).map_err(|e| e.to_string())?;
     producer
-        .send(FutureRecord::to(TOPIC).key(key).payload(&payload), Duration::from_secs(30))
+        .send(
+            FutureRecord::to(TOPIC).key(key).payload(&payload),
+            Duration::from_secs(30),
+        )
         .await
         .map(|_| ())
         .map_err(|(error, _)| format!("cannot record the snapshot state in {TOPIC}: {error}"))
@@ -44,10 +51,21 @@ pub async fn write(producer: &FutureProducer<LoggingContext>, key: &str, state: 
 
 /// The latest state of `key`. A probe record written first marks the end of what to read, so
 /// the answer does not depend on the broker's reported offsets.
-pub async fn read(brokers: &str, producer: &FutureProducer<LoggingContext>, key: &str) -> Result<Option<SnapshotState>, String> {
-    let probe = format!("probe/{key}/{}/{}", std::process::id(), crate::unix_micros_now());
+pub async fn read(
+    brokers: &str,
+    producer: &FutureProducer<LoggingContext>,
+    key: &str,
+) -> Result<Option<SnapshotState>, String> {
+    let probe = format!(
+        "probe/{key}/{}/{}",
+        std::process::id(),
+        crate::unix_micros_now()
+    );
     producer
-        .send(FutureRecord::<str, [u8]>::to(TOPIC).key(&probe), Duration::from_secs(30))
+        .send(
+            FutureRecord::<str, [u8]>::to(TOPIC).key(&probe),
+            Duration::from_secs(30),
+        )
         .await
         .map_err(|(error, _)| format!("cannot write to {TOPIC}: {error}"))?;
     let brokers = brokers.to_string();
@@ -57,7 +75,11 @@ pub async fn read(brokers: &str, producer: &FutureProducer<LoggingContext>, key:
         .map_err(|e| e.to_string())?
 }
 
-fn read_until_probe(brokers: &str, key: &str, probe: &str) -> Result<Option<SnapshotState>, String> {
+fn read_until_probe(
+    brokers: &str,
+    key: &str,
+    probe: &str,
+) -> Result<Option<SnapshotState>, String> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "cdc-connector-state-reader")
@@ -68,7 +90,9 @@ fn read_until_probe(brokers: &str, key: &str, probe: &str) -> Result<Option<Snap
     partitions
         .add_partition_offset(TOPIC, 0, Offset::Beginning)
         .map_err(|e| e.to_string())?;
-    consumer.assign(&partitions).map_err(|e| format!("cannot read {TOPIC}: {e}"))?;
+    consumer
+        .assign(&partitions)
+        .map_err(|e| format!("cannot read {TOPIC}: {e}"))?;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let mut latest = None;
     while std::time::Instant::now() < deadline {

@@ -68,15 +68,26 @@ struct Measurement {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let root = workspace_root();
-    let out_dir = args.out_dir.clone().unwrap_or_else(|| root.join("bench/gateway"));
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let out_dir = args
+        .out_dir
+        .clone()
+        .unwrap_or_else(|| root.join("bench/gateway"));
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let workers = args.reference_workers.unwrap_or(cores);
 
     let mut options = StackOptions::for_tests("gateway-bench");
-    options.bin_dir = std::env::current_exe()?.parent().context("executable directory")?.to_path_buf();
+    options.bin_dir = std::env::current_exe()?
+        .parent()
+        .context("executable directory")?
+        .to_path_buf();
     options.start_connector = false;
     options.start_gateway = true;
-    eprintln!("starting the stack and the Rust gateway from {} ...", options.bin_dir.display());
+    eprintln!(
+        "starting the stack and the Rust gateway from {} ...",
+        options.bin_dir.display()
+    );
     let stack = Stack::start(options).await?;
 
     let reference_port = free_port()?;
@@ -84,30 +95,71 @@ async fn main() -> anyhow::Result<()> {
     let python = local_stack::python()?;
     let reference_log = stack.root().join("logs/reference.log");
     let mut reference = tokio::process::Command::new(&python)
-        .args(["-m", "uvicorn", "app:app", "--host", "127.0.0.1", "--port", &reference_port.to_string()])
-        .args(["--workers", &workers.to_string(), "--no-access-log", "--loop", "uvloop", "--http", "httptools", "--log-level", "warning"])
+        .args([
+            "-m",
+            "uvicorn",
+            "app:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &reference_port.to_string(),
+        ])
+        .args([
+            "--workers",
+            &workers.to_string(),
+            "--no-access-log",
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--log-level",
+            "warning",
+        ])
         .current_dir(&reference_dir)
         .env("REF_KAFKA_BROKERS", stack.kafka_brokers())
         .env("REF_SCHEMA_REGISTRY_URL", stack.registry_url())
         .env("REF_SCHEMA_FILE", root.join("schemas/AppEvent.avsc"))
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&reference_log)?)
-        .stderr(std::fs::File::create(reference_log.with_extension("err.log"))?)
+        .stderr(std::fs::File::create(
+            reference_log.with_extension("err.log"),
+        )?)
         .kill_on_drop(true)
         .spawn()
-        .context("starting the reference gateway (scripts/install-deps.sh installs fastapi and uvicorn)")?;
+        .context(
+            "starting the reference gateway (scripts/install-deps.sh installs fastapi and uvicorn)",
+        )?;
     let reference_url = format!("http://127.0.0.1:{reference_port}");
     wait_healthy(&reference_url, &reference_log.with_extension("err.log")).await?;
 
-    let client = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency * 2).build()?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency * 2)
+        .build()?;
     let mut results = Vec::new();
-    for (name, url) in [("rust", stack.gateway_url()), ("reference-fastapi", reference_url.clone())] {
+    for (name, url) in [
+        ("rust", stack.gateway_url()),
+        ("reference-fastapi", reference_url.clone()),
+    ] {
         for scenario in [Scenario::Single, Scenario::Batch] {
-            eprintln!("{name} {scenario:?}: warming up, then {} s of load ...", args.duration_secs);
+            eprintln!(
+                "{name} {scenario:?}: warming up, then {} s of load ...",
+                args.duration_secs
+            );
             let warm_up = Duration::from_secs((args.duration_secs / 5).max(1));
             load(&client, &url, scenario, &args, warm_up, name).await;
-            let measured = load(&client, &url, scenario, &args, Duration::from_secs(args.duration_secs), name).await;
-            eprintln!("  {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} errors", measured.requests_per_second, measured.p50_ms, measured.p99_ms, measured.errors);
+            let measured = load(
+                &client,
+                &url,
+                scenario,
+                &args,
+                Duration::from_secs(args.duration_secs),
+                name,
+            )
+            .await;
+            eprintln!(
+                "  {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
+                measured.requests_per_second, measured.p50_ms, measured.p99_ms, measured.errors
+            );
             results.push(measured);
         }
     }
@@ -121,7 +173,9 @@ async fn main() -> anyhow::Result<()> {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 async fn wait_healthy(url: &str, log: &std::path::Path) -> anyhow::Result<()> {
@@ -133,7 +187,11 @@ async fn wait_healthy(url: &str, log: &std::path::Path) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    bail!("the reference gateway did not start; {}:\n{}", log.display(), local_stack::log_tail(log, 30))
+    bail!(
+        "the reference gateway did not start; {}:\n{}",
+        log.display(),
+        local_stack::log_tail(log, 30)
+    )
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
@@ -160,19 +218,36 @@ fn body(scenario: Scenario, batch_size: usize, gateway: &str) -> (String, String
 }
 
 /// `concurrency` loops posting for `duration`; latencies of every answered request.
-async fn load(client: &reqwest::Client, base: &str, scenario: Scenario, args: &Args, duration: Duration, gateway: &'static str) -> Measurement {
+async fn load(
+    client: &reqwest::Client,
+    base: &str,
+    scenario: Scenario,
+    args: &Args,
+    duration: Duration,
+    gateway: &'static str,
+) -> Measurement {
     let errors = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let deadline = started + duration;
     let tasks: Vec<_> = (0..args.concurrency)
         .map(|_| {
-            let (client, base, errors, batch_size) = (client.clone(), base.to_string(), errors.clone(), args.batch_size);
+            let (client, base, errors, batch_size) = (
+                client.clone(),
+                base.to_string(),
+                errors.clone(),
+                args.batch_size,
+            );
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 while Instant::now() < deadline {
                     let (path, body) = body(scenario, batch_size, gateway);
                     let sent = Instant::now();
-                    let response = client.post(format!("{base}{path}")).header("content-type", "application/json").body(body).send().await;
+                    let response = client
+                        .post(format!("{base}{path}"))
+                        .header("content-type", "application/json")
+                        .body(body)
+                        .send()
+                        .await;
                     let ok = match response {
                         // Reading the body to the end lets the connection be reused.
                         Ok(r) => r.status().is_success() & r.bytes().await.is_ok(),
@@ -194,7 +269,10 @@ async fn load(client: &reqwest::Client, base: &str, scenario: Scenario, args: &A
     let seconds = started.elapsed().as_secs_f64();
     latencies.sort();
     let quantile = |q: f64| {
-        latencies.get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1))).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0)
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .map(|d| d.as_secs_f64() * 1000.0)
+            .unwrap_or(0.0)
     };
     let events_per_request = match scenario {
         Scenario::Single => 1,
@@ -215,11 +293,22 @@ async fn load(client: &reqwest::Client, base: &str, scenario: Scenario, args: &A
     }
 }
 
-fn write_report(out_dir: &std::path::Path, args: &Args, cores: usize, workers: usize, results: &[Measurement]) -> anyhow::Result<()> {
+fn write_report(
+    out_dir: &std::path::Path,
+    args: &Args,
+    cores: usize,
+    workers: usize,
+    results: &[Measurement],
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(out_dir)?;
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|text| text.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_string()))
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
         .unwrap_or_else(|| "unknown".into());
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let command = format!(
@@ -233,7 +322,10 @@ fn write_report(out_dir: &std::path::Path, args: &Args, cores: usize, workers: u
         "settings": {"duration_secs": args.duration_secs, "concurrency": args.concurrency, "batch_size": args.batch_size, "reference_workers": workers},
         "results": results,
     });
-    std::fs::write(out_dir.join("report.json"), serde_json::to_string_pretty(&report)? + "\n")?;
+    std::fs::write(
+        out_dir.join("report.json"),
+        serde_json::to_string_pretty(&report)? + "\n",
+    )?;
 
     let mut md = String::new();
     md.push_str("# Gateway benchmark\n\n");
@@ -262,7 +354,14 @@ fn write_report(out_dir: &std::path::Path, args: &Args, cores: usize, workers: u
         };
         md.push_str(&format!(
             "| {} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {} | {} |\n",
-            r.gateway, scenario, r.requests_per_second, r.events_per_second, r.p50_ms, r.p99_ms, r.requests, r.errors
+            r.gateway,
+            scenario,
+            r.requests_per_second,
+            r.events_per_second,
+            r.p50_ms,
+            r.p99_ms,
+            r.requests,
+            r.errors
         ));
     }
     md.push_str("\nRaw figures: `report.json` beside this file. Reference implementation: `reference/app.py`.\n");

@@ -29,7 +29,10 @@ use crate::{
     auth::{self, ApiKeys},
     dedup::Claimed,
     errors::{self, ApiError, ErrorBody},
-    events::{BookingEvent, ClickstreamEvent, Event, EventKind, ExternalEvent, LogEvent, Prepared, Rules, UserEvent},
+    events::{
+        BookingEvent, ClickstreamEvent, Event, EventKind, ExternalEvent, LogEvent, Prepared, Rules,
+        UserEvent,
+    },
     publisher::{PublishError, Publisher, Receipt},
     stats::{Outcome, Stats, StatsReport},
 };
@@ -51,8 +54,15 @@ pub struct AppState {
 }
 
 /// The whole API, with `/health` and `/metrics` from the platform.
-pub fn router(state: AppState, keys: ApiKeys, prometheus: PrometheusHandle, health: Health) -> Router {
-    let openapi_json = ApiDoc::openapi().to_pretty_json().unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+pub fn router(
+    state: AppState,
+    keys: ApiKeys,
+    prometheus: PrometheusHandle,
+    health: Health,
+) -> Router {
+    let openapi_json = ApiDoc::openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
     let events = Router::new()
         .route("/events/user", post(post_user))
         .route("/events/booking", post(post_booking))
@@ -84,14 +94,22 @@ pub fn router(state: AppState, keys: ApiKeys, prometheus: PrometheusHandle, heal
 }
 
 /// Counts and times every answer by endpoint (the route pattern, so the label set is bounded).
-async fn observe(State(stats): State<Arc<Stats>>, matched: Option<MatchedPath>, request: Request, next: Next) -> Response {
-    let endpoint = matched.map(|m| m.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+async fn observe(
+    State(stats): State<Arc<Stats>>,
+    matched: Option<MatchedPath>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let endpoint = matched
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
     let started = Instant::now();
     metrics::gauge!("gateway_requests_in_flight").increment(1.0);
     let response = next.run(request).await;
     metrics::gauge!("gateway_requests_in_flight").decrement(1.0);
     let status = response.status().as_u16();
-    metrics::histogram!("gateway_request_duration_seconds", "endpoint" => endpoint.clone()).record(started.elapsed().as_secs_f64());
+    metrics::histogram!("gateway_request_duration_seconds", "endpoint" => endpoint.clone())
+        .record(started.elapsed().as_secs_f64());
     metrics::counter!("gateway_requests_total", "endpoint" => endpoint.clone(), "status" => status.to_string()).increment(1);
     stats.record_request(&endpoint, status);
     response
@@ -175,7 +193,10 @@ struct ApiKeyScheme;
 impl Modify for ApiKeyScheme {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme("api_key", SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))));
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
+        );
     }
 }
 
@@ -206,11 +227,36 @@ macro_rules! single_event_endpoint {
     };
 }
 
-single_event_endpoint!(post_user, "/events/user", UserEvent, "A mobile or web app event, to topic_app_events");
-single_event_endpoint!(post_booking, "/events/booking", BookingEvent, "A booking-system event, to topic_app_events");
-single_event_endpoint!(post_clickstream, "/events/clickstream", ClickstreamEvent, "A clickstream interaction, to topic_clickstream");
-single_event_endpoint!(post_logs, "/events/logs", LogEvent, "An application log line, to topic_app_logs");
-single_event_endpoint!(post_external, "/events/external", ExternalEvent, "An external-data record, to topic_external_data");
+single_event_endpoint!(
+    post_user,
+    "/events/user",
+    UserEvent,
+    "A mobile or web app event, to topic_app_events"
+);
+single_event_endpoint!(
+    post_booking,
+    "/events/booking",
+    BookingEvent,
+    "A booking-system event, to topic_app_events"
+);
+single_event_endpoint!(
+    post_clickstream,
+    "/events/clickstream",
+    ClickstreamEvent,
+    "A clickstream interaction, to topic_clickstream"
+);
+single_event_endpoint!(
+    post_logs,
+    "/events/logs",
+    LogEvent,
+    "An application log line, to topic_app_logs"
+);
+single_event_endpoint!(
+    post_external,
+    "/events/external",
+    ExternalEvent,
+    "An external-data record, to topic_external_data"
+);
 
 /// Statistics since start.
 #[utoipa::path(get, path = "/stats", responses((status = 200, description = "Counts by endpoint, event type, topic and outcome, and rates", body = StatsReport)))]
@@ -236,43 +282,90 @@ async fn get_stats(State(state): State<AppState>) -> Json<StatsReport> {
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     )
 )]
-async fn post_batch(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+async fn post_batch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     let body = json_body(&headers, body, &state.limits)?;
     let batch: BatchRequest = parse_bytes(&body)?;
     if batch.events.len() > state.limits.max_batch_events {
-        return Err(ApiError::TooManyEvents { max: state.limits.max_batch_events, got: batch.events.len() });
+        return Err(ApiError::TooManyEvents {
+            max: state.limits.max_batch_events,
+            got: batch.events.len(),
+        });
     }
     if batch.events.is_empty() {
-        return Err(ApiError::Invalid(vec![errors::FieldError::new("events", "at least one event", "an empty list")]));
+        return Err(ApiError::Invalid(vec![errors::FieldError::new(
+            "events",
+            "at least one event",
+            "an empty list",
+        )]));
     }
     let rules = rules(&state.limits);
-    let items: Vec<Result<Prepared, (&'static str, ApiError)>> =
-        batch.events.into_iter().enumerate().map(|(index, item)| prepare_item(item, index, &rules)).collect();
+    let items: Vec<Result<Prepared, (&'static str, ApiError)>> = batch
+        .events
+        .into_iter()
+        .enumerate()
+        .map(|(index, item)| prepare_item(item, index, &rules))
+        .collect();
     let outcomes = futures::future::join_all(items.into_iter().map(|item| async {
         match item {
-            Ok(event) => publish(&state, event).await.map_err(|e| (Outcome::Failed, e)),
+            Ok(event) => publish(&state, event)
+                .await
+                .map_err(|e| (Outcome::Failed, e)),
             Err((topic, error)) => {
-                state.stats.record_event("invalid", topic, Outcome::Rejected);
+                state
+                    .stats
+                    .record_event("invalid", topic, Outcome::Rejected);
                 Err((Outcome::Rejected, error))
             }
         }
     }))
     .await;
 
-    let mut response = BatchResponse { stored: 0, duplicates: 0, rejected: 0, failed: 0, results: Vec::with_capacity(outcomes.len()) };
+    let mut response = BatchResponse {
+        stored: 0,
+        duplicates: 0,
+        rejected: 0,
+        failed: 0,
+        results: Vec::with_capacity(outcomes.len()),
+    };
     for (index, outcome) in outcomes.into_iter().enumerate() {
         let result = match outcome {
             Ok((id, Claimed::Fresh(receipt))) => {
                 response.stored += 1;
-                ItemResult { index, status: "stored".into(), id: Some(id), receipt: Some(receipt), error: None }
+                ItemResult {
+                    index,
+                    status: "stored".into(),
+                    id: Some(id),
+                    receipt: Some(receipt),
+                    error: None,
+                }
             }
             Ok((id, Claimed::Duplicate(receipt))) => {
                 response.duplicates += 1;
-                ItemResult { index, status: "duplicate".into(), id: Some(id), receipt: Some(receipt), error: None }
+                ItemResult {
+                    index,
+                    status: "duplicate".into(),
+                    id: Some(id),
+                    receipt: Some(receipt),
+                    error: None,
+                }
             }
             Err((outcome, error)) => {
-                if outcome == Outcome::Rejected { response.rejected += 1 } else { response.failed += 1 }
-                ItemResult { index, status: outcome.as_str().into(), id: None, receipt: None, error: Some(error.body()) }
+                if outcome == Outcome::Rejected {
+                    response.rejected += 1
+                } else {
+                    response.failed += 1
+                }
+                ItemResult {
+                    index,
+                    status: outcome.as_str().into(),
+                    id: None,
+                    receipt: None,
+                    error: Some(error.body()),
+                }
             }
         };
         response.results.push(result);
@@ -289,19 +382,27 @@ async fn post_batch(State(state): State<AppState>, headers: HeaderMap, body: Res
     };
     let mut answer = (status, Json(response)).into_response();
     if status == StatusCode::SERVICE_UNAVAILABLE {
-        answer.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(state.limits.retry_after_secs));
+        answer.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(state.limits.retry_after_secs),
+        );
     }
     Ok(answer)
 }
 
 /// Parses and checks one batch item; a rejection carries the topic its kind goes to, for the
 /// statistics.
-fn prepare_item(item: serde_json::Value, index: usize, rules: &Rules) -> Result<Prepared, (&'static str, ApiError)> {
+fn prepare_item(
+    item: serde_json::Value,
+    index: usize,
+    rules: &Rules,
+) -> Result<Prepared, (&'static str, ApiError)> {
     let at = format!("events[{index}]");
     if !item.is_object() {
         return Err(("unknown", not_an_object(&at, &item.to_string())));
     }
-    let item: BatchItem = serde_path_to_error::deserialize(item).map_err(|e| ("unknown", errors::from_json_error(e, &at)))?;
+    let item: BatchItem = serde_path_to_error::deserialize(item)
+        .map_err(|e| ("unknown", errors::from_json_error(e, &at)))?;
     let at = format!("{at}.event");
     let topic = item.kind.topic().name;
     let prepared = match item.kind {
@@ -314,21 +415,34 @@ fn prepare_item(item: serde_json::Value, index: usize, rules: &Rules) -> Result<
     prepared.map_err(|e| (topic, e))
 }
 
-fn prepare_value<E: Event>(value: serde_json::Value, at: &str, rules: &Rules) -> Result<Prepared, ApiError> {
+fn prepare_value<E: Event>(
+    value: serde_json::Value,
+    at: &str,
+    rules: &Rules,
+) -> Result<Prepared, ApiError> {
     if !value.is_object() {
         return Err(not_an_object(at, &value.to_string()));
     }
-    let event: E = serde_path_to_error::deserialize(value).map_err(|e| errors::from_json_error(e, at))?;
+    let event: E =
+        serde_path_to_error::deserialize(value).map_err(|e| errors::from_json_error(e, at))?;
     checked(event, at, rules)
 }
 
 fn checked<E: Event>(event: E, at: &str, rules: &Rules) -> Result<Prepared, ApiError> {
     let mut problems = Vec::new();
     event.check(rules, at, &mut problems);
-    if problems.is_empty() { Ok(event.prepare(rules.now_millis)) } else { Err(ApiError::Invalid(problems)) }
+    if problems.is_empty() {
+        Ok(event.prepare(rules.now_millis))
+    } else {
+        Err(ApiError::Invalid(problems))
+    }
 }
 
-async fn ingest_one<E: Event>(state: &AppState, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+async fn ingest_one<E: Event>(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     let topic = E::KIND.topic().name;
     let prepared = json_body(headers, body, &state.limits)
         .and_then(|body| parse_bytes::<E>(&body))
@@ -336,7 +450,9 @@ async fn ingest_one<E: Event>(state: &AppState, headers: &HeaderMap, body: Resul
     let prepared = match prepared {
         Ok(prepared) => prepared,
         Err(error) => {
-            state.stats.record_event("invalid", topic, Outcome::Rejected);
+            state
+                .stats
+                .record_event("invalid", topic, Outcome::Rejected);
             return Err(error);
         }
     };
@@ -345,25 +461,45 @@ async fn ingest_one<E: Event>(state: &AppState, headers: &HeaderMap, body: Resul
         Claimed::Fresh(receipt) => (StatusCode::CREATED, "stored", receipt),
         Claimed::Duplicate(receipt) => (StatusCode::OK, "duplicate", receipt),
     };
-    Ok((status, Json(StoredResponse { status: code.into(), id, receipt })).into_response())
+    Ok((
+        status,
+        Json(StoredResponse {
+            status: code.into(),
+            id,
+            receipt,
+        }),
+    )
+        .into_response())
 }
 
 /// Produces one event and records its outcome; the error is what the client is told.
-async fn publish(state: &AppState, event: Prepared) -> Result<(String, Claimed<Receipt>), ApiError> {
+async fn publish(
+    state: &AppState,
+    event: Prepared,
+) -> Result<(String, Claimed<Receipt>), ApiError> {
     let (id, event_type, topic) = (event.id.clone(), event.event_type, event.topic.name);
     match state.publisher.publish(event).await {
         Ok(claimed) => {
-            let outcome = if matches!(claimed, Claimed::Fresh(_)) { Outcome::Stored } else { Outcome::Duplicate };
+            let outcome = if matches!(claimed, Claimed::Fresh(_)) {
+                Outcome::Stored
+            } else {
+                Outcome::Duplicate
+            };
             state.stats.record_event(event_type, topic, outcome);
             Ok((id, claimed))
         }
         Err(error) => {
             state.stats.record_event(event_type, topic, Outcome::Failed);
             match &error {
-                PublishError::Encode(_) => tracing::error!(%error, id, "a validated event does not fit its schema"),
+                PublishError::Encode(_) => {
+                    tracing::error!(%error, id, "a validated event does not fit its schema")
+                }
                 _ => tracing::warn!(%error, id, topic, "event not stored"),
             }
-            Err(ApiError::Unavailable { reason: error.to_string(), retry_after_secs: state.limits.retry_after_secs })
+            Err(ApiError::Unavailable {
+                reason: error.to_string(),
+                retry_after_secs: state.limits.retry_after_secs,
+            })
         }
     }
 }
@@ -374,21 +510,42 @@ fn not_an_object(at: &str, got: &str) -> ApiError {
 }
 
 fn rules(limits: &Limits) -> Rules {
-    Rules { now_millis: chrono::Utc::now().timestamp_millis(), max_future_skew_millis: limits.max_future_skew_millis }
+    Rules {
+        now_millis: chrono::Utc::now().timestamp_millis(),
+        max_future_skew_millis: limits.max_future_skew_millis,
+    }
 }
 
 /// The body, if it is declared as JSON and fits the size limit.
-fn json_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>, limits: &Limits) -> Result<Bytes, ApiError> {
-    let content_type = headers.get(header::CONTENT_TYPE).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    let essence = content_type.as_deref().map(|c| c.split(';').next().unwrap_or_default().trim().to_ascii_lowercase());
+fn json_body(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    limits: &Limits,
+) -> Result<Bytes, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let essence = content_type.as_deref().map(|c| {
+        c.split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase()
+    });
     match essence.as_deref() {
         Some("application/json") => {}
         Some(other) if other.starts_with("application/") && other.ends_with("+json") => {}
-        _ => return Err(ApiError::UnsupportedMediaType(content_type.unwrap_or_else(|| "no Content-Type".into()))),
+        _ => {
+            return Err(ApiError::UnsupportedMediaType(
+                content_type.unwrap_or_else(|| "no Content-Type".into()),
+            ));
+        }
     }
     body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::TooLarge { limit: limits.max_body_bytes }
+            ApiError::TooLarge {
+                limit: limits.max_body_bytes,
+            }
         } else {
             ApiError::BadJson(format!("cannot read the body: {rejection}"))
         }
@@ -400,11 +557,19 @@ fn parse_bytes<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError>
     // serde would also take a JSON array for a struct, positionally: too lax for an API.
     match body.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') | None => {}
-        Some(_) => return Err(not_an_object("$", &String::from_utf8_lossy(&body[..body.len().min(40)]))),
+        Some(_) => {
+            return Err(not_an_object(
+                "$",
+                &String::from_utf8_lossy(&body[..body.len().min(40)]),
+            ));
+        }
     }
     let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| errors::from_json_error(e, ""))?;
-    deserializer.end().map_err(|e| ApiError::BadJson(e.to_string()))?;
+    let value = serde_path_to_error::deserialize(&mut deserializer)
+        .map_err(|e| errors::from_json_error(e, ""))?;
+    deserializer
+        .end()
+        .map_err(|e| ApiError::BadJson(e.to_string()))?;
     Ok(value)
 }
 
@@ -416,7 +581,10 @@ mod tests {
     #[test]
     fn every_documented_example_is_accepted() {
         let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
-        let rules = Rules { now_millis: chrono::Utc::now().timestamp_millis(), max_future_skew_millis: 0 };
+        let rules = Rules {
+            now_millis: chrono::Utc::now().timestamp_millis(),
+            max_future_skew_millis: 0,
+        };
         for kind in ["user", "booking", "clickstream", "log", "external"] {
             let schema = &doc["components"]["schemas"];
             let name = match kind {
@@ -427,7 +595,11 @@ mod tests {
                 _ => "ExternalEvent",
             };
             let example = schema[name]["example"].clone();
-            assert!(example.is_object(), "{name} has an example: {}", schema[name]);
+            assert!(
+                example.is_object(),
+                "{name} has an example: {}",
+                schema[name]
+            );
             let item = serde_json::json!({"kind": kind, "event": example});
             prepare_item(item, 0, &rules).unwrap_or_else(|(_, e)| panic!("{name}: {:?}", e.body()));
         }

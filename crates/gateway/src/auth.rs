@@ -18,7 +18,13 @@ pub struct ApiKeys(Arc<Vec<Vec<u8>>>);
 
 impl ApiKeys {
     pub fn new(keys: &[String]) -> Self {
-        Self(Arc::new(keys.iter().map(|k| k.trim()).filter(|k| !k.is_empty()).map(|k| k.as_bytes().to_vec()).collect()))
+        Self(Arc::new(
+            keys.iter()
+                .map(|k| k.trim())
+                .filter(|k| !k.is_empty())
+                .map(|k| k.as_bytes().to_vec())
+                .collect(),
+        ))
     }
 
     pub fn enabled(&self) -> bool {
@@ -42,10 +48,16 @@ fn presented(headers: &HeaderMap) -> Option<&[u8]> {
         return Some(key.as_bytes());
     }
     let value = headers.get(header::AUTHORIZATION)?.as_bytes();
-    value.strip_prefix(b"Bearer ").or_else(|| value.strip_prefix(b"bearer "))
+    value
+        .strip_prefix(b"Bearer ")
+        .or_else(|| value.strip_prefix(b"bearer "))
 }
 
-pub async fn require_api_key(State(keys): State<ApiKeys>, request: Request, next: Next) -> Response {
+pub async fn require_api_key(
+    State(keys): State<ApiKeys>,
+    request: Request,
+    next: Next,
+) -> Response {
     if !keys.enabled() || presented(request.headers()).is_some_and(|key| keys.accepts(key)) {
         return next.run(request).await;
     }

@@ -22,7 +22,11 @@ pub struct Args {
     #[arg(long, env = "GATEWAY_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     pub kafka_brokers: String,
     /// Base URL of the Confluent-compatible schema registry.
-    #[arg(long, env = "GATEWAY_SCHEMA_REGISTRY_URL", default_value = "http://127.0.0.1:8081")]
+    #[arg(
+        long,
+        env = "GATEWAY_SCHEMA_REGISTRY_URL",
+        default_value = "http://127.0.0.1:8081"
+    )]
     pub schema_registry_url: String,
     /// API keys, comma-separated, accepted in `X-API-Key` or `Authorization: Bearer KEY` on the
     /// /events endpoints; none disables authentication.

@@ -24,9 +24,15 @@ pub enum Claimed<R> {
 }
 
 enum Slot<R> {
-    Done { at: Instant, receipt: R },
+    Done {
+        at: Instant,
+        receipt: R,
+    },
     /// Waiters watch the channel; it closes when the attempt ends either way.
-    InFlight { attempt: u64, closed: watch::Receiver<()> },
+    InFlight {
+        attempt: u64,
+        closed: watch::Receiver<()>,
+    },
 }
 
 struct State<R> {
@@ -60,7 +66,8 @@ struct Attempt<'a, R: Clone> {
 impl<R: Clone> Drop for Attempt<'_, R> {
     fn drop(&mut self) {
         let mut state = self.dedup.lock();
-        if matches!(state.slots.get(&self.key), Some(Slot::InFlight { attempt, .. }) if *attempt == self.attempt) {
+        if matches!(state.slots.get(&self.key), Some(Slot::InFlight { attempt, .. }) if *attempt == self.attempt)
+        {
             state.slots.remove(&self.key);
         }
     }
@@ -69,7 +76,11 @@ impl<R: Clone> Drop for Attempt<'_, R> {
 impl<R: Clone> Dedup<R> {
     pub fn new(window: Duration, capacity: usize) -> Self {
         Self {
-            state: Mutex::new(State { slots: HashMap::new(), order: VecDeque::new(), next_attempt: 0 }),
+            state: Mutex::new(State {
+                slots: HashMap::new(),
+                order: VecDeque::new(),
+                next_attempt: 0,
+            }),
             window,
             capacity: capacity.max(1),
         }
@@ -94,7 +105,13 @@ impl<R: Clone> Dedup<R> {
         let now = Instant::now();
         let mut state = self.lock();
         // Replacing the in-flight slot makes the attempt's drop below a no-op.
-        state.slots.insert(attempt.key.clone(), Slot::Done { at: now, receipt: receipt.clone() });
+        state.slots.insert(
+            attempt.key.clone(),
+            Slot::Done {
+                at: now,
+                receipt: receipt.clone(),
+            },
+        );
         state.order.push_back((now, attempt.key.clone()));
         self.evict(&mut state, now);
         drop(state);
@@ -123,8 +140,15 @@ impl<R: Clone> Dedup<R> {
         let (sender, closed) = watch::channel(());
         let attempt = state.next_attempt;
         state.next_attempt += 1;
-        state.slots.insert(key.to_string(), Slot::InFlight { attempt, closed });
-        Claim::Mine(Attempt { dedup: self, key: key.to_string(), attempt, _closes_on_drop: sender })
+        state
+            .slots
+            .insert(key.to_string(), Slot::InFlight { attempt, closed });
+        Claim::Mine(Attempt {
+            dedup: self,
+            key: key.to_string(),
+            attempt,
+            _closes_on_drop: sender,
+        })
     }
 
     fn evict(&self, state: &mut State<R>, now: Instant) {
@@ -133,7 +157,9 @@ impl<R: Clone> Dedup<R> {
             if !expired && state.order.len() <= self.capacity {
                 break;
             }
-            let Some((at, key)) = state.order.pop_front() else { break };
+            let Some((at, key)) = state.order.pop_front() else {
+                break;
+            };
             // The slot may have been re-acknowledged since (after expiry): keep the newer one.
             if matches!(state.slots.get(&key), Some(Slot::Done { at: done, .. }) if *done == at) {
                 state.slots.remove(&key);
@@ -142,7 +168,9 @@ impl<R: Clone> Dedup<R> {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State<R>> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -161,16 +189,33 @@ mod tests {
     #[tokio::test]
     async fn a_retry_after_the_ack_is_a_duplicate_with_the_first_receipt() {
         let dedup = window();
-        assert_eq!(dedup.run::<(), _, _>("a".into(), || async { Ok(1) }).await, Ok(Claimed::Fresh(1)));
-        assert_eq!(dedup.run::<(), _, _>("a".into(), || async { Ok(2) }).await, Ok(Claimed::Duplicate(1)));
-        assert_eq!(dedup.run::<(), _, _>("b".into(), || async { Ok(3) }).await, Ok(Claimed::Fresh(3)));
+        assert_eq!(
+            dedup.run::<(), _, _>("a".into(), || async { Ok(1) }).await,
+            Ok(Claimed::Fresh(1))
+        );
+        assert_eq!(
+            dedup.run::<(), _, _>("a".into(), || async { Ok(2) }).await,
+            Ok(Claimed::Duplicate(1))
+        );
+        assert_eq!(
+            dedup.run::<(), _, _>("b".into(), || async { Ok(3) }).await,
+            Ok(Claimed::Fresh(3))
+        );
     }
 
     #[tokio::test]
     async fn a_failed_attempt_is_not_remembered() {
         let dedup = window();
-        assert_eq!(dedup.run("a".into(), || async { Err::<u32, _>("broker down") }).await, Err("broker down"));
-        assert_eq!(dedup.run::<(), _, _>("a".into(), || async { Ok(2) }).await, Ok(Claimed::Fresh(2)));
+        assert_eq!(
+            dedup
+                .run("a".into(), || async { Err::<u32, _>("broker down") })
+                .await,
+            Err("broker down")
+        );
+        assert_eq!(
+            dedup.run::<(), _, _>("a".into(), || async { Ok(2) }).await,
+            Ok(Claimed::Fresh(2))
+        );
     }
 
     #[tokio::test]
@@ -180,7 +225,8 @@ mod tests {
         let (release, released) = tokio::sync::watch::channel(false);
         let calls: Vec<_> = (0..8)
             .map(|i| {
-                let (dedup, produced, mut released) = (dedup.clone(), produced.clone(), released.clone());
+                let (dedup, produced, mut released) =
+                    (dedup.clone(), produced.clone(), released.clone());
                 tokio::spawn(async move {
                     dedup
                         .run::<(), _, _>("same".into(), || async move {
@@ -218,10 +264,12 @@ mod tests {
         let first = {
             let dedup = dedup.clone();
             tokio::spawn(async move {
-                dedup.run("k".into(), || async move {
-                    let _ = failing.await;
-                    Err::<u32, _>("timeout")
-                }).await
+                dedup
+                    .run("k".into(), || async move {
+                        let _ = failing.await;
+                        Err::<u32, _>("timeout")
+                    })
+                    .await
             })
         };
         while dedup.lock().slots.is_empty() {
@@ -229,7 +277,11 @@ mod tests {
         }
         let second = {
             let dedup = dedup.clone();
-            tokio::spawn(async move { dedup.run::<&str, _, _>("k".into(), || async { Ok(9) }).await })
+            tokio::spawn(async move {
+                dedup
+                    .run::<&str, _, _>("k".into(), || async { Ok(9) })
+                    .await
+            })
         };
         fail.send(()).unwrap();
         assert_eq!(first.await.unwrap(), Err("timeout"));
@@ -239,15 +291,30 @@ mod tests {
     #[tokio::test]
     async fn ids_expire_after_the_window_and_beyond_the_capacity() {
         let dedup = Dedup::new(Duration::ZERO, 10);
-        dedup.run::<(), _, _>("a".into(), || async { Ok(1) }).await.unwrap();
-        assert_eq!(dedup.run::<(), _, _>("a".into(), || async { Ok(2) }).await, Ok(Claimed::Fresh(2)));
+        dedup
+            .run::<(), _, _>("a".into(), || async { Ok(1) })
+            .await
+            .unwrap();
+        assert_eq!(
+            dedup.run::<(), _, _>("a".into(), || async { Ok(2) }).await,
+            Ok(Claimed::Fresh(2))
+        );
 
         let dedup = Dedup::new(Duration::from_secs(60), 2);
         for (i, key) in ["a", "b", "c"].into_iter().enumerate() {
-            dedup.run::<(), _, _>(key.into(), || async move { Ok(i) }).await.unwrap();
+            dedup
+                .run::<(), _, _>(key.into(), || async move { Ok(i) })
+                .await
+                .unwrap();
         }
         assert_eq!(dedup.len(), 2);
-        assert_eq!(dedup.run::<(), _, _>("a".into(), || async { Ok(7) }).await, Ok(Claimed::Fresh(7)));
-        assert_eq!(dedup.run::<(), _, _>("c".into(), || async { Ok(8) }).await, Ok(Claimed::Duplicate(2)));
+        assert_eq!(
+            dedup.run::<(), _, _>("a".into(), || async { Ok(7) }).await,
+            Ok(Claimed::Fresh(7))
+        );
+        assert_eq!(
+            dedup.run::<(), _, _>("c".into(), || async { Ok(8) }).await,
+            Ok(Claimed::Duplicate(2))
+        );
     }
 }

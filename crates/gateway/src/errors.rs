@@ -19,8 +19,16 @@ pub struct FieldError {
 }
 
 impl FieldError {
-    pub fn new(path: impl Into<String>, expected: impl Into<String>, got: impl Into<String>) -> Self {
-        Self { path: path.into(), expected: expected.into(), got: got.into() }
+    pub fn new(
+        path: impl Into<String>,
+        expected: impl Into<String>,
+        got: impl Into<String>,
+    ) -> Self {
+        Self {
+            path: path.into(),
+            expected: expected.into(),
+            got: got.into(),
+        }
     }
 }
 
@@ -53,7 +61,10 @@ pub enum ApiError {
     NotFound,
     /// Nothing was stored: the broker or the registry cannot take the event now.
     #[error("{reason}; nothing was stored, retry later")]
-    Unavailable { reason: String, retry_after_secs: u64 },
+    Unavailable {
+        reason: String,
+        retry_after_secs: u64,
+    },
 }
 
 impl ApiError {
@@ -90,22 +101,37 @@ impl ApiError {
         let message = match self {
             Self::Invalid(details) => format!(
                 "the event is invalid: {}",
-                details.iter().map(|d| format!("{}: expected {}, got {}", d.path, d.expected, d.got)).collect::<Vec<_>>().join("; ")
+                details
+                    .iter()
+                    .map(|d| format!("{}: expected {}, got {}", d.path, d.expected, d.got))
+                    .collect::<Vec<_>>()
+                    .join("; ")
             ),
             other => other.to_string(),
         };
-        ErrorBody { error: self.code().into(), message, details }
+        ErrorBody {
+            error: self.code().into(),
+            message,
+            details,
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status(), Json(self.body())).into_response();
-        if let Self::Unavailable { retry_after_secs, .. } = self {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        if let Self::Unavailable {
+            retry_after_secs, ..
+        } = self
+        {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
         }
         if matches!(self, ApiError::Unauthorized) {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }
@@ -118,7 +144,10 @@ pub fn from_json_error(error: serde_path_to_error::Error<serde_json::Error>, at:
         return ApiError::BadJson(inner.to_string());
     }
     let parent = join_path(at, &error.path().to_string());
-    ApiError::Invalid(vec![describe(&parent, &without_position(&inner.to_string()))])
+    ApiError::Invalid(vec![describe(
+        &parent,
+        &without_position(&inner.to_string()),
+    )])
 }
 
 fn join_path(at: &str, inner: &str) -> String {
@@ -141,18 +170,34 @@ fn without_position(message: &str) -> String {
 /// Splits serde's messages ("invalid type: integer `5`, expected a string", "missing field
 /// `x`", "unknown variant `y`, expected one of ...") into path, expected and got.
 fn describe(parent: &str, message: &str) -> FieldError {
-    let child = |name: &str| if parent == "$" { name.to_string() } else { format!("{parent}.{name}") };
+    let child = |name: &str| {
+        if parent == "$" {
+            name.to_string()
+        } else {
+            format!("{parent}.{name}")
+        }
+    };
     let quoted = |text: &str| text.split('`').nth(1).unwrap_or_default().to_string();
     if let Some(rest) = message.strip_prefix("missing field ") {
         return FieldError::new(child(&quoted(rest)), "this required field", "nothing");
     }
     if let Some(rest) = message.strip_prefix("unknown field ") {
         // serde_path_to_error's path already ends with the unknown field.
-        let expected = rest.split_once(", expected ").map_or("no such field", |(_, e)| e);
-        let expected = expected.strip_prefix("one of ").map(|f| format!("one of the fields {f}")).unwrap_or_else(|| expected.to_string());
+        let expected = rest
+            .split_once(", expected ")
+            .map_or("no such field", |(_, e)| e);
+        let expected = expected
+            .strip_prefix("one of ")
+            .map(|f| format!("one of the fields {f}"))
+            .unwrap_or_else(|| expected.to_string());
         return FieldError::new(parent, expected, "an unknown field");
     }
-    for prefix in ["invalid type: ", "invalid value: ", "unknown variant ", "invalid length "] {
+    for prefix in [
+        "invalid type: ",
+        "invalid value: ",
+        "unknown variant ",
+        "invalid length ",
+    ] {
         if let Some(rest) = message.strip_prefix(prefix)
             && let Some((got, expected)) = rest.split_once(", expected ")
         {
@@ -183,7 +228,10 @@ mod tests {
 
     fn error_of(json: &str) -> ApiError {
         let mut de = serde_json::Deserializer::from_str(json);
-        from_json_error(serde_path_to_error::deserialize::<_, Outer>(&mut de).unwrap_err(), "")
+        from_json_error(
+            serde_path_to_error::deserialize::<_, Outer>(&mut de).unwrap_err(),
+            "",
+        )
     }
 
     fn single(error: ApiError) -> FieldError {
@@ -195,7 +243,9 @@ mod tests {
 
     #[test]
     fn type_errors_name_path_expected_and_got() {
-        let e = single(error_of(r#"{"items":[{"n":1,"kind":"web"},{"n":"x","kind":"web"}]}"#));
+        let e = single(error_of(
+            r#"{"items":[{"n":1,"kind":"web"},{"n":"x","kind":"web"}]}"#,
+        ));
         assert_eq!(e, FieldError::new("items[1].n", "i32", "string \"x\""));
         let e = single(error_of(r#"{"items":[{"n":1,"kind":"tv"}]}"#));
         assert_eq!((e.path.as_str(), e.got.as_str()), ("items[0].kind", "`tv`"));
@@ -204,9 +254,15 @@ mod tests {
 
     #[test]
     fn missing_and_unknown_fields_point_at_the_field() {
-        assert_eq!(single(error_of(r#"{"items":[{"n":1}]}"#)), FieldError::new("items[0].kind", "this required field", "nothing"));
+        assert_eq!(
+            single(error_of(r#"{"items":[{"n":1}]}"#)),
+            FieldError::new("items[0].kind", "this required field", "nothing")
+        );
         let e = single(error_of(r#"{"items":[],"extra":1}"#));
-        assert_eq!((e.path.as_str(), e.got.as_str()), ("extra", "an unknown field"));
+        assert_eq!(
+            (e.path.as_str(), e.got.as_str()),
+            ("extra", "an unknown field")
+        );
         assert_eq!(single(error_of("1")).path, "$");
     }
 
@@ -218,7 +274,11 @@ mod tests {
 
     #[test]
     fn unavailable_carries_retry_after() {
-        let response = ApiError::Unavailable { reason: "broker down".into(), retry_after_secs: 7 }.into_response();
+        let response = ApiError::Unavailable {
+            reason: "broker down".into(),
+            retry_after_secs: 7,
+        }
+        .into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[header::RETRY_AFTER], "7");
     }

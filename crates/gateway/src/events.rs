@@ -331,13 +331,21 @@ impl EventKind {
 }
 
 fn path(at: &str, field: &str) -> String {
-    if at.is_empty() { field.to_string() } else { format!("{at}.{field}") }
+    if at.is_empty() {
+        field.to_string()
+    } else {
+        format!("{at}.{field}")
+    }
 }
 
 /// Checks one text field: not blank (when required) and not longer than `max` characters.
 fn check_text(errors: &mut Vec<FieldError>, at: &str, field: &str, value: &str, max: usize) {
     if value.trim().is_empty() {
-        errors.push(FieldError::new(path(at, field), "a non-blank string", format!("{value:?}")));
+        errors.push(FieldError::new(
+            path(at, field),
+            "a non-blank string",
+            format!("{value:?}"),
+        ));
     } else {
         check_length(errors, at, field, value, max);
     }
@@ -346,11 +354,21 @@ fn check_text(errors: &mut Vec<FieldError>, at: &str, field: &str, value: &str, 
 fn check_length(errors: &mut Vec<FieldError>, at: &str, field: &str, value: &str, max: usize) {
     let chars = value.chars().count();
     if chars > max {
-        errors.push(FieldError::new(path(at, field), format!("at most {max} characters"), format!("{chars} characters")));
+        errors.push(FieldError::new(
+            path(at, field),
+            format!("at most {max} characters"),
+            format!("{chars} characters"),
+        ));
     }
 }
 
-fn check_optional(errors: &mut Vec<FieldError>, at: &str, field: &str, value: &Option<String>, max: usize) {
+fn check_optional(
+    errors: &mut Vec<FieldError>,
+    at: &str,
+    field: &str,
+    value: &Option<String>,
+    max: usize,
+) {
     if let Some(value) = value {
         check_text(errors, at, field, value, max);
     }
@@ -360,21 +378,35 @@ fn check_map(errors: &mut Vec<FieldError>, at: &str, field: &str, map: &BTreeMap
     for (key, value) in map {
         let entry = format!("{}[{key:?}]", path(at, field));
         if key.trim().is_empty() || key.chars().count() > MAX_ID_CHARS {
-            errors.push(FieldError::new(entry.clone(), format!("a non-blank key of at most {MAX_ID_CHARS} characters"), format!("{key:?}")));
+            errors.push(FieldError::new(
+                entry.clone(),
+                format!("a non-blank key of at most {MAX_ID_CHARS} characters"),
+                format!("{key:?}"),
+            ));
         }
         let chars = value.chars().count();
         if chars > MAX_TEXT_CHARS {
-            errors.push(FieldError::new(entry, format!("at most {MAX_TEXT_CHARS} characters"), format!("{chars} characters")));
+            errors.push(FieldError::new(
+                entry,
+                format!("at most {MAX_TEXT_CHARS} characters"),
+                format!("{chars} characters"),
+            ));
         }
     }
 }
 
 fn check_time(errors: &mut Vec<FieldError>, rules: &Rules, at: &str, field: &str, time: Timestamp) {
-    let latest = rules.now_millis.saturating_add(rules.max_future_skew_millis);
+    let latest = rules
+        .now_millis
+        .saturating_add(rules.max_future_skew_millis);
     if time.0 < EARLIEST_MILLIS || time.0 > latest {
         errors.push(FieldError::new(
             path(at, field),
-            format!("a time between {} and {} (now plus the allowed clock skew)", rfc3339(EARLIEST_MILLIS), rfc3339(latest)),
+            format!(
+                "a time between {} and {} (now plus the allowed clock skew)",
+                rfc3339(EARLIEST_MILLIS),
+                rfc3339(latest)
+            ),
             rfc3339(time.0),
         ));
     }
@@ -406,12 +438,19 @@ fn optional_int(value: Option<i32>) -> Value {
 }
 
 fn string_map(map: BTreeMap<String, String>) -> Value {
-    Value::Map(map.into_iter().map(|(k, v)| (k, Value::String(v))).collect::<HashMap<_, _>>())
+    Value::Map(
+        map.into_iter()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect::<HashMap<_, _>>(),
+    )
 }
 
 /// An Avro enum symbol: the upper-case form of the JSON value, at its position in the schema.
 fn symbol(index: usize, text: &str) -> Value {
-    Value::Enum(u32::try_from(index).unwrap_or_default(), text.to_ascii_uppercase())
+    Value::Enum(
+        u32::try_from(index).unwrap_or_default(),
+        text.to_ascii_uppercase(),
+    )
 }
 
 impl DeviceType {
@@ -432,8 +471,20 @@ impl Event for UserEvent {
         if let Some(device) = &self.device {
             let at = path(at, "device");
             check_optional(errors, &at, "os_version", &device.os_version, MAX_ID_CHARS);
-            check_optional(errors, &at, "app_version", &device.app_version, MAX_ID_CHARS);
-            check_optional(errors, &at, "user_agent", &device.user_agent, MAX_TEXT_CHARS);
+            check_optional(
+                errors,
+                &at,
+                "app_version",
+                &device.app_version,
+                MAX_ID_CHARS,
+            );
+            check_optional(
+                errors,
+                &at,
+                "user_agent",
+                &device.user_agent,
+                MAX_TEXT_CHARS,
+            );
         }
         check_map(errors, at, "properties", &self.properties);
     }
@@ -521,9 +572,16 @@ impl Event for ClickstreamEvent {
         check_text(errors, at, "page_url", &self.page_url, MAX_TEXT_CHARS);
         check_optional(errors, at, "element_id", &self.element_id, MAX_TEXT_CHARS);
         check_optional(errors, at, "referrer", &self.referrer, MAX_TEXT_CHARS);
-        for (field, size) in [("viewport_width", self.viewport_width), ("viewport_height", self.viewport_height)] {
+        for (field, size) in [
+            ("viewport_width", self.viewport_width),
+            ("viewport_height", self.viewport_height),
+        ] {
             if let Some(size) = size.filter(|s| *s < 1) {
-                errors.push(FieldError::new(path(at, field), "a positive number of pixels", size.to_string()));
+                errors.push(FieldError::new(
+                    path(at, field),
+                    "a positive number of pixels",
+                    size.to_string(),
+                ));
             }
         }
         check_time(errors, rules, at, "timestamp", self.timestamp);
@@ -539,14 +597,20 @@ impl Event for ClickstreamEvent {
                 ("event_id".into(), string(self.event_id)),
                 ("session_id".into(), string(self.session_id)),
                 ("user_id".into(), optional(self.user_id)),
-                ("interaction".into(), symbol(self.interaction as usize, self.interaction.as_str())),
+                (
+                    "interaction".into(),
+                    symbol(self.interaction as usize, self.interaction.as_str()),
+                ),
                 ("page_url".into(), string(self.page_url)),
                 ("element_id".into(), optional(self.element_id)),
                 ("x".into(), Value::Int(self.x)),
                 ("y".into(), Value::Int(self.y)),
                 ("viewport_width".into(), optional_int(self.viewport_width)),
                 ("viewport_height".into(), optional_int(self.viewport_height)),
-                ("device_type".into(), string(self.device_type.as_str().into())),
+                (
+                    "device_type".into(),
+                    string(self.device_type.as_str().into()),
+                ),
                 ("referrer".into(), optional(self.referrer)),
                 ("timestamp".into(), Value::TimestampMillis(self.timestamp.0)),
                 ("received_at".into(), Value::TimestampMillis(received_at)),
@@ -562,7 +626,11 @@ impl Event for LogEvent {
         check_text(errors, at, "log_id", &self.log_id, MAX_ID_CHARS);
         check_text(errors, at, "service", &self.service, MAX_ID_CHARS);
         if self.message.is_empty() {
-            errors.push(FieldError::new(path(at, "message"), "a non-empty string", "\"\""));
+            errors.push(FieldError::new(
+                path(at, "message"),
+                "a non-empty string",
+                "\"\"",
+            ));
         }
         for (field, value) in [
             ("logger", &self.logger),
@@ -589,7 +657,10 @@ impl Event for LogEvent {
             record: Value::Record(vec![
                 ("log_id".into(), string(self.log_id)),
                 ("service".into(), string(self.service)),
-                ("level".into(), symbol(self.level as usize, self.level.as_str())),
+                (
+                    "level".into(),
+                    symbol(self.level as usize, self.level.as_str()),
+                ),
                 ("message".into(), string(self.message)),
                 ("logger".into(), optional(self.logger)),
                 ("host".into(), optional(self.host)),
@@ -616,7 +687,13 @@ impl Event for ExternalEvent {
         check_time(errors, rules, at, "observed_at", self.observed_at);
         check_time(errors, rules, at, "fetched_at", self.fetched_at);
         for (index, warning) in self.quality_warnings.iter().enumerate() {
-            check_length(errors, at, &format!("quality_warnings[{index}]"), warning, MAX_TEXT_CHARS);
+            check_length(
+                errors,
+                at,
+                &format!("quality_warnings[{index}]"),
+                warning,
+                MAX_TEXT_CHARS,
+            );
         }
     }
 
@@ -629,13 +706,30 @@ impl Event for ExternalEvent {
             event_type: self.source_type.as_str(),
             record: Value::Record(vec![
                 ("record_id".into(), string(self.record_id)),
-                ("source_type".into(), symbol(self.source_type as usize, self.source_type.as_str())),
+                (
+                    "source_type".into(),
+                    symbol(self.source_type as usize, self.source_type.as_str()),
+                ),
                 ("pipeline".into(), string(self.pipeline)),
                 ("location".into(), optional(self.location)),
-                ("observed_at".into(), Value::TimestampMillis(self.observed_at.0)),
-                ("fetched_at".into(), Value::TimestampMillis(self.fetched_at.0)),
+                (
+                    "observed_at".into(),
+                    Value::TimestampMillis(self.observed_at.0),
+                ),
+                (
+                    "fetched_at".into(),
+                    Value::TimestampMillis(self.fetched_at.0),
+                ),
                 ("payload_json".into(), string(payload_json)),
-                ("quality_warnings".into(), Value::Array(self.quality_warnings.into_iter().map(Value::String).collect())),
+                (
+                    "quality_warnings".into(),
+                    Value::Array(
+                        self.quality_warnings
+                            .into_iter()
+                            .map(Value::String)
+                            .collect(),
+                    ),
+                ),
                 ("received_at".into(), Value::TimestampMillis(received_at)),
             ]),
         }
@@ -647,11 +741,19 @@ mod tests {
     use super::*;
     use platform::{avro::RegisteredSchema, schemas};
 
-    const RULES: Rules = Rules { now_millis: 1_780_000_000_000, max_future_skew_millis: 60_000 };
+    const RULES: Rules = Rules {
+        now_millis: 1_780_000_000_000,
+        max_future_skew_millis: 60_000,
+    };
 
     fn encode(prepared: Prepared, schema_text: &str) {
-        let schema = RegisteredSchema { id: 1, schema: schemas::parse(schema_text).unwrap() };
-        schema.encode(prepared.record).unwrap_or_else(|e| panic!("{e}"));
+        let schema = RegisteredSchema {
+            id: 1,
+            schema: schemas::parse(schema_text).unwrap(),
+        };
+        schema
+            .encode(prepared.record)
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 
     #[test]
@@ -660,7 +762,8 @@ mod tests {
             "event_id": "e1", "event_type": "search", "session_id": "s", "app_type": "web",
             "timestamp": "2026-05-01T12:00:00+07:00", "device": {"device_type": "desktop"},
             "properties": {"query": "Da Nang"}
-        })).unwrap();
+        }))
+        .unwrap();
         encode(user.prepare(1), schemas::APP_EVENT);
         let booking: BookingEvent = serde_json::from_value(serde_json::json!({
             "event_id": "b1", "event_type": "payment_captured", "booking_id": "BK1", "timestamp": 1_780_000_000_000i64
@@ -686,8 +789,17 @@ mod tests {
     fn avro_symbols(schema_text: &str, name: &str) -> Vec<String> {
         fn find(value: &serde_json::Value, name: &str) -> Option<Vec<String>> {
             match value {
-                serde_json::Value::Object(map) if map.get("name").and_then(|n| n.as_str()) == Some(name) && map.contains_key("symbols") => {
-                    Some(map["symbols"].as_array()?.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+                serde_json::Value::Object(map)
+                    if map.get("name").and_then(|n| n.as_str()) == Some(name)
+                        && map.contains_key("symbols") =>
+                {
+                    Some(
+                        map["symbols"]
+                            .as_array()?
+                            .iter()
+                            .filter_map(|s| s.as_str().map(String::from))
+                            .collect(),
+                    )
                 }
                 serde_json::Value::Object(map) => map.values().find_map(|v| find(v, name)),
                 serde_json::Value::Array(items) => items.iter().find_map(|v| find(v, name)),
@@ -700,24 +812,67 @@ mod tests {
     #[test]
     fn enum_positions_match_the_avro_symbols() {
         // `symbol` relies on the declaration order being the schema's symbol order.
-        let upper = |items: &[&str]| items.iter().map(|s| s.to_ascii_uppercase()).collect::<Vec<_>>();
-        assert_eq!(avro_symbols(schemas::CLICKSTREAM, "Interaction"), upper(&["click", "tap", "scroll", "hover", "view", "input"]));
-        assert_eq!(avro_symbols(schemas::APP_LOG, "LogLevel"), upper(&["debug", "info", "warn", "error", "fatal"]));
-        assert_eq!(avro_symbols(schemas::APP_EVENT, "DeviceType"), upper(&["ios", "android", "desktop", "tablet", "mobile_web", "server"]));
+        let upper = |items: &[&str]| {
+            items
+                .iter()
+                .map(|s| s.to_ascii_uppercase())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            avro_symbols(schemas::CLICKSTREAM, "Interaction"),
+            upper(&["click", "tap", "scroll", "hover", "view", "input"])
+        );
+        assert_eq!(
+            avro_symbols(schemas::APP_LOG, "LogLevel"),
+            upper(&["debug", "info", "warn", "error", "fatal"])
+        );
+        assert_eq!(
+            avro_symbols(schemas::APP_EVENT, "DeviceType"),
+            upper(&[
+                "ios",
+                "android",
+                "desktop",
+                "tablet",
+                "mobile_web",
+                "server"
+            ])
+        );
         assert_eq!(
             avro_symbols(schemas::EXTERNAL_DATA, "ExternalSource"),
-            upper(&["weather", "maps", "social_media", "market_data", "news", "travel_trends", "other"])
+            upper(&[
+                "weather",
+                "maps",
+                "social_media",
+                "market_data",
+                "news",
+                "travel_trends",
+                "other"
+            ])
         );
-        assert_eq!((Interaction::Input as usize, LogLevel::Fatal as usize), (5, 4));
-        assert_eq!((DeviceType::Server as usize, ExternalSource::Other as usize), (5, 6));
+        assert_eq!(
+            (Interaction::Input as usize, LogLevel::Fatal as usize),
+            (5, 4)
+        );
+        assert_eq!(
+            (DeviceType::Server as usize, ExternalSource::Other as usize),
+            (5, 6)
+        );
     }
 
     #[test]
     fn timestamps_are_rfc3339_or_epoch_millis_and_nothing_else() {
         let parse = |v: serde_json::Value| serde_json::from_value::<Timestamp>(v);
-        assert_eq!(parse(serde_json::json!("1970-01-01T00:00:01Z")).unwrap(), Timestamp(1000));
+        assert_eq!(
+            parse(serde_json::json!("1970-01-01T00:00:01Z")).unwrap(),
+            Timestamp(1000)
+        );
         assert_eq!(parse(serde_json::json!(5)).unwrap(), Timestamp(5));
-        for bad in [serde_json::json!("yesterday"), serde_json::json!(1.5), serde_json::json!(u64::MAX), serde_json::json!(null)] {
+        for bad in [
+            serde_json::json!("yesterday"),
+            serde_json::json!(1.5),
+            serde_json::json!(u64::MAX),
+            serde_json::json!(null),
+        ] {
             let err = parse(bad.clone()).unwrap_err().to_string();
             assert!(err.contains("RFC 3339"), "{bad}: {err}");
         }
@@ -728,20 +883,44 @@ mod tests {
         let event: UserEvent = serde_json::from_value(serde_json::json!({
             "event_id": " ", "event_type": "click", "session_id": "s", "app_type": "mobile",
             "timestamp": 1, "properties": {"": "x"}
-        })).unwrap();
+        }))
+        .unwrap();
         let mut errors = Vec::new();
         event.check(&RULES, "events[2].event", &mut errors);
         let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
-        assert_eq!(paths, ["events[2].event.event_id", "events[2].event.timestamp", "events[2].event.properties[\"\"]"]);
-        assert!(errors[1].got.starts_with("1970-01-01T00:00:00.001Z"), "{:?}", errors[1]);
+        assert_eq!(
+            paths,
+            [
+                "events[2].event.event_id",
+                "events[2].event.timestamp",
+                "events[2].event.properties[\"\"]"
+            ]
+        );
+        assert!(
+            errors[1].got.starts_with("1970-01-01T00:00:00.001Z"),
+            "{:?}",
+            errors[1]
+        );
     }
 
     #[test]
     fn a_timestamp_beyond_the_allowed_skew_is_rejected() {
         let mut errors = Vec::new();
-        check_time(&mut errors, &RULES, "", "timestamp", Timestamp(RULES.now_millis + 60_000));
+        check_time(
+            &mut errors,
+            &RULES,
+            "",
+            "timestamp",
+            Timestamp(RULES.now_millis + 60_000),
+        );
         assert!(errors.is_empty());
-        check_time(&mut errors, &RULES, "", "timestamp", Timestamp(RULES.now_millis + 60_001));
+        check_time(
+            &mut errors,
+            &RULES,
+            "",
+            "timestamp",
+            Timestamp(RULES.now_millis + 60_001),
+        );
         assert_eq!(errors.len(), 1);
     }
 }

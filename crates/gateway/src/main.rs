@@ -16,7 +16,9 @@ use platform::{kafka, telemetry};
 use tokio::signal::unix::{SignalKind, signal};
 
 /// Request latency buckets (seconds): a 2xx waits for the broker, so milliseconds to seconds.
-const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -26,8 +28,12 @@ async fn main() -> anyhow::Result<()> {
     let health = telemetry::Health::default();
     health.set(false, "starting");
 
-    let producer = kafka::producer(&args.kafka_brokers, "gateway", args.produce_timeout()).context("cannot create the Kafka producer")?;
-    let dedup = Dedup::new(Duration::from_secs(args.dedup_window_secs), args.dedup_capacity);
+    let producer = kafka::producer(&args.kafka_brokers, "gateway", args.produce_timeout())
+        .context("cannot create the Kafka producer")?;
+    let dedup = Dedup::new(
+        Duration::from_secs(args.dedup_window_secs),
+        args.dedup_capacity,
+    );
     let publisher = Arc::new(Publisher::new(producer, dedup, args.produce_timeout()));
     let keys = ApiKeys::new(&args.api_keys);
     let state = AppState {
@@ -36,7 +42,8 @@ async fn main() -> anyhow::Result<()> {
         limits: Limits {
             max_body_bytes: args.max_body_bytes,
             max_batch_events: args.max_batch_events.max(1),
-            max_future_skew_millis: i64::try_from(args.max_future_skew_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+            max_future_skew_millis: i64::try_from(args.max_future_skew_secs.saturating_mul(1000))
+                .unwrap_or(i64::MAX),
             retry_after_secs: args.retry_after_secs.max(1),
         },
     };
@@ -53,10 +60,17 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     let app = api::router(state, keys.clone(), prometheus, health.clone());
-    let mut server = telemetry::serve_with_shutdown(args.listen, app, shutdown).await.context("--listen")?;
+    let mut server = telemetry::serve_with_shutdown(args.listen, app, shutdown)
+        .await
+        .context("--listen")?;
     tracing::info!(listen = %args.listen, authentication = keys.enabled(), "gateway listening");
 
-    let mut start = tokio::spawn(readiness::run(args.kafka_brokers.clone(), args.schema_registry_url.clone(), publisher.clone(), health));
+    let mut start = tokio::spawn(readiness::run(
+        args.kafka_brokers.clone(),
+        args.schema_registry_url.clone(),
+        publisher.clone(),
+        health,
+    ));
     let grace = Duration::from_secs(args.shutdown_grace_secs);
     tokio::select! {
         _ = &mut server => {}
@@ -71,13 +85,18 @@ async fn main() -> anyhow::Result<()> {
     start.abort();
     // Every answered event was acknowledged already; this only lets unanswered ones land.
     let flushing = publisher.clone();
-    tokio::task::spawn_blocking(move || flushing.flush(Duration::from_secs(5))).await.ok();
+    tokio::task::spawn_blocking(move || flushing.flush(Duration::from_secs(5)))
+        .await
+        .ok();
     tracing::info!("stopped");
     Ok(())
 }
 
 async fn wait_for_signal() {
-    let (Ok(mut interrupt), Ok(mut terminate)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
         tracing::error!("cannot install signal handlers; stop with SIGKILL");
         return std::future::pending().await;
     };

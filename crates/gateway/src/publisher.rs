@@ -53,8 +53,17 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    pub fn new(producer: FutureProducer<LoggingContext>, dedup: Dedup<Receipt>, produce_timeout: Duration) -> Self {
-        Self { producer, schemas: RwLock::default(), dedup, produce_timeout }
+    pub fn new(
+        producer: FutureProducer<LoggingContext>,
+        dedup: Dedup<Receipt>,
+        produce_timeout: Duration,
+    ) -> Self {
+        Self {
+            producer,
+            schemas: RwLock::default(),
+            dedup,
+            produce_timeout,
+        }
     }
 
     pub fn producer(&self) -> &FutureProducer<LoggingContext> {
@@ -66,32 +75,54 @@ impl Publisher {
     }
 
     pub fn is_ready(&self) -> bool {
-        !self.schemas.read().unwrap_or_else(|p| p.into_inner()).is_empty()
+        !self
+            .schemas
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
     }
 
     /// Records the event once: a retry of an id acknowledged within the window is a duplicate.
     pub async fn publish(&self, event: Prepared) -> Result<Claimed<Receipt>, PublishError> {
-        let schemas = self.schemas.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let schema = schemas.get(event.topic.name).ok_or(PublishError::NotReady)?;
+        let schemas = self
+            .schemas
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let schema = schemas
+            .get(event.topic.name)
+            .ok_or(PublishError::NotReady)?;
         let payload = schema.encode(event.record)?;
         let topic = event.topic.name;
         let dedup_key = format!("{topic}/{}", event.id);
-        self.dedup.run(dedup_key, || self.produce(topic, &event.key, &payload)).await
+        self.dedup
+            .run(dedup_key, || self.produce(topic, &event.key, &payload))
+            .await
     }
 
-    async fn produce(&self, topic: &'static str, key: &str, payload: &[u8]) -> Result<Receipt, PublishError> {
+    async fn produce(
+        &self,
+        topic: &'static str,
+        key: &str,
+        payload: &[u8],
+    ) -> Result<Receipt, PublishError> {
         metrics::gauge!("gateway_produce_in_flight").increment(1.0);
         let record = FutureRecord::to(topic).key(key).payload(payload);
         // librdkafka fails the delivery after message.timeout.ms (= produce_timeout); the outer
         // timeout only guards against a delivery report that never comes.
         let sent = tokio::time::timeout(
             self.produce_timeout + Duration::from_secs(1),
-            self.producer.send(record, Timeout::After(self.produce_timeout)),
+            self.producer
+                .send(record, Timeout::After(self.produce_timeout)),
         )
         .await;
         metrics::gauge!("gateway_produce_in_flight").decrement(1.0);
         match sent {
-            Ok(Ok(delivery)) => Ok(Receipt { topic, partition: delivery.partition, offset: delivery.offset }),
+            Ok(Ok(delivery)) => Ok(Receipt {
+                topic,
+                partition: delivery.partition,
+                offset: delivery.offset,
+            }),
             Ok(Err((error, _))) => {
                 metrics::counter!("gateway_produce_errors_total", "topic" => topic).increment(1);
                 Err(PublishError::Broker(error))
@@ -105,7 +136,8 @@ impl Publisher {
 
     /// Records the producer's queue (records handed to librdkafka, not yet acknowledged).
     pub fn record_queue_depth(&self) {
-        metrics::gauge!("gateway_producer_queue_depth").set(f64::from(self.producer.in_flight_count()));
+        metrics::gauge!("gateway_producer_queue_depth")
+            .set(f64::from(self.producer.in_flight_count()));
     }
 
     /// Waits up to `timeout` for queued records to be acknowledged (at shutdown).

@@ -7,7 +7,9 @@ use platform::{
     avro::RegisteredSchema,
     kafka,
     registry::{RegistryClient, value_subject},
-    schemas, telemetry::Health, topics,
+    schemas,
+    telemetry::Health,
+    topics,
 };
 use rdkafka::producer::Producer;
 
@@ -32,7 +34,10 @@ pub enum StartError {
     #[error(transparent)]
     Registry(#[from] platform::registry::RegistryError),
     #[error("schema of {topic} is not valid Avro: {source}")]
-    Schema { topic: &'static str, source: Box<apache_avro::Error> },
+    Schema {
+        topic: &'static str,
+        source: Box<apache_avro::Error>,
+    },
 }
 
 impl StartError {
@@ -48,7 +53,12 @@ impl StartError {
 /// Provisions the topics and registers the schemas, retrying while the broker or registry is
 /// unreachable; then keeps `/health` in line with their reachability until the process ends.
 /// Returns only on an error retrying cannot fix (a topic or schema the cluster refuses).
-pub async fn run(brokers: String, registry_url: String, publisher: Arc<Publisher>, health: Health) -> StartError {
+pub async fn run(
+    brokers: String,
+    registry_url: String,
+    publisher: Arc<Publisher>,
+    health: Health,
+) -> StartError {
     let registry = RegistryClient::new(&registry_url);
     loop {
         match start(&brokers, &registry).await {
@@ -68,7 +78,10 @@ pub async fn run(brokers: String, registry_url: String, publisher: Arc<Publisher
         }
         tokio::time::sleep(CHECK_INTERVAL).await;
     }
-    let http = reqwest::Client::builder().timeout(PROBE_TIMEOUT).build().unwrap_or_default();
+    let http = reqwest::Client::builder()
+        .timeout(PROBE_TIMEOUT)
+        .build()
+        .unwrap_or_default();
     loop {
         publisher.record_queue_depth();
         let broker = broker_reachable(&publisher).await;
@@ -76,17 +89,26 @@ pub async fn run(brokers: String, registry_url: String, publisher: Arc<Publisher
         match (broker, registry) {
             (Ok(()), Ok(())) => health.set(true, "ready"),
             (Err(e), _) => health.set(false, format!("Kafka brokers {brokers} unreachable: {e}")),
-            (_, Err(e)) => health.set(false, format!("schema registry {registry_url} unreachable: {e}")),
+            (_, Err(e)) => health.set(
+                false,
+                format!("schema registry {registry_url} unreachable: {e}"),
+            ),
         }
         tokio::time::sleep(CHECK_INTERVAL).await;
     }
 }
 
-async fn start(brokers: &str, registry: &RegistryClient) -> Result<HashMap<&'static str, RegisteredSchema>, StartError> {
+async fn start(
+    brokers: &str,
+    registry: &RegistryClient,
+) -> Result<HashMap<&'static str, RegisteredSchema>, StartError> {
     kafka::provision_topics(brokers, topics::ALL).await?;
     let mut registered = HashMap::new();
     for (topic, text) in GATEWAY_TOPICS {
-        let schema = schemas::parse(text).map_err(|e| StartError::Schema { topic: topic.name, source: Box::new(e) })?;
+        let schema = schemas::parse(text).map_err(|e| StartError::Schema {
+            topic: topic.name,
+            source: Box::new(e),
+        })?;
         let id = registry.register(&value_subject(topic.name), text).await?;
         registered.insert(topic.name, RegisteredSchema { id, schema });
     }
@@ -96,13 +118,26 @@ async fn start(brokers: &str, registry: &RegistryClient) -> Result<HashMap<&'sta
 async fn broker_reachable(publisher: &Arc<Publisher>) -> Result<(), String> {
     let publisher = publisher.clone();
     tokio::task::spawn_blocking(move || {
-        publisher.producer().client().fetch_metadata(None, PROBE_TIMEOUT).map(|_| ()).map_err(|e| e.to_string())
+        publisher
+            .producer()
+            .client()
+            .fetch_metadata(None, PROBE_TIMEOUT)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     })
     .await
     .map_err(|e| e.to_string())?
 }
 
 async fn registry_reachable(http: &reqwest::Client, registry_url: &str) -> Result<(), String> {
-    let response = http.get(format!("{}/subjects", registry_url.trim_end_matches('/'))).send().await.map_err(|e| e.to_string())?;
-    if response.status().is_success() { Ok(()) } else { Err(format!("answered {}", response.status())) }
+    let response = http
+        .get(format!("{}/subjects", registry_url.trim_end_matches('/')))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if response.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!("answered {}", response.status()))
+    }
 }

@@ -77,7 +77,12 @@ pub struct Rates {
     pub last_minute: BTreeMap<String, f64>,
 }
 
-const OUTCOMES: [Outcome; 4] = [Outcome::Stored, Outcome::Duplicate, Outcome::Rejected, Outcome::Failed];
+const OUTCOMES: [Outcome; 4] = [
+    Outcome::Stored,
+    Outcome::Duplicate,
+    Outcome::Rejected,
+    Outcome::Failed,
+];
 
 impl Default for Stats {
     fn default() -> Self {
@@ -91,7 +96,11 @@ impl Default for Stats {
 
 impl Stats {
     pub fn record_request(&self, endpoint: &str, status: u16) {
-        *self.lock().requests.entry((endpoint.to_string(), status)).or_default() += 1;
+        *self
+            .lock()
+            .requests
+            .entry((endpoint.to_string(), status))
+            .or_default() += 1;
     }
 
     pub fn record_event(&self, event_type: &'static str, topic: &'static str, outcome: Outcome) {
@@ -99,11 +108,18 @@ impl Stats {
             .increment(1);
         let second = self.started.elapsed().as_secs();
         let mut counts = self.lock();
-        *counts.events.entry((event_type, topic, outcome)).or_default() += 1;
+        *counts
+            .events
+            .entry((event_type, topic, outcome))
+            .or_default() += 1;
         if counts.recent.back().is_none_or(|(s, _)| *s != second) {
             counts.recent.push_back((second, [0; 4]));
         }
-        while counts.recent.front().is_some_and(|(s, _)| s + RECENT_SECS <= second) {
+        while counts
+            .recent
+            .front()
+            .is_some_and(|(s, _)| s + RECENT_SECS <= second)
+        {
             counts.recent.pop_front();
         }
         if let Some((_, per_outcome)) = counts.recent.back_mut() {
@@ -117,14 +133,32 @@ impl Stats {
         let counts = self.lock();
         let mut requests: BTreeMap<String, Tally> = BTreeMap::new();
         for ((endpoint, status), n) in &counts.requests {
-            *requests.entry(endpoint.clone()).or_default().entry(status.to_string()).or_default() += n;
+            *requests
+                .entry(endpoint.clone())
+                .or_default()
+                .entry(status.to_string())
+                .or_default() += n;
         }
-        let mut events = EventStats { by_outcome: Tally::new(), by_topic: BTreeMap::new(), by_event_type: BTreeMap::new() };
+        let mut events = EventStats {
+            by_outcome: Tally::new(),
+            by_topic: BTreeMap::new(),
+            by_event_type: BTreeMap::new(),
+        };
         for ((event_type, topic, outcome), n) in &counts.events {
             let outcome = outcome.as_str().to_string();
             *events.by_outcome.entry(outcome.clone()).or_default() += n;
-            *events.by_topic.entry(topic.to_string()).or_default().entry(outcome.clone()).or_default() += n;
-            *events.by_event_type.entry(event_type.to_string()).or_default().entry(outcome).or_default() += n;
+            *events
+                .by_topic
+                .entry(topic.to_string())
+                .or_default()
+                .entry(outcome.clone())
+                .or_default() += n;
+            *events
+                .by_event_type
+                .entry(event_type.to_string())
+                .or_default()
+                .entry(outcome)
+                .or_default() += n;
         }
         let uptime_seconds = uptime.as_secs_f64().max(1e-3);
         let mut recent = [0u64; 4];
@@ -139,11 +173,31 @@ impl Stats {
         let rates = Rates {
             since_start: OUTCOMES
                 .iter()
-                .map(|o| (o.as_str().to_string(), events.by_outcome.get(o.as_str()).copied().unwrap_or(0) as f64 / uptime_seconds))
+                .map(|o| {
+                    (
+                        o.as_str().to_string(),
+                        events.by_outcome.get(o.as_str()).copied().unwrap_or(0) as f64
+                            / uptime_seconds,
+                    )
+                })
                 .collect(),
-            last_minute: OUTCOMES.iter().map(|o| (o.as_str().to_string(), recent[*o as usize] as f64 / recent_span)).collect(),
+            last_minute: OUTCOMES
+                .iter()
+                .map(|o| {
+                    (
+                        o.as_str().to_string(),
+                        recent[*o as usize] as f64 / recent_span,
+                    )
+                })
+                .collect(),
         };
-        StatsReport { started_at: self.started_at.clone(), uptime_seconds, requests, events, rates }
+        StatsReport {
+            started_at: self.started_at.clone(),
+            uptime_seconds,
+            requests,
+            events,
+            rates,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {

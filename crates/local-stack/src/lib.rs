@@ -894,17 +894,28 @@ impl Stack {
         }
         let bin = self.gateway_binary();
         if !bin.is_file() {
-            bail!("gateway binary not found at {}: {BUILD_HINT}", bin.display());
+            bail!(
+                "gateway binary not found at {}: {BUILD_HINT}",
+                bin.display()
+            );
         }
         check_port_free(self.opts.ports.gateway, "gateway")?;
         let mut cmd = Command::new(&bin);
-        cmd.args(self.gateway_args()).args(&self.opts.gateway_extra_args);
+        cmd.args(self.gateway_args())
+            .args(&self.opts.gateway_extra_args);
         self.gateway = Some(self.spawn("gateway", cmd)?);
         let addr: SocketAddr = ([127, 0, 0, 1], self.opts.ports.gateway).into();
         let timeout = self.opts.ready_timeout;
-        let r = wait_ready(self.gateway.as_mut().unwrap(), &self.opts, timeout, move || {
-            http_get_status(addr, "/health").map(|s| s == 200).unwrap_or(false)
-        })
+        let r = wait_ready(
+            self.gateway.as_mut().unwrap(),
+            &self.opts,
+            timeout,
+            move || {
+                http_get_status(addr, "/health")
+                    .map(|s| s == 200)
+                    .unwrap_or(false)
+            },
+        )
         .await;
         if r.is_err()
             && let Some(mut s) = self.gateway.take()

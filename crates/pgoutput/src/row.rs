@@ -62,10 +62,17 @@ pub enum TypedValue {
     Time(i64),
     /// timetz: the local time of day and its UTC offset in seconds east of
     /// Greenwich (`+05:30` is 19800), as printed.
-    TimeTz { micros: i64, offset_seconds: i32 },
+    TimeTz {
+        micros: i64,
+        offset_seconds: i32,
+    },
     /// interval, field by field as PostgreSQL stores it: months and days do
     /// not convert to microseconds without a calendar.
-    Interval { months: i32, days: i32, micros: i64 },
+    Interval {
+        months: i32,
+        days: i32,
+        micros: i64,
+    },
     /// A one-dimensional array, or one level of a multi-dimensional one
     /// (whose elements are then arrays of the same `type_name`). `None` is a
     /// NULL element. `lower_bound` is the index of the first element (1

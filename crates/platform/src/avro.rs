@@ -67,7 +67,9 @@ pub async fn decode(registry: &RegistryClient, payload: &[u8]) -> Result<Value, 
 }
 
 fn read_datum(schema: &Schema, datum: &mut &[u8]) -> apache_avro::AvroResult<Value> {
-    GenericDatumReader::builder(schema).build()?.read_value(datum)
+    GenericDatumReader::builder(schema)
+        .build()?
+        .read_value(datum)
 }
 
 /// Plain JSON for a decoded Avro value: unions unwrap to their branch, records become objects,
@@ -94,7 +96,12 @@ pub fn to_json(value: &Value) -> Json {
         Value::Map(entries) => {
             let mut sorted: Vec<_> = entries.iter().collect();
             sorted.sort_by(|a, b| a.0.cmp(b.0));
-            Json::Object(sorted.into_iter().map(|(k, v)| (k.clone(), to_json(v))).collect())
+            Json::Object(
+                sorted
+                    .into_iter()
+                    .map(|(k, v)| (k.clone(), to_json(v)))
+                    .collect(),
+            )
         }
         Value::Record(fields) => Json::Object(
             fields
@@ -133,7 +140,10 @@ mod tests {
 
     #[test]
     fn wire_format_round_trip() {
-        let schema = Schema::parse_str(r#"{"type":"record","name":"R","fields":[{"name":"a","type":"long"}]}"#).unwrap();
+        let schema = Schema::parse_str(
+            r#"{"type":"record","name":"R","fields":[{"name":"a","type":"long"}]}"#,
+        )
+        .unwrap();
         let registered = RegisteredSchema { id: 258, schema };
         let bytes = registered
             .encode(Value::Record(vec![("a".into(), Value::Long(7))]))
@@ -153,14 +163,27 @@ mod tests {
 
     #[test]
     fn encoding_a_value_that_does_not_fit_is_an_error() {
-        let schema = Schema::parse_str(r#"{"type":"record","name":"R","fields":[{"name":"a","type":"long"}]}"#).unwrap();
+        let schema = Schema::parse_str(
+            r#"{"type":"record","name":"R","fields":[{"name":"a","type":"long"}]}"#,
+        )
+        .unwrap();
         let registered = RegisteredSchema { id: 1, schema };
-        assert!(registered.encode(Value::Record(vec![("a".into(), Value::String("x".into()))])).is_err());
+        assert!(
+            registered
+                .encode(Value::Record(vec![("a".into(), Value::String("x".into()))]))
+                .is_err()
+        );
     }
 
     #[test]
     fn non_finite_floats_become_strings() {
-        assert_eq!(to_json(&Value::Double(f64::NAN)), Json::String("NaN".into()));
-        assert_eq!(to_json(&Value::Float(f32::NEG_INFINITY)), Json::String("-Infinity".into()));
+        assert_eq!(
+            to_json(&Value::Double(f64::NAN)),
+            Json::String("NaN".into())
+        );
+        assert_eq!(
+            to_json(&Value::Float(f32::NEG_INFINITY)),
+            Json::String("-Infinity".into())
+        );
     }
 }

@@ -13,9 +13,15 @@ use clap::Parser;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("config file {path} is not valid TOML: {source}")]
-    Parse { path: String, source: toml::de::Error },
+    Parse {
+        path: String,
+        source: toml::de::Error,
+    },
     #[error("config file {path}: unknown option `{key}` (see --help for the options)")]
     UnknownKey { path: String, key: String },
     #[error("config file {path}: option `{key}` must be a string, number or boolean")]
@@ -114,10 +120,7 @@ fn read_file_defaults(
                 })?
                 .join(","),
             _ => {
-                return Err(ConfigError::UnsupportedValue {
-                    path: display,
-                    key,
-                });
+                return Err(ConfigError::UnsupportedValue { path: display, key });
             }
         };
         defaults.insert(id, value);
@@ -170,7 +173,10 @@ mod tests {
     fn unknown_key_is_named() {
         let f = file("batch_sise = 9\n");
         let err = load_from::<Demo>(["demo"], Some(f.path().into())).unwrap_err();
-        assert!(err.to_string().contains("unknown option `batch_sise`"), "{err}");
+        assert!(
+            err.to_string().contains("unknown option `batch_sise`"),
+            "{err}"
+        );
     }
 
     #[test]

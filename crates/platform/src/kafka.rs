@@ -18,7 +18,10 @@ pub enum ProvisionError {
     #[error("Kafka brokers {brokers} are unreachable: {source}")]
     Unreachable { brokers: String, source: KafkaError },
     #[error("cannot create topic {topic}: {code}")]
-    CreateFailed { topic: String, code: RDKafkaErrorCode },
+    CreateFailed {
+        topic: String,
+        code: RDKafkaErrorCode,
+    },
 }
 
 impl ProvisionError {
@@ -67,7 +70,10 @@ pub fn producer(
         // librdkafka would buffer up to 1 GiB by default; 32 MiB keeps the services small and
         // still covers a broker hiccup of a few seconds at full speed.
         .set("queue.buffering.max.kbytes", "32768")
-        .set("message.timeout.ms", message_timeout.as_millis().to_string())
+        .set(
+            "message.timeout.ms",
+            message_timeout.as_millis().to_string(),
+        )
         .create_with_context(LoggingContext { service })
 }
 
@@ -105,11 +111,12 @@ pub async fn provision_topics(brokers: &str, topics: &[TopicSpec]) -> Result<(),
         .map_err(unreachable)?;
     let broker_count = {
         let client = admin.inner();
-        let metadata = tokio::task::block_in_place(|| {
-            client.fetch_metadata(None, Duration::from_secs(10))
-        })
-        .map_err(unreachable)?;
-        i32::try_from(metadata.brokers().len()).unwrap_or(i32::MAX).max(1)
+        let metadata =
+            tokio::task::block_in_place(|| client.fetch_metadata(None, Duration::from_secs(10)))
+                .map_err(unreachable)?;
+        i32::try_from(metadata.brokers().len())
+            .unwrap_or(i32::MAX)
+            .max(1)
     };
     let retention: Vec<String> = topics.iter().map(|t| t.retention_ms.to_string()).collect();
     let new_topics: Vec<NewTopic<'_>> = topics

@@ -18,14 +18,28 @@ pub enum RegistryError {
     #[error("schema registry at {url} is unreachable: {source}")]
     Unreachable { url: String, source: reqwest::Error },
     #[error("schema registry at {url} failed ({status}): {message}")]
-    ServerError { url: String, status: u16, message: String },
+    ServerError {
+        url: String,
+        status: u16,
+        message: String,
+    },
     /// The registry refused the request (incompatible or invalid schema, unknown id): definite.
     #[error("schema registry rejected {what}: error {error_code}: {message}")]
-    Rejected { what: String, error_code: i64, message: String },
+    Rejected {
+        what: String,
+        error_code: i64,
+        message: String,
+    },
     #[error("schema {id} from the registry is not valid Avro: {source}")]
-    InvalidSchema { id: u32, source: Box<apache_avro::Error> },
+    InvalidSchema {
+        id: u32,
+        source: Box<apache_avro::Error>,
+    },
     #[error("the schema for subject {subject} is not valid Avro: {source}")]
-    InvalidLocalSchema { subject: String, source: Box<apache_avro::Error> },
+    InvalidLocalSchema {
+        subject: String,
+        source: Box<apache_avro::Error>,
+    },
 }
 
 impl RegistryError {
@@ -75,10 +89,11 @@ impl RegistryClient {
             id: u32,
         }
         let url = format!("{}/subjects/{subject}/versions", self.base_url);
-        let schema = Schema::parse_str(schema_text).map_err(|source| RegistryError::InvalidLocalSchema {
-            subject: subject.to_string(),
-            source: Box::new(source),
-        })?;
+        let schema =
+            Schema::parse_str(schema_text).map_err(|source| RegistryError::InvalidLocalSchema {
+                subject: subject.to_string(),
+                source: Box::new(source),
+            })?;
         let body = json!({ "schema": schema_text, "schemaType": "AVRO" });
         let response = self
             .http
@@ -103,7 +118,12 @@ impl RegistryClient {
 
     /// The writer schema with this id.
     pub async fn schema_by_id(&self, id: u32) -> Result<Arc<Schema>, RegistryError> {
-        if let Some(schema) = self.by_id.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
+        if let Some(schema) = self
+            .by_id
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+        {
             return Ok(schema.clone());
         }
         #[derive(Deserialize)]
@@ -111,22 +131,23 @@ impl RegistryClient {
             schema: String,
         }
         let url = format!("{}/schemas/ids/{id}", self.base_url);
-        let response = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|source| RegistryError::Unreachable {
-                url: url.clone(),
-                source,
-            })?;
-        let found: ById = self.read(response, &url, &format!("schema id {id}")).await?;
-        let schema = Schema::parse_str(&found.schema).map_err(|source| {
-            RegistryError::InvalidSchema {
+        let response =
+            self.http
+                .get(&url)
+                .send()
+                .await
+                .map_err(|source| RegistryError::Unreachable {
+                    url: url.clone(),
+                    source,
+                })?;
+        let found: ById = self
+            .read(response, &url, &format!("schema id {id}"))
+            .await?;
+        let schema =
+            Schema::parse_str(&found.schema).map_err(|source| RegistryError::InvalidSchema {
                 id,
                 source: Box::new(source),
-            }
-        })?;
+            })?;
         let schema = Arc::new(schema);
         self.by_id
             .lock()

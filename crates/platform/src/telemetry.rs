@@ -32,7 +32,9 @@ pub fn install_prometheus() -> anyhow::Result<PrometheusHandle> {
 /// Like [`install_prometheus`], but metrics whose names end in `_seconds` are rendered as
 /// Prometheus histograms with these bucket bounds (instead of summaries), so latencies can be
 /// aggregated across instances and queried with `histogram_quantile`.
-pub fn install_prometheus_with_latency_buckets(buckets: &[f64]) -> anyhow::Result<PrometheusHandle> {
+pub fn install_prometheus_with_latency_buckets(
+    buckets: &[f64],
+) -> anyhow::Result<PrometheusHandle> {
     Ok(PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), buckets)?
         .install_recorder()?)
@@ -65,7 +67,10 @@ impl Health {
 /// `GET /metrics` (Prometheus text) and `GET /health` (200 when ready, 503 otherwise, JSON body).
 pub fn router(prometheus: PrometheusHandle, health: Health) -> Router {
     Router::new()
-        .route("/metrics", get(move || std::future::ready(prometheus.render())))
+        .route(
+            "/metrics",
+            get(move || std::future::ready(prometheus.render())),
+        )
         .route(
             "/health",
             get(move || {
@@ -82,7 +87,10 @@ pub fn router(prometheus: PrometheusHandle, health: Health) -> Router {
 
 /// Binds `listen` (failing now, with the address, if it cannot) and serves `router` in the
 /// background until the process ends.
-pub async fn serve(listen: SocketAddr, router: Router) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+pub async fn serve(
+    listen: SocketAddr,
+    router: Router,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
@@ -104,7 +112,10 @@ pub async fn serve_with_shutdown(
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     Ok(tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
+        if let Err(error) = axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
             tracing::error!(%error, "HTTP server stopped");
         }
     }))

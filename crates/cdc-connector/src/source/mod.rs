@@ -31,7 +31,11 @@ impl PgTarget {
             .map_err(|e| invalid(format!("not a valid PostgreSQL URL: {e}")))?;
         let host = match config.get_hosts().first() {
             Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
-            Some(_) => return Err(invalid("Unix-socket hosts are not supported; use a TCP host".into())),
+            Some(_) => {
+                return Err(invalid(
+                    "Unix-socket hosts are not supported; use a TCP host".into(),
+                ));
+            }
             None => "127.0.0.1".to_string(),
         };
         let user = config
@@ -70,7 +74,9 @@ pub enum SourceError {
     },
     #[error("{context}: {message}")]
     Definite { context: String, message: String },
-    #[error("replication slot {slot} is in use by another process (PID {pid}); stop the other consumer or choose another --slot-name")]
+    #[error(
+        "replication slot {slot} is in use by another process (PID {pid}); stop the other consumer or choose another --slot-name"
+    )]
     SlotInUse { slot: String, pid: i32 },
     #[error("protocol error talking to PostgreSQL at {target}: {message}")]
     Protocol { target: String, message: String },
@@ -125,7 +131,13 @@ mod tests {
     fn url_fields_are_taken_apart() {
         let target = PgTarget::parse("postgres://cdc:secret@db.local:6543/travel", "app").unwrap();
         assert_eq!(
-            (target.host.as_str(), target.port, target.user.as_str(), target.password.as_deref(), target.database.as_str()),
+            (
+                target.host.as_str(),
+                target.port,
+                target.user.as_str(),
+                target.password.as_deref(),
+                target.database.as_str()
+            ),
             ("db.local", 6543, "cdc", Some("secret"), "travel")
         );
     }
@@ -141,7 +153,11 @@ mod tests {
     fn sqlstates_are_classified() {
         assert!(SourceError::from_sqlstate("x", "57P01", "terminating".into()).is_retryable());
         assert!(SourceError::from_sqlstate("x", "55006", "slot active".into()).is_retryable());
-        assert!(!SourceError::from_sqlstate("x", "42501", "permission denied".into()).is_retryable());
-        assert!(!SourceError::from_sqlstate("x", "42704", "slot does not exist".into()).is_retryable());
+        assert!(
+            !SourceError::from_sqlstate("x", "42501", "permission denied".into()).is_retryable()
+        );
+        assert!(
+            !SourceError::from_sqlstate("x", "42704", "slot does not exist".into()).is_retryable()
+        );
     }
 }

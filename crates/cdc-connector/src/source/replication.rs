@@ -32,12 +32,13 @@ impl ReplicationConnection {
     /// The session settings make pgoutput's text output predictable for the value decoder.
     pub async fn connect(target: &PgTarget) -> Result<Self, SourceError> {
         let address = format!("{}:{}", target.host, target.port);
-        let stream = TcpStream::connect(&address)
-            .await
-            .map_err(|source| SourceError::Unreachable {
-                target: address.clone(),
-                source,
-            })?;
+        let stream =
+            TcpStream::connect(&address)
+                .await
+                .map_err(|source| SourceError::Unreachable {
+                    target: address.clone(),
+                    source,
+                })?;
         stream.set_nodelay(true).ok();
         let mut connection = Self {
             stream,
@@ -66,15 +67,16 @@ impl ReplicationConnection {
     }
 
     async fn authenticate(&mut self, target: &PgTarget) -> Result<(), SourceError> {
-        let password = || {
-            target.password.clone().ok_or_else(|| SourceError::Definite {
+        let password =
+            || {
+                target.password.clone().ok_or_else(|| SourceError::Definite {
                 context: "authentication".into(),
                 message: format!(
                     "the server asks a password for role {} but the connection URL has none",
                     target.user
                 ),
             })
-        };
+            };
         let mut scram: Option<sasl::ScramSha256> = None;
         loop {
             let frame = self.read_frame().await?;
@@ -104,8 +106,7 @@ impl ReplicationConnection {
                         return Err(self.protocol("short md5 salt".into()));
                     }
                     let salt = [body[0], body[1], body[2], body[3]];
-                    let hashed =
-                        md5_hash(target.user.as_bytes(), password()?.as_bytes(), salt);
+                    let hashed = md5_hash(target.user.as_bytes(), password()?.as_bytes(), salt);
                     frontend::password_message(hashed.as_bytes(), &mut out)
                         .map_err(|e| self.protocol(e.to_string()))?;
                 }
@@ -121,8 +122,12 @@ impl ReplicationConnection {
                         password()?.as_bytes(),
                         sasl::ChannelBinding::unsupported(),
                     );
-                    frontend::sasl_initial_response(sasl::SCRAM_SHA_256, exchange.message(), &mut out)
-                        .map_err(|e| self.protocol(e.to_string()))?;
+                    frontend::sasl_initial_response(
+                        sasl::SCRAM_SHA_256,
+                        exchange.message(),
+                        &mut out,
+                    )
+                    .map_err(|e| self.protocol(e.to_string()))?;
                     scram = Some(exchange);
                 }
                 11 | 12 => {
@@ -147,7 +152,9 @@ impl ReplicationConnection {
                 other => {
                     return Err(SourceError::Definite {
                         context: "authentication".into(),
-                        message: format!("unsupported authentication method {other} (supported: trust, password, md5, scram-sha-256)"),
+                        message: format!(
+                            "unsupported authentication method {other} (supported: trust, password, md5, scram-sha-256)"
+                        ),
                     });
                 }
             }
@@ -167,7 +174,10 @@ impl ReplicationConnection {
     }
 
     /// Runs one replication command and returns its rows as text.
-    pub async fn simple_query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, SourceError> {
+    pub async fn simple_query(
+        &mut self,
+        sql: &str,
+    ) -> Result<Vec<Vec<Option<String>>>, SourceError> {
         let mut out = BytesMut::new();
         frontend::query(sql, &mut out).map_err(|e| self.protocol(e.to_string()))?;
         self.write(&out).await?;
@@ -185,7 +195,10 @@ impl ReplicationConnection {
     }
 
     /// Sends START_REPLICATION and returns once the server switched to CopyBoth mode.
-    pub async fn start_replication(mut self, command: &str) -> Result<ReplicationStream, SourceError> {
+    pub async fn start_replication(
+        mut self,
+        command: &str,
+    ) -> Result<ReplicationStream, SourceError> {
         let mut out = BytesMut::new();
         frontend::query(command, &mut out).map_err(|e| self.protocol(e.to_string()))?;
         self.write(&out).await?;
@@ -314,7 +327,9 @@ fn parse_data_row(mut body: BytesMut) -> Result<Vec<Option<String>>, String> {
         if body.len() < length {
             return Err("DataRow column longer than the message".into());
         }
-        row.push(Some(String::from_utf8_lossy(&body.split_to(length)).into_owned()));
+        row.push(Some(
+            String::from_utf8_lossy(&body.split_to(length)).into_owned(),
+        ));
     }
     Ok(row)
 }

@@ -42,7 +42,10 @@ pub async fn connect(target: &PgTarget) -> Result<Client, SourceError> {
 
 /// Checks that logical replication can work, creates the publication if missing, and looks
 /// the slot up.
-pub async fn prepare(target: &PgTarget, settings: &SourceSettings) -> Result<PreparedSource, SourceError> {
+pub async fn prepare(
+    target: &PgTarget,
+    settings: &SourceSettings,
+) -> Result<PreparedSource, SourceError> {
     let client = connect(target).await?;
     let query = |context: &'static str, sql: &'static str| {
         let client = &client;
@@ -77,9 +80,12 @@ pub async fn prepare(target: &PgTarget, settings: &SourceSettings) -> Result<Pre
             ),
         });
     }
-    let server_version_num: i32 = query("reading server version", "SELECT current_setting('server_version_num')::int")
-        .await?
-        .get(0);
+    let server_version_num: i32 = query(
+        "reading server version",
+        "SELECT current_setting('server_version_num')::int",
+    )
+    .await?
+    .get(0);
     ensure_publication(&client, target, settings).await?;
     let confirmed_flush_lsn = existing_slot(&client, target, settings).await?;
     Ok(PreparedSource {
@@ -89,9 +95,16 @@ pub async fn prepare(target: &PgTarget, settings: &SourceSettings) -> Result<Pre
     })
 }
 
-async fn ensure_publication(client: &Client, target: &PgTarget, settings: &SourceSettings) -> Result<(), SourceError> {
+async fn ensure_publication(
+    client: &Client,
+    target: &PgTarget,
+    settings: &SourceSettings,
+) -> Result<(), SourceError> {
     let exists = client
-        .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&settings.publication_name])
+        .query_opt(
+            "SELECT 1 FROM pg_publication WHERE pubname = $1",
+            &[&settings.publication_name],
+        )
         .await
         .map_err(|e| SourceError::from_postgres("looking up the publication", target, e))?
         .is_some();
@@ -121,11 +134,19 @@ async fn ensure_publication(client: &Client, target: &PgTarget, settings: &Sourc
             other => other,
         }
     })?;
-    tracing::info!(publication = settings.publication_name, tables, "created publication");
+    tracing::info!(
+        publication = settings.publication_name,
+        tables,
+        "created publication"
+    );
     Ok(())
 }
 
-async fn existing_slot(client: &Client, target: &PgTarget, settings: &SourceSettings) -> Result<Option<Lsn>, SourceError> {
+async fn existing_slot(
+    client: &Client,
+    target: &PgTarget,
+    settings: &SourceSettings,
+) -> Result<Option<Lsn>, SourceError> {
     let slot = client
         .query_opt(
             "SELECT plugin, database, active_pid, confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
@@ -143,16 +164,25 @@ async fn existing_slot(client: &Client, target: &PgTarget, settings: &SourceSett
         let active_pid: Option<i32> = row.get(2);
         let confirmed: Option<String> = row.get(3);
         if plugin.as_deref() != Some("pgoutput") {
-            return Err(definite(format!("it uses plugin {plugin:?}, not pgoutput; drop it or choose another --slot-name")));
+            return Err(definite(format!(
+                "it uses plugin {plugin:?}, not pgoutput; drop it or choose another --slot-name"
+            )));
         }
         if database.as_deref() != Some(target.database.as_str()) {
-            return Err(definite(format!("it belongs to database {database:?}, not {}", target.database)));
+            return Err(definite(format!(
+                "it belongs to database {database:?}, not {}",
+                target.database
+            )));
         }
         if let Some(pid) = active_pid {
-            return Err(SourceError::SlotInUse { slot: settings.slot_name.clone(), pid });
+            return Err(SourceError::SlotInUse {
+                slot: settings.slot_name.clone(),
+                pid,
+            });
         }
         let confirmed = confirmed.ok_or_else(|| definite("it has no confirmed position".into()))?;
-        let lsn = parse_lsn(&confirmed).map_err(|e| definite(format!("bad confirmed_flush_lsn {confirmed}: {e}")))?;
+        let lsn = parse_lsn(&confirmed)
+            .map_err(|e| definite(format!("bad confirmed_flush_lsn {confirmed}: {e}")))?;
         return Ok(Some(lsn));
     }
     Ok(None)
@@ -160,7 +190,11 @@ async fn existing_slot(client: &Client, target: &PgTarget, settings: &SourceSett
 
 /// Creates the slot; with `export_snapshot` it also exports the snapshot of its consistent
 /// point, for an initial snapshot that meets the stream exactly.
-pub async fn create_slot(target: &PgTarget, slot_name: &str, export_snapshot: bool) -> Result<CreatedSlot, SourceError> {
+pub async fn create_slot(
+    target: &PgTarget,
+    slot_name: &str,
+    export_snapshot: bool,
+) -> Result<CreatedSlot, SourceError> {
     let definite = |message: String| SourceError::Definite {
         context: format!("creating replication slot {slot_name}"),
         message,
@@ -170,17 +204,28 @@ pub async fn create_slot(target: &PgTarget, slot_name: &str, export_snapshot: bo
         .simple_query(&format!(
             "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput {}",
             quote_ident(slot_name),
-            if export_snapshot { "EXPORT_SNAPSHOT" } else { "NOEXPORT_SNAPSHOT" }
+            if export_snapshot {
+                "EXPORT_SNAPSHOT"
+            } else {
+                "NOEXPORT_SNAPSHOT"
+            }
         ))
         .await?;
-    let row = rows.first().ok_or_else(|| definite("CREATE_REPLICATION_SLOT returned nothing".into()))?;
-    let consistent_point = row
-        .get(1)
-        .cloned()
-        .flatten()
-        .ok_or_else(|| definite("CREATE_REPLICATION_SLOT returned no consistent point".into()))?;
-    let lsn = parse_lsn(&consistent_point).map_err(|e| definite(format!("bad consistent point {consistent_point}: {e}")))?;
-    tracing::info!(slot = slot_name, consistent_point, export_snapshot, "created replication slot");
+    let row = rows
+        .first()
+        .ok_or_else(|| definite("CREATE_REPLICATION_SLOT returned nothing".into()))?;
+    let consistent_point =
+        row.get(1).cloned().flatten().ok_or_else(|| {
+            definite("CREATE_REPLICATION_SLOT returned no consistent point".into())
+        })?;
+    let lsn = parse_lsn(&consistent_point)
+        .map_err(|e| definite(format!("bad consistent point {consistent_point}: {e}")))?;
+    tracing::info!(
+        slot = slot_name,
+        consistent_point,
+        export_snapshot,
+        "created replication slot"
+    );
     let exported_snapshot = if export_snapshot {
         let name = row
             .get(2)
@@ -198,7 +243,11 @@ pub async fn create_slot(target: &PgTarget, slot_name: &str, export_snapshot: bo
 }
 
 /// Drops the slot, e.g. to redo a snapshot that was interrupted.
-pub async fn drop_slot(client: &Client, target: &PgTarget, slot_name: &str) -> Result<(), SourceError> {
+pub async fn drop_slot(
+    client: &Client,
+    target: &PgTarget,
+    slot_name: &str,
+) -> Result<(), SourceError> {
     client
         .execute("SELECT pg_drop_replication_slot($1)", &[&slot_name])
         .await

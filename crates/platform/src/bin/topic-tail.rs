@@ -11,7 +11,10 @@ use platform::{avro, kafka, registry::RegistryClient};
 use rdkafka::{Message, consumer::Consumer};
 
 #[derive(Parser, Debug)]
-#[command(version, about = "Print a topic's Avro records as JSON lines, decoded through the schema registry")]
+#[command(
+    version,
+    about = "Print a topic's Avro records as JSON lines, decoded through the schema registry"
+)]
 struct Args {
     /// TOML file with defaults for any option below (keys are the long option names).
     #[arg(long, env = "TOPIC_TAIL_CONFIG")]
@@ -20,7 +23,11 @@ struct Args {
     #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     brokers: String,
     /// Base URL of the Confluent-compatible schema registry.
-    #[arg(long, env = "SCHEMA_REGISTRY_URL", default_value = "http://127.0.0.1:8081")]
+    #[arg(
+        long,
+        env = "SCHEMA_REGISTRY_URL",
+        default_value = "http://127.0.0.1:8081"
+    )]
     schema_registry_url: String,
     /// Topic to read.
     #[arg(long, default_value = platform::topics::CDC_CHANGES.name)]
@@ -50,10 +57,12 @@ async fn main() -> anyhow::Result<()> {
     let mut printed = 0u64;
     while args.max_records.is_none_or(|max| printed < max) {
         let received = match args.idle_timeout_secs {
-            Some(secs) => match tokio::time::timeout(Duration::from_secs(secs), consumer.recv()).await {
-                Ok(received) => received,
-                Err(_) => break,
-            },
+            Some(secs) => {
+                match tokio::time::timeout(Duration::from_secs(secs), consumer.recv()).await {
+                    Ok(received) => received,
+                    Err(_) => break,
+                }
+            }
             None => consumer.recv().await,
         };
         let message = received.context("cannot read from Kafka")?;
