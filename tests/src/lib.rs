@@ -200,3 +200,35 @@ pub fn delivered_events(metrics: &str, table: &str) -> u64 {
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
 }
+
+/// The connector binary with `args`, killed when dropped. Its output is discarded; a test that
+/// reads stderr sets `.stderr(Stdio::piped())` and must then read it (`output()`,
+/// `wait_with_output()`), or the connector blocks on a full pipe.
+pub fn connector_command(stack: &local_stack::Stack, args: &[String]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(stack.connector_binary());
+    command
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
+/// `psql` running `sql` against the stack's database (e.g. a writer racing the connector),
+/// stopping at the first error, killed when dropped.
+pub fn psql_command(stack: &local_stack::Stack, sql: &str) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new("psql");
+    command
+        .args([
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            &stack.pg_url(),
+            "-c",
+            sql,
+        ])
+        .kill_on_drop(true);
+    command
+}

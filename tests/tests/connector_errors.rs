@@ -7,12 +7,8 @@ use e2e::{connector_args_with, wait_for_health_status};
 use local_stack::{Stack, StackOptions};
 
 fn connector(stack: &Stack, args: &[String]) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(stack.connector_binary());
-    command
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    let mut command = e2e::connector_command(stack, args);
+    command.stderr(Stdio::piped());
     command
 }
 

@@ -286,11 +286,8 @@ async fn filtered_masked_and_hashed_changes_reach_kafka() {
             ("--snapshot-mode", "no_data"),
         ],
     );
-    let masked_key = tokio::process::Command::new(stack.connector_binary())
-        .args(&args)
-        .stdout(Stdio::null())
+    let masked_key = e2e::connector_command(&stack, &args)
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .expect("start the connector");
     wait_for_health_status(&health, "streaming", Duration::from_secs(60))
@@ -330,11 +327,7 @@ async fn filtered_masked_and_hashed_changes_reach_kafka() {
             ("--snapshot-mode", "when_needed"),
         ],
     );
-    let mut fixed = tokio::process::Command::new(stack.connector_binary())
-        .args(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
+    let mut fixed = e2e::connector_command(&stack, &args)
         .spawn()
         .expect("start the connector");
     let minh_key = json!({"user_id": 3});

@@ -36,18 +36,7 @@ async fn no_change_is_lost_across_repeated_sigkill() {
            PERFORM pg_sleep(0.0005); \
          END LOOP; END $$"
     );
-    let writer = tokio::process::Command::new("psql")
-        .args([
-            "-X",
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-d",
-            &stack.pg_url(),
-            "-c",
-            &writer_sql,
-        ])
-        .kill_on_drop(true)
+    let writer = e2e::psql_command(&stack, &writer_sql)
         .spawn()
         .expect("start psql");
 

@@ -21,18 +21,7 @@ async fn a_signal_resnapshots_a_table_while_streaming_without_reordering_keys() 
     let writer_sql = "DO $$ BEGIN FOR i IN 1..400 LOOP \
         UPDATE users SET full_name = 'v' || i WHERE user_id = 1 + (i * 7) % 3000; \
         COMMIT; PERFORM pg_sleep(0.005); END LOOP; END $$";
-    let writer = tokio::process::Command::new("psql")
-        .args([
-            "-X",
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-d",
-            &stack.pg_url(),
-            "-c",
-            writer_sql,
-        ])
-        .status();
+    let writer = e2e::psql_command(&stack, writer_sql).status();
     let signal = stack.psql(
         "SELECT pg_logical_emit_message(true, 'cdc_connector.signal', '{\"type\": \"execute-snapshot\", \"tables\": [\"public.users\"]}')",
     );

@@ -26,11 +26,7 @@ async fn stack_with_users(name: &str, users: usize) -> Stack {
 }
 
 fn spawn(stack: &Stack, args: &[String]) -> tokio::process::Child {
-    tokio::process::Command::new(stack.connector_binary())
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
+    e2e::connector_command(stack, args)
         .spawn()
         .expect("start the connector")
 }
@@ -98,18 +94,7 @@ async fn writes_during_the_snapshot_appear_exactly_once_as_read_or_as_a_later_ch
         DELETE FROM users WHERE user_id = i * 150 + 1; \
         INSERT INTO users (email, full_name) VALUES ('new' || i || '@example.vn', 'New ' || i); \
         COMMIT; PERFORM pg_sleep(0.002); END LOOP; END $$";
-    let writer = tokio::process::Command::new("psql")
-        .args([
-            "-X",
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-d",
-            &stack.pg_url(),
-            "-c",
-            writer_sql,
-        ])
-        .status();
+    let writer = e2e::psql_command(&stack, writer_sql).status();
     let writer = tokio::time::timeout(Duration::from_secs(120), writer)
         .await
         .unwrap()
@@ -187,7 +172,11 @@ async fn snapshot_modes() {
             ("--slot-name", "only_snapshot"),
         ],
     );
-    let output = spawn(&stack, &args).wait_with_output().await.unwrap();
+    let output = e2e::connector_command(&stack, &args)
+        .stderr(Stdio::piped())
+        .output()
+        .await
+        .unwrap();
     assert!(
         output.status.success(),
         "{}",

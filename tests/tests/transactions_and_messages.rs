@@ -4,7 +4,7 @@
 //! transaction's boundary (id, event counts) is in topic_cdc_transactions, and logical decoding
 //! messages are published by prefix.
 
-use std::{process::Stdio, time::Duration};
+use std::time::Duration;
 
 use e2e::{
     CdcRecord, connector_args_with, read_cdc_until, read_topic_until, wait_for_health_status,
@@ -26,13 +26,7 @@ async fn streamed_aborted_and_boundary_records() {
         .unwrap();
     stack.psql("SELECT pg_reload_conf()").await.unwrap();
     let (args, health) = connector_args_with(&stack, &[("--message-prefixes", "app.*")]);
-    let mut connector = tokio::process::Command::new(stack.connector_binary())
-        .args(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut connector = e2e::connector_command(&stack, &args).spawn().unwrap();
     wait_for_health_status(&health, "streaming", Duration::from_secs(60))
         .await
         .unwrap();

@@ -19,17 +19,8 @@ pub struct Broker {
 impl Broker {
     pub async fn start(log: &Path) -> Result<Broker> {
         let port = free_port()?;
-        let url = format!("tcp://127.0.0.1:{port}");
         let mut command = Command::new(local_stack::tansu_binary()?);
-        command
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "memory://tansu/"]);
+        command.args(local_stack::tansu_broker_args(port));
         let process = Proc::spawn("tansu broker", command, log)?;
         let broker = Broker {
             process,

