@@ -15,6 +15,8 @@ use crate::topics::TopicSpec;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProvisionError {
+    #[error(transparent)]
+    Settings(#[from] crate::topics::TopicConfigError),
     #[error("Kafka brokers {brokers} are unreachable: {source}")]
     Unreachable { brokers: String, source: KafkaError },
     #[error("cannot create topic {topic}: {code}")]
@@ -99,8 +101,10 @@ pub fn consumer(
 
 /// Creates the topics that are missing, with the replication factor capped at the cluster's
 /// broker count (a one-broker development cluster cannot hold three replicas). Existing topics
-/// are left as they are.
+/// are left as they are. The overrides file named by `TOPICS_CONFIG` applies (see
+/// [`crate::topics::with_env_overrides`]).
 pub async fn provision_topics(brokers: &str, topics: &[TopicSpec]) -> Result<(), ProvisionError> {
+    let topics = &crate::topics::with_env_overrides(topics)?;
     let unreachable = |source| ProvisionError::Unreachable {
         brokers: brokers.to_string(),
         source,

@@ -17,7 +17,7 @@ const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 
 pub const CDC_CHANGES: TopicSpec = TopicSpec {
     name: "topic_cdc_changes",
-    partitions: 6,
+    partitions: 4,
     replication_factor: 3,
     retention_ms: 7 * DAY_MS,
     cleanup_policy: "delete",
@@ -54,13 +54,13 @@ pub const APP_EVENTS: TopicSpec = TopicSpec {
     name: "topic_app_events",
     partitions: 6,
     replication_factor: 3,
-    retention_ms: 7 * DAY_MS,
+    retention_ms: DAY_MS,
     cleanup_policy: "delete",
 };
 
 pub const CLICKSTREAM: TopicSpec = TopicSpec {
     name: "topic_clickstream",
-    partitions: 6,
+    partitions: 8,
     replication_factor: 3,
     retention_ms: 3 * DAY_MS,
     cleanup_policy: "delete",
@@ -68,18 +68,109 @@ pub const CLICKSTREAM: TopicSpec = TopicSpec {
 
 pub const APP_LOGS: TopicSpec = TopicSpec {
     name: "topic_app_logs",
-    partitions: 3,
-    replication_factor: 3,
-    retention_ms: 3 * DAY_MS,
+    partitions: 4,
+    replication_factor: 2,
+    retention_ms: 2 * DAY_MS,
     cleanup_policy: "delete",
 };
 
 pub const EXTERNAL_DATA: TopicSpec = TopicSpec {
     name: "topic_external_data",
     partitions: 3,
+    replication_factor: 2,
+    retention_ms: 30 * DAY_MS,
+    cleanup_policy: "delete",
+};
+
+/// Final window results of the processor (upsert by key = result id).
+pub const PROCESSED_EVENTS: TopicSpec = TopicSpec {
+    name: "topic_processed_events",
+    partitions: 6,
+    replication_factor: 3,
+    retention_ms: 7 * DAY_MS,
+    cleanup_policy: "delete",
+};
+
+/// Latest row per key of `users` (CDCChange of its last change; a DELETE is a tombstone).
+pub const USER_STATE: TopicSpec = TopicSpec {
+    name: "topic_user_state",
+    partitions: 6,
+    replication_factor: 3,
+    retention_ms: -1,
+    cleanup_policy: "compact",
+};
+
+/// Latest row per key of `bookings`.
+pub const BOOKING_STATE: TopicSpec = TopicSpec {
+    name: "topic_booking_state",
+    partitions: 6,
+    replication_factor: 3,
+    retention_ms: -1,
+    cleanup_policy: "compact",
+};
+
+/// Latest row per key of `payments`.
+pub const CDC_STATE: TopicSpec = TopicSpec {
+    name: "topic_cdc_state",
+    partitions: 6,
+    replication_factor: 3,
+    retention_ms: -1,
+    cleanup_policy: "compact",
+};
+
+/// Latest external reading per source and entity (ExternalData of the newest observation).
+pub const EXTERNAL_STATE: TopicSpec = TopicSpec {
+    name: "topic_external_state",
+    partitions: 3,
+    replication_factor: 2,
+    retention_ms: -1,
+    cleanup_policy: "compact",
+};
+
+/// Consistency checks and suspicious patterns found by the processor.
+pub const PROCESSOR_ALERTS: TopicSpec = TopicSpec {
+    name: "topic_processor_alerts",
+    partitions: 3,
     replication_factor: 3,
     retention_ms: 30 * DAY_MS,
     cleanup_policy: "delete",
+};
+
+/// Input records that arrived after their window was final.
+pub const PROCESSOR_LATE_EVENTS: TopicSpec = TopicSpec {
+    name: "topic_processor_late_events",
+    partitions: 3,
+    replication_factor: 3,
+    retention_ms: 7 * DAY_MS,
+    cleanup_policy: "delete",
+};
+
+/// Input records the processor could not decode, with the reason.
+pub const PROCESSOR_DEAD_LETTERS: TopicSpec = TopicSpec {
+    name: "topic_processor_dead_letters",
+    partitions: 1,
+    replication_factor: 3,
+    retention_ms: 30 * DAY_MS,
+    cleanup_policy: "delete",
+};
+
+/// The processor's internal repartition topic: input records re-keyed by what they are
+/// aggregated by (binary, not Avro; see the processor's `routed` module).
+pub const PROCESSOR_REPARTITION: TopicSpec = TopicSpec {
+    name: "topic_processor_repartition",
+    partitions: 6,
+    replication_factor: 3,
+    retention_ms: DAY_MS,
+    cleanup_policy: "delete",
+};
+
+/// The processor's state changelog: partition q holds the state of repartition partition q.
+pub const PROCESSOR_CHANGELOG: TopicSpec = TopicSpec {
+    name: "topic_processor_changelog",
+    partitions: 6,
+    replication_factor: 3,
+    retention_ms: -1,
+    cleanup_policy: "compact",
 };
 
 /// Every topic the platform writes, in provisioning order.
@@ -92,4 +183,196 @@ pub const ALL: &[TopicSpec] = &[
     CLICKSTREAM,
     APP_LOGS,
     EXTERNAL_DATA,
+    PROCESSED_EVENTS,
+    USER_STATE,
+    BOOKING_STATE,
+    CDC_STATE,
+    EXTERNAL_STATE,
+    PROCESSOR_ALERTS,
+    PROCESSOR_LATE_EVENTS,
+    PROCESSOR_DEAD_LETTERS,
+    PROCESSOR_REPARTITION,
+    PROCESSOR_CHANGELOG,
 ];
+
+/// Settings a deployment may change for one topic; absent fields keep the platform's value.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicOverride {
+    pub partitions: Option<i32>,
+    pub replication_factor: Option<i32>,
+    pub retention_ms: Option<i64>,
+    pub cleanup_policy: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TopicConfigError {
+    #[error("cannot read topic settings file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("topic settings file {path} is not valid: {source}")]
+    Parse {
+        path: String,
+        source: toml::de::Error,
+    },
+    #[error("topic settings: `{topic}` is not a topic of the platform (known: {known})")]
+    UnknownTopic { topic: String, known: String },
+    #[error("topic settings for {topic}: {problem}")]
+    Invalid { topic: String, problem: String },
+}
+
+/// The environment variable naming a TOML file of per-topic overrides, read by every service
+/// that provisions topics, so all of them create the same layout:
+///
+/// ```toml
+/// [topic_app_events]
+/// partitions = 12
+/// retention_ms = 172800000
+/// ```
+pub const OVERRIDES_ENV: &str = "TOPICS_CONFIG";
+
+/// Parses a per-topic overrides document (tables named after topics).
+pub fn parse_overrides(
+    path: &str,
+    text: &str,
+) -> Result<std::collections::BTreeMap<String, TopicOverride>, TopicConfigError> {
+    toml::from_str(text).map_err(|source| TopicConfigError::Parse {
+        path: path.to_string(),
+        source,
+    })
+}
+
+/// `specs` with the overrides applied; an override for an unknown topic or an impossible
+/// value is an error naming it, never silently ignored.
+pub fn with_overrides(
+    specs: &[TopicSpec],
+    overrides: &std::collections::BTreeMap<String, TopicOverride>,
+) -> Result<Vec<TopicSpec>, TopicConfigError> {
+    for topic in overrides.keys() {
+        if !ALL.iter().any(|spec| spec.name == topic) {
+            return Err(TopicConfigError::UnknownTopic {
+                topic: topic.clone(),
+                known: ALL.iter().map(|s| s.name).collect::<Vec<_>>().join(", "),
+            });
+        }
+    }
+    specs
+        .iter()
+        .map(|spec| {
+            let Some(o) = overrides.get(spec.name) else {
+                return Ok(spec.clone());
+            };
+            let invalid = |problem: &str| TopicConfigError::Invalid {
+                topic: spec.name.to_string(),
+                problem: problem.to_string(),
+            };
+            let mut out = spec.clone();
+            if let Some(p) = o.partitions {
+                if p < 1 {
+                    return Err(invalid("partitions must be at least 1"));
+                }
+                out.partitions = p;
+            }
+            if let Some(r) = o.replication_factor {
+                if r < 1 {
+                    return Err(invalid("replication_factor must be at least 1"));
+                }
+                out.replication_factor = r;
+            }
+            if let Some(ms) = o.retention_ms {
+                if ms < -1 || ms == 0 {
+                    return Err(invalid("retention_ms must be positive, or -1 for forever"));
+                }
+                out.retention_ms = ms;
+            }
+            if let Some(policy) = &o.cleanup_policy {
+                out.cleanup_policy = match policy.as_str() {
+                    "delete" => "delete",
+                    "compact" => "compact",
+                    "compact,delete" | "delete,compact" => "compact,delete",
+                    _ => {
+                        return Err(invalid(
+                            "cleanup_policy must be delete, compact or compact,delete",
+                        ));
+                    }
+                };
+            }
+            Ok(out)
+        })
+        .collect()
+}
+
+/// `specs` with the overrides of the file named by [`OVERRIDES_ENV`], if that is set.
+pub fn with_env_overrides(specs: &[TopicSpec]) -> Result<Vec<TopicSpec>, TopicConfigError> {
+    let Some(path) = std::env::var_os(OVERRIDES_ENV) else {
+        return Ok(specs.to_vec());
+    };
+    let path = path.to_string_lossy().into_owned();
+    let text = std::fs::read_to_string(&path).map_err(|source| TopicConfigError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    with_overrides(specs, &parse_overrides(&path, &text)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_seed_table_is_provisioned_as_specified() {
+        let expect = [
+            ("topic_app_events", 6, 3, DAY_MS, "delete"),
+            ("topic_cdc_changes", 4, 3, 7 * DAY_MS, "delete"),
+            ("topic_clickstream", 8, 3, 3 * DAY_MS, "delete"),
+            ("topic_app_logs", 4, 2, 2 * DAY_MS, "delete"),
+            ("topic_external_data", 3, 2, 30 * DAY_MS, "delete"),
+            ("topic_processed_events", 6, 3, 7 * DAY_MS, "delete"),
+            ("topic_user_state", 6, 3, -1, "compact"),
+            ("topic_booking_state", 6, 3, -1, "compact"),
+        ];
+        for (name, partitions, replication, retention, cleanup) in expect {
+            let spec = ALL.iter().find(|s| s.name == name).unwrap();
+            assert_eq!(
+                (
+                    spec.partitions,
+                    spec.replication_factor,
+                    spec.retention_ms,
+                    spec.cleanup_policy
+                ),
+                (partitions, replication, retention, cleanup),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn overrides_change_only_what_they_name() {
+        let overrides = parse_overrides(
+            "t.toml",
+            "[topic_app_events]\npartitions = 12\ncleanup_policy = \"delete,compact\"\n",
+        )
+        .unwrap();
+        let specs = with_overrides(ALL, &overrides).unwrap();
+        let app = specs.iter().find(|s| s.name == APP_EVENTS.name).unwrap();
+        assert_eq!(app.partitions, 12);
+        assert_eq!(app.cleanup_policy, "compact,delete");
+        assert_eq!(app.retention_ms, APP_EVENTS.retention_ms);
+        let cdc = specs.iter().find(|s| s.name == CDC_CHANGES.name).unwrap();
+        assert_eq!(cdc, &CDC_CHANGES);
+    }
+
+    #[test]
+    fn bad_overrides_are_errors_that_name_the_problem() {
+        let unknown = parse_overrides("t.toml", "[topic_nope]\npartitions = 1\n").unwrap();
+        let err = with_overrides(ALL, &unknown).unwrap_err().to_string();
+        assert!(err.contains("topic_nope"), "{err}");
+        let zero = parse_overrides("t.toml", "[topic_app_events]\npartitions = 0\n").unwrap();
+        let err = with_overrides(ALL, &zero).unwrap_err().to_string();
+        assert!(err.contains("topic_app_events") && err.contains("partitions"), "{err}");
+        let typo = parse_overrides("t.toml", "[topic_app_events]\npartition = 3\n");
+        assert!(typo.is_err());
+    }
+}

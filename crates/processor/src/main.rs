@@ -1,10 +1,60 @@
-//! The Kafka stream processor (event-time windows, CDC analytics, compacted state topics)
-//! arrives with its own issue; until then this binary says so instead of pretending to run.
+//! processor: see the library documentation and `--help`.
 
-fn main() -> std::process::ExitCode {
-    eprintln!(
-        "processor: not built yet — the stream processor is planned in a later issue; \
-         nothing is consumed or produced by this binary"
-    );
-    std::process::ExitCode::from(2)
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
+
+use anyhow::Context;
+use platform::telemetry;
+use processor::{config::Args, engine};
+use tokio::signal::unix::{SignalKind, signal};
+
+/// Commit and restore latencies (seconds).
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+fn main() -> anyhow::Result<()> {
+    telemetry::init_tracing();
+    let args: Args = platform::config::load("PROCESSOR_CONFIG")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let prometheus = telemetry::install_prometheus_with_latency_buckets(LATENCY_BUCKETS)?;
+    let health = telemetry::Health::default();
+    health.set(false, "starting");
+    let stop = Arc::new(AtomicBool::new(false));
+    runtime.block_on(async {
+        telemetry::serve(args.listen, telemetry::router(prometheus, health.clone())).await?;
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            tracing::info!("stopping: committing what was processed and leaving the group");
+            stop.store(true, Ordering::Relaxed);
+        });
+        anyhow::Ok(())
+    })?;
+    let handle = runtime.handle().clone();
+    let outcome = std::thread::Builder::new()
+        .name("processor".into())
+        .spawn(move || engine::run(args, health, stop, handle))
+        .context("starting the processing thread")?
+        .join();
+    match outcome {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(anyhow::Error::new(error).context("processor stopped")),
+        Err(_) => anyhow::bail!("the processing thread panicked"),
+    }
 }
