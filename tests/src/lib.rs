@@ -1,5 +1,7 @@
 //! Helpers for the end-to-end tests: read `topic_cdc_changes` back through the registry.
 
+pub mod processor;
+
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};

@@ -1,9 +1,9 @@
 """Loader for the app-events processor benchmark.
 
 Writes N AppEvent records (schemas/AppEvent.avsc) to a Kafka topic in Confluent wire format
-(byte 0 = magic 0, bytes 1-4 = big-endian schema id, then the Avro binary datum), keyed as the
-workload generator keys app events (booking_id, else session_id), so records of one
-(event_type, source) are spread over all partitions. The data are a pure function of the arguments (seeded RNG):
+(byte 0 = magic 0, bytes 1-4 = big-endian schema id, then the Avro binary datum), with the
+record timestamp set to the event's timestamp. The data are a pure function of the arguments
+(seeded RNG):
 
 - event types from a small fixed list: app events (page_view, click, search, filter,
   booking_view, click_cta, app_open) come from MOBILE_APP or WEB_APP, booking-system events
@@ -11,6 +11,17 @@ workload generator keys app events (booking_id, else session_id), so records of 
 - user_id drawn from U distinct users (user-000000 ...), null for ~10% of the events;
 - timestamps in order: event i has timestamp start_ms + floor(i * span_ms / N), so the events
   cover span_ms / 5 min tumbling windows (30 min = 6 windows by default).
+
+Record key (--key):
+- "kind" (default): "event_type|source", the aggregation key, so each key's records sit in one
+  partition in event-time order. A processor that re-keys by (event_type, source) then sees every
+  key's events in order, and a per-key final window (quixstreams' default) loses nothing with
+  grace 0, however the partitions of the backlog are interleaved when read.
+- "gateway": booking_id, else session_id, as the workload generator and gateway key app events;
+  each key's records are spread over all partitions. Replaying such a backlog, a consumer reads
+  partitions at very different event times (on tansu, a whole partition at a time), so per-key
+  windows close early and most events arrive late unless the processor uses a cross-partition
+  watermark or a grace as long as the backlog's event-time span.
 
 Prints one JSON line: {"produced": N, "seconds": ..., plus what the processors should find:
 "keys" (distinct (event_type, source)), "windows_total" ((key, window) pairs with events) and
@@ -68,6 +79,8 @@ def parse_args():
     p.add_argument("--schema-id", type=int, default=1)
     p.add_argument("--schema", default=DEFAULT_SCHEMA, help="path to AppEvent.avsc")
     p.add_argument("--null-user-ratio", type=float, default=0.1)
+    p.add_argument("--key", choices=["kind", "gateway"], default="kind",
+                   help='record key: "event_type|source" (default) or booking_id/session_id')
     p.add_argument("--grace-ms", type=int, default=0,
                    help="grace used for windows_final_expected in the summary (default 0)")
     return p.parse_args()
@@ -143,7 +156,10 @@ def main():
         buf.truncate()
         buf.write(header)
         schemaless_writer(buf, schema, record)
-        key = booking_id or session_id
+        if a.key == "kind":
+            key = event_type + "|" + source
+        else:
+            key = booking_id or session_id
         while True:
             try:
                 producer.produce(a.topic, value=buf.getvalue(), key=key.encode(), timestamp=ts,
@@ -178,6 +194,7 @@ def main():
         "windows_total": windows_total,
         "windows_final_expected": final_expected,
         "grace_ms": a.grace_ms,
+        "key": a.key,
     }))
 
 

@@ -170,6 +170,8 @@ pub struct Ports {
     pub connector: u16,
     /// The ingestion gateway's HTTP API.
     pub gateway: u16,
+    /// The stream processor's metrics/health listener.
+    pub processor: u16,
 }
 
 impl Ports {
@@ -181,16 +183,17 @@ impl Ports {
             registry: 18081,
             connector: 19464,
             gateway: 18080,
+            processor: 19465,
         }
     }
 
-    /// Five distinct ports that were free a moment ago.
+    /// Six distinct ports that were free a moment ago.
     pub fn free() -> Ports {
         // Hold all listeners at once so the ports differ.
-        let listeners: Vec<Option<TcpListener>> = (0..5)
+        let listeners: Vec<Option<TcpListener>> = (0..6)
             .map(|_| TcpListener::bind("127.0.0.1:0").ok())
             .collect();
-        let mut ports = [0u16; 5];
+        let mut ports = [0u16; 6];
         for (i, l) in listeners.iter().enumerate() {
             ports[i] = l
                 .as_ref()
@@ -205,6 +208,7 @@ impl Ports {
             registry: ports[2],
             connector: ports[3],
             gateway: ports[4],
+            processor: ports[5],
         }
     }
 }
@@ -231,6 +235,10 @@ pub struct StackOptions {
     pub start_gateway: bool,
     /// Extra arguments for the gateway, after [`Stack::gateway_args`] (later flags win).
     pub gateway_extra_args: Vec<String>,
+    /// Start the stream processor (needs the registry).
+    pub start_processor: bool,
+    /// Extra arguments for the processor, after [`Stack::processor_args`] (later flags win).
+    pub processor_extra_args: Vec<String>,
     /// Start the schema registry (the connector needs it).
     pub start_registry: bool,
     /// Database created (if missing) and captured; default "travel".
@@ -284,6 +292,8 @@ impl StackOptions {
             start_connector: true,
             start_gateway: false,
             gateway_extra_args: Vec::new(),
+            start_processor: false,
+            processor_extra_args: Vec::new(),
             start_registry: true,
             database: "travel".into(),
             init_sql: default_init_sql(),
@@ -315,6 +325,8 @@ impl StackOptions {
             start_connector: true,
             start_gateway: true,
             gateway_extra_args: Vec::new(),
+            start_processor: true,
+            processor_extra_args: Vec::new(),
             start_registry: true,
             database: "travel".into(),
             init_sql: default_init_sql(),
@@ -431,6 +443,7 @@ pub struct Stack {
     registry: Option<Service>,
     connector: Option<Service>,
     gateway: Option<Service>,
+    processor: Option<Service>,
 }
 
 impl std::fmt::Debug for Stack {
@@ -466,6 +479,7 @@ impl Stack {
             registry: None,
             connector: None,
             gateway: None,
+            processor: None,
         };
         stack.prepare_dirs()?;
         stack.start_postgres().await?;
@@ -475,6 +489,9 @@ impl Stack {
         }
         if stack.opts.start_connector {
             stack.start_connector().await?;
+        }
+        if stack.opts.start_processor {
+            stack.start_processor().await?;
         }
         if stack.opts.start_gateway {
             stack.start_gateway().await?;
@@ -561,6 +578,31 @@ impl Stack {
         self.gateway.is_some()
     }
 
+    pub fn processor_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.opts.ports.processor)
+    }
+
+    /// Arguments the processor is started with, before [`StackOptions::processor_extra_args`].
+    pub fn processor_args(&self) -> Vec<String> {
+        vec![
+            "--listen".into(),
+            format!("127.0.0.1:{}", self.opts.ports.processor),
+            "--kafka-brokers".into(),
+            self.kafka_brokers(),
+            "--schema-registry-url".into(),
+            self.registry_url(),
+        ]
+    }
+
+    /// Path of the `processor` binary used by [`Stack::start_processor`].
+    pub fn processor_binary(&self) -> PathBuf {
+        self.opts.bin_dir.join("processor")
+    }
+
+    pub fn processor_running(&self) -> bool {
+        self.processor.is_some()
+    }
+
     /// Path of the `cdc-connector` binary used by [`Stack::start_connector`].
     pub fn connector_binary(&self) -> PathBuf {
         self.opts.bin_dir.join("cdc-connector")
@@ -594,11 +636,17 @@ impl Stack {
 
     /// Pids of every process the stack runs (children plus the postmaster).
     pub fn pids(&self) -> Vec<u32> {
-        let mut v: Vec<u32> = [&self.broker, &self.registry, &self.connector, &self.gateway]
-            .into_iter()
-            .flatten()
-            .filter_map(|s| s.child.id())
-            .collect();
+        let mut v: Vec<u32> = [
+            &self.broker,
+            &self.registry,
+            &self.connector,
+            &self.gateway,
+            &self.processor,
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.child.id())
+        .collect();
         if self.pg_running
             && let Some(p) = postmaster_pid(&self.opts.pg_data_dir())
         {
@@ -947,6 +995,27 @@ impl Stack {
         }
     }
 
+    /// Starts `processor` with [`Stack::processor_args`] and the extra arguments, and waits for
+    /// `GET /health` = 200 (topics provisioned, schemas registered, partitions assigned and
+    /// their state restored).
+    pub async fn start_processor(&mut self) -> Result<()> {
+        if self.registry.is_none() {
+            bail!("the processor needs the schema registry, which this stack did not start");
+        }
+        let mut args = self.processor_args();
+        args.extend(self.opts.processor_extra_args.iter().cloned());
+        let service = self
+            .start_http_service(
+                "processor",
+                self.processor_binary(),
+                args,
+                self.opts.ports.processor,
+            )
+            .await?;
+        self.processor = Some(service);
+        Ok(())
+    }
+
     /// SIGKILL the broker and reap it (simulates the broker going down; its data is lost).
     pub fn kill_broker(&mut self) {
         kill_and_reap(self.broker.take(), &self.opts);
@@ -966,11 +1035,13 @@ impl Stack {
             r = wait_opt(&mut self.registry) => r,
             r = wait_opt(&mut self.connector) => r,
             r = wait_opt(&mut self.gateway) => r,
+            r = wait_opt(&mut self.processor) => r,
         };
         match name {
             "broker" => self.broker = None,
             "registry" => self.registry = None,
             "gateway" => self.gateway = None,
+            "processor" => self.processor = None,
             _ => self.connector = None,
         }
         let _ = std::fs::remove_file(self.opts.pid_file(name));
@@ -1012,6 +1083,7 @@ impl Stack {
         let mut errors = Vec::new();
         for s in [
             self.gateway.take(),
+            self.processor.take(),
             self.connector.take(),
             self.registry.take(),
             self.broker.take(),
@@ -1049,6 +1121,7 @@ impl Drop for Stack {
     fn drop(&mut self) {
         let mut children: Vec<Service> = [
             self.gateway.take(),
+            self.processor.take(),
             self.connector.take(),
             self.registry.take(),
             self.broker.take(),
@@ -1119,6 +1192,7 @@ pub async fn down(opts: &StackOptions) -> Result<Vec<String>> {
     for (name, exe) in [
         ("local-stack", "local-stack"),
         ("gateway", "gateway"),
+        ("processor", "processor"),
         ("connector", "cdc-connector"),
         ("registry", "schema-registry"),
         ("broker", "tansu"),
@@ -1233,6 +1307,18 @@ fn check_prerequisites(o: &StackOptions) -> Result<()> {
             bail!("gateway binary not found at {}: {BUILD_HINT}", b.display());
         }
     }
+    if o.start_processor {
+        if !o.start_registry {
+            bail!("start_processor needs start_registry");
+        }
+        let b = o.bin_dir.join("processor");
+        if !b.is_file() {
+            bail!(
+                "processor binary not found at {}: {BUILD_HINT}",
+                b.display()
+            );
+        }
+    }
     if let Some(init) = &o.init_sql
         && !init.is_file()
     {
@@ -1245,6 +1331,7 @@ fn check_prerequisites(o: &StackOptions) -> Result<()> {
 fn check_no_leftovers(o: &StackOptions) -> Result<()> {
     for (name, exe) in [
         ("gateway", "gateway"),
+        ("processor", "processor"),
         ("connector", "cdc-connector"),
         ("registry", "schema-registry"),
         ("broker", "tansu"),

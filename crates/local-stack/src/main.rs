@@ -40,7 +40,7 @@ struct CommonArgs {
 struct UpArgs {
     #[command(flatten)]
     common: CommonArgs,
-    /// Directory holding the schema-registry, cdc-connector and gateway binaries [default: the directory of this executable]
+    /// Directory holding the schema-registry, cdc-connector, gateway and processor binaries [default: the directory of this executable]
     #[arg(long, env = "STACK_BIN_DIR")]
     bin_dir: Option<PathBuf>,
     /// PostgreSQL port
@@ -61,6 +61,12 @@ struct UpArgs {
     /// Do not start the ingestion gateway
     #[arg(long)]
     no_gateway: bool,
+    /// Stream processor metrics/health port
+    #[arg(long, default_value_t = 19465)]
+    processor_port: u16,
+    /// Do not start the stream processor
+    #[arg(long)]
+    no_processor: bool,
     /// Database to create (on first start) and capture
     #[arg(long, default_value = "travel")]
     database: String,
@@ -128,6 +134,7 @@ async fn up(a: UpArgs) -> Result<()> {
     o.ports.registry = a.registry_port;
     o.ports.connector = a.connector_port;
     o.ports.gateway = a.gateway_port;
+    o.ports.processor = a.processor_port;
     o.database = a.database;
     if let Some(i) = a.init_sql {
         o.init_sql = Some(i);
@@ -136,6 +143,7 @@ async fn up(a: UpArgs) -> Result<()> {
     o.publication_name = a.publication_name;
     o.start_connector = !a.no_connector;
     o.start_gateway = !a.no_gateway;
+    o.start_processor = !a.no_processor;
     o.ready_timeout = std::time::Duration::from_secs(a.ready_timeout);
 
     if let Some(pid) = local_stack::running_owner(&o) {
@@ -225,6 +233,15 @@ fn print_usage(s: &Stack) {
         );
     } else {
         println!("  Gateway         not started (--no-gateway)");
+    }
+    if s.processor_running() {
+        println!(
+            "  Processor       metrics {}/metrics   health {}/health   results: topic_processed_events",
+            s.processor_url(),
+            s.processor_url()
+        );
+    } else {
+        println!("  Processor       not started (--no-processor)");
     }
     println!();
     println!("Watch the change topic:");

@@ -371,7 +371,10 @@ mod tests {
         assert!(err.contains("topic_nope"), "{err}");
         let zero = parse_overrides("t.toml", "[topic_app_events]\npartitions = 0\n").unwrap();
         let err = with_overrides(ALL, &zero).unwrap_err().to_string();
-        assert!(err.contains("topic_app_events") && err.contains("partitions"), "{err}");
+        assert!(
+            err.contains("topic_app_events") && err.contains("partitions"),
+            "{err}"
+        );
         let typo = parse_overrides("t.toml", "[topic_app_events]\npartition = 3\n");
         assert!(typo.is_err());
     }

@@ -19,7 +19,11 @@ pub struct Args {
     #[arg(long, env = "PROCESSOR_LISTEN", default_value = "127.0.0.1:9465")]
     pub listen: SocketAddr,
     /// Kafka bootstrap servers, comma-separated host:port.
-    #[arg(long, env = "PROCESSOR_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    #[arg(
+        long,
+        env = "PROCESSOR_KAFKA_BROKERS",
+        default_value = "127.0.0.1:9092"
+    )]
     pub kafka_brokers: String,
     /// Base URL of the Confluent-compatible schema registry.
     #[arg(
@@ -90,7 +94,11 @@ pub struct Args {
     pub failed_payments_threshold: u64,
     /// A payment turning `refunded` with an amount above this raises a LARGE_REFUND alert
     /// (exact decimal, in the payment's currency units).
-    #[arg(long, env = "PROCESSOR_LARGE_REFUND_AMOUNT", default_value = "10000000")]
+    #[arg(
+        long,
+        env = "PROCESSOR_LARGE_REFUND_AMOUNT",
+        default_value = "10000000"
+    )]
     pub large_refund_amount: rust_decimal::Decimal,
     /// Give up (exit non-zero) when Kafka stays unreachable this long at start-up, in seconds.
     #[arg(long, env = "PROCESSOR_STARTUP_TIMEOUT_SECS", default_value_t = 120)]

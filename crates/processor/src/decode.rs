@@ -81,13 +81,7 @@ fn app_event(f: &Fields<'_>, source: Source) -> Result<(i64, Vec<Out>), Unusable
     Ok((
         time,
         vec![
-            data(
-                Lane::AppEventGroups,
-                source,
-                time,
-                group_key,
-                body.clone(),
-            ),
+            data(Lane::AppEventGroups, source, time, group_key, body.clone()),
             // All events of the job also meet in one place for the per-window totals.
             data(
                 Lane::AppEventTotals,
@@ -134,7 +128,11 @@ fn change(f: &Fields<'_>, source: Source, record: &[u8]) -> Result<(i64, Vec<Out
         "DELETE" => Op::Delete,
         "TRUNCATE" => Op::Truncate,
         "READ" => Op::Read,
-        other => return Err(unusable(format!("field operation: unknown operation {other}"))),
+        other => {
+            return Err(unusable(format!(
+                "field operation: unknown operation {other}"
+            )));
+        }
     };
     let table = f.string("table_name")?.to_string();
     let key = key_of(&table, f.map("primary_key")?)?;
@@ -161,15 +159,13 @@ fn change(f: &Fields<'_>, source: Source, record: &[u8]) -> Result<(i64, Vec<Out
         user_id: column(row, "user_id"),
         amount: column(row, "amount"),
     };
-    let mut out = vec![
-        data(
-            Lane::CdcTables,
-            source,
-            time,
-            table.clone(),
-            Body::Change(Box::new(change.clone())),
-        ),
-    ];
+    let mut out = vec![data(
+        Lane::CdcTables,
+        source,
+        time,
+        table.clone(),
+        Body::Change(Box::new(change.clone())),
+    )];
     if matches!(table.as_str(), "public.bookings" | "public.payments")
         && let Some(booking) = change.booking_id.clone()
     {
@@ -189,7 +185,11 @@ fn change(f: &Fields<'_>, source: Source, record: &[u8]) -> Result<(i64, Vec<Out
         key,
         Body::ChangeWithRecord {
             change: Box::new(change),
-            record: if truncate { Vec::new() } else { record.to_vec() },
+            record: if truncate {
+                Vec::new()
+            } else {
+                record.to_vec()
+            },
         },
     );
     keyed.broadcast = truncate;
@@ -235,8 +235,7 @@ fn external_entity(f: &Fields<'_>) -> Result<String, Unusable> {
         return Ok(location.to_string());
     }
     let payload = f.string("payload_json")?;
-    if let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(payload)
-    {
+    if let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(payload) {
         for name in ["symbol", "feed", "entity", "id", "name"] {
             match map.get(name) {
                 Some(serde_json::Value::String(s)) => return Ok(s.clone()),

@@ -44,7 +44,9 @@ use crate::{
     routed::{Routed, Source, Stream, partition_for},
     task::{StateKey, StateValue, Task},
 };
-use platform::{avro::RegisteredSchema, registry::RegistryClient, schemas, telemetry::Health, topics};
+use platform::{
+    avro::RegisteredSchema, registry::RegistryClient, schemas, telemetry::Health, topics,
+};
 
 /// A changelog value: the state entry (None once removed) and the repartition offset it
 /// reflects.
@@ -78,10 +80,14 @@ impl ProducerContext for DeliveryContext {
     }
 }
 
-/// Per owned input partition: what stage 1 has told stage 2 about it.
+/// Per owned input partition: what stage 1 has told stage 2 about it. A partition is idle
+/// when it has been read to its end (librdkafka's statistics say so after its last record)
+/// and no record came for the idle timeout: a partition with a backlog not yet fetched is
+/// never idle, or a restart with a backlog would close windows before their data is read.
 struct InputPartition {
     max_event_time: Option<i64>,
     last_record: Instant,
+    read_to_end: bool,
     idle: bool,
     announced: Option<(Option<i64>, bool)>,
 }
@@ -112,11 +118,7 @@ pub struct Core {
     in_transaction: bool,
     health: Health,
     buffer: Vec<Output>,
-    last_lag_report: Instant,
 }
-
-/// Consumer lag asks the brokers for each partition's end offset, so not at every commit.
-const LAG_REPORT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The consumer's context: rebalances reach the core through it.
 pub struct RebalanceContext {
@@ -128,6 +130,38 @@ impl ClientContext for RebalanceContext {
     fn error(&self, error: KafkaError, reason: &str) {
         metrics::counter!("kafka_client_errors_total", "service" => "processor").increment(1);
         tracing::warn!(%error, "Kafka client: {reason}");
+    }
+
+    /// librdkafka's statistics (every second) carry each assigned partition's end offset:
+    /// the lag metric, and whether an input partition has been read to its end (only such a
+    /// partition can be idle).
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let mut guard = self.core.lock().unwrap_or_else(|p| p.into_inner());
+        let mut core = guard.as_mut();
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                if *partition < 0 || p.hi_offset < 0 {
+                    continue;
+                }
+                let end = if p.ls_offset >= 0 {
+                    p.ls_offset.min(p.hi_offset)
+                } else {
+                    p.hi_offset
+                };
+                let position = core
+                    .as_ref()
+                    .and_then(|c| c.positions.get(&(topic.clone(), *partition)).copied())
+                    .unwrap_or(p.app_offset.max(p.lo_offset));
+                metrics::gauge!("processor_consumer_lag", "topic" => topic.clone(), "partition" => partition.to_string())
+                    .set((end - position).max(0) as f64);
+                if let (Some(core), Some(stream)) = (core.as_mut(), Stream::from_topic(topic))
+                    && let Some(input) = core.inputs.get_mut(&(stream, *partition))
+                {
+                    input.read_to_end =
+                        p.fetchq_cnt == 0 && (end <= p.lo_offset || position >= end);
+                }
+            }
+        }
     }
 }
 
@@ -170,6 +204,8 @@ fn consumer_config(args: &Args) -> ClientConfig {
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed")
+        // Statistics tell which partitions are read to their end (see `InputPartition`).
+        .set("statistics.interval.ms", "1000")
         .set("session.timeout.ms", "6000")
         .set("heartbeat.interval.ms", "1000")
         .set("max.poll.interval.ms", "300000");
@@ -209,7 +245,10 @@ pub fn run(
     let stream_partitions = retry_until(deadline, &stop, "reading topic metadata", || {
         let mut counts = HashMap::new();
         for stream in Stream::ALL {
-            counts.insert(stream, partition_count(&consumer, &brokers, stream.topic())?);
+            counts.insert(
+                stream,
+                partition_count(&consumer, &brokers, stream.topic())?,
+            );
         }
         Ok(counts)
     })?;
@@ -251,7 +290,6 @@ pub fn run(
         in_transaction: false,
         health: health.clone(),
         buffer: Vec::new(),
-        last_lag_report: Instant::now(),
     });
 
     let mut subscription: Vec<&str> = Stream::ALL.iter().map(|s| s.topic()).collect();
@@ -330,7 +368,11 @@ fn retry_until<T>(
     loop {
         match attempt() {
             Ok(value) => return Ok(value),
-            Err(error) if error.is_transient() && Instant::now() < deadline && !stop.load(Ordering::Relaxed) => {
+            Err(error)
+                if error.is_transient()
+                    && Instant::now() < deadline
+                    && !stop.load(Ordering::Relaxed) =>
+            {
                 tracing::warn!(%error, "{what}: retrying in {backoff:?}");
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -464,12 +506,22 @@ impl Core {
         let bytes = out.routed.encode();
         if out.broadcast {
             for q in 0..self.repartition_partitions {
-                self.send(topics::PROCESSOR_REPARTITION.name, Some(q), out.key.as_bytes(), Some(&bytes))?;
+                self.send(
+                    topics::PROCESSOR_REPARTITION.name,
+                    Some(q),
+                    out.key.as_bytes(),
+                    Some(&bytes),
+                )?;
             }
             Ok(())
         } else {
             let q = partition_for(&out.key, self.repartition_partitions);
-            self.send(topics::PROCESSOR_REPARTITION.name, Some(q), out.key.as_bytes(), Some(&bytes))
+            self.send(
+                topics::PROCESSOR_REPARTITION.name,
+                Some(q),
+                out.key.as_bytes(),
+                Some(&bytes),
+            )
         }
     }
 
@@ -487,7 +539,8 @@ impl Core {
                 Err(error) if error.is_retryable() => {
                     // The registry being away is not the record's fault: wait, never
                     // dead-letter it.
-                    self.health.set(false, format!("schema registry unavailable: {error}"));
+                    self.health
+                        .set(false, format!("schema registry unavailable: {error}"));
                     tracing::warn!(%error, "schema registry unavailable; retrying in {backoff:?}");
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -507,12 +560,17 @@ impl Core {
         } else if let Some(stream) = Stream::from_topic(topic) {
             self.stage_one(stream, message)?;
         }
-        self.positions.insert((topic.to_string(), partition), offset + 1);
+        self.positions
+            .insert((topic.to_string(), partition), offset + 1);
         self.dirty_positions = true;
         Ok(())
     }
 
-    fn stage_one(&mut self, stream: Stream, message: &BorrowedMessage<'_>) -> Result<(), ProcessorError> {
+    fn stage_one(
+        &mut self,
+        stream: Stream,
+        message: &BorrowedMessage<'_>,
+    ) -> Result<(), ProcessorError> {
         let source = Source {
             stream,
             partition: message.partition(),
@@ -548,20 +606,36 @@ impl Core {
 
     /// Records activity on an input partition; true if it was idle.
     fn note_input(&mut self, stream: Stream, partition: i32, event_time: i64) -> bool {
-        let entry = self.inputs.entry((stream, partition)).or_insert(InputPartition {
-            max_event_time: None,
-            last_record: Instant::now(),
-            idle: false,
-            announced: None,
-        });
+        let entry = self
+            .inputs
+            .entry((stream, partition))
+            .or_insert(InputPartition {
+                max_event_time: None,
+                last_record: Instant::now(),
+                read_to_end: false,
+                idle: false,
+                announced: None,
+            });
         entry.last_record = Instant::now();
-        entry.max_event_time = Some(entry.max_event_time.map_or(event_time, |m| m.max(event_time)));
+        entry.read_to_end = false;
+        entry.max_event_time = Some(
+            entry
+                .max_event_time
+                .map_or(event_time, |m| m.max(event_time)),
+        );
         std::mem::replace(&mut entry.idle, false)
     }
 
     /// Sends the partition's progress to every repartition partition.
-    fn announce(&mut self, stream: Stream, partition: i32, next_offset: i64) -> Result<(), ProcessorError> {
-        let Some(entry) = self.inputs.get_mut(&(stream, partition)) else { return Ok(()) };
+    fn announce(
+        &mut self,
+        stream: Stream,
+        partition: i32,
+        next_offset: i64,
+    ) -> Result<(), ProcessorError> {
+        let Some(entry) = self.inputs.get_mut(&(stream, partition)) else {
+            return Ok(());
+        };
         let state = (entry.max_event_time, entry.idle);
         entry.announced = Some(state);
         let routed = Routed::Progress {
@@ -573,16 +647,29 @@ impl Core {
         };
         let bytes = routed.encode();
         for q in 0..self.repartition_partitions {
-            self.send(topics::PROCESSOR_REPARTITION.name, Some(q), b"progress", Some(&bytes))?;
+            self.send(
+                topics::PROCESSOR_REPARTITION.name,
+                Some(q),
+                b"progress",
+                Some(&bytes),
+            )?;
         }
         Ok(())
     }
 
-    fn dead_letter(&mut self, message: &BorrowedMessage<'_>, reason: &Unusable) -> Result<(), ProcessorError> {
-        metrics::counter!("processor_dead_letters_total", "topic" => message.topic().to_string()).increment(1);
+    fn dead_letter(
+        &mut self,
+        message: &BorrowedMessage<'_>,
+        reason: &Unusable,
+    ) -> Result<(), ProcessorError> {
+        metrics::counter!("processor_dead_letters_total", "topic" => message.topic().to_string())
+            .increment(1);
         tracing::warn!(topic = message.topic(), partition = message.partition(), offset = message.offset(), %reason, "record dead-lettered");
         let optional_bytes = |b: Option<&[u8]>| match b {
-            Some(b) => apache_avro::types::Value::Union(1, Box::new(apache_avro::types::Value::Bytes(b.to_vec()))),
+            Some(b) => apache_avro::types::Value::Union(
+                1,
+                Box::new(apache_avro::types::Value::Bytes(b.to_vec())),
+            ),
             None => apache_avro::types::Value::Union(0, Box::new(apache_avro::types::Value::Null)),
         };
         use apache_avro::types::Value;
@@ -594,9 +681,23 @@ impl Core {
             ("key".into(), optional_bytes(message.key())),
             ("payload".into(), optional_bytes(message.payload())),
         ]);
-        let bytes = self.outputs.dead_letter.encode(value).map_err(|e| ProcessorError::Startup(e.to_string()))?;
-        let key = format!("{}/{}/{}", message.topic(), message.partition(), message.offset());
-        self.send(topics::PROCESSOR_DEAD_LETTERS.name, None, key.as_bytes(), Some(&bytes))
+        let bytes = self
+            .outputs
+            .dead_letter
+            .encode(value)
+            .map_err(|e| ProcessorError::Startup(e.to_string()))?;
+        let key = format!(
+            "{}/{}/{}",
+            message.topic(),
+            message.partition(),
+            message.offset()
+        );
+        self.send(
+            topics::PROCESSOR_DEAD_LETTERS.name,
+            None,
+            key.as_bytes(),
+            Some(&bytes),
+        )
     }
 
     fn stage_two(&mut self, message: &BorrowedMessage<'_>) -> Result<(), ProcessorError> {
@@ -631,25 +732,59 @@ impl Core {
         for output in outputs.drain(..) {
             match output {
                 Output::Result(result) => {
-                    let bytes = self.outputs.result.encode(result.to_avro()).map_err(|e| ProcessorError::Startup(e.to_string()))?;
-                    self.send(topics::PROCESSED_EVENTS.name, None, result.id().as_bytes(), Some(&bytes))?;
+                    tracing::debug!(id = %result.id(), "window result");
+                    let bytes = self
+                        .outputs
+                        .result
+                        .encode(result.to_avro())
+                        .map_err(|e| ProcessorError::Startup(e.to_string()))?;
+                    self.send(
+                        topics::PROCESSED_EVENTS.name,
+                        None,
+                        result.id().as_bytes(),
+                        Some(&bytes),
+                    )?;
                     metrics::counter!("processor_windows_emitted_total", "job" => result.job, "kind" => result.kind.as_str()).increment(1);
                 }
                 Output::Alert(alert) => {
-                    let bytes = self.outputs.alert.encode(alert.to_avro()).map_err(|e| ProcessorError::Startup(e.to_string()))?;
-                    self.send(topics::PROCESSOR_ALERTS.name, None, alert.id().as_bytes(), Some(&bytes))?;
-                    metrics::counter!("processor_alerts_total", "kind" => alert.kind.as_str()).increment(1);
+                    let bytes = self
+                        .outputs
+                        .alert
+                        .encode(alert.to_avro())
+                        .map_err(|e| ProcessorError::Startup(e.to_string()))?;
+                    self.send(
+                        topics::PROCESSOR_ALERTS.name,
+                        None,
+                        alert.id().as_bytes(),
+                        Some(&bytes),
+                    )?;
+                    metrics::counter!("processor_alerts_total", "kind" => alert.kind.as_str())
+                        .increment(1);
                 }
                 Output::Late(late) => {
-                    let bytes = self.outputs.late.encode(late.to_avro()).map_err(|e| ProcessorError::Startup(e.to_string()))?;
-                    self.send(topics::PROCESSOR_LATE_EVENTS.name, None, late.id().as_bytes(), Some(&bytes))?;
-                    metrics::counter!("processor_late_events_total", "job" => late.job).increment(1);
+                    let bytes = self
+                        .outputs
+                        .late
+                        .encode(late.to_avro())
+                        .map_err(|e| ProcessorError::Startup(e.to_string()))?;
+                    self.send(
+                        topics::PROCESSOR_LATE_EVENTS.name,
+                        None,
+                        late.id().as_bytes(),
+                        Some(&bytes),
+                    )?;
+                    metrics::counter!("processor_late_events_total", "job" => late.job)
+                        .increment(1);
                 }
                 Output::State { topic, key, record } => {
                     self.send(topic, None, key.as_bytes(), record.as_deref())?;
                 }
                 Output::Derived { key, routed } => {
-                    self.send_routed(&Out { key, routed, broadcast: false })?;
+                    self.send_routed(&Out {
+                        key,
+                        routed,
+                        broadcast: false,
+                    })?;
                 }
             }
         }
@@ -661,7 +796,7 @@ impl Core {
         let idle_after = self.settings.idle_timeout;
         let mut to_announce = Vec::new();
         for (&(stream, partition), entry) in self.inputs.iter_mut() {
-            if !entry.idle && entry.last_record.elapsed() >= idle_after {
+            if !entry.idle && entry.read_to_end && entry.last_record.elapsed() >= idle_after {
                 entry.idle = true;
             }
             if entry.announced != Some((entry.max_event_time, entry.idle)) {
@@ -708,7 +843,12 @@ impl Core {
         }
         metrics::gauge!("processor_state_entries").set(entries as f64);
         for (q, key, value) in changelog {
-            self.send(topics::PROCESSOR_CHANGELOG.name, Some(q), &key, Some(&value))?;
+            self.send(
+                topics::PROCESSOR_CHANGELOG.name,
+                Some(q),
+                &key,
+                Some(&value),
+            )?;
         }
         if !self.dirty_positions && !self.in_transaction {
             return Ok(());
@@ -751,23 +891,14 @@ impl Core {
             }
         }
         self.dirty_positions = false;
-        metrics::histogram!("processor_commit_seconds").record(started.elapsed().as_secs_f64());
-        if self.last_lag_report.elapsed() >= LAG_REPORT_INTERVAL {
-            self.last_lag_report = Instant::now();
-            self.record_lag(consumer);
+        let took = started.elapsed();
+        metrics::histogram!("processor_commit_seconds").record(took.as_secs_f64());
+        if took > Duration::from_secs(1) {
+            tracing::warn!(?took, "slow commit");
+        } else {
+            tracing::debug!(?took, "commit");
         }
         Ok(())
-    }
-
-    fn record_lag(&self, consumer: &ProcessorConsumer) {
-        for ((topic, partition), next) in &self.positions {
-            if let Ok((_, high)) =
-                consumer.fetch_watermarks(topic, *partition, Duration::from_millis(500))
-            {
-                metrics::gauge!("processor_consumer_lag", "topic" => topic.clone(), "partition" => partition.to_string())
-                    .set((high - next).max(0) as f64);
-            }
-        }
     }
 
     fn abort(&mut self) {
@@ -790,7 +921,11 @@ impl Core {
         self.health.set(false, "rebalancing");
     }
 
-    fn assign(&mut self, consumer: &ProcessorConsumer, list: &TopicPartitionList) -> Result<(), ProcessorError> {
+    fn assign(
+        &mut self,
+        consumer: &ProcessorConsumer,
+        list: &TopicPartitionList,
+    ) -> Result<(), ProcessorError> {
         let mut repartition = TopicPartitionList::new();
         for element in list.elements() {
             if element.topic() == topics::PROCESSOR_REPARTITION.name {
@@ -811,26 +946,37 @@ impl Core {
                 _ => 0,
             };
             let started = Instant::now();
-            let mut task = Task::new(q, self.repartition_partitions, self.settings.clone(), self.stream_partitions.clone());
+            let mut task = Task::new(
+                q,
+                self.repartition_partitions,
+                self.settings.clone(),
+                self.stream_partitions.clone(),
+            );
             let restored = restore(&self.args.kafka_brokers, q, committed_offset, &mut task)?;
             task.finish_restore();
             tracing::info!(partition = q, committed_offset, restored, elapsed = ?started.elapsed(), "state restored");
-            metrics::histogram!("processor_restore_seconds").record(started.elapsed().as_secs_f64());
+            metrics::histogram!("processor_restore_seconds")
+                .record(started.elapsed().as_secs_f64());
             self.tasks.insert(q, task);
         }
         let mut owned: Vec<String> = Vec::new();
         for element in list.elements() {
             if let Some(stream) = Stream::from_topic(element.topic()) {
-                self.inputs.insert((stream, element.partition()), InputPartition {
-                    max_event_time: None,
-                    last_record: Instant::now(),
-                    idle: false,
-                    announced: None,
-                });
+                self.inputs.insert(
+                    (stream, element.partition()),
+                    InputPartition {
+                        max_event_time: None,
+                        last_record: Instant::now(),
+                        read_to_end: false,
+                        idle: false,
+                        announced: None,
+                    },
+                );
             }
             owned.push(format!("{}[{}]", element.topic(), element.partition()));
         }
-        self.health.set(true, format!("running; owns {} partitions", owned.len()));
+        self.health
+            .set(true, format!("running; owns {} partitions", owned.len()));
         tracing::info!(partitions = %owned.join(" "), "partitions assigned");
         Ok(())
     }
@@ -838,11 +984,22 @@ impl Core {
 
 /// Reads partition `q` of the changelog to its end and applies, per key, the last entry whose
 /// stamp is at most `committed`. Returns the number of entries applied.
-fn restore(brokers: &str, q: i32, committed: i64, task: &mut Task) -> Result<usize, ProcessorError> {
-    let failed = |reason: String| ProcessorError::Restore { partition: q, reason };
+fn restore(
+    brokers: &str,
+    q: i32,
+    committed: i64,
+    task: &mut Task,
+) -> Result<usize, ProcessorError> {
+    let failed = |reason: String| ProcessorError::Restore {
+        partition: q,
+        reason,
+    };
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
-        .set("group.id", format!("processor-restore-{}", uuid::Uuid::new_v4()))
+        .set(
+            "group.id",
+            format!("processor-restore-{}", uuid::Uuid::new_v4()),
+        )
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .create()
@@ -858,20 +1015,32 @@ fn restore(brokers: &str, q: i32, committed: i64, task: &mut Task) -> Result<usi
     assignment
         .add_partition_offset(topic, q, Offset::Beginning)
         .map_err(|e| failed(e.to_string()))?;
-    consumer.assign(&assignment).map_err(|e| failed(e.to_string()))?;
+    consumer
+        .assign(&assignment)
+        .map_err(|e| failed(e.to_string()))?;
     let mut latest: BTreeMap<Vec<u8>, Option<StateValue>> = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut next = low;
     while next < high {
         if Instant::now() > deadline {
-            return Err(failed(format!("reading stopped at offset {next} of {high}")));
+            return Err(failed(format!(
+                "reading stopped at offset {next} of {high}"
+            )));
         }
-        let Some(message) = consumer.poll(Duration::from_millis(500)) else { continue };
+        let Some(message) = consumer.poll(Duration::from_millis(500)) else {
+            continue;
+        };
         let message = message.map_err(|e| failed(e.to_string()))?;
         next = message.offset() + 1;
-        let (Some(key), Some(payload)) = (message.key(), message.payload()) else { continue };
-        let stamped: Stamped = postcard::from_bytes(payload)
-            .map_err(|e| failed(format!("entry at offset {} does not decode: {e}", message.offset())))?;
+        let (Some(key), Some(payload)) = (message.key(), message.payload()) else {
+            continue;
+        };
+        let stamped: Stamped = postcard::from_bytes(payload).map_err(|e| {
+            failed(format!(
+                "entry at offset {} does not decode: {e}",
+                message.offset()
+            ))
+        })?;
         if stamped.stamp <= committed {
             latest.insert(key.to_vec(), stamped.value);
         }

@@ -15,9 +15,13 @@ pub enum ProcessorError {
     Provision(#[from] platform::kafka::ProvisionError),
     #[error("schema registry: {0}. Hint: check that the registry at --schema-registry-url runs")]
     Registry(#[from] platform::registry::RegistryError),
-    #[error("topic {topic} does not exist or has no partitions. Hint: the processor provisions it at start-up; check the broker's permissions")]
+    #[error(
+        "topic {topic} does not exist or has no partitions. Hint: the processor provisions it at start-up; check the broker's permissions"
+    )]
     MissingTopic { topic: String },
-    #[error("transaction failed and was aborted: {source}. Hint: {hint}; the processor exits and, restarted, resumes from its last committed transaction with its state restored from the changelog")]
+    #[error(
+        "transaction failed and was aborted: {source}. Hint: {hint}; the processor exits and, restarted, resumes from its last committed transaction with its state restored from the changelog"
+    )]
     Transaction {
         source: KafkaError,
         hint: &'static str,
@@ -84,7 +88,9 @@ fn kafka_hint(error: &KafkaError) -> &'static str {
             | RDKafkaErrorCode::GroupAuthorizationFailed
             | RDKafkaErrorCode::TransactionalIdAuthorizationFailed
             | RDKafkaErrorCode::ClusterAuthorizationFailed,
-        ) => "the processor's principal lacks an ACL (topics, its consumer group, its transactional id)",
+        ) => {
+            "the processor's principal lacks an ACL (topics, its consumer group, its transactional id)"
+        }
         Some(RDKafkaErrorCode::MessageSizeTooLarge) => {
             "a record exceeds the broker's message.max.bytes; raise it for the processor's topics"
         }

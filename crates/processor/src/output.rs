@@ -142,7 +142,10 @@ impl WindowResult {
             Some(s) => Value::Union(
                 1,
                 Box::new(Value::Record(vec![
-                    ("interactions".into(), Value::Long(saturating(s.interactions))),
+                    (
+                        "interactions".into(),
+                        Value::Long(saturating(s.interactions)),
+                    ),
                     (
                         "pages".into(),
                         Value::Int(i32::try_from(s.pages).unwrap_or(i32::MAX)),
@@ -164,7 +167,10 @@ impl WindowResult {
                 "kind".into(),
                 Value::Enum(self.kind.index() as u32, self.kind.as_str().into()),
             ),
-            ("window_start".into(), Value::TimestampMillis(self.window_start)),
+            (
+                "window_start".into(),
+                Value::TimestampMillis(self.window_start),
+            ),
             ("window_end".into(), Value::TimestampMillis(self.window_end)),
             ("group_key".into(), Value::Map(group)),
             ("events".into(), Value::Long(saturating(self.events))),
@@ -308,11 +314,17 @@ impl LateEvent {
             ("late_id".into(), Value::String(self.id())),
             ("job".into(), Value::String(self.job.into())),
             ("lane".into(), Value::String(self.lane.into())),
-            ("source_topic".into(), Value::String(self.source_topic.into())),
+            (
+                "source_topic".into(),
+                Value::String(self.source_topic.into()),
+            ),
             ("source_partition".into(), Value::Int(self.source_partition)),
             ("source_offset".into(), Value::Long(self.source_offset)),
             ("event_time".into(), Value::TimestampMillis(self.event_time)),
-            ("window_start".into(), Value::TimestampMillis(self.window_start)),
+            (
+                "window_start".into(),
+                Value::TimestampMillis(self.window_start),
+            ),
             ("watermark".into(), Value::TimestampMillis(self.watermark)),
         ])
     }
@@ -332,5 +344,8 @@ pub enum Output {
         record: Option<Vec<u8>>,
     },
     /// A record derived in stage 2 for another stage-2 lane (back into the repartition topic).
-    Derived { key: String, routed: Routed },
+    Derived {
+        key: String,
+        routed: Routed,
+    },
 }

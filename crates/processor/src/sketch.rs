@@ -136,7 +136,11 @@ mod tests {
         let mut b = Distinct::default();
         for i in 0..n {
             let h = hash_value(&format!("user-{i}"));
-            if i % 2 == 0 { a.insert_hash(h) } else { b.insert_hash(h) }
+            if i % 2 == 0 {
+                a.insert_hash(h)
+            } else {
+                b.insert_hash(h)
+            }
             // Overlap: every user also seen by the other half sometimes.
             if i % 10 == 0 {
                 b.insert_hash(h);

@@ -285,6 +285,7 @@ impl Task {
                 if let Some(&seen) = self.dedup.get(&dedup_key)
                     && source.offset <= seen
                 {
+                    tracing::debug!(lane = lane.name(), ?source, seen, "duplicate dropped");
                     self.stats.duplicates += 1;
                     return;
                 }
@@ -299,8 +300,11 @@ impl Task {
                         .or_default();
                     entry.idle = false;
                     entry.next_offset = entry.next_offset.max(source.offset + 1);
-                    entry.max_event_time =
-                        Some(entry.max_event_time.map_or(event_time, |m| m.max(event_time)));
+                    entry.max_event_time = Some(
+                        entry
+                            .max_event_time
+                            .map_or(event_time, |m| m.max(event_time)),
+                    );
                     self.dirty
                         .insert(StateKey::Source(source.stream, source.partition));
                 }
@@ -334,7 +338,11 @@ impl Task {
         let Some(candidate) = self.candidate_watermark(stream) else {
             return;
         };
-        if self.watermarks.get(&stream).is_some_and(|&w| w >= candidate) {
+        if self
+            .watermarks
+            .get(&stream)
+            .is_some_and(|&w| w >= candidate)
+        {
             return;
         }
         self.watermarks.insert(stream, candidate);
@@ -385,7 +393,13 @@ impl Task {
         }
     }
 
-    fn window_agg(&mut self, lane: Lane, start: i64, group: &str, init: impl FnOnce() -> Agg) -> &mut Agg {
+    fn window_agg(
+        &mut self,
+        lane: Lane,
+        start: i64,
+        group: &str,
+        init: impl FnOnce() -> Agg,
+    ) -> &mut Agg {
         self.dirty
             .insert(StateKey::Window(lane, start, group.to_string()));
         self.windows
@@ -399,13 +413,23 @@ impl Task {
 
     /// The window of `event_time` in `lane`, or None (and a late-event record) when the
     /// watermark has already passed its end.
-    fn window_for(&mut self, lane: Lane, source: Source, event_time: i64, out: &mut Vec<Output>) -> Option<i64> {
+    fn window_for(
+        &mut self,
+        lane: Lane,
+        source: Source,
+        event_time: i64,
+        out: &mut Vec<Output>,
+    ) -> Option<i64> {
         let size = self.window_ms(lane);
         let start = event_time - event_time.rem_euclid(size);
         let stream = stream_of(lane);
         if let Some(watermark) = self.watermark(stream)
-            && start.saturating_add(size).saturating_add(self.grace_ms(lane)) <= watermark
+            && start
+                .saturating_add(size)
+                .saturating_add(self.grace_ms(lane))
+                <= watermark
         {
+            tracing::debug!(lane = lane.name(), ?source, event_time, watermark, "late");
             self.stats.late += 1;
             out.push(Output::Late(LateEvent {
                 job: stream.job(),
@@ -424,28 +448,54 @@ impl Task {
 
     fn data(&mut self, lane: Lane, source: Source, t: i64, body: Body, out: &mut Vec<Output>) {
         match (lane, body) {
-            (Lane::AppEventGroups | Lane::AppEventTotals, Body::AppEvent { event_type, source: origin, user }) => {
-                let Some(start) = self.window_for(lane, source, t, out) else { return };
+            (
+                Lane::AppEventGroups | Lane::AppEventTotals,
+                Body::AppEvent {
+                    event_type,
+                    source: origin,
+                    user,
+                },
+            ) => {
+                let Some(start) = self.window_for(lane, source, t, out) else {
+                    return;
+                };
                 let (group, labels) = if lane == Lane::AppEventGroups {
                     (format!("{event_type}|{origin}"), vec![event_type, origin])
                 } else {
                     (String::new(), Vec::new())
                 };
-                if let Agg::Counted { events, users, .. } = self.window_agg(lane, start, &group, || Agg::Counted {
-                    labels,
-                    events: 0,
-                    users: Distinct::default(),
-                }) {
+                if let Agg::Counted { events, users, .. } =
+                    self.window_agg(lane, start, &group, || Agg::Counted {
+                        labels,
+                        events: 0,
+                        users: Distinct::default(),
+                    })
+                {
                     *events += 1;
                     if let Some(u) = user {
                         users.insert_hash(u);
                     }
                 }
             }
-            (Lane::PageClicks, Body::Click { page, is_click, x, y, .. }) => {
-                let Some(start) = self.window_for(lane, source, t, out) else { return };
+            (
+                Lane::PageClicks,
+                Body::Click {
+                    page,
+                    is_click,
+                    x,
+                    y,
+                    ..
+                },
+            ) => {
+                let Some(start) = self.window_for(lane, source, t, out) else {
+                    return;
+                };
                 let cell = i32::try_from(self.settings.heatmap_cell_px).unwrap_or(i32::MAX);
-                if let Agg::Page { clicks, interactions, cells } = self.window_agg(lane, start, &page, || Agg::Page {
+                if let Agg::Page {
+                    clicks,
+                    interactions,
+                    cells,
+                } = self.window_agg(lane, start, &page, || Agg::Page {
                     clicks: 0,
                     interactions: 0,
                     cells: BTreeMap::new(),
@@ -453,21 +503,37 @@ impl Task {
                     *interactions += 1;
                     if is_click {
                         *clicks += 1;
-                        *cells.entry((x.div_euclid(cell), y.div_euclid(cell))).or_default() += 1;
+                        *cells
+                            .entry((x.div_euclid(cell), y.div_euclid(cell)))
+                            .or_default() += 1;
                     }
                 }
             }
-            (Lane::Sessions, Body::Click { page, session, is_click, .. }) => {
-                let Some(start) = self.window_for(lane, source, t, out) else { return };
-                if let Agg::Session { clicks, interactions, pages, first, last } =
-                    self.window_agg(lane, start, &session, || Agg::Session {
-                        clicks: 0,
-                        interactions: 0,
-                        pages: BTreeSet::new(),
-                        first: t,
-                        last: t,
-                    })
-                {
+            (
+                Lane::Sessions,
+                Body::Click {
+                    page,
+                    session,
+                    is_click,
+                    ..
+                },
+            ) => {
+                let Some(start) = self.window_for(lane, source, t, out) else {
+                    return;
+                };
+                if let Agg::Session {
+                    clicks,
+                    interactions,
+                    pages,
+                    first,
+                    last,
+                } = self.window_agg(lane, start, &session, || Agg::Session {
+                    clicks: 0,
+                    interactions: 0,
+                    pages: BTreeSet::new(),
+                    first: t,
+                    last: t,
+                }) {
                     *interactions += 1;
                     if is_click {
                         *clicks += 1;
@@ -478,11 +544,15 @@ impl Task {
                 }
             }
             (Lane::CdcTables, Body::Change(change)) => {
-                let Some(start) = self.window_for(lane, source, t, out) else { return };
-                if let Agg::Table { ops, seen } = self.window_agg(lane, start, &change.table, || Agg::Table {
-                    ops: BTreeMap::new(),
-                    seen: BTreeSet::new(),
-                }) {
+                let Some(start) = self.window_for(lane, source, t, out) else {
+                    return;
+                };
+                if let Agg::Table { ops, seen } =
+                    self.window_agg(lane, start, &change.table, || Agg::Table {
+                        ops: BTreeMap::new(),
+                        seen: BTreeSet::new(),
+                    })
+                {
                     if seen.insert(hash_value(&change.change_id)) {
                         *ops.entry(change.op).or_default() += 1;
                     } else {
@@ -494,8 +564,17 @@ impl Task {
                 self.key_change(*change, record, t, out);
             }
             (Lane::BookingRefs, Body::Change(change)) => self.booking_ref(*change, t),
-            (Lane::UserPayments, Body::FailedPayment { user_id, payment_key, change_id }) => {
-                let Some(start) = self.window_for(lane, source, t, out) else { return };
+            (
+                Lane::UserPayments,
+                Body::FailedPayment {
+                    user_id,
+                    payment_key,
+                    change_id,
+                },
+            ) => {
+                let Some(start) = self.window_for(lane, source, t, out) else {
+                    return;
+                };
                 let threshold = self.settings.failed_payments_threshold;
                 let size = self.window_ms(lane);
                 let mut reached = false;
@@ -525,7 +604,14 @@ impl Task {
                     );
                 }
             }
-            (Lane::Logs, Body::Log { service, level, log_id }) => {
+            (
+                Lane::Logs,
+                Body::Log {
+                    service,
+                    level,
+                    log_id,
+                },
+            ) => {
                 if level == "FATAL" {
                     self.alert(
                         out,
@@ -540,7 +626,9 @@ impl Task {
                         },
                     );
                 }
-                let Some(start) = self.window_for(lane, source, t, out) else { return };
+                let Some(start) = self.window_for(lane, source, t, out) else {
+                    return;
+                };
                 if let Agg::Logs { levels } = self.window_agg(lane, start, &service, || Agg::Logs {
                     levels: BTreeMap::new(),
                 }) {
@@ -549,12 +637,17 @@ impl Task {
             }
             (Lane::External, Body::External { entity, record }) => {
                 let newer = self.external.get(&entity).is_none_or(|latest| {
-                    (t, source.partition, source.offset) > (latest.observed_at, latest.partition, latest.offset)
+                    (t, source.partition, source.offset)
+                        > (latest.observed_at, latest.partition, latest.offset)
                 });
                 if newer {
                     self.external.insert(
                         entity.clone(),
-                        ExternalLatest { observed_at: t, offset: source.offset, partition: source.partition },
+                        ExternalLatest {
+                            observed_at: t,
+                            offset: source.offset,
+                            partition: source.partition,
+                        },
                     );
                     self.dirty.insert(StateKey::External(entity.clone()));
                     out.push(Output::State {
@@ -567,7 +660,11 @@ impl Task {
             (lane, body) => {
                 // Stage 1 never routes these together; a record that does is from another
                 // version of the processor. It is counted, not silently ignored.
-                tracing::error!(lane = lane.name(), ?body, "routed record with a body its lane does not take");
+                tracing::error!(
+                    lane = lane.name(),
+                    ?body,
+                    "routed record with a body its lane does not take"
+                );
                 metrics::counter!("processor_misrouted_records_total").increment(1);
             }
         }
@@ -596,7 +693,11 @@ impl Task {
                 }
                 self.dirty.insert(StateKey::Key(key.clone()));
                 if let Some(topic) = state_topic(&change.table) {
-                    out.push(Output::State { topic, key, record: None });
+                    out.push(Output::State {
+                        topic,
+                        key,
+                        record: None,
+                    });
                 }
             }
             return;
@@ -698,7 +799,9 @@ impl Task {
     }
 
     fn booking_ref(&mut self, change: Change, t: i64) {
-        let Some(booking) = change.booking_id.clone() else { return };
+        let Some(booking) = change.booking_id.clone() else {
+            return;
+        };
         let entry = self.bookings.entry(booking.clone()).or_default();
         let mut pending = None;
         if change.table == "public.bookings" {
@@ -719,7 +822,10 @@ impl Task {
             }
         } else {
             let existing = entry.payments.get(&change.key).cloned();
-            if existing.as_ref().is_some_and(|p| change.position <= p.position) {
+            if existing
+                .as_ref()
+                .is_some_and(|p| change.position <= p.position)
+            {
                 self.stats.duplicates += 1;
                 return;
             }
@@ -760,14 +866,16 @@ impl Task {
                 break;
             }
             self.pending.remove(&(at, booking.clone()));
-            let Some(entry) = self.bookings.get_mut(&booking) else { continue };
+            let Some(entry) = self.bookings.get_mut(&booking) else {
+                continue;
+            };
             let mut alerts = Vec::new();
             let mut derived = Vec::new();
             for (payment_key, payment) in entry.payments.iter_mut() {
                 if payment.check_pending && payment.event_time <= watermark {
                     payment.check_pending = false;
-                    let existed = entry.known
-                        && entry.deleted_at.is_none_or(|d| d >= payment.event_time);
+                    let existed =
+                        entry.known && entry.deleted_at.is_none_or(|d| d >= payment.event_time);
                     if !existed {
                         alerts.push(Alert {
                             kind: AlertKind::MissingBooking,
@@ -826,21 +934,37 @@ impl Task {
                             offset: self.derived_seq,
                         },
                         event_time: t,
-                        body: Body::FailedPayment { user_id, payment_key, change_id },
+                        body: Body::FailedPayment {
+                            user_id,
+                            payment_key,
+                            change_id,
+                        },
                     },
                 });
             }
         }
     }
 
-    fn finish(&mut self, lane: Lane, start: i64, end: i64, group: String, agg: Agg, out: &mut Vec<Output>) {
+    fn finish(
+        &mut self,
+        lane: Lane,
+        start: i64,
+        end: i64,
+        group: String,
+        agg: Agg,
+        out: &mut Vec<Output>,
+    ) {
         let job = stream_of(lane).job();
         let mut emit = |stats: &mut TaskStats, result: WindowResult| {
             *stats.windows_emitted.entry(job).or_default() += 1;
             out.push(Output::Result(result));
         };
         match agg {
-            Agg::Counted { labels, events, mut users } => {
+            Agg::Counted {
+                labels,
+                events,
+                mut users,
+            } => {
                 let (kind, group) = if lane == Lane::AppEventGroups {
                     let mut labels = labels.into_iter();
                     (
@@ -857,19 +981,50 @@ impl Task {
                 result.unique_users = Some(users.count());
                 emit(&mut self.stats, result);
             }
-            Agg::Page { clicks, interactions, cells } => {
-                let mut result = WindowResult::new(job, ResultKind::PageClicks, start, end, vec![("page_url", group.clone())], clicks);
+            Agg::Page {
+                clicks,
+                interactions,
+                cells,
+            } => {
+                let mut result = WindowResult::new(
+                    job,
+                    ResultKind::PageClicks,
+                    start,
+                    end,
+                    vec![("page_url", group.clone())],
+                    clicks,
+                );
                 result.interactions = Some(interactions);
                 emit(&mut self.stats, result);
-                let mut heatmap = WindowResult::new(job, ResultKind::PageHeatmap, start, end, vec![("page_url", group)], clicks);
+                let mut heatmap = WindowResult::new(
+                    job,
+                    ResultKind::PageHeatmap,
+                    start,
+                    end,
+                    vec![("page_url", group)],
+                    clicks,
+                );
                 heatmap.heatmap = Some((
                     self.settings.heatmap_cell_px,
                     cells.into_iter().map(|((x, y), n)| (x, y, n)).collect(),
                 ));
                 emit(&mut self.stats, heatmap);
             }
-            Agg::Session { clicks, interactions, pages, first, last } => {
-                let mut result = WindowResult::new(job, ResultKind::SessionEngagement, start, end, vec![("session_id", group)], clicks);
+            Agg::Session {
+                clicks,
+                interactions,
+                pages,
+                first,
+                last,
+            } => {
+                let mut result = WindowResult::new(
+                    job,
+                    ResultKind::SessionEngagement,
+                    start,
+                    end,
+                    vec![("session_id", group)],
+                    clicks,
+                );
                 result.session = Some(Session {
                     interactions,
                     pages: u32::try_from(pages.len()).unwrap_or(u32::MAX),
@@ -886,7 +1041,10 @@ impl Task {
                         ResultKind::CdcOperations,
                         start,
                         end,
-                        vec![("table", group.clone()), ("operation", op.as_str().to_string())],
+                        vec![
+                            ("table", group.clone()),
+                            ("operation", op.as_str().to_string()),
+                        ],
                         count,
                     );
                     emit(&mut self.stats, result);
@@ -912,15 +1070,34 @@ impl Task {
             Agg::UserPayments { .. } => {}
             Agg::Logs { levels } => {
                 let total: u64 = levels.values().sum();
-                let errors = levels.get("ERROR").copied().unwrap_or(0) + levels.get("FATAL").copied().unwrap_or(0);
+                let errors = levels.get("ERROR").copied().unwrap_or(0)
+                    + levels.get("FATAL").copied().unwrap_or(0);
                 for (level, count) in levels {
                     emit(
                         &mut self.stats,
-                        WindowResult::new(job, ResultKind::LogLevelCount, start, end, vec![("service", group.clone()), ("level", level)], count),
+                        WindowResult::new(
+                            job,
+                            ResultKind::LogLevelCount,
+                            start,
+                            end,
+                            vec![("service", group.clone()), ("level", level)],
+                            count,
+                        ),
                     );
                 }
-                let mut rate = WindowResult::new(job, ResultKind::LogErrorRate, start, end, vec![("service", group)], total);
-                rate.error_rate = Some(if total == 0 { 0.0 } else { errors as f64 / total as f64 });
+                let mut rate = WindowResult::new(
+                    job,
+                    ResultKind::LogErrorRate,
+                    start,
+                    end,
+                    vec![("service", group)],
+                    total,
+                );
+                rate.error_rate = Some(if total == 0 {
+                    0.0
+                } else {
+                    errors as f64 / total as f64
+                });
                 emit(&mut self.stats, rate);
             }
         }
@@ -942,7 +1119,11 @@ impl Task {
     fn value_of(&self, key: &StateKey) -> Option<StateValue> {
         match key {
             StateKey::Source(s, p) => self.sources.get(&(*s, *p)).cloned().map(StateValue::Source),
-            StateKey::Dedup(l, s, p) => self.dedup.get(&(*l, *s, *p)).copied().map(StateValue::Offset),
+            StateKey::Dedup(l, s, p) => self
+                .dedup
+                .get(&(*l, *s, *p))
+                .copied()
+                .map(StateValue::Offset),
             StateKey::Watermark(s) => self.watermarks.get(s).copied().map(StateValue::Time),
             StateKey::Window(lane, start, group) => self
                 .windows
@@ -1000,7 +1181,11 @@ impl Task {
             }
             (StateKey::DerivedSeq, Some(StateValue::Offset(v))) => self.derived_seq = v,
             (key, value) => {
-                tracing::warn!(?key, has_value = value.is_some(), "changelog entry of an unexpected shape ignored");
+                tracing::warn!(
+                    ?key,
+                    has_value = value.is_some(),
+                    "changelog entry of an unexpected shape ignored"
+                );
             }
         }
     }

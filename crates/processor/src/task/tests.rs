@@ -31,7 +31,11 @@ fn task(partitions: i32) -> Task {
 fn app(partition: i32, offset: i64, t: i64, event_type: &str, user: &str) -> Routed {
     Routed::Data {
         lane: Lane::AppEventGroups,
-        source: Source { stream: Stream::AppEvents, partition, offset },
+        source: Source {
+            stream: Stream::AppEvents,
+            partition,
+            offset,
+        },
         event_time: t,
         body: Body::AppEvent {
             event_type: event_type.into(),
@@ -42,7 +46,13 @@ fn app(partition: i32, offset: i64, t: i64, event_type: &str, user: &str) -> Rou
 }
 
 fn idle(stream: Stream, partition: i32) -> Routed {
-    Routed::Progress { stream, partition, next_offset: 0, max_event_time: None, idle: true }
+    Routed::Progress {
+        stream,
+        partition,
+        next_offset: 0,
+        max_event_time: None,
+        idle: true,
+    }
 }
 
 fn results(out: &[Output]) -> Vec<&WindowResult> {
@@ -108,8 +118,13 @@ fn late_events_are_reported_not_counted() {
     out.clear();
     t.apply(app(0, 2, 2 * MIN, "search", "u2"), &mut out);
     assert_eq!(out.len(), 1);
-    let Output::Late(late) = &out[0] else { panic!("{out:?}") };
-    assert_eq!((late.source_partition, late.source_offset, late.window_start), (0, 2, 0));
+    let Output::Late(late) = &out[0] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(
+        (late.source_partition, late.source_offset, late.window_start),
+        (0, 2, 0)
+    );
     assert_eq!(t.stats.late, 1);
 }
 
@@ -163,18 +178,35 @@ fn change(
         amount: None,
     };
     extra(&mut c);
-    let source = Source { stream: Stream::Cdc, partition: 0, offset };
+    let source = Source {
+        stream: Stream::Cdc,
+        partition: 0,
+        offset,
+    };
     let mut routed = vec![
-        Routed::Data { lane: Lane::CdcTables, source, event_time: t, body: Body::Change(Box::new(c.clone())) },
+        Routed::Data {
+            lane: Lane::CdcTables,
+            source,
+            event_time: t,
+            body: Body::Change(Box::new(c.clone())),
+        },
         Routed::Data {
             lane: Lane::CdcKeys,
             source,
             event_time: t,
-            body: Body::ChangeWithRecord { change: Box::new(c.clone()), record: vec![1, 2, 3] },
+            body: Body::ChangeWithRecord {
+                change: Box::new(c.clone()),
+                record: vec![1, 2, 3],
+            },
         },
     ];
     if c.booking_id.is_some() {
-        routed.push(Routed::Data { lane: Lane::BookingRefs, source, event_time: t, body: Body::Change(Box::new(c)) });
+        routed.push(Routed::Data {
+            lane: Lane::BookingRefs,
+            source,
+            event_time: t,
+            body: Body::Change(Box::new(c)),
+        });
     }
     routed
 }
@@ -196,12 +228,52 @@ fn cdc_counts_once_keeps_state_and_raises_alerts() {
             c.status = Some(status.into());
         }
     };
-    apply_all(&mut t, change(0, MIN, "public.bookings", 7, Op::Insert, 100, booking("pending")), &mut out);
+    apply_all(
+        &mut t,
+        change(
+            0,
+            MIN,
+            "public.bookings",
+            7,
+            Op::Insert,
+            100,
+            booking("pending"),
+        ),
+        &mut out,
+    );
     // Delivered twice by the connector (same change id, later offset).
-    apply_all(&mut t, change(1, MIN, "public.bookings", 7, Op::Insert, 100, booking("pending")), &mut out);
-    apply_all(&mut t, change(2, MIN, "public.bookings", 7, Op::Update, 200, booking("completed")), &mut out);
+    apply_all(
+        &mut t,
+        change(
+            1,
+            MIN,
+            "public.bookings",
+            7,
+            Op::Insert,
+            100,
+            booking("pending"),
+        ),
+        &mut out,
+    );
+    apply_all(
+        &mut t,
+        change(
+            2,
+            MIN,
+            "public.bookings",
+            7,
+            Op::Update,
+            200,
+            booking("completed"),
+        ),
+        &mut out,
+    );
     // An update of a row never seen.
-    apply_all(&mut t, change(3, MIN, "public.users", 5, Op::Update, 300, |_| {}), &mut out);
+    apply_all(
+        &mut t,
+        change(3, MIN, "public.users", 5, Op::Update, 300, |_| {}),
+        &mut out,
+    );
     // A payment for a booking that never existed, which then fails twice... and a refund.
     let payment = |status: &'static str| {
         move |c: &mut Change| {
@@ -210,23 +282,75 @@ fn cdc_counts_once_keeps_state_and_raises_alerts() {
             c.amount = Some("5000.00".into());
         }
     };
-    apply_all(&mut t, change(4, MIN, "public.payments", 1, Op::Insert, 400, payment("pending")), &mut out);
-    apply_all(&mut t, change(5, MIN, "public.payments", 1, Op::Update, 500, payment("refunded")), &mut out);
+    apply_all(
+        &mut t,
+        change(
+            4,
+            MIN,
+            "public.payments",
+            1,
+            Op::Insert,
+            400,
+            payment("pending"),
+        ),
+        &mut out,
+    );
+    apply_all(
+        &mut t,
+        change(
+            5,
+            MIN,
+            "public.payments",
+            1,
+            Op::Update,
+            500,
+            payment("refunded"),
+        ),
+        &mut out,
+    );
     // Payments of booking 7 (user 42) fail twice.
     let failing = |c: &mut Change| {
         c.booking_id = Some("7".into());
         c.status = Some("failed".into());
         c.amount = Some("10.00".into());
     };
-    apply_all(&mut t, change(6, MIN, "public.payments", 2, Op::Insert, 600, failing), &mut out);
-    apply_all(&mut t, change(7, MIN, "public.payments", 3, Op::Insert, 700, failing), &mut out);
+    apply_all(
+        &mut t,
+        change(6, MIN, "public.payments", 2, Op::Insert, 600, failing),
+        &mut out,
+    );
+    apply_all(
+        &mut t,
+        change(7, MIN, "public.payments", 3, Op::Insert, 700, failing),
+        &mut out,
+    );
     for id in 10..13 {
-        apply_all(&mut t, change(8 + id, MIN, "public.users", id, Op::Read, 50 + id, |_| {}), &mut out);
+        apply_all(
+            &mut t,
+            change(8 + id, MIN, "public.users", id, Op::Read, 50 + id, |_| {}),
+            &mut out,
+        );
     }
     for id in 10..13 {
-        apply_all(&mut t, change(20 + id, 2 * MIN, "public.users", id, Op::Delete, 800 + id, |_| {}), &mut out);
+        apply_all(
+            &mut t,
+            change(
+                20 + id,
+                2 * MIN,
+                "public.users",
+                id,
+                Op::Delete,
+                800 + id,
+                |_| {},
+            ),
+            &mut out,
+        );
     }
-    apply_all(&mut t, change(40, 6 * MIN, "public.users", 99, Op::Insert, 2000, |_| {}), &mut out);
+    apply_all(
+        &mut t,
+        change(40, 6 * MIN, "public.users", 99, Op::Insert, 2000, |_| {}),
+        &mut out,
+    );
     // Feed the derived failed-payment records back, as the repartition topic would.
     let derived: Vec<Routed> = out
         .iter()
@@ -237,7 +361,11 @@ fn cdc_counts_once_keeps_state_and_raises_alerts() {
         .collect();
     assert_eq!(derived.len(), 2, "{out:#?}");
     apply_all(&mut t, derived, &mut out);
-    apply_all(&mut t, change(41, 30 * MIN, "public.users", 98, Op::Insert, 2001, |_| {}), &mut out);
+    apply_all(
+        &mut t,
+        change(41, 30 * MIN, "public.users", 98, Op::Insert, 2001, |_| {}),
+        &mut out,
+    );
 
     let kinds: Vec<AlertKind> = alerts(&out).iter().map(|a| a.kind).collect();
     for wanted in [
@@ -248,14 +376,21 @@ fn cdc_counts_once_keeps_state_and_raises_alerts() {
         AlertKind::DeleteBurst,
         AlertKind::FailedPayments,
     ] {
-        assert_eq!(kinds.iter().filter(|k| **k == wanted).count(), 1, "{wanted:?} in {kinds:?}");
+        assert_eq!(
+            kinds.iter().filter(|k| **k == wanted).count(),
+            1,
+            "{wanted:?} in {kinds:?}"
+        );
     }
     let bookings: Vec<_> = results(&out)
         .into_iter()
         .filter(|r| r.group.first().map(|g| g.1.as_str()) == Some("public.bookings"))
         .map(|r| (r.group[1].1.clone(), r.events))
         .collect();
-    assert_eq!(bookings, vec![("INSERT".to_string(), 1), ("UPDATE".to_string(), 1)]);
+    assert_eq!(
+        bookings,
+        vec![("INSERT".to_string(), 1), ("UPDATE".to_string(), 1)]
+    );
     let states: Vec<_> = out
         .iter()
         .filter_map(|o| match o {
@@ -265,13 +400,27 @@ fn cdc_counts_once_keeps_state_and_raises_alerts() {
         .filter(|(_, key, _)| key.contains("\"user_id\":10"))
         .collect();
     let key = "public.users/{\"user_id\":10}".to_string();
-    assert_eq!(states, vec![("topic_user_state", key.clone(), true), ("topic_user_state", key, false)]);
+    assert_eq!(
+        states,
+        vec![
+            ("topic_user_state", key.clone(), true),
+            ("topic_user_state", key, false)
+        ]
+    );
 }
 
 #[test]
 fn a_restored_task_continues_like_one_that_never_stopped() {
     let records: Vec<Routed> = (0..400)
-        .map(|i| app(i % 2, i64::from(i / 2), i64::from(i) * 7_000, ["a", "b", "c"][(i % 3) as usize], &format!("u{}", i % 37)))
+        .map(|i| {
+            app(
+                i % 2,
+                i64::from(i / 2),
+                i64::from(i) * 7_000,
+                ["a", "b", "c"][(i % 3) as usize],
+                &format!("u{}", i % 37),
+            )
+        })
         .collect();
     let mut whole = task(2);
     let mut expected = Vec::new();
@@ -300,7 +449,12 @@ fn a_restored_task_continues_like_one_that_never_stopped() {
         for r in records.iter().skip(cut).cloned() {
             restored.apply(r, &mut out);
         }
-        let ids = |o: &[Output]| results(o).iter().map(|r| (r.id(), r.events, r.unique_users)).collect::<Vec<_>>();
+        let ids = |o: &[Output]| {
+            results(o)
+                .iter()
+                .map(|r| (r.id(), r.events, r.unique_users))
+                .collect::<Vec<_>>()
+        };
         assert_eq!(ids(&out), ids(&expected), "cut at {cut}");
     }
 }
