@@ -1,0 +1,235 @@
+//! The processor's results stay exact through crashes and rebalances: app events written
+//! continuously while the processor is killed with SIGKILL (or while a second instance joins
+//! and the first leaves), then every window compared with results computed here. After
+//! deduplication by result id nothing is missing and no window has two different values;
+//! raw duplicates (re-emissions after a crash, visible because this broker shows aborted
+//! transactions' records) are counted and reported.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use e2e::processor::{self, SourceWriter};
+use local_stack::{Stack, StackOptions};
+use platform::topics;
+use serde_json::{Value, json};
+
+const B: i64 = 1_764_000_000_000;
+const WINDOW: i64 = 300_000;
+const EVENTS: i64 = 3_000;
+const STEP_MS: i64 = 600;
+
+/// What happens to the processors while the input is written.
+enum Disruption {
+    /// SIGKILL the only instance this many times, restarting it each time.
+    Kills(usize),
+    /// A second instance joins halfway through, then the first stops.
+    ScaleOut,
+}
+
+fn event(i: i64) -> (i32, Value, String, String, String, i64) {
+    let event_type = ["search", "page_view", "click"][(i % 3) as usize].to_string();
+    let source = ["MOBILE_APP", "WEB_APP"][((i / 3) % 2) as usize].to_string();
+    let user = format!("u{}", (i * 7) % 50);
+    let t = B + i * STEP_MS;
+    let value = processor::app_event(&format!("e{i}"), &event_type, &source, Some(&user), "s", t);
+    ((i % 6) as i32, value, event_type, source, user, t)
+}
+
+async fn scenario(name: &str, disruption: Disruption) -> anyhow::Result<()> {
+    let mut opts = StackOptions::for_tests(name);
+    opts.start_connector = false;
+    let stack = Stack::start(opts).await?;
+    let brokers = stack.kafka_brokers();
+    let writer = SourceWriter::new(&brokers, &stack.registry_url()).await?;
+
+    let mut expected: BTreeMap<String, (u64, BTreeSet<String>)> = BTreeMap::new();
+    for i in 0..EVENTS {
+        let (_, _, event_type, source, user, t) = event(i);
+        let w = t - t.rem_euclid(WINDOW);
+        for id in [
+            format!("app_events/APP_EVENT_COUNT/{w}/{event_type}|{source}"),
+            format!("app_events/APP_EVENT_TOTALS/{w}/"),
+        ] {
+            let entry = expected.entry(id).or_default();
+            entry.0 += 1;
+            entry.1.insert(user.clone());
+        }
+    }
+
+    // Each instance's log goes to the stack's log directory (kept when the test fails).
+    let logs = stack.options().logs_dir();
+    let spawn = |listen: &str, instance: &str| {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(logs.join(format!("processor-{instance}.log")))?;
+        processor::processor_command(
+            &stack,
+            listen,
+            &[
+                ("--instance-id", instance),
+                ("--allowed-lateness-ms", "60000"),
+            ],
+        )
+        .env("NO_COLOR", "1")
+        .stderr(log)
+        .spawn()
+        .context("starting the processor")
+    };
+    let first_listen = processor::free_listen();
+    let mut first = Some(spawn(&first_listen, "a")?);
+    let mut second = None;
+    let mut kills = 0;
+    let started = Instant::now();
+    for i in 0..EVENTS {
+        let (partition, value, ..) = event(i);
+        writer
+            .write(topics::APP_EVENTS.name, partition, "k", value)
+            .await?;
+        if i % 100 == 99 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        match disruption {
+            Disruption::Kills(n) => {
+                // Kills at uneven points of the input, under load.
+                if kills < n
+                    && i == (EVENTS / (n as i64 + 1)) * (kills as i64 + 1) + 37 * kills as i64
+                {
+                    if let Some(mut child) = first.take() {
+                        child.start_kill()?;
+                        child.wait().await?;
+                    }
+                    kills += 1;
+                    eprintln!("SIGKILL {kills} after {i} events ({:?})", started.elapsed());
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    first = Some(spawn(&first_listen, "a")?);
+                }
+            }
+            Disruption::ScaleOut => {
+                if i == EVENTS / 3 {
+                    second = Some(spawn(&processor::free_listen(), "b")?);
+                    eprintln!("second instance joined after {i} events");
+                }
+                if i == 2 * EVENTS / 3
+                    && let Some(child) = first.take()
+                {
+                    // A clean stop: it commits and leaves, its partitions move to "b".
+                    let pid = child.id().context("pid")?;
+                    nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid as i32),
+                        nix::sys::signal::Signal::SIGTERM,
+                    )?;
+                    let output = child.wait_with_output().await?;
+                    anyhow::ensure!(
+                        output.status.success(),
+                        "the first instance stopped with {}",
+                        output.status
+                    );
+                    eprintln!("first instance stopped after {i} events");
+                }
+            }
+        }
+    }
+    // Input far ahead closes every window above.
+    for p in 0..6 {
+        writer
+            .write(
+                topics::APP_EVENTS.name,
+                p,
+                "flush",
+                processor::app_event(
+                    "flush",
+                    "flush",
+                    "WEB_APP",
+                    None,
+                    "f",
+                    B + EVENTS * STEP_MS + 3 * WINDOW,
+                ),
+            )
+            .await?;
+    }
+    let (results, complete) = processor::read_decoded(
+        &brokers,
+        &stack.registry_url(),
+        topics::PROCESSED_EVENTS.name,
+        // A killed member keeps its partitions until its session times out and the group
+        // rebalances; under CI load that can take a while.
+        Duration::from_secs(180),
+        "read_committed",
+        |records| {
+            let ids: BTreeSet<&str> = records
+                .iter()
+                .map(|r| r.value["result_id"].as_str().unwrap_or_default())
+                .collect();
+            expected.keys().all(|k| ids.contains(k.as_str()))
+        },
+    )
+    .await?;
+    if let Disruption::Kills(_) = disruption {
+        // The last restart rebuilt its state from the changelog, not from nothing.
+        let metrics = reqwest::get(format!("http://{first_listen}/metrics"))
+            .await?
+            .text()
+            .await?;
+        let restored: f64 = metrics
+            .lines()
+            .find(|l| l.starts_with("processor_state_restored_entries_total"))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0);
+        eprintln!("{name}: the last restart restored {restored} state entries");
+        assert!(
+            restored > 0.0,
+            "the restarted processor restored no state:\n{metrics}"
+        );
+    }
+    for child in [first.as_mut(), second.as_mut()].into_iter().flatten() {
+        let _ = child.start_kill();
+    }
+    let got = processor::by_id(&results, "result_id")?;
+    let missing: Vec<&String> = expected.keys().filter(|k| !got.contains_key(*k)).collect();
+    anyhow::ensure!(
+        complete && missing.is_empty(),
+        "missing windows: {missing:?}"
+    );
+    for (id, (events, users)) in &expected {
+        assert_eq!(got[id]["events"], json!(events), "{id}: {}", got[id]);
+        assert_eq!(
+            got[id]["unique_users"],
+            json!(users.len()),
+            "{id}: {}",
+            got[id]
+        );
+    }
+    let unexpected: Vec<&String> = got
+        .keys()
+        .filter(|k| !expected.contains_key(*k) && !k.contains("flush"))
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "windows that should not exist: {unexpected:?}"
+    );
+    let relevant = results
+        .iter()
+        .filter(|r| expected.contains_key(r.value["result_id"].as_str().unwrap_or_default()))
+        .count();
+    eprintln!(
+        "{name}: {} windows exact after deduplication by result id; {} raw records, {} duplicates (same id, same value)",
+        expected.len(),
+        relevant,
+        relevant - expected.len()
+    );
+    stack.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_under_load_loses_no_window_and_never_changes_one() -> anyhow::Result<()> {
+    scenario("processor-kill", Disruption::Kills(3)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_instance_takes_over_partitions_mid_window() -> anyhow::Result<()> {
+    scenario("processor-scale", Disruption::ScaleOut).await
+}
