@@ -84,7 +84,9 @@ async fn every_job_matches_independently_computed_results() -> anyhow::Result<()
     }
 
     // --- clickstream: one 10-minute window, sessions spread over partitions ------------------
-    let mut pages: BTreeMap<String, (u64, u64, BTreeMap<(i64, i64), u64>)> = BTreeMap::new();
+    // Per page: clicks, interactions, heat-map cells.
+    type PageTotals = (u64, u64, BTreeMap<(i64, i64), u64>);
+    let mut pages: BTreeMap<String, PageTotals> = BTreeMap::new();
     let mut sessions: BTreeMap<String, (u64, u64, BTreeSet<String>, i64, i64)> = BTreeMap::new();
     for i in 0..60i64 {
         let session = format!("s{}", i % 6);

@@ -49,12 +49,12 @@ fn main() -> anyhow::Result<()> {
     let handle = runtime.handle().clone();
     let outcome = std::thread::Builder::new()
         .name("processor".into())
-        .spawn(move || engine::run(args, health, stop, handle))
+        .spawn(move || engine::run(args, health, stop, handle).map_err(anyhow::Error::new))
         .context("starting the processing thread")?
         .join();
     match outcome {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(error)) => Err(anyhow::Error::new(error).context("processor stopped")),
+        Ok(Err(error)) => Err(error.context("processor stopped")),
         Err(_) => anyhow::bail!("the processing thread panicked"),
     }
 }

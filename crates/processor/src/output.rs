@@ -47,6 +47,9 @@ pub struct Session {
     pub last_event: i64,
 }
 
+/// Heat-map cells: (x, y, clicks).
+pub type HeatCells = Vec<(i32, i32, u64)>;
+
 /// One final window result.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WindowResult {
@@ -58,7 +61,8 @@ pub struct WindowResult {
     pub group: Vec<(&'static str, String)>,
     pub events: u64,
     pub unique_users: Option<(u64, bool)>,
-    pub heatmap: Option<(u32, Vec<(i32, i32, u64)>)>,
+    /// Cell side in pixels, and the (x, y, clicks) cells with clicks.
+    pub heatmap: Option<(u32, HeatCells)>,
     pub session: Option<Session>,
     pub error_rate: Option<f64>,
     pub interactions: Option<u64>,
