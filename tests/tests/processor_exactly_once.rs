@@ -98,6 +98,9 @@ async fn scenario(name: &str, disruption: Disruption) -> anyhow::Result<()> {
                 if kills < n
                     && i == (EVENTS / (n as i64 + 1)) * (kills as i64 + 1) + 37 * kills as i64
                 {
+                    // Killed once it works (owns partitions and committed), so each restart
+                    // has state to restore.
+                    wait_until_committing(&first_listen).await?;
                     if let Some(mut child) = first.take() {
                         child.start_kill()?;
                         child.wait().await?;
@@ -222,6 +225,30 @@ async fn scenario(name: &str, disruption: Disruption) -> anyhow::Result<()> {
         relevant - expected.len()
     );
     stack.shutdown().await
+}
+
+/// Waits until the processor at `listen` has processed input and committed a transaction.
+async fn wait_until_committing(listen: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while Instant::now() < deadline {
+        if let Ok(response) = reqwest::get(format!("http://{listen}/metrics")).await
+            && let Ok(text) = response.text().await
+        {
+            let value = |name: &str| {
+                text.lines()
+                    .find(|l| l.starts_with(name))
+                    .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .unwrap_or(0.0)
+            };
+            if value("processor_commit_seconds_count") > 0.0
+                && value("processor_input_records_total") > 0.0
+            {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    anyhow::bail!("the processor at {listen} never committed")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

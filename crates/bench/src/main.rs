@@ -3,10 +3,16 @@
 //! created beforehand (so every run reads the same WAL from a fresh slot), runs pg_recvlogical
 //! and the connector alternately, measures commit-to-consumer latency at a steady rate and the
 //! initial snapshot, and writes `REPORT.md` and `report.json`.
+//!
+//! `bench processor`: the stream processor's app-events job (see [`processor`]): throughput
+//! over a backlog with exactly-once on and off, memory with a million distinct users in one
+//! window, window-end-to-result delay at a steady rate, and the quixstreams reference job on
+//! the same backlog and broker.
 
 mod broker;
 mod consumers;
 mod latency;
+mod processor;
 mod procstat;
 mod profile;
 mod report;
@@ -33,6 +39,9 @@ struct Cli {
 enum Command {
     /// The CDC connector: streaming throughput, latency, memory and snapshot speed.
     Cdc(CdcArgs),
+    /// The stream processor (app-events job): throughput with exactly-once on and off, memory,
+    /// result delay, and the quixstreams reference on the same backlog.
+    Processor(processor::ProcessorArgs),
 }
 
 #[derive(Args, Clone, Debug)]
@@ -91,8 +100,11 @@ impl CdcArgs {
 
 #[tokio::main]
 async fn main() {
-    let Command::Cdc(args) = Cli::parse().command;
-    if let Err(error) = cdc(args).await {
+    let outcome = match Cli::parse().command {
+        Command::Cdc(args) => cdc(args).await,
+        Command::Processor(args) => processor::run(args).await,
+    };
+    if let Err(error) = outcome {
         eprintln!("bench: {error:#}");
         std::process::exit(1);
     }
@@ -100,7 +112,7 @@ async fn main() {
 
 /// The release binaries next to this executable (`cargo run --release -p bench` after
 /// `cargo build --release --bins`), or `STACK_BIN_DIR`.
-fn bin_dir() -> Result<PathBuf> {
+pub(crate) fn bin_dir() -> Result<PathBuf> {
     let dir = match std::env::var_os("STACK_BIN_DIR") {
         Some(dir) => PathBuf::from(dir),
         None => std::env::current_exe()?
@@ -430,7 +442,7 @@ async fn snapshot(env: &Env, rows: u64) -> Result<SnapshotOutcome> {
     Ok(SnapshotOutcome::Measured(run))
 }
 
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
+pub(crate) fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
     std::fs::create_dir_all(to)?;
     for entry in std::fs::read_dir(from)? {
         let entry = entry?;

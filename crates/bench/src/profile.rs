@@ -24,19 +24,16 @@ pub fn available(scratch: &Path) -> bool {
 
 /// Starts sampling process `pid` (all its threads) at 999 Hz.
 pub fn record(pid: i32, data: &Path, log: &Path) -> Result<Proc> {
+    record_with(pid, data, log, &[])
+}
+
+/// `record` with extra `perf record` options (e.g. `-g` for call chains).
+pub fn record_with(pid: i32, data: &Path, log: &Path, extra: &[&str]) -> Result<Proc> {
     let mut command = Command::new("perf");
     command
-        .args([
-            "record",
-            "-q",
-            "-e",
-            "cpu-clock",
-            "-F",
-            "999",
-            "-p",
-            &pid.to_string(),
-            "-o",
-        ])
+        .args(["record", "-q", "-e", "cpu-clock", "-F", "999"])
+        .args(extra)
+        .args(["-p", &pid.to_string(), "-o"])
         .arg(data);
     Proc::spawn("perf record", command, log)
 }
@@ -49,17 +46,35 @@ pub async fn stop(perf: Proc) -> Result<()> {
 
 /// The hottest symbols (self time), as `percent  library  symbol` lines.
 pub fn top_symbols(data: &Path, limit: usize) -> Result<Vec<String>> {
-    let output = Command::new("perf")
-        .args([
-            "report",
-            "--stdio",
+    report_lines(
+        data,
+        limit,
+        &[
             "--no-children",
             "--sort",
             "dso,sym",
             "--percent-limit",
             "0.5",
-            "-i",
-        ])
+        ],
+        false,
+    )
+}
+
+/// The first `limit` entries of `perf report --stdio <options>`, as `percent ... symbol`
+/// lines; `call_chains`: the data were recorded with them (`-g`), which are then not printed.
+pub fn report_lines(
+    data: &Path,
+    limit: usize,
+    options: &[&str],
+    call_chains: bool,
+) -> Result<Vec<String>> {
+    let mut command = Command::new("perf");
+    command.args(["report", "--stdio"]).args(options);
+    if call_chains {
+        command.args(["-g", "none"]);
+    }
+    let output = command
+        .arg("-i")
         .arg(data)
         .output()
         .context("running perf report")?;

@@ -409,3 +409,119 @@ impl<'a> MapView<'a> {
         entries
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn value(schema: &str, json: serde_json::Value) -> (Schema, Value) {
+        let schema = Schema::parse_str(schema).unwrap();
+        let value = Value::try_from(json).unwrap().resolve(&schema).unwrap();
+        (schema, value)
+    }
+
+    fn source() -> Source {
+        Source {
+            stream: Stream::Cdc,
+            partition: 2,
+            offset: 40,
+        }
+    }
+
+    fn cdc(operation: &str, after: serde_json::Value) -> serde_json::Value {
+        json!({
+            "change_id": "0000000000000064-00000000", "table_name": "public.payments",
+            "operation": operation, "primary_key": {"payment_id": 7},
+            "before_values": null, "after_values": after, "timestamp": 1,
+            "source_database": "travel",
+            "source": {"commit_lsn": 100, "event_lsn": 100, "transaction_id": 5, "sequence": 3,
+                       "commit_timestamp": 1_764_000_000_123_456i64, "slot_name": "s"}
+        })
+    }
+
+    #[test]
+    fn a_payment_change_feeds_the_table_booking_and_key_lanes() {
+        let (_, v) = value(
+            platform::schemas::CDC_CHANGE,
+            cdc(
+                "UPDATE",
+                json!({"payment_id": 7, "booking_id": 9, "status": "failed", "amount": "12.50"}),
+            ),
+        );
+        let (time, outs) = route(Stream::Cdc, source(), &v, b"raw").unwrap();
+        assert_eq!(time, 1_764_000_000_123, "commit time in milliseconds");
+        let keys: Vec<&str> = outs.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            vec![
+                "public.payments",
+                "booking/9",
+                "public.payments/{\"payment_id\":7}"
+            ]
+        );
+        let Routed::Data {
+            body: Body::ChangeWithRecord { change, record },
+            ..
+        } = &outs[2].routed
+        else {
+            panic!("{outs:?}")
+        };
+        assert_eq!(record, b"raw");
+        assert_eq!(change.position, (100, 3));
+        assert_eq!(change.status.as_deref(), Some("failed"));
+        assert_eq!(change.amount.as_deref(), Some("12.50"));
+    }
+
+    #[test]
+    fn a_truncate_reaches_every_task() {
+        let (_, v) = value(platform::schemas::CDC_CHANGE, cdc("TRUNCATE", json!(null)));
+        let (_, outs) = route(Stream::Cdc, source(), &v, b"raw").unwrap();
+        assert!(outs.iter().any(|o| o.broadcast));
+    }
+
+    #[test]
+    fn an_unusable_record_names_the_field() {
+        let (_, v) = value(
+            platform::schemas::CLICKSTREAM,
+            json!({"event_id": "e", "session_id": "s", "user_id": null, "interaction": "CLICK",
+                   "page_url": "/", "element_id": null, "x": 1, "y": 2, "viewport_width": null,
+                   "viewport_height": null, "device_type": "desktop", "referrer": null,
+                   "timestamp": -5, "received_at": 0}),
+        );
+        let err = route(Stream::Clickstream, source(), &v, b"").unwrap_err();
+        assert!(
+            err.0.contains("timestamp") && err.0.contains("before 1970"),
+            "{err}"
+        );
+        // A record of another schema: the missing field is named.
+        let (_, log) = value(
+            platform::schemas::EXTERNAL_DATA,
+            json!({"record_id": "r", "source_type": "WEATHER", "pipeline": "p", "location": null,
+                   "observed_at": 1, "fetched_at": 1, "payload_json": "{}", "quality_warnings": [],
+                   "received_at": 1}),
+        );
+        let err = route(Stream::AppEvents, source(), &log, b"").unwrap_err();
+        assert!(err.0.contains("field timestamp is missing"), "{err}");
+    }
+
+    #[test]
+    fn external_readings_are_keyed_by_source_and_entity() {
+        let (_, v) = value(
+            platform::schemas::EXTERNAL_DATA,
+            json!({"record_id": "r", "source_type": "MARKET_DATA", "pipeline": "p", "location": null,
+                   "observed_at": 1, "fetched_at": 1, "payload_json": "{\"symbol\":\"VND/USD\"}",
+                   "quality_warnings": [], "received_at": 1}),
+        );
+        let (_, outs) = route(Stream::External, source(), &v, b"").unwrap();
+        assert_eq!(outs[0].key, "MARKET_DATA/VND/USD");
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let schema = Schema::parse_str(platform::schemas::APP_EVENT).unwrap();
+        for bytes in [&b""[..], b"\x00", b"\xff\xff\xff\xff\xff", b"\x02a\x02b"] {
+            let _ = read_datum(&schema, bytes);
+        }
+    }
+}
