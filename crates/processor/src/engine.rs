@@ -29,7 +29,7 @@ use std::{
 use apache_avro::Schema;
 use rdkafka::{
     ClientConfig, ClientContext, Message, Offset, TopicPartitionList,
-    consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance},
+    consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext},
     error::{KafkaError, RDKafkaErrorCode},
     message::{BorrowedMessage, DeliveryResult},
     producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer},
@@ -166,27 +166,46 @@ impl ClientContext for RebalanceContext {
 }
 
 impl ConsumerContext for RebalanceContext {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(list) = rebalance {
-            let mut guard = self.core.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(core) = guard.as_mut() {
+    /// Replaces rdkafka's default handling so the consumer starts each assigned partition at
+    /// exactly the offset the state was restored for (fetched once, here), never at an offset
+    /// looked up separately.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: rdkafka::types::RDKafkaRespErr,
+        list: &mut TopicPartitionList,
+    ) {
+        use rdkafka::types::RDKafkaRespErr;
+        let fail = |error: ProcessorError| {
+            tracing::error!(%error, "rebalance failed");
+            *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+        };
+        let mut guard = self.core.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(core) = guard.as_mut() else { return };
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                match core.assign(consumer, list) {
+                    Ok(start) => {
+                        if let Err(e) = consumer.assign(&start) {
+                            fail(ProcessorError::kafka(&core.args.kafka_brokers, e));
+                        }
+                    }
+                    Err(error) => fail(error),
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 if let Err(error) = core.commit(consumer) {
-                    tracing::error!(%error, "commit before giving partitions up failed");
-                    *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+                    fail(error);
                 }
                 core.revoke(list);
+                if let Err(e) = consumer.unassign() {
+                    fail(ProcessorError::kafka(&core.args.kafka_brokers, e));
+                }
             }
-        }
-    }
-
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(list) = rebalance {
-            let mut guard = self.core.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(core) = guard.as_mut()
-                && let Err(error) = core.assign(consumer, list)
-            {
-                tracing::error!(%error, "restoring assigned partitions failed");
-                *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+            other => {
+                tracing::warn!(error = ?other, "rebalance error; giving up the assignment");
+                core.revoke(list);
+                let _ = consumer.unassign();
             }
         }
     }
@@ -921,25 +940,58 @@ impl Core {
         self.health.set(false, "rebalancing");
     }
 
+    /// The committed offsets of `list`, asked until the group coordinator answers for every
+    /// partition (it refuses while a transaction's offsets are still being committed).
+    fn committed(
+        &self,
+        consumer: &ProcessorConsumer,
+        list: &TopicPartitionList,
+    ) -> Result<TopicPartitionList, ProcessorError> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let committed = consumer
+                .committed_offsets(list.clone(), Duration::from_secs(30))
+                .map_err(|e| ProcessorError::kafka(&self.args.kafka_brokers, e))?;
+            let unsettled = committed.elements().iter().find_map(|e| {
+                e.error()
+                    .err()
+                    .map(|err| (e.topic().to_string(), e.partition(), err))
+            });
+            match unsettled {
+                None => return Ok(committed),
+                Some((topic, partition, error)) if Instant::now() < deadline => {
+                    tracing::info!(topic, partition, %error, "committed offset not available yet; asking again");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Some((_, _, error)) => {
+                    return Err(ProcessorError::kafka(&self.args.kafka_brokers, error));
+                }
+            }
+        }
+    }
+
+    /// Restores the state of the assigned repartition partitions and returns the assignment
+    /// with the offsets to start from: the committed ones the state matches.
     fn assign(
         &mut self,
         consumer: &ProcessorConsumer,
         list: &TopicPartitionList,
-    ) -> Result<(), ProcessorError> {
-        let mut repartition = TopicPartitionList::new();
-        for element in list.elements() {
-            if element.topic() == topics::PROCESSOR_REPARTITION.name {
-                repartition.add_partition(element.topic(), element.partition());
-            }
-        }
-        let committed = if repartition.count() > 0 {
-            consumer
-                .committed_offsets(repartition, Duration::from_secs(30))
-                .map_err(|e| ProcessorError::kafka(&self.args.kafka_brokers, e))?
-        } else {
-            TopicPartitionList::new()
-        };
+    ) -> Result<TopicPartitionList, ProcessorError> {
+        let committed = self.committed(consumer, list)?;
+        let mut start = TopicPartitionList::new();
         for element in committed.elements() {
+            let offset = match element.offset() {
+                Offset::Offset(o) => Offset::Offset(o),
+                _ => Offset::Beginning,
+            };
+            start
+                .add_partition_offset(element.topic(), element.partition(), offset)
+                .map_err(|e| ProcessorError::kafka(&self.args.kafka_brokers, e))?;
+        }
+        for element in committed.elements() {
+            if element.topic() != topics::PROCESSOR_REPARTITION.name {
+                continue;
+            }
             let q = element.partition();
             let committed_offset = match element.offset() {
                 Offset::Offset(o) => o,
@@ -979,7 +1031,7 @@ impl Core {
         self.health
             .set(true, format!("running; owns {} partitions", owned.len()));
         tracing::info!(partitions = %owned.join(" "), "partitions assigned");
-        Ok(())
+        Ok(start)
     }
 }
 

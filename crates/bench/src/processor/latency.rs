@@ -8,6 +8,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use rdkafka::producer::Producer;
 use serde_json::{Value, json};
 
 use super::Env;
@@ -16,6 +17,8 @@ use super::results::{self, Check, Reader};
 use super::run::{self, Guarantee};
 
 pub const WINDOW_SECS: i64 = 2;
+/// How long after the writes stop the bench waits for the last results.
+const WAIT: Duration = Duration::from_secs(20);
 
 #[derive(Debug, Clone)]
 pub struct Delay {
@@ -25,7 +28,12 @@ pub struct Delay {
     pub written: u64,
     pub pacing_secs: f64,
     pub windows: usize,
+    /// Results of the measured windows read, and not read within `waited_secs` of the end.
     pub results: usize,
+    pub missing: usize,
+    pub waited_secs: u64,
+    /// Input records the processor had consumed at the end (its /metrics).
+    pub processed: u64,
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
@@ -39,6 +47,7 @@ pub struct Delay {
     pub broker_cpu_secs: Option<f64>,
     pub check: Check,
     pub args: Vec<String>,
+    pub metrics: std::collections::BTreeMap<String, f64>,
 }
 
 impl Delay {
@@ -51,15 +60,39 @@ impl Delay {
             "events_written": self.written,
             "pacing_secs": self.pacing_secs,
             "windows_measured": self.windows,
-            "results_measured": self.results,
-            "delay_ms": {"p50": self.p50_ms, "p99": self.p99_ms, "max": self.max_ms, "min": self.min_ms},
-            "window_complete_delay_ms": {"p50": self.window_complete_p50_ms, "p99": self.window_complete_p99_ms},
+            "results_read": self.results,
+            "results_missing": self.missing,
+            "waited_after_writes_secs": self.waited_secs,
+            "input_records_processed": self.processed,
+            "delay_ms": {"p50": ms_json(self.p50_ms), "p99": ms_json(self.p99_ms), "max": ms_json(self.max_ms), "min": ms_json(self.min_ms)},
+            "window_complete_delay_ms": {"p50": ms_json(self.window_complete_p50_ms), "p99": ms_json(self.window_complete_p99_ms)},
             "processor_cpu_secs": self.processor_cpu_secs,
             "processor_cpu_secs_per_million_events": self.processor_cpu_per_million,
             "processor_peak_rss_mib": self.processor_peak_rss_mib,
             "broker_cpu_secs": self.broker_cpu_secs,
             "check": self.check.json(),
+            "metrics": self.metrics,
         })
+    }
+}
+
+/// A delay for JSON: null when the result never came.
+fn ms_json(ms: f64) -> Value {
+    if ms.is_finite() {
+        json!(ms)
+    } else {
+        Value::Null
+    }
+}
+
+impl Delay {
+    /// A delay for people: "> 20 s" when the result never came.
+    pub fn show(&self, ms: f64) -> String {
+        if ms.is_finite() {
+            format!("{ms:.0} ms")
+        } else {
+            format!("> {} s", self.waited_secs)
+        }
     }
 }
 
@@ -111,12 +144,26 @@ fn write_paced(
         std::thread::sleep(Duration::from_millis(2));
     }
     let end_ms = now_millis();
-    rdkafka::producer::Producer::flush(&producer, Duration::from_secs(30))
+    producer
+        .flush(Duration::from_secs(30))
         .context("flushing the paced writes")?;
+    let failed = producer
+        .context()
+        .failed
+        .load(std::sync::atomic::Ordering::Relaxed);
+    if failed > 0 {
+        anyhow::bail!("{failed} of the {written} paced records were not delivered");
+    }
     Ok((tally, written, start_ms, end_ms))
 }
 
-pub async fn measure(env: &Env, rate: u64, secs: u64, guarantee: Guarantee) -> Result<Delay> {
+pub async fn measure(
+    env: &Env,
+    rate: u64,
+    secs: u64,
+    guarantee: Guarantee,
+    commit_interval_ms: u64,
+) -> Result<Delay> {
     env.reset_topics(true).await?;
     let reader = Reader::start(
         &env.brokers,
@@ -130,7 +177,7 @@ pub async fn measure(env: &Env, rate: u64, secs: u64, guarantee: Guarantee) -> R
         "--allowed-lateness-ms",
         "0",
         "--commit-interval-ms",
-        "100",
+        &commit_interval_ms.to_string(),
     ]
     .map(String::from)
     .to_vec();
@@ -179,17 +226,29 @@ pub async fn measure(env: &Env, rate: u64, secs: u64, guarantee: Guarantee) -> R
     let expected = tally.expected(in_scope);
     // Wait for the last of them (the events after the last measured window move the
     // watermark past it).
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + WAIT;
     while reader.missing(expected.results.keys()) > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let usage = running.process.sample().context("sampling the processor")?;
     let broker_after = env.broker_cpu();
+    let metrics = {
+        let addr = running.addr;
+        tokio::task::spawn_blocking(move || run::metrics(addr))
+            .await?
+            .unwrap_or_default()
+    };
     running.process.terminate(Duration::from_secs(30)).await?;
     let seen = reader.finish();
     let check = results::check(&seen, &expected, in_scope);
+    // A result that never came counts as infinitely late: a percentile past the share of
+    // missing results is then "more than the wait".
     let mut delays: Vec<f64> = Vec::new();
-    let mut window_done: std::collections::BTreeMap<i64, f64> = Default::default();
+    let mut window_done: std::collections::BTreeMap<i64, f64> = expected
+        .results
+        .values()
+        .map(|r| (r.window_start, f64::MIN))
+        .collect();
     let mut counted = std::collections::HashSet::new();
     for s in &seen {
         if !expected.results.contains_key(&s.id) || !counted.insert(s.id.clone()) {
@@ -200,7 +259,15 @@ pub async fn measure(env: &Env, rate: u64, secs: u64, guarantee: Guarantee) -> R
         let done = window_done.entry(s.window_start).or_insert(f64::MIN);
         *done = done.max(delay);
     }
+    let received = delays.len();
+    let missing = expected.results.len() - received;
+    delays.extend(std::iter::repeat_n(f64::INFINITY, missing));
     delays.sort_by(f64::total_cmp);
+    for r in expected.results.values() {
+        if !counted.contains(&super::load::result_id(r.window_start, &r.group)) {
+            window_done.insert(r.window_start, f64::INFINITY);
+        }
+    }
     let mut complete: Vec<f64> = window_done.values().copied().collect();
     complete.sort_by(f64::total_cmp);
     let cpu = usage.cpu_secs - before.cpu_secs;
@@ -211,7 +278,13 @@ pub async fn measure(env: &Env, rate: u64, secs: u64, guarantee: Guarantee) -> R
         written,
         pacing_secs,
         windows: expected.windows(),
-        results: delays.len(),
+        results: received,
+        missing,
+        waited_secs: WAIT.as_secs(),
+        processed: metrics
+            .get("processor_input_records_total")
+            .copied()
+            .unwrap_or(0.0) as u64,
         p50_ms: percentile(&delays, 0.50),
         p99_ms: percentile(&delays, 0.99),
         max_ms: delays.last().copied().unwrap_or(f64::NAN),
@@ -224,5 +297,6 @@ pub async fn measure(env: &Env, rate: u64, secs: u64, guarantee: Guarantee) -> R
         broker_cpu_secs: broker_before.zip(broker_after).map(|(b, a)| a - b),
         check,
         args,
+        metrics,
     })
 }

@@ -59,6 +59,12 @@ pub struct ProcessorArgs {
     /// Seconds of paced writes in the result-delay run.
     #[arg(long, default_value_t = 60)]
     latency_secs: u64,
+    /// The processor's `--commit-interval-ms` in the result-delay run.
+    #[arg(long, default_value_t = 100)]
+    latency_commit_interval_ms: u64,
+    /// The processor's `--processing-guarantee` in the result-delay run.
+    #[arg(long, value_enum, default_value = "exactly-once")]
+    latency_guarantee: Guarantee,
     /// Skip the quixstreams reference runs.
     #[arg(long)]
     skip_reference: bool,
@@ -210,12 +216,12 @@ pub async fn run(mut args: ProcessorArgs) -> Result<()> {
     };
     let outcome = run_all(&env, &args, &mut results).await;
     let Env { stack, logs, .. } = env;
-    if outcome.is_ok() && !results.failures.is_empty() {
+    if outcome.is_ok() && (!results.failures.is_empty() || !results.all_right()) {
         let kept =
             std::env::temp_dir().join(format!("bench-processor-logs-{}", std::process::id()));
         crate::copy_dir(&logs, &kept)?;
         results.notes.push(format!(
-            "logs of this run (failures above): {}",
+            "logs of this run (failures or wrong results above): {}",
             kept.display()
         ));
     }
@@ -273,17 +279,19 @@ async fn run_all(env: &Env, args: &ProcessorArgs, results: &mut Results) -> Resu
             env,
             args.latency_rate,
             args.latency_secs,
-            Guarantee::ExactlyOnce,
+            args.latency_guarantee,
+            args.latency_commit_interval_ms,
         )
         .await
         {
             Ok(delay) => {
                 println!(
-                    "bench: result delay p50 {:.0} ms, p99 {:.0} ms over {} results ({})",
+                    "bench: result delay p50 {:.0} ms, p99 {:.0} ms over {} results ({}); processor metrics: {:?}",
                     delay.p50_ms,
                     delay.p99_ms,
                     delay.results,
-                    delay.check.summary()
+                    delay.check.summary(),
+                    delay.metrics
                 );
                 results.latency = Some(delay);
             }
@@ -392,7 +400,7 @@ async fn throughput(
         }
     }
     if profile {
-        println!("bench: profiled processor run (exactly-once, perf record -g)");
+        println!("bench: profiled processor run (exactly-once, perf record --call-graph dwarf)");
         let data = env.logs.join("perf").join("throughput.data");
         match run::measure(
             env,
@@ -409,6 +417,14 @@ async fn throughput(
                 match report::Profile::of(&data) {
                     Ok(profile) => results.profile = Some(profile),
                     Err(error) => fail(results, "perf report", error),
+                }
+                // The stack's directory goes with its shutdown; the data stay for `perf report`.
+                let kept = std::env::temp_dir()
+                    .join(format!("bench-processor-{}.perf.data", std::process::id()));
+                if std::fs::copy(&data, &kept).is_ok() {
+                    results
+                        .notes
+                        .push(format!("perf data of the profiled run: {}", kept.display()));
                 }
             }
             Err(error) => fail(results, "profiled run", error),

@@ -190,6 +190,17 @@ impl Results {
         }
     }
 
+    /// Whether every run's results were right.
+    pub fn all_right(&self) -> bool {
+        self.throughput
+            .iter()
+            .chain(self.profile_run.as_ref())
+            .chain(self.memory.as_ref().map(|m| &m.run))
+            .all(|r| r.check.all_right())
+            && self.latency.as_ref().is_none_or(|d| d.check.all_right())
+            && self.reference.iter().all(RefRun::all_right)
+    }
+
     fn processor(&self, g: Guarantee) -> Option<&ProcRun> {
         self.throughput.iter().find(|r| r.guarantee == g)
     }
@@ -291,7 +302,23 @@ impl Results {
                     thousands(d.target_rate)
                 ),
                 goal: "< 1 s".into(),
-                measured: format!("{:.0} ms (p50 {:.0} ms)", d.p99_ms, d.p50_ms),
+                measured: format!(
+                    "{} (p50 {}){}",
+                    d.show(d.p99_ms),
+                    d.show(d.p50_ms),
+                    if d.missing > 0 {
+                        format!(
+                            "; {} of {} results not read within {} s of the last write; the processor had consumed {} of {} events",
+                            d.missing,
+                            d.missing + d.results,
+                            d.waited_secs,
+                            thousands(d.processed),
+                            thousands(d.written)
+                        )
+                    } else {
+                        String::new()
+                    }
+                ),
                 met: Some(d.p99_ms < 1000.0),
             });
         }
@@ -396,18 +423,20 @@ impl Results {
         if let Some(d) = &self.latency {
             let _ = writeln!(
                 t,
-                "\n| result delay, {} events/s (achieved {:.0}), {} s windows | results | p50 | p99 | max | whole window p50 / p99 | processor CPU-s per M | peak RSS | results |\n|---|---|---|---|---|---|---|---|---|\n| window end → result readable ({}) | {} in {} windows | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} / {:.0} ms | {:.2} | {} | {} |",
+                "\n| result delay, {} events/s (achieved {:.0}), {} s windows | results read | p50 | p99 | max | whole window p50 / p99 | processor CPU-s per M | peak RSS | results |\n|---|---|---|---|---|---|---|---|---|\n| window end → result readable ({}, `{}`) | {} of {} in {} windows | {} | {} | {} | {} / {} | {:.2} | {} | {} |",
                 thousands(d.target_rate),
                 d.achieved_rate,
                 super::latency::WINDOW_SECS,
                 d.guarantee.flag(),
+                d.args.join(" "),
                 d.results,
+                d.results + d.missing,
                 d.windows,
-                d.p50_ms,
-                d.p99_ms,
-                d.max_ms,
-                d.window_complete_p50_ms,
-                d.window_complete_p99_ms,
+                d.show(d.p50_ms),
+                d.show(d.p99_ms),
+                d.show(d.max_ms),
+                d.show(d.window_complete_p50_ms),
+                d.show(d.window_complete_p99_ms),
                 d.processor_cpu_per_million,
                 mib(d.processor_peak_rss_mib),
                 if d.check.all_right() {
@@ -591,14 +620,14 @@ impl Results {
         if let Some(p) = &self.profile {
             let _ = writeln!(
                 md,
-                "\n## Profile: processor, exactly-once, throughput backlog\n\n`perf record -e cpu-clock -F 999 -g -p <processor>` from /health 200 to the last result, over one extra, uncounted run.\n\nBy thread (self time):\n\n```\n{}\n```\n\nBy library and symbol (self time, `perf report --no-children --sort dso,sym`):\n\n```\n{}\n```",
+                "\n## Profile: processor, exactly-once, throughput backlog\n\n`perf record -e cpu-clock -F 999 --call-graph dwarf,16384 -p <processor>` (call chains unwound from DWARF: the release build has no frame pointers) from /health 200 to the last result, over one extra, uncounted run.\n\nBy thread (self time):\n\n```\n{}\n```\n\nBy library and symbol (self time, `perf report --no-children --sort dso,sym`):\n\n```\n{}\n```",
                 p.threads.join("\n"),
                 p.self_time.join("\n")
             );
             if !p.inclusive.is_empty() {
                 let _ = writeln!(
                     md,
-                    "\nIncluding callees (`--children --sort sym`, from frame-pointer call chains: Rust release code has no frame pointers, so callers are partly lost and these are lower bounds):\n\n```\n{}\n```",
+                    "\nIncluding callees (`perf report --children --sort sym`; percentages of all samples of the process, threads included):\n\n```\n{}\n```",
                     p.inclusive.join("\n")
                 );
             }
@@ -703,6 +732,6 @@ built, the kinds spread over the 6 partitions as above. The results reader notes
 clock when it reads each result; delay = that − window_end. Only windows that start after \
 the writes began and end before they stopped count. Percentiles are nearest-rank over all \
 results of those windows; 'whole window' is, per window, the delay of its last result.
-- **Profile**: one more exactly-once run over the throughput backlog under `perf record -g`, \
-from /health 200 to the last result; not counted in the figures.
+- **Profile**: one more exactly-once run over the throughput backlog under `perf record \
+--call-graph dwarf`, from /health 200 to the last result; not counted in the figures.
 ";

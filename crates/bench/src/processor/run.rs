@@ -18,7 +18,7 @@ use crate::broker::free_port;
 use crate::consumers::log_summary;
 use crate::procstat::Proc;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Guarantee {
     ExactlyOnce,
     AtLeastOnce,
@@ -191,7 +191,7 @@ pub async fn measure(
             running.process.pid,
             path,
             &env.logs.join("perf.log"),
-            &["-g"],
+            &["--call-graph", "dwarf,16384"],
         )?),
         None => None,
     };
