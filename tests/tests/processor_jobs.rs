@@ -425,7 +425,7 @@ async fn every_job_matches_independently_computed_results() -> anyhow::Result<()
         &stack.registry_url(),
         topics::PROCESSED_EVENTS.name,
         Duration::from_secs(150),
-        &std::env::var("E2E_ISOLATION").unwrap_or("read_committed".into()),
+        "read_committed",
         |records| {
             let ids: BTreeSet<&str> = records
                 .iter()

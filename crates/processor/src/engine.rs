@@ -700,22 +700,17 @@ impl Core {
             ("key".into(), optional_bytes(message.key())),
             ("payload".into(), optional_bytes(message.payload())),
         ]);
-        let bytes = self
-            .outputs
-            .dead_letter
-            .encode(value)
-            .map_err(|e| ProcessorError::Startup(e.to_string()))?;
         let key = format!(
             "{}/{}/{}",
             message.topic(),
             message.partition(),
             message.offset()
         );
-        self.send(
+        self.send_avro(
+            |o| &o.dead_letter,
             topics::PROCESSOR_DEAD_LETTERS.name,
-            None,
-            key.as_bytes(),
-            Some(&bytes),
+            &key,
+            value,
         )
     }
 
@@ -747,50 +742,52 @@ impl Core {
         result
     }
 
+    /// Encodes `value` with one of the registered output schemas and sends it keyed by `key`.
+    fn send_avro(
+        &mut self,
+        schema: fn(&OutputSchemas) -> &RegisteredSchema,
+        topic: &str,
+        key: &str,
+        value: apache_avro::types::Value,
+    ) -> Result<(), ProcessorError> {
+        let bytes = schema(&self.outputs)
+            .encode(value)
+            .map_err(|e| ProcessorError::Encode {
+                topic: topic.to_string(),
+                reason: e.to_string(),
+            })?;
+        self.send(topic, None, key.as_bytes(), Some(&bytes))
+    }
+
     fn emit(&mut self, outputs: &mut Vec<Output>) -> Result<(), ProcessorError> {
         for output in outputs.drain(..) {
             match output {
                 Output::Result(result) => {
                     tracing::debug!(id = %result.id(), "window result");
-                    let bytes = self
-                        .outputs
-                        .result
-                        .encode(result.to_avro())
-                        .map_err(|e| ProcessorError::Startup(e.to_string()))?;
-                    self.send(
+                    self.send_avro(
+                        |o| &o.result,
                         topics::PROCESSED_EVENTS.name,
-                        None,
-                        result.id().as_bytes(),
-                        Some(&bytes),
+                        &result.id(),
+                        result.to_avro(),
                     )?;
                     metrics::counter!("processor_windows_emitted_total", "job" => result.job, "kind" => result.kind.as_str()).increment(1);
                 }
                 Output::Alert(alert) => {
-                    let bytes = self
-                        .outputs
-                        .alert
-                        .encode(alert.to_avro())
-                        .map_err(|e| ProcessorError::Startup(e.to_string()))?;
-                    self.send(
+                    self.send_avro(
+                        |o| &o.alert,
                         topics::PROCESSOR_ALERTS.name,
-                        None,
-                        alert.id().as_bytes(),
-                        Some(&bytes),
+                        &alert.id(),
+                        alert.to_avro(),
                     )?;
                     metrics::counter!("processor_alerts_total", "kind" => alert.kind.as_str())
                         .increment(1);
                 }
                 Output::Late(late) => {
-                    let bytes = self
-                        .outputs
-                        .late
-                        .encode(late.to_avro())
-                        .map_err(|e| ProcessorError::Startup(e.to_string()))?;
-                    self.send(
+                    self.send_avro(
+                        |o| &o.late,
                         topics::PROCESSOR_LATE_EVENTS.name,
-                        None,
-                        late.id().as_bytes(),
-                        Some(&bytes),
+                        &late.id(),
+                        late.to_avro(),
                     )?;
                     metrics::counter!("processor_late_events_total", "job" => late.job)
                         .increment(1);
@@ -899,9 +896,7 @@ impl Core {
                 .map_err(|e| ProcessorError::kafka(&self.args.kafka_brokers, e))?;
             let failures = self.producer.context().failures.swap(0, Ordering::Relaxed);
             if failures > 0 {
-                return Err(ProcessorError::Startup(format!(
-                    "{failures} records were not delivered; offsets not committed, so they are processed again after a restart"
-                )));
+                return Err(ProcessorError::Undelivered { failures });
             }
             if offsets.count() > 0 {
                 consumer

@@ -26,6 +26,14 @@ pub enum ProcessorError {
         source: KafkaError,
         hint: &'static str,
     },
+    #[error(
+        "{failures} records were not delivered, so their offsets were not committed. Hint: check the brokers; after a restart the processor repeats the uncommitted work"
+    )]
+    Undelivered { failures: u64 },
+    #[error(
+        "cannot encode a record for {topic}: {reason}. Hint: the processor and schemas/*.avsc disagree, a bug to report"
+    )]
+    Encode { topic: String, reason: String },
     #[error("state changelog of partition {partition} cannot be read: {reason}")]
     Restore { partition: i32, reason: String },
     #[error("{0}")]
@@ -55,8 +63,10 @@ impl ProcessorError {
             }
             ProcessorError::Provision(e) => e.is_retryable(),
             ProcessorError::Registry(e) => e.is_retryable(),
-            ProcessorError::Restore { .. } => true,
-            ProcessorError::MissingTopic { .. } | ProcessorError::Startup(_) => false,
+            ProcessorError::Restore { .. } | ProcessorError::Undelivered { .. } => true,
+            ProcessorError::MissingTopic { .. }
+            | ProcessorError::Encode { .. }
+            | ProcessorError::Startup(_) => false,
         }
     }
 }
@@ -101,5 +111,35 @@ fn kafka_hint(error: &KafkaError) -> &'static str {
             "another instance with the same --instance-id took over; give every instance its own id"
         }
         _ => "check that the brokers are up and reachable; retrying helps once they are",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kafka_errors_are_classified_with_a_hint() {
+        let denied = ProcessorError::kafka(
+            "b:9092",
+            KafkaError::MessageProduction(RDKafkaErrorCode::TopicAuthorizationFailed),
+        );
+        assert!(!denied.is_transient());
+        assert!(denied.to_string().contains("ACL"), "{denied}");
+        let transient = ProcessorError::kafka(
+            "b:9092",
+            KafkaError::MessageProduction(RDKafkaErrorCode::BrokerTransportFailure),
+        );
+        assert!(transient.is_transient());
+        assert!(transient.to_string().contains("b:9092"));
+        let too_large = ProcessorError::kafka(
+            "b:9092",
+            KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge),
+        );
+        assert!(!too_large.is_transient());
+        assert!(
+            too_large.to_string().contains("message.max.bytes"),
+            "{too_large}"
+        );
     }
 }
