@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     config::{Args, Guarantee, Settings},
-    decode::{self, Out, Unusable},
+    decode::{self, DatumReader, Out, Unusable},
     error::ProcessorError,
     output::Output,
     routed::{Routed, Source, Stream, partition_for},
@@ -106,7 +106,8 @@ pub struct Core {
     producer: ThreadedProducer<DeliveryContext>,
     runtime: tokio::runtime::Handle,
     registry: RegistryClient,
-    writer_schemas: HashMap<u32, Arc<Schema>>,
+    /// Readers by writer schema id (ids never change meaning, so the cache never goes stale).
+    readers: HashMap<u32, Arc<DatumReader<'static>>>,
     outputs: OutputSchemas,
     stream_partitions: HashMap<Stream, i32>,
     repartition_partitions: i32,
@@ -223,6 +224,10 @@ fn consumer_config(args: &Args) -> ClientConfig {
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed")
+        // A result needs two hops through the broker (input, then the repartition topic);
+        // a short fetch wait keeps each hop's latency low, and brokers that answer a fetch
+        // only at the end of the wait (tansu does) still deliver a trickle promptly.
+        .set("fetch.wait.max.ms", "10")
         // Statistics tell which partitions are read to their end (see `InputPartition`).
         .set("statistics.interval.ms", "1000")
         .set("session.timeout.ms", "6000")
@@ -252,10 +257,9 @@ pub fn run(
         runtime.block_on(register_outputs(&registry))
     })?;
 
-    let consumer: ProcessorConsumer;
     let core_slot: Arc<Mutex<Option<Core>>> = Arc::default();
     let failure: Arc<Mutex<Option<ProcessorError>>> = Arc::default();
-    consumer = consumer_config(&args)
+    let consumer: ProcessorConsumer = consumer_config(&args)
         .create_with_context(RebalanceContext {
             core: core_slot.clone(),
             failure: failure.clone(),
@@ -298,7 +302,7 @@ pub fn run(
         producer,
         runtime: runtime.clone(),
         registry,
-        writer_schemas: HashMap::new(),
+        readers: HashMap::new(),
         outputs,
         stream_partitions,
         repartition_partitions,
@@ -544,16 +548,22 @@ impl Core {
         }
     }
 
-    fn writer_schema(&mut self, id: u32) -> Result<Result<Arc<Schema>, Unusable>, ProcessorError> {
-        if let Some(schema) = self.writer_schemas.get(&id) {
-            return Ok(Ok(schema.clone()));
+    fn reader(
+        &mut self,
+        id: u32,
+    ) -> Result<Result<Arc<DatumReader<'static>>, Unusable>, ProcessorError> {
+        if let Some(reader) = self.readers.get(&id) {
+            return Ok(Ok(reader.clone()));
         }
         let mut backoff = Duration::from_millis(200);
         loop {
             match self.runtime.block_on(self.registry.schema_by_id(id)) {
                 Ok(schema) => {
-                    self.writer_schemas.insert(id, schema.clone());
-                    return Ok(Ok(schema));
+                    return Ok(DatumReader::leaked(Schema::clone(&schema)).map(|reader| {
+                        let reader = Arc::new(reader);
+                        self.readers.insert(id, reader.clone());
+                        reader
+                    }));
                 }
                 Err(error) if error.is_retryable() => {
                     // The registry being away is not the record's fault: wait, never
@@ -600,9 +610,10 @@ impl Core {
             None => Err(Unusable("record without a value".into())),
             Some(payload) => match platform::avro::split_wire_format(payload) {
                 Err(e) => Err(Unusable(e.to_string())),
-                Ok((id, datum)) => match self.writer_schema(id)? {
+                Ok((id, datum)) => match self.reader(id)? {
                     Err(e) => Err(e),
-                    Ok(schema) => decode::read_datum(&schema, datum)
+                    Ok(reader) => reader
+                        .read(datum)
                         .and_then(|value| decode::route(stream, source, &value, payload)),
                 },
             },
@@ -625,17 +636,18 @@ impl Core {
 
     /// Records activity on an input partition; true if it was idle.
     fn note_input(&mut self, stream: Stream, partition: i32, event_time: i64) -> bool {
+        let now = Instant::now();
         let entry = self
             .inputs
             .entry((stream, partition))
             .or_insert(InputPartition {
                 max_event_time: None,
-                last_record: Instant::now(),
+                last_record: now,
                 read_to_end: false,
                 idle: false,
                 announced: None,
             });
-        entry.last_record = Instant::now();
+        entry.last_record = now;
         entry.read_to_end = false;
         entry.max_event_time = Some(
             entry
