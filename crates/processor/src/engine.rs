@@ -348,7 +348,6 @@ pub fn run(
             }
         }
         if last_commit.elapsed() >= interval {
-            last_commit = Instant::now();
             let mut guard = core_slot.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(core) = guard.as_mut() {
                 core.tick();
@@ -356,6 +355,9 @@ pub fn run(
                     break Err(error);
                 }
             }
+            // Counted from the end of the commit: a commit that takes as long as the interval
+            // (a slow broker) must not leave no time to process between commits.
+            last_commit = Instant::now();
         }
     };
     // Leave cleanly: commit what was processed (a failed run aborts instead), then leave the
