@@ -199,3 +199,51 @@ pub fn cpu_model() -> String {
         })
         .unwrap_or_else(|| "unknown".into())
 }
+
+/// One thread's scheduler accounting: CPU time, and time runnable but waiting for a CPU
+/// (`run_delay`), from /proc/PID/task/TID/schedstat.
+#[derive(Debug, Clone, Default)]
+pub struct ThreadTimes {
+    pub name: String,
+    pub cpu_secs: f64,
+    pub wait_secs: f64,
+}
+
+/// Every thread of a live process, by thread id.
+pub fn thread_times(pid: i32) -> std::collections::BTreeMap<i32, ThreadTimes> {
+    let mut threads = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return threads;
+    };
+    for task in tasks.flatten() {
+        let Some(tid) = task
+            .file_name()
+            .to_str()
+            .and_then(|t| t.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let path = task.path();
+        let (Ok(stat), Ok(name)) = (
+            std::fs::read_to_string(path.join("schedstat")),
+            std::fs::read_to_string(path.join("comm")),
+        ) else {
+            continue;
+        };
+        let fields: Vec<u64> = stat
+            .split_whitespace()
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        if let [cpu_ns, wait_ns, ..] = fields[..] {
+            threads.insert(
+                tid,
+                ThreadTimes {
+                    name: name.trim().to_string(),
+                    cpu_secs: cpu_ns as f64 / 1e9,
+                    wait_secs: wait_ns as f64 / 1e9,
+                },
+            );
+        }
+    }
+    threads
+}

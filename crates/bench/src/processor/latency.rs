@@ -41,11 +41,15 @@ pub struct Delay {
     /// Per window: when its last result was readable (the whole window known).
     pub window_complete_p50_ms: f64,
     pub window_complete_p99_ms: f64,
+    /// Per measured window, in order: seconds from the start of the writes to the window's
+    /// end, and the delay of its last result (infinite when missing).
+    pub window_delays: Vec<(f64, f64)>,
     pub processor_cpu_secs: f64,
     pub processor_cpu_per_million: f64,
     pub processor_peak_rss_mib: f64,
     pub broker_cpu_secs: Option<f64>,
     pub check: Check,
+    pub commit_interval_ms: u64,
     pub args: Vec<String>,
     pub metrics: std::collections::BTreeMap<String, f64>,
 }
@@ -66,6 +70,7 @@ impl Delay {
             "input_records_processed": self.processed,
             "delay_ms": {"p50": ms_json(self.p50_ms), "p99": ms_json(self.p99_ms), "max": ms_json(self.max_ms), "min": ms_json(self.min_ms)},
             "window_complete_delay_ms": {"p50": ms_json(self.window_complete_p50_ms), "p99": ms_json(self.window_complete_p99_ms)},
+            "per_window": self.window_delays.iter().map(|(at, ms)| json!({"window_end_after_start_secs": at, "last_result_delay_ms": ms_json(*ms)})).collect::<Vec<_>>(),
             "processor_cpu_secs": self.processor_cpu_secs,
             "processor_cpu_secs_per_million_events": self.processor_cpu_per_million,
             "processor_peak_rss_mib": self.processor_peak_rss_mib,
@@ -268,6 +273,10 @@ pub async fn measure(
             window_done.insert(r.window_start, f64::INFINITY);
         }
     }
+    let window_delays: Vec<(f64, f64)> = window_done
+        .iter()
+        .map(|(start, ms)| ((start + window_ms - start_ms) as f64 / 1000.0, *ms))
+        .collect();
     let mut complete: Vec<f64> = window_done.values().copied().collect();
     complete.sort_by(f64::total_cmp);
     let cpu = usage.cpu_secs - before.cpu_secs;
@@ -291,11 +300,13 @@ pub async fn measure(
         min_ms: delays.first().copied().unwrap_or(f64::NAN),
         window_complete_p50_ms: percentile(&complete, 0.50),
         window_complete_p99_ms: percentile(&complete, 0.99),
+        window_delays,
         processor_cpu_secs: cpu,
         processor_cpu_per_million: cpu / written.max(1) as f64 * 1e6,
         processor_peak_rss_mib: usage.peak_rss_mib(),
         broker_cpu_secs: broker_before.zip(broker_after).map(|(b, a)| a - b),
         check,
+        commit_interval_ms,
         args,
         metrics,
     })

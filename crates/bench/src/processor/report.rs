@@ -132,6 +132,8 @@ impl Profile {
 
 pub struct Results {
     pub command: String,
+    /// The commit the binaries were built from, and whether the processor's sources differed.
+    pub source: String,
     pub quick: bool,
     pub bin_dir: PathBuf,
     pub started_at: String,
@@ -146,8 +148,9 @@ pub struct Results {
     pub reference: Vec<RefRun>,
     pub profile_run: Option<ProcRun>,
     pub profile: Option<Profile>,
+    pub ceiling: Option<super::ceiling::Ceiling>,
     pub memory: Option<Memory>,
-    pub latency: Option<Delay>,
+    pub latency: Vec<Delay>,
     pub notes: Vec<String>,
     pub failures: Vec<String>,
 }
@@ -167,6 +170,7 @@ impl Results {
     pub fn new(command: String, quick: bool, bin_dir: PathBuf) -> Results {
         Results {
             command,
+            source: source(),
             quick,
             bin_dir,
             started_at: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
@@ -183,8 +187,9 @@ impl Results {
             reference: Vec::new(),
             profile_run: None,
             profile: None,
+            ceiling: None,
             memory: None,
-            latency: None,
+            latency: Vec::new(),
             notes: Vec::new(),
             failures: Vec::new(),
         }
@@ -197,7 +202,7 @@ impl Results {
             .chain(self.profile_run.as_ref())
             .chain(self.memory.as_ref().map(|m| &m.run))
             .all(|r| r.check.all_right())
-            && self.latency.as_ref().is_none_or(|d| d.check.all_right())
+            && self.latency.iter().all(|d| d.check.all_right())
             && self.reference.iter().all(RefRun::all_right)
     }
 
@@ -295,11 +300,13 @@ impl Results {
                 met: m.totals_error.map(|e| e <= 0.03 && m.run.check.all_right()),
             });
         }
-        if let Some(d) = &self.latency {
+        for (i, d) in self.latency.iter().enumerate() {
             targets.push(Target {
                 what: format!(
-                    "window end → result readable, p99, {} events/s",
-                    thousands(d.target_rate)
+                    "window end → result readable, p99, {} events/s, `--commit-interval-ms {}`{}",
+                    thousands(d.target_rate),
+                    d.commit_interval_ms,
+                    if i == 0 { "" } else { " (for comparison)" }
                 ),
                 goal: "< 1 s".into(),
                 measured: format!(
@@ -352,11 +359,22 @@ impl Results {
                             r.broker_cpu_per_million().unwrap_or(f64::NAN)
                         ))
                         .unwrap_or_else(|| "–".into()),
-                    if r.check.all_right() {
-                        "right"
-                    } else {
-                        "**WRONG**"
-                    }
+                    r.check.verdict()
+                );
+            }
+            if let Some(c) = &self.ceiling {
+                let per_m = |v: f64| v / c.records.max(1) as f64 * 1e6;
+                let _ = writeln!(
+                    t,
+                    "| bare librdkafka consumer (read ceiling) | – | {} | {:.2} | {} | {:.2} (bench process) | {:.2} | | | {} | – |",
+                    thousands(c.records),
+                    c.wall_secs,
+                    thousands(c.records_per_sec() as u64),
+                    c.consumer_cpu_secs,
+                    per_m(c.consumer_cpu_secs),
+                    c.broker_cpu_secs
+                        .map(|b| format!("{b:.2} ({:.2})", per_m(b)))
+                        .unwrap_or_else(|| "–".into()),
                 );
             }
             for r in &self.reference {
@@ -413,22 +431,26 @@ impl Results {
                     .unwrap_or_else(|| "–".into()),
                 thousands(r.events_per_sec() as u64),
                 r.cpu_per_million(),
-                if r.check.all_right() {
-                    "right"
-                } else {
-                    "**WRONG**"
-                }
+                r.check.verdict()
             );
         }
-        if let Some(d) = &self.latency {
+        if let Some(first) = self.latency.first() {
             let _ = writeln!(
                 t,
-                "\n| result delay, {} events/s (achieved {:.0}), {} s windows | results read | p50 | p99 | max | whole window p50 / p99 | processor CPU-s per M | peak RSS | results |\n|---|---|---|---|---|---|---|---|---|\n| window end → result readable ({}, `{}`) | {} of {} in {} windows | {} | {} | {} | {} / {} | {:.2} | {} | {} |",
-                thousands(d.target_rate),
-                d.achieved_rate,
+                "\n| result delay, {} events/s, {} s windows, window end → result readable | achieved events/s | events consumed by the processor | results read | p50 | p99 | max | whole window p50 / p99 | processor CPU-s per M | peak RSS | results |\n|---|---|---|---|---|---|---|---|---|---|---|",
+                thousands(first.target_rate),
                 super::latency::WINDOW_SECS,
+            );
+        }
+        for d in &self.latency {
+            let _ = writeln!(
+                t,
+                "| {}, `{}` | {:.0} | {} of {} | {} of {} in {} windows | {} | {} | {} | {} / {} | {:.2} | {} | {} |",
                 d.guarantee.flag(),
                 d.args.join(" "),
+                d.achieved_rate,
+                thousands(d.processed),
+                thousands(d.written),
                 d.results,
                 d.results + d.missing,
                 d.windows,
@@ -439,11 +461,7 @@ impl Results {
                 d.show(d.window_complete_p99_ms),
                 d.processor_cpu_per_million,
                 mib(d.processor_peak_rss_mib),
-                if d.check.all_right() {
-                    "right"
-                } else {
-                    "**WRONG**"
-                }
+                d.check.verdict()
             );
         }
         t
@@ -461,13 +479,14 @@ impl Results {
         let _ = writeln!(md, "Produced by:\n\n```sh\n{}\n```\n", self.command);
         let _ = writeln!(
             md,
-            "- {} · {} cores ({}) · load average (1/5/15 min) {} before, {} after · {:.0} s in all\n- binaries: `{}` (release); tansu broker (memory storage), schema registry and the benchmark's own clients, all on this machine and sharing its cores",
+            "- {} · {} cores ({}) · load average (1/5/15 min) {} before, {} after · {:.0} s in all\n- source: {}\n- binaries: `{}` (release); tansu broker (memory storage), schema registry and the benchmark's own clients, all on this machine and sharing its cores",
             self.started_at,
             self.cores,
             self.cpu_model,
             self.load_before,
             self.load_after,
             self.total_secs,
+            self.source,
             self.bin_dir.display()
         );
         if let (Some(b), Some(a)) = (&self.backlog, &self.args) {
@@ -506,6 +525,77 @@ impl Results {
             "\nWhere a target is missed, [NOTES.md](NOTES.md) says where the time goes and what would close the gap."
         );
         let _ = writeln!(md, "\n## Figures\n\n{}", self.table());
+        let runs: Vec<&ProcRun> = self
+            .throughput
+            .iter()
+            .chain(self.memory.as_ref().map(|m| &m.run))
+            .filter(|r| r.sched.is_some())
+            .collect();
+        if !runs.is_empty() {
+            let _ = writeln!(
+                md,
+                "Where the processing thread's wall time went (from /health 200 to the last result; the thread that decodes, routes, aggregates and commits; scheduler accounting from /proc/<pid>/task/<tid>/schedstat, commits from the processor's `processor_commit_seconds` histogram):\n\n| run | wall | on a CPU | runnable, waiting for a CPU | in commits (count) | blocked otherwise (polling for records) | all threads: waiting for a CPU |\n|---|---|---|---|---|---|---|"
+            );
+            for r in runs {
+                if let Some(s) = r.sched {
+                    let pct = |v: f64| format!("{v:.2} s ({:.0} %)", v / s.wall_secs * 100.0);
+                    let _ = writeln!(
+                        md,
+                        "| {} | {:.2} s | {} | {} | {} ({}) | {} | {:.2} s |",
+                        r.name,
+                        s.wall_secs,
+                        pct(s.cpu_secs),
+                        pct(s.runqueue_secs),
+                        pct(s.commit_secs),
+                        s.commits,
+                        pct(s.other_blocked_secs()),
+                        s.all_threads_runqueue_secs
+                    );
+                }
+            }
+            md.push('\n');
+        }
+        let with_volumes: Vec<&ProcRun> = self
+            .throughput
+            .iter()
+            .chain(self.memory.as_ref().map(|m| &m.run))
+            .filter(|r| !r.volumes.is_empty())
+            .collect();
+        if !with_volumes.is_empty() {
+            let _ = writeln!(
+                md,
+                "What each run wrote besides the results (read back after the run, read_committed; keys + values):\n\n| run | topic | records | MiB | records per input event | bytes per input event |\n|---|---|---|---|---|---|"
+            );
+            for r in with_volumes {
+                for v in &r.volumes {
+                    let _ = writeln!(
+                        md,
+                        "| {} | {} | {} | {:.1} | {:.2} | {:.0} |",
+                        r.name,
+                        v.topic,
+                        thousands(v.records),
+                        v.bytes as f64 / 1048576.0,
+                        v.records as f64 / r.events.max(1) as f64,
+                        v.bytes as f64 / r.events.max(1) as f64
+                    );
+                }
+            }
+            md.push('\n');
+        }
+        if !self
+            .args
+            .as_ref()
+            .is_none_or(|a| a.processor_arg.is_empty())
+        {
+            let _ = writeln!(
+                md,
+                "**Extra processor options in the throughput, profile and memory runs: `{}`.**\n",
+                self.args
+                    .as_ref()
+                    .map(|a| a.processor_arg.join(" "))
+                    .unwrap_or_default()
+            );
+        }
         if let Some(r) = &self.profile_run {
             let _ = writeln!(
                 md,
@@ -552,11 +642,24 @@ impl Results {
                 problems(&m.run.check.problems)
             );
         }
-        if let Some(d) = &self.latency {
+        for d in &self.latency {
             let _ = writeln!(
                 md,
-                "- processor, {} (result delay, full windows only): {}{}",
+                "- result delay, `--commit-interval-ms {}`: per window (end, seconds after the writes began → delay of its last result): {}",
+                d.commit_interval_ms,
+                d.window_delays
+                    .iter()
+                    .map(|(at, ms)| format!("{at:.0} s → {}", d.show(*ms)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        for d in &self.latency {
+            let _ = writeln!(
+                md,
+                "- processor, {} (result delay, `--commit-interval-ms {}`, full windows only): {}{}",
                 d.guarantee.flag(),
+                d.commit_interval_ms,
                 d.check.summary(),
                 problems(&d.check.problems)
             );
@@ -649,6 +752,7 @@ impl Results {
             .collect();
         json!({
             "command": self.command,
+            "source": self.source,
             "quick": self.quick,
             "started_at": self.started_at,
             "machine": {
@@ -670,9 +774,11 @@ impl Results {
             })),
             "throughput": self.throughput.iter().map(ProcRun::json).collect::<Vec<_>>(),
             "reference": self.reference.iter().map(RefRun::json).collect::<Vec<_>>(),
+            "read_ceiling": self.ceiling.as_ref().map(super::ceiling::Ceiling::json),
+            "processor_args": self.args.as_ref().map(|a| a.processor_arg.clone()),
             "ratios": ratios,
             "memory": self.memory.as_ref().map(Memory::json),
-            "result_delay": self.latency.as_ref().map(Delay::json),
+            "result_delay": self.latency.iter().map(Delay::json).collect::<Vec<_>>(),
             "profile": self.profile.as_ref().map(|p| json!({
                 "run": self.profile_run.as_ref().map(ProcRun::json),
                 "threads": p.threads,
@@ -685,6 +791,42 @@ impl Results {
             "notes": self.notes,
             "failures": self.failures,
         })
+    }
+}
+
+/// `commit <hash>` and whether crates/processor has uncommitted changes (read-only git; no
+/// optional index refresh, so it never takes the index lock).
+fn source() -> String {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("--no-optional-locks")
+            .args(args)
+            .current_dir(local_stack::workspace_root())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    match git(&["rev-parse", "--short=12", "HEAD"]) {
+        None => "unknown (no git)".into(),
+        Some(head) => {
+            let dirty = git(&[
+                "status",
+                "--porcelain",
+                "--",
+                "crates/processor",
+                "crates/platform",
+            ])
+            .is_some_and(|s| !s.is_empty());
+            format!(
+                "commit `{head}`{}",
+                if dirty {
+                    " with uncommitted changes in crates/processor or crates/platform"
+                } else {
+                    " (crates/processor and crates/platform as committed)"
+                }
+            )
+        }
     }
 }
 
@@ -726,10 +868,12 @@ processor events per CPU-second / reference events per CPU-second, same guarante
 closers; measured like the throughput run (exactly-once). unique_users of the window's \
 APP_EVENT_TOTALS result against N, and of every group against its own distinct count.
 - **Result delay**: the processor with `--app-events-window-secs 2 --allowed-lateness-ms 0 \
---commit-interval-ms 100` (exactly-once); after /health 200 a producer (linger 5 ms) writes \
+--commit-interval-ms 100` (exactly-once; then the same with 200 ms, its default, for \
+comparison; each run on emptied topics with a new group); after /health 200 a producer (linger 5 ms) writes \
 the target rate for the given seconds, event time = the wall clock when each record is \
 built, the kinds spread over the 6 partitions as above. The results reader notes the wall \
-clock when it reads each result; delay = that − window_end. Only windows that start after \
+clock when it reads each result; delay = that − window_end; a result not read within 20 s \
+of the last write counts as infinitely late. Only windows that start after \
 the writes began and end before they stopped count. Percentiles are nearest-rank over all \
 results of those windows; 'whole window' is, per window, the delay of its last result.
 - **Profile**: one more exactly-once run over the throughput backlog under `perf record \

@@ -238,6 +238,21 @@ impl Check {
             && self.conflicting_duplicates == 0
     }
 
+    /// "right", "**WRONG**" (a value differs, or a result should not exist), or "right as far
+    /// as read" with how many are missing.
+    pub fn verdict(&self) -> String {
+        let values_right = self.events_right == self.found
+            && self.users_exact_wrong == 0
+            && self.users_estimated_ok == self.users_estimated
+            && self.unexpected.is_empty()
+            && self.conflicting_duplicates == 0;
+        match (values_right, self.missing.len()) {
+            (false, _) => "**WRONG**".into(),
+            (true, 0) if self.expected > 0 => "right".into(),
+            (true, missing) => format!("right as far as read; **{missing} missing**"),
+        }
+    }
+
     pub fn summary(&self) -> String {
         let mut s = format!(
             "{}/{} results present; events right in {}/{}; unique_users: {} exact and equal, {} estimated ({} within {:.0} %, max error {:.2} %, mean {:.2} %)",

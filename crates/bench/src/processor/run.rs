@@ -16,7 +16,7 @@ use super::load::Loaded;
 use super::results::{self, Check, Reader, Seen};
 use crate::broker::free_port;
 use crate::consumers::log_summary;
-use crate::procstat::Proc;
+use crate::procstat::{self, Proc};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Guarantee {
@@ -126,6 +126,80 @@ pub struct ProcRun {
     pub check: Check,
     /// Counters from the processor's /metrics at the end (summed over labels).
     pub metrics: BTreeMap<String, f64>,
+    /// Where the processing thread's time went over the measured interval.
+    pub sched: Option<Sched>,
+    /// What the run left in the processor's internal and output topics (read afterwards).
+    pub volumes: Vec<super::ceiling::Volume>,
+}
+
+/// The processing thread (the busiest thread named `processor`) over the measured interval,
+/// from the scheduler's accounting; and the commits, from the processor's own histogram.
+#[derive(Debug, Clone, Copy)]
+pub struct Sched {
+    pub wall_secs: f64,
+    /// On a CPU.
+    pub cpu_secs: f64,
+    /// Runnable but waiting for a CPU (other processes, or its own other threads).
+    pub runqueue_secs: f64,
+    /// Inside `commit` (flush or transaction commit, offsets), which blocks the thread.
+    pub commit_secs: f64,
+    pub commits: f64,
+    /// Runnable-but-waiting time of all the processor's threads.
+    pub all_threads_runqueue_secs: f64,
+}
+
+impl Sched {
+    /// Neither running, nor runnable, nor committing: waiting in poll for records.
+    pub fn other_blocked_secs(&self) -> f64 {
+        (self.wall_secs - self.cpu_secs - self.runqueue_secs - self.commit_secs).max(0.0)
+    }
+
+    pub fn json(&self) -> Value {
+        json!({
+            "wall_secs": self.wall_secs,
+            "on_cpu_secs": self.cpu_secs,
+            "waiting_for_cpu_secs": self.runqueue_secs,
+            "in_commit_secs": self.commit_secs,
+            "commits": self.commits,
+            "other_blocked_secs": self.other_blocked_secs(),
+            "all_threads_waiting_for_cpu_secs": self.all_threads_runqueue_secs,
+        })
+    }
+}
+
+fn sched(
+    before: &BTreeMap<i32, procstat::ThreadTimes>,
+    after: &BTreeMap<i32, procstat::ThreadTimes>,
+    metrics_before: &BTreeMap<String, f64>,
+    metrics_after: &BTreeMap<String, f64>,
+    wall_secs: f64,
+) -> Option<Sched> {
+    let delta = |tid: &i32, t: &procstat::ThreadTimes| {
+        let b = before.get(tid)?;
+        Some((t.cpu_secs - b.cpu_secs, t.wait_secs - b.wait_secs))
+    };
+    let (cpu_secs, runqueue_secs) = after
+        .iter()
+        .filter(|(_, t)| t.name == "processor")
+        .filter_map(|(tid, t)| delta(tid, t))
+        .max_by(|a, b| a.0.total_cmp(&b.0))?;
+    let all_threads_runqueue_secs = after
+        .iter()
+        .filter_map(|(tid, t)| delta(tid, t))
+        .map(|(_, w)| w)
+        .sum();
+    let diff = |name: &str| {
+        metrics_after.get(name).copied().unwrap_or(0.0)
+            - metrics_before.get(name).copied().unwrap_or(0.0)
+    };
+    Some(Sched {
+        wall_secs,
+        cpu_secs,
+        runqueue_secs,
+        commit_secs: diff("processor_commit_seconds_sum"),
+        commits: diff("processor_commit_seconds_count"),
+        all_threads_runqueue_secs,
+    })
 }
 
 impl ProcRun {
@@ -161,6 +235,8 @@ impl ProcRun {
             "broker_cpu_secs_per_million_events": self.broker_cpu_per_million(),
             "check": self.check.json(),
             "metrics": self.metrics,
+            "processing_thread": self.sched.map(|s| s.json()),
+            "topic_volumes": self.volumes.iter().map(super::ceiling::Volume::json).collect::<Vec<_>>(),
         })
     }
 }
@@ -186,6 +262,8 @@ pub async fn measure(
     let running = start(env, name, guarantee, extra).await?;
     let before = running.process.sample().context("sampling the processor")?;
     let broker_before = env.broker_cpu();
+    let threads_before = procstat::thread_times(running.process.pid);
+    let metrics_before = fetch_metrics(running.addr).await;
     let perf = match perf_data {
         Some(path) => Some(crate::profile::record_with(
             running.process.pid,
@@ -226,15 +304,11 @@ pub async fn measure(
     };
     let usage = running.process.sample();
     let broker_after = env.broker_cpu();
+    let threads_after = procstat::thread_times(running.process.pid);
+    let metrics = fetch_metrics(running.addr).await;
     if let Some(perf) = perf {
         crate::profile::stop(perf).await?;
     }
-    let metrics = {
-        let addr = running.addr;
-        tokio::task::spawn_blocking(move || metrics(addr))
-            .await?
-            .unwrap_or_default()
-    };
     let stopped = running.process.terminate(Duration::from_secs(30)).await;
     let seen = reader.finish();
     let done = outcome?;
@@ -242,21 +316,51 @@ pub async fn measure(
     let usage = usage.context("sampling the processor")?;
     let end = super::load::START_MS + loaded.spec.span_ms;
     let check = results::check(&seen, &loaded.expected, |start| start < end);
+    let wall_secs = done.duration_since(running.healthy_at).as_secs_f64();
+    let volumes = {
+        let brokers = env.brokers.clone();
+        tokio::task::spawn_blocking(move || {
+            use platform::topics::{PROCESSED_EVENTS, PROCESSOR_CHANGELOG, PROCESSOR_REPARTITION};
+            [PROCESSOR_REPARTITION, PROCESSOR_CHANGELOG, PROCESSED_EVENTS]
+                .iter()
+                .filter_map(|t| super::ceiling::volume(&brokers, t.name, t.partitions).ok())
+                .collect::<Vec<_>>()
+        })
+        .await?
+    };
+    let sched = sched(
+        &threads_before,
+        &threads_after,
+        &metrics_before,
+        &metrics,
+        wall_secs,
+    );
     Ok((
         ProcRun {
             name: name.to_string(),
             guarantee,
             events: loaded.records,
             startup_secs: running.startup_secs,
-            wall_secs: done.duration_since(running.healthy_at).as_secs_f64(),
+            wall_secs,
             cpu_secs: usage.cpu_secs - before.cpu_secs,
             peak_rss_mib: usage.peak_rss_mib(),
             broker_cpu_secs: broker_before.zip(broker_after).map(|(b, a)| a - b),
             check,
             metrics,
+            sched,
+            volumes,
         },
         seen,
     ))
+}
+
+/// [`metrics`] off the async runtime; empty when unreachable.
+pub async fn fetch_metrics(addr: SocketAddr) -> BTreeMap<String, f64> {
+    tokio::task::spawn_blocking(move || metrics(addr))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default()
 }
 
 /// The processor's /metrics, summed by metric name over labels (counters, gauges, histogram
