@@ -107,7 +107,8 @@ pub async fn read_topic_until(
     Ok(records)
 }
 
-fn rand_suffix() -> u128 {
+/// A number that differs between calls (for unique consumer group names).
+pub fn rand_suffix() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())

@@ -254,7 +254,7 @@ pub async fn read_raw_until(
     mut done: impl FnMut(&[(String, Option<Vec<u8>>)]) -> bool,
 ) -> anyhow::Result<Vec<(String, Option<Vec<u8>>)>> {
     use rdkafka::{Message, consumer::Consumer};
-    let group = format!("e2e-raw-{}", uuid_like());
+    let group = format!("e2e-raw-{}-{}", std::process::id(), crate::rand_suffix());
     let consumer = platform::kafka::consumer(brokers, &group, "e2e", true)?;
     consumer.subscribe(&[topic])?;
     let deadline = std::time::Instant::now() + timeout;
@@ -278,65 +278,59 @@ pub async fn read_raw_until(
     Ok(records)
 }
 
-fn uuid_like() -> String {
-    format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default()
-    )
+/// What [`read_results`] found.
+pub struct Results {
+    /// Every record read, duplicates included.
+    pub records: Vec<crate::CdcRecord>,
+    /// One value per result id (checked: no id was read with two different values).
+    pub by_id: BTreeMap<String, Value>,
+    /// Expected ids that had not arrived when the time ran out.
+    pub missing: Vec<String>,
 }
 
-/// Reads `topic` through the registry until `done` holds or `timeout` passes; returns what it
-/// read either way, and whether `done` held (so a failing test can say what was missing).
-/// `isolation` is the consumer's `isolation.level`.
-pub async fn read_decoded(
+/// Reads `topic_processed_events` until every id in `expected` has arrived or `timeout` passes.
+pub async fn read_results(
     brokers: &str,
     registry_url: &str,
-    topic: &str,
+    expected: impl IntoIterator<Item = impl AsRef<str>>,
     timeout: Duration,
-    isolation: &str,
-    mut done: impl FnMut(&[crate::CdcRecord]) -> bool,
-) -> anyhow::Result<(Vec<crate::CdcRecord>, bool)> {
-    use rdkafka::{
-        ClientConfig, Message,
-        consumer::{Consumer, StreamConsumer},
+) -> anyhow::Result<Results> {
+    let expected: Vec<String> = expected
+        .into_iter()
+        .map(|e| e.as_ref().to_string())
+        .collect();
+    let ids = |records: &[crate::CdcRecord]| -> std::collections::BTreeSet<String> {
+        records
+            .iter()
+            .map(|r| {
+                r.value["result_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect()
     };
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", format!("e2e-read-{}", uuid_like()))
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "6000")
-        .set("isolation.level", isolation)
-        .create()?;
-    consumer.subscribe(&[topic])?;
-    let registry = RegistryClient::new(registry_url);
-    let deadline = std::time::Instant::now() + timeout;
     let mut records = Vec::new();
-    while !done(&records) {
-        let remaining = deadline.saturating_duration_since(std::time::Instant::now());
-        if remaining.is_zero() {
-            return Ok((records, false));
-        }
-        let Ok(message) =
-            tokio::time::timeout(remaining.min(Duration::from_secs(2)), consumer.recv()).await
-        else {
-            continue;
-        };
-        let message = message?;
-        let Some(payload) = message.payload() else {
-            continue;
-        };
-        let value = platform::avro::decode(&registry, payload).await?;
-        records.push(crate::CdcRecord {
-            key: String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
-            partition: message.partition(),
-            offset: message.offset(),
-            value: platform::avro::to_json(&value),
-        });
-    }
-    Ok((records, true))
+    // On time-out the records read so far are kept, to say what is missing.
+    let _ = crate::read_topic_until(
+        brokers,
+        registry_url,
+        platform::topics::PROCESSED_EVENTS.name,
+        timeout,
+        |read| {
+            records = read.to_vec();
+            let seen = ids(read);
+            expected.iter().all(|id| seen.contains(id))
+        },
+    )
+    .await;
+    let seen = ids(&records);
+    Ok(Results {
+        by_id: by_id(&records, "result_id")?,
+        missing: expected
+            .into_iter()
+            .filter(|id| !seen.contains(id))
+            .collect(),
+        records,
+    })
 }

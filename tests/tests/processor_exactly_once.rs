@@ -154,21 +154,13 @@ async fn scenario(name: &str, disruption: Disruption) -> anyhow::Result<()> {
             )
             .await?;
     }
-    let (results, complete) = processor::read_decoded(
+    // A killed member keeps its partitions until its session times out and the group
+    // rebalances; under CI load that can take a while.
+    let read = processor::read_results(
         &brokers,
         &stack.registry_url(),
-        topics::PROCESSED_EVENTS.name,
-        // A killed member keeps its partitions until its session times out and the group
-        // rebalances; under CI load that can take a while.
+        expected.keys(),
         Duration::from_secs(180),
-        "read_committed",
-        |records| {
-            let ids: BTreeSet<&str> = records
-                .iter()
-                .map(|r| r.value["result_id"].as_str().unwrap_or_default())
-                .collect();
-            expected.keys().all(|k| ids.contains(k.as_str()))
-        },
     )
     .await?;
     if let Disruption::Kills(_) = disruption {
@@ -177,11 +169,7 @@ async fn scenario(name: &str, disruption: Disruption) -> anyhow::Result<()> {
             .await?
             .text()
             .await?;
-        let restored: f64 = metrics
-            .lines()
-            .find(|l| l.starts_with("processor_state_restored_entries_total"))
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-            .unwrap_or(0.0);
+        let restored = metric(&metrics, "processor_state_restored_entries_total");
         eprintln!("{name}: the last restart restored {restored} state entries");
         assert!(
             restored > 0.0,
@@ -191,12 +179,12 @@ async fn scenario(name: &str, disruption: Disruption) -> anyhow::Result<()> {
     for child in [first.as_mut(), second.as_mut()].into_iter().flatten() {
         let _ = child.start_kill();
     }
-    let got = processor::by_id(&results, "result_id")?;
-    let missing: Vec<&String> = expected.keys().filter(|k| !got.contains_key(*k)).collect();
     anyhow::ensure!(
-        complete && missing.is_empty(),
-        "missing windows: {missing:?}"
+        read.missing.is_empty(),
+        "missing windows: {:?}",
+        read.missing
     );
+    let got = read.by_id;
     for (id, (events, users)) in &expected {
         assert_eq!(got[id]["events"], json!(events), "{id}: {}", got[id]);
         assert_eq!(
@@ -214,7 +202,8 @@ async fn scenario(name: &str, disruption: Disruption) -> anyhow::Result<()> {
         unexpected.is_empty(),
         "windows that should not exist: {unexpected:?}"
     );
-    let relevant = results
+    let relevant = read
+        .records
         .iter()
         .filter(|r| expected.contains_key(r.value["result_id"].as_str().unwrap_or_default()))
         .count();
@@ -227,24 +216,24 @@ async fn scenario(name: &str, disruption: Disruption) -> anyhow::Result<()> {
     stack.shutdown().await
 }
 
+/// The value of the first sample of `name` in Prometheus text, 0 when absent.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// Waits until the processor at `listen` has processed input and committed a transaction.
 async fn wait_until_committing(listen: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(90);
     while Instant::now() < deadline {
         if let Ok(response) = reqwest::get(format!("http://{listen}/metrics")).await
             && let Ok(text) = response.text().await
+            && metric(&text, "processor_commit_seconds_count") > 0.0
+            && metric(&text, "processor_input_records_total") > 0.0
         {
-            let value = |name: &str| {
-                text.lines()
-                    .find(|l| l.starts_with(name))
-                    .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                    .unwrap_or(0.0)
-            };
-            if value("processor_commit_seconds_count") > 0.0
-                && value("processor_input_records_total") > 0.0
-            {
-                return Ok(());
-            }
+            return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -420,36 +420,23 @@ async fn every_job_matches_independently_computed_results() -> anyhow::Result<()
             .await?;
     }
 
-    let (results, complete) = processor::read_decoded(
+    let read = processor::read_results(
         &brokers,
         &stack.registry_url(),
-        topics::PROCESSED_EVENTS.name,
+        expected.keys(),
         Duration::from_secs(150),
-        "read_committed",
-        |records| {
-            let ids: BTreeSet<&str> = records
-                .iter()
-                .map(|r| r.value["result_id"].as_str().unwrap_or_default())
-                .collect();
-            expected.keys().all(|k| ids.contains(k.as_str()))
-        },
     )
     .await?;
-    if !complete {
+    if !read.missing.is_empty() {
         let _ = child.start_kill();
         let _ = child.wait().await;
         let log = log.await.unwrap_or_default();
-        let ids: BTreeSet<&str> = results
-            .iter()
-            .map(|r| r.value["result_id"].as_str().unwrap_or_default())
-            .collect();
-        let missing: Vec<&String> = expected
-            .keys()
-            .filter(|k| !ids.contains(k.as_str()))
-            .collect();
-        anyhow::bail!("results missing after 150 s: {missing:?}\nprocessor log:\n{log}");
+        anyhow::bail!(
+            "results missing after 150 s: {:?}\nprocessor log:\n{log}",
+            read.missing
+        );
     }
-    let got = processor::by_id(&results, "result_id")?;
+    let got = read.by_id;
     for (id, want) in &expected {
         let have = &got[id];
         for (field, value) in want.as_object().unwrap() {

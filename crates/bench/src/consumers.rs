@@ -410,34 +410,15 @@ impl Env {
         let (command, addr) = self.connector_command(slot, &broker, &[])?;
         let log = self.log("connector-latency");
         let process = Proc::spawn("cdc-connector", command, &log)?;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(exit) = process.try_wait()? {
+        match process
+            .wait_healthy(addr, &log, Duration::from_secs(60))
+            .await
+        {
+            Ok(()) => Ok((process, broker)),
+            Err(error) => {
                 broker.stop().await?;
-                bail!(
-                    "the connector exited at start-up ({:?}): {}",
-                    exit.code,
-                    log_summary(&log)
-                );
+                Err(error)
             }
-            let healthy = tokio::task::spawn_blocking(move || {
-                local_stack::http_get_status(addr, "/health")
-                    .map(|s| s == 200)
-                    .unwrap_or(false)
-            })
-            .await?;
-            if healthy {
-                return Ok((process, broker));
-            }
-            if Instant::now() > deadline {
-                process.terminate(Duration::from_secs(10)).await?;
-                broker.stop().await?;
-                bail!(
-                    "the connector was not healthy after 60 s: {}",
-                    log_summary(&log)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 }

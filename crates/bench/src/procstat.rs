@@ -105,6 +105,46 @@ impl Proc {
         self.wait(grace).await
     }
 
+    /// Polls `GET /health` on `addr` until it answers 200. Fails, naming the log's tail, when
+    /// the process exits first or is not healthy within `timeout` (it is then terminated).
+    pub async fn wait_healthy(
+        &self,
+        addr: std::net::SocketAddr,
+        log: &Path,
+        timeout: Duration,
+    ) -> Result<()> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(exit) = self.try_wait()? {
+                bail!(
+                    "{} exited at start-up ({:?}): {}",
+                    self.name,
+                    exit.code,
+                    crate::consumers::log_summary(log)
+                );
+            }
+            let healthy = tokio::task::spawn_blocking(move || {
+                local_stack::http_get_status(addr, "/health")
+                    .map(|s| s == 200)
+                    .unwrap_or(false)
+            })
+            .await?;
+            if healthy {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.terminate(Duration::from_secs(10)).await;
+                bail!(
+                    "{} was not healthy after {} s: {}",
+                    self.name,
+                    timeout.as_secs(),
+                    crate::consumers::log_summary(log)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// CPU seconds and peak RSS so far (the process must still run).
     pub fn sample(&self) -> Option<Usage> {
         sample(self.pid)

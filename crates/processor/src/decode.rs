@@ -28,11 +28,6 @@ pub struct Out {
     pub broadcast: bool,
 }
 
-/// Decodes the Avro datum (Confluent framing already removed) with its writer schema.
-pub fn read_datum(schema: &Schema, datum: &[u8]) -> Result<Value, Unusable> {
-    reader_for(schema)?.read(datum)
-}
-
 fn reader_for(schema: &Schema) -> Result<DatumReader<'_>, Unusable> {
     apache_avro::reader::datum::GenericDatumReader::builder(schema)
         .build()
@@ -40,8 +35,8 @@ fn reader_for(schema: &Schema) -> Result<DatumReader<'_>, Unusable> {
         .map_err(|e| unusable(format!("the writer schema cannot be used: {e}")))
 }
 
-/// A reader for one writer schema, built once: resolving the schema's names for every record
-/// took 7 % of the processor's time.
+/// A reader for one writer schema (Confluent framing already removed from the datum), built
+/// once: resolving the schema's names for every record took 7 % of the processor's time.
 pub struct DatumReader<'s>(apache_avro::reader::datum::GenericDatumReader<'s>);
 
 impl DatumReader<'static> {
@@ -545,8 +540,9 @@ mod tests {
     #[test]
     fn garbage_never_panics() {
         let schema = Schema::parse_str(platform::schemas::APP_EVENT).unwrap();
+        let reader = DatumReader::leaked(schema).unwrap();
         for bytes in [&b""[..], b"\x00", b"\xff\xff\xff\xff\xff", b"\x02a\x02b"] {
-            let _ = read_datum(&schema, bytes);
+            assert!(reader.read(bytes).is_err(), "{bytes:?}");
         }
     }
 }

@@ -114,7 +114,8 @@ pub struct Core {
     tasks: BTreeMap<i32, Task>,
     inputs: HashMap<(Stream, i32), InputPartition>,
     /// Next offset to consume per assigned partition (what a commit records).
-    positions: HashMap<(String, i32), i64>,
+    /// Keyed by the topic's static name (see [`consumed_topic`]): no allocation per record.
+    positions: HashMap<(&'static str, i32), i64>,
     dirty_positions: bool,
     in_transaction: bool,
     health: Health,
@@ -151,7 +152,10 @@ impl ClientContext for RebalanceContext {
                 };
                 let position = core
                     .as_ref()
-                    .and_then(|c| c.positions.get(&(topic.clone(), *partition)).copied())
+                    .and_then(|c| {
+                        let topic = consumed_topic(topic)?;
+                        c.positions.get(&(topic, *partition)).copied()
+                    })
                     .unwrap_or(p.app_offset.max(p.lo_offset));
                 metrics::gauge!("processor_consumer_lag", "topic" => topic.clone(), "partition" => partition.to_string())
                     .set((end - position).max(0) as f64);
@@ -213,6 +217,16 @@ impl ConsumerContext for RebalanceContext {
 }
 
 pub type ProcessorConsumer = BaseConsumer<RebalanceContext>;
+
+/// The static name of a topic the processor consumes (an input stream or the repartition
+/// topic), None for any other.
+fn consumed_topic(topic: &str) -> Option<&'static str> {
+    if topic == topics::PROCESSOR_REPARTITION.name {
+        Some(topics::PROCESSOR_REPARTITION.name)
+    } else {
+        Stream::from_topic(topic).map(Stream::topic)
+    }
+}
 
 fn consumer_config(args: &Args) -> ClientConfig {
     let mut config = ClientConfig::new();
@@ -583,16 +597,17 @@ impl Core {
 
     /// One consumed record.
     fn handle(&mut self, message: &BorrowedMessage<'_>) -> Result<(), ProcessorError> {
-        let topic = message.topic();
-        let partition = message.partition();
-        let offset = message.offset();
-        if topic == topics::PROCESSOR_REPARTITION.name {
+        let topic = if message.topic() == topics::PROCESSOR_REPARTITION.name {
             self.stage_two(message)?;
-        } else if let Some(stream) = Stream::from_topic(topic) {
+            topics::PROCESSOR_REPARTITION.name
+        } else if let Some(stream) = Stream::from_topic(message.topic()) {
             self.stage_one(stream, message)?;
-        }
+            stream.topic()
+        } else {
+            return Ok(());
+        };
         self.positions
-            .insert((topic.to_string(), partition), offset + 1);
+            .insert((topic, message.partition()), message.offset() + 1);
         self.dirty_positions = true;
         Ok(())
     }
@@ -836,7 +851,7 @@ impl Core {
         for (stream, partition) in to_announce {
             let next = self
                 .positions
-                .get(&(stream.topic().to_string(), partition))
+                .get(&(stream.topic(), partition))
                 .copied()
                 .unwrap_or(0);
             if let Err(error) = self.announce(stream, partition, next) {
@@ -853,7 +868,7 @@ impl Core {
         for (&q, task) in self.tasks.iter_mut() {
             let stamp = self
                 .positions
-                .get(&(topics::PROCESSOR_REPARTITION.name.to_string(), q))
+                .get(&(topics::PROCESSOR_REPARTITION.name, q))
                 .copied()
                 .unwrap_or(0);
             for (key, value) in task.take_dirty() {
@@ -939,7 +954,9 @@ impl Core {
     fn revoke(&mut self, list: &TopicPartitionList) {
         for element in list.elements() {
             let (topic, partition) = (element.topic(), element.partition());
-            self.positions.remove(&(topic.to_string(), partition));
+            if let Some(name) = consumed_topic(topic) {
+                self.positions.remove(&(name, partition));
+            }
             if topic == topics::PROCESSOR_REPARTITION.name {
                 self.tasks.remove(&partition);
             } else if let Some(stream) = Stream::from_topic(topic) {
@@ -997,28 +1014,34 @@ impl Core {
                 .add_partition_offset(element.topic(), element.partition(), offset)
                 .map_err(|e| ProcessorError::kafka(&self.args.kafka_brokers, e))?;
         }
+        let started = Instant::now();
+        let mut tasks: BTreeMap<i32, (i64, Task)> = BTreeMap::new();
         for element in committed.elements() {
-            if element.topic() != topics::PROCESSOR_REPARTITION.name {
-                continue;
+            if element.topic() == topics::PROCESSOR_REPARTITION.name {
+                let committed_offset = match element.offset() {
+                    Offset::Offset(o) => o,
+                    _ => 0,
+                };
+                let task = Task::new(
+                    element.partition(),
+                    self.settings.clone(),
+                    self.stream_partitions.clone(),
+                );
+                tasks.insert(element.partition(), (committed_offset, task));
             }
-            let q = element.partition();
-            let committed_offset = match element.offset() {
-                Offset::Offset(o) => o,
-                _ => 0,
-            };
-            let started = Instant::now();
-            let mut task = Task::new(
-                q,
-                self.repartition_partitions,
-                self.settings.clone(),
-                self.stream_partitions.clone(),
-            );
-            let restored = restore(&self.args.kafka_brokers, q, committed_offset, &mut task)?;
+        }
+        let restored = restore(&self.args.kafka_brokers, &mut tasks)?;
+        metrics::histogram!("processor_restore_seconds").record(started.elapsed().as_secs_f64());
+        for (q, (committed_offset, mut task)) in tasks {
             task.finish_restore();
-            tracing::info!(partition = q, committed_offset, restored, elapsed = ?started.elapsed(), "state restored");
-            metrics::histogram!("processor_restore_seconds")
-                .record(started.elapsed().as_secs_f64());
-            metrics::counter!("processor_state_restored_entries_total").increment(restored as u64);
+            let entries = restored.get(&q).copied().unwrap_or(0);
+            tracing::info!(
+                partition = q,
+                committed_offset,
+                restored = entries,
+                "state restored"
+            );
+            metrics::counter!("processor_state_restored_entries_total").increment(entries as u64);
             self.tasks.insert(q, task);
         }
         let mut owned: Vec<String> = Vec::new();
@@ -1044,17 +1067,22 @@ impl Core {
     }
 }
 
-/// Reads partition `q` of the changelog to its end and applies, per key, the last entry whose
-/// stamp is at most `committed`. Returns the number of entries applied.
+/// Reads the changelog partitions of `tasks` (partition q holds task q's state) to their end,
+/// with one consumer, and gives each task, per key, the last entry whose stamp is at most its
+/// committed offset. A task with nothing committed has no state to restore and costs no I/O.
+/// Returns the entries applied per partition.
 fn restore(
     brokers: &str,
-    q: i32,
-    committed: i64,
-    task: &mut Task,
-) -> Result<usize, ProcessorError> {
-    let failed = |reason: String| ProcessorError::Restore {
-        partition: q,
-        reason,
+    tasks: &mut BTreeMap<i32, (i64, Task)>,
+) -> Result<BTreeMap<i32, usize>, ProcessorError> {
+    let failed = |partition: i32, reason: String| ProcessorError::Restore { partition, reason };
+    let wanted: Vec<(i32, i64)> = tasks
+        .iter()
+        .filter(|(_, (committed, _))| *committed > 0)
+        .map(|(q, (committed, _))| (*q, *committed))
+        .collect();
+    let Some(&(first, _)) = wanted.first() else {
+        return Ok(BTreeMap::new());
     };
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -1068,54 +1096,62 @@ fn restore(
         // are never delivered, so "offset high - 1 was read" cannot be the test.
         .set("enable.partition.eof", "true")
         .create()
-        .map_err(|e| failed(e.to_string()))?;
+        .map_err(|e| failed(first, e.to_string()))?;
     let topic = topics::PROCESSOR_CHANGELOG.name;
-    let (low, high) = consumer
-        .fetch_watermarks(topic, q, Duration::from_secs(30))
-        .map_err(|e| failed(e.to_string()))?;
-    if high <= low || committed == 0 {
-        return Ok(0);
-    }
     let mut assignment = TopicPartitionList::new();
-    assignment
-        .add_partition_offset(topic, q, Offset::Beginning)
-        .map_err(|e| failed(e.to_string()))?;
+    for (q, _) in &wanted {
+        assignment
+            .add_partition_offset(topic, *q, Offset::Beginning)
+            .map_err(|e| failed(*q, e.to_string()))?;
+    }
     consumer
         .assign(&assignment)
-        .map_err(|e| failed(e.to_string()))?;
-    let mut latest: BTreeMap<Vec<u8>, Option<StateValue>> = BTreeMap::new();
+        .map_err(|e| failed(first, e.to_string()))?;
+    let committed: BTreeMap<i32, i64> = wanted.iter().copied().collect();
+    let mut reading: std::collections::BTreeSet<i32> = committed.keys().copied().collect();
+    let mut latest: BTreeMap<i32, BTreeMap<Vec<u8>, Option<StateValue>>> = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(120);
-    let mut next = low;
-    while next < high {
+    while !reading.is_empty() {
         if Instant::now() > deadline {
-            return Err(failed(format!(
-                "reading stopped at offset {next} of {high}"
-            )));
+            let q = reading.first().copied().unwrap_or(first);
+            return Err(failed(q, "its end was not reached within 120 s".into()));
         }
         let message = match consumer.poll(Duration::from_millis(500)) {
             None => continue,
-            Some(Err(KafkaError::PartitionEOF(_))) => break,
-            Some(message) => message.map_err(|e| failed(e.to_string()))?,
+            Some(Err(KafkaError::PartitionEOF(q))) => {
+                reading.remove(&q);
+                continue;
+            }
+            Some(message) => message.map_err(|e| failed(first, e.to_string()))?,
         };
-        next = message.offset() + 1;
+        let q = message.partition();
         let (Some(key), Some(payload)) = (message.key(), message.payload()) else {
             continue;
         };
         let stamped: Stamped = postcard::from_bytes(payload).map_err(|e| {
-            failed(format!(
-                "entry at offset {} does not decode: {e}",
-                message.offset()
-            ))
+            failed(
+                q,
+                format!("entry at offset {} does not decode: {e}", message.offset()),
+            )
         })?;
-        if stamped.stamp <= committed {
-            latest.insert(key.to_vec(), stamped.value);
+        if committed.get(&q).is_some_and(|c| stamped.stamp <= *c) {
+            latest
+                .entry(q)
+                .or_default()
+                .insert(key.to_vec(), stamped.value);
         }
     }
-    let count = latest.len();
-    for (key, value) in latest {
-        let key: StateKey = postcard::from_bytes(&key)
-            .map_err(|e| failed(format!("a key does not decode: {e}")))?;
-        task.restore(key, value);
+    let mut counts = BTreeMap::new();
+    for (q, entries) in latest {
+        counts.insert(q, entries.len());
+        let Some((_, task)) = tasks.get_mut(&q) else {
+            continue;
+        };
+        for (key, value) in entries {
+            let key: StateKey = postcard::from_bytes(&key)
+                .map_err(|e| failed(q, format!("a key does not decode: {e}")))?;
+            task.restore(key, value);
+        }
     }
-    Ok(count)
+    Ok(counts)
 }

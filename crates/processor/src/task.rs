@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     config::Settings,
     output::{Alert, AlertKind, LateEvent, Output, ResultKind, Session, WindowResult},
-    routed::{Body, Change, Lane, Op, Position, Routed, Source, Stream, partition_for},
+    routed::{Body, Change, Lane, Op, Position, Routed, Source, Stream},
     sketch::{Distinct, hash_value},
 };
 
@@ -135,7 +135,6 @@ pub struct TaskStats {
 
 pub struct Task {
     partition: i32,
-    repartition_partitions: i32,
     settings: Settings,
     /// Input partitions per stream (the watermark waits for every one of them).
     stream_partitions: HashMap<Stream, i32>,
@@ -200,13 +199,11 @@ fn state_topic(table: &str) -> Option<&'static str> {
 impl Task {
     pub fn new(
         partition: i32,
-        repartition_partitions: i32,
         settings: Settings,
         stream_partitions: HashMap<Stream, i32>,
     ) -> Task {
         Task {
             partition,
-            repartition_partitions,
             settings,
             stream_partitions,
             sources: HashMap::new(),
@@ -221,10 +218,6 @@ impl Task {
             dirty: BTreeSet::new(),
             stats: TaskStats::default(),
         }
-    }
-
-    pub fn partition(&self) -> i32 {
-        self.partition
     }
 
     fn window_ms(&self, lane: Lane) -> i64 {
@@ -1204,11 +1197,6 @@ impl Task {
             }
         }
         self.dirty.clear();
-    }
-
-    /// The repartition partition of a routing key (used for derived records).
-    pub fn route(&self, key: &str) -> i32 {
-        partition_for(key, self.repartition_partitions)
     }
 }
 

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use serde_json::{Value, json};
 
 use super::Env;
@@ -72,39 +72,16 @@ pub async fn start(
         .env("RUST_LIB_BACKTRACE", "0");
     let started = Instant::now();
     let process = Proc::spawn("processor", command, &log)?;
-    let deadline = started + Duration::from_secs(120);
-    loop {
-        if let Some(exit) = process.try_wait()? {
-            bail!(
-                "the processor exited at start-up ({:?}): {}",
-                exit.code,
-                log_summary(&log)
-            );
-        }
-        let healthy = tokio::task::spawn_blocking(move || {
-            local_stack::http_get_status(addr, "/health")
-                .map(|s| s == 200)
-                .unwrap_or(false)
-        })
+    process
+        .wait_healthy(addr, &log, Duration::from_secs(120))
         .await?;
-        if healthy {
-            return Ok(Running {
-                process,
-                addr,
-                log,
-                startup_secs: started.elapsed().as_secs_f64(),
-                healthy_at: Instant::now(),
-            });
-        }
-        if Instant::now() > deadline {
-            let _ = process.terminate(Duration::from_secs(10)).await;
-            bail!(
-                "the processor was not healthy after 120 s: {}",
-                log_summary(&log)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    Ok(Running {
+        process,
+        addr,
+        log,
+        startup_secs: started.elapsed().as_secs_f64(),
+        healthy_at: Instant::now(),
+    })
 }
 
 /// One measured pass over a backlog.

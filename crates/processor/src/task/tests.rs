@@ -25,7 +25,7 @@ fn settings() -> Settings {
 
 fn task(partitions: i32) -> Task {
     let streams: HashMap<Stream, i32> = Stream::ALL.iter().map(|s| (*s, partitions)).collect();
-    Task::new(0, 1, settings(), streams)
+    Task::new(0, settings(), streams)
 }
 
 fn app(partition: i32, offset: i64, t: i64, event_type: &str, user: &str) -> Routed {
