@@ -1,5 +1,6 @@
 //! Helpers for the end-to-end tests: read `topic_cdc_changes` back through the registry.
 
+pub mod browser;
 pub mod processor;
 
 use std::time::{Duration, Instant};

@@ -196,6 +196,7 @@ pub fn processor_command(
 ) -> tokio::process::Command {
     let mut args: Vec<(String, String)> = [
         ("--listen", listen.to_string()),
+        ("--sql-listen", free_listen()),
         ("--kafka-brokers", stack.kafka_brokers()),
         ("--schema-registry-url", stack.registry_url()),
         ("--idle-timeout-ms", "1500".to_string()),

@@ -577,6 +577,60 @@ fn parse_bytes<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError>
 mod tests {
     use super::*;
 
+    /// Every enum in the OpenAPI document lists exactly the values the API accepts.
+    #[test]
+    fn documented_enum_values_are_the_accepted_ones() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        let mut checked = 0;
+        for (name, schema) in schemas {
+            let Some(values) = schema["enum"].as_array() else {
+                continue;
+            };
+            for value in values {
+                let text = value.as_str().unwrap();
+                let accepted = match name.as_str() {
+                    "UserEventType" => {
+                        serde_json::from_value::<crate::events::UserEventType>(value.clone())
+                            .map(|v| v.as_str())
+                    }
+                    "BookingEventType" => {
+                        serde_json::from_value::<crate::events::BookingEventType>(value.clone())
+                            .map(|v| v.as_str())
+                    }
+                    "AppType" => serde_json::from_value::<crate::events::AppType>(value.clone())
+                        .map(|v| v.as_str()),
+                    "DeviceType" => {
+                        serde_json::from_value::<crate::events::DeviceType>(value.clone())
+                            .map(|v| v.as_str())
+                    }
+                    "Interaction" => {
+                        serde_json::from_value::<crate::events::Interaction>(value.clone())
+                            .map(|v| v.as_str())
+                    }
+                    "LogLevel" => serde_json::from_value::<crate::events::LogLevel>(value.clone())
+                        .map(|v| v.as_str()),
+                    "ExternalSource" => {
+                        serde_json::from_value::<crate::events::ExternalSource>(value.clone())
+                            .map(|v| v.as_str())
+                    }
+                    "EventKind" => {
+                        serde_json::from_value::<crate::events::EventKind>(value.clone())
+                            .map(|v| v.as_str())
+                    }
+                    _ => continue,
+                };
+                assert_eq!(
+                    accepted.ok(),
+                    Some(text),
+                    "{name}: documented value {text} is not accepted"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 40, "only {checked} enum values checked");
+    }
+
     /// The documented examples are what the docs page and the fuzzer's example phase send.
     #[test]
     fn every_documented_example_is_accepted() {

@@ -24,10 +24,14 @@ const MAX_TEXT_CHARS: usize = 4_096;
 const EARLIEST_MILLIS: i64 = 946_684_800_000; // 2000-01-01T00:00:00Z
 
 /// Defines a closed set of lowercase strings: serde names, the OpenAPI enum and `as_str`.
+/// Every text is the snake_case of its variant: utoipa does not see a `rename` whose literal
+/// comes through a macro fragment (it documented `Mobile` for `mobile`), so the container's
+/// `rename_all` names the values in the OpenAPI document, and a test checks both agree.
 macro_rules! string_enum {
     ($(#[$meta:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+        #[serde(rename_all = "snake_case")]
         pub enum $name { $(#[serde(rename = $text)] $variant),+ }
 
         impl $name {

@@ -170,8 +170,12 @@ pub struct Ports {
     pub connector: u16,
     /// The ingestion gateway's HTTP API.
     pub gateway: u16,
-    /// The stream processor's metrics/health listener.
+    /// The stream processor's metrics/health listener and live page.
     pub processor: u16,
+    /// The processor's SQL port (PostgreSQL wire protocol).
+    pub sql: u16,
+    /// The simulators' (workload) metrics/health listener.
+    pub workload: u16,
 }
 
 impl Ports {
@@ -184,16 +188,18 @@ impl Ports {
             connector: 19464,
             gateway: 18080,
             processor: 19465,
+            sql: 15433,
+            workload: 19466,
         }
     }
 
-    /// Six distinct ports that were free a moment ago.
+    /// Eight distinct ports that were free a moment ago.
     pub fn free() -> Ports {
         // Hold all listeners at once so the ports differ.
-        let listeners: Vec<Option<TcpListener>> = (0..6)
+        let listeners: Vec<Option<TcpListener>> = (0..8)
             .map(|_| TcpListener::bind("127.0.0.1:0").ok())
             .collect();
-        let mut ports = [0u16; 6];
+        let mut ports = [0u16; 8];
         for (i, l) in listeners.iter().enumerate() {
             ports[i] = l
                 .as_ref()
@@ -209,6 +215,8 @@ impl Ports {
             connector: ports[3],
             gateway: ports[4],
             processor: ports[5],
+            sql: ports[6],
+            workload: ports[7],
         }
     }
 }
@@ -219,7 +227,7 @@ fn fallback_port(i: u16) -> u16 {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos() as u64)
             .unwrap_or(0);
-    20000 + ((seed % 8000) as u16) * 5 + i
+    20000 + ((seed % 5000) as u16) * 8 + i
 }
 
 /// What [`Stack::start`] starts and where.
@@ -239,6 +247,12 @@ pub struct StackOptions {
     pub start_processor: bool,
     /// Extra arguments for the processor, after [`Stack::processor_args`] (later flags win).
     pub processor_extra_args: Vec<String>,
+    /// Start the simulators (`workload all --with-oltp`: app journeys, clickstream, logs and
+    /// booking events through the gateway, OLTP traffic on PostgreSQL, the scheduled external
+    /// feeds) at the seed's rates. Needs the gateway.
+    pub start_simulators: bool,
+    /// Extra arguments for the simulators, after [`Stack::simulator_args`] (later flags win).
+    pub simulator_extra_args: Vec<String>,
     /// Start the schema registry (the connector needs it).
     pub start_registry: bool,
     /// Database created (if missing) and captured; default "travel".
@@ -294,6 +308,8 @@ impl StackOptions {
             gateway_extra_args: Vec::new(),
             start_processor: false,
             processor_extra_args: Vec::new(),
+            start_simulators: false,
+            simulator_extra_args: Vec::new(),
             start_registry: true,
             database: "travel".into(),
             init_sql: default_init_sql(),
@@ -327,6 +343,8 @@ impl StackOptions {
             gateway_extra_args: Vec::new(),
             start_processor: true,
             processor_extra_args: Vec::new(),
+            start_simulators: true,
+            simulator_extra_args: Vec::new(),
             start_registry: true,
             database: "travel".into(),
             init_sql: default_init_sql(),
@@ -444,6 +462,7 @@ pub struct Stack {
     connector: Option<Service>,
     gateway: Option<Service>,
     processor: Option<Service>,
+    simulators: Option<Service>,
 }
 
 impl std::fmt::Debug for Stack {
@@ -480,6 +499,7 @@ impl Stack {
             connector: None,
             gateway: None,
             processor: None,
+            simulators: None,
         };
         stack.prepare_dirs()?;
         stack.start_postgres().await?;
@@ -495,6 +515,9 @@ impl Stack {
         }
         if stack.opts.start_gateway {
             stack.start_gateway().await?;
+        }
+        if stack.opts.start_simulators {
+            stack.start_simulators().await?;
         }
         Ok(stack)
     }
@@ -582,11 +605,18 @@ impl Stack {
         format!("http://127.0.0.1:{}", self.opts.ports.processor)
     }
 
+    /// The processor's SQL port on 127.0.0.1.
+    pub fn sql_port(&self) -> u16 {
+        self.opts.ports.sql
+    }
+
     /// Arguments the processor is started with, before [`StackOptions::processor_extra_args`].
     pub fn processor_args(&self) -> Vec<String> {
         vec![
             "--listen".into(),
             format!("127.0.0.1:{}", self.opts.ports.processor),
+            "--sql-listen".into(),
+            format!("127.0.0.1:{}", self.opts.ports.sql),
             "--kafka-brokers".into(),
             self.kafka_brokers(),
             "--schema-registry-url".into(),
@@ -826,7 +856,13 @@ impl Stack {
     async fn start_broker(&mut self) -> Result<()> {
         check_port_free(self.opts.ports.kafka, "kafka")?;
         let mut cmd = Command::new(tansu_binary()?);
-        cmd.args(tansu_broker_args(self.opts.ports.kafka));
+        cmd.args(tansu_broker_args(self.opts.ports.kafka))
+            // tansu logs every request span at `info`: gigabytes per minute under load. Its own
+            // filter, not the caller's RUST_LOG, decides; BROKER_LOG overrides it.
+            .env(
+                "RUST_LOG",
+                std::env::var("BROKER_LOG").unwrap_or_else(|_| "warn".into()),
+            );
         let svc = self.spawn("broker", cmd)?;
         self.broker = Some(svc);
         let addr: SocketAddr = ([127, 0, 0, 1], self.opts.ports.kafka).into();
@@ -1016,6 +1052,63 @@ impl Stack {
         Ok(())
     }
 
+    /// Arguments the simulators are started with, before
+    /// [`StackOptions::simulator_extra_args`]: every source at the workload's default (the
+    /// seed's) rates, events through the gateway, pipelines run once at start and then on their
+    /// schedules.
+    pub fn simulator_args(&self) -> Vec<String> {
+        vec![
+            "all".into(),
+            "--with-oltp".into(),
+            "--run-pipelines-now".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{}", self.opts.ports.workload),
+            "--sink".into(),
+            "gateway".into(),
+            "--gateway-url".into(),
+            self.gateway_url(),
+            "--pg-url".into(),
+            self.pg_url(),
+            "--kafka-brokers".into(),
+            self.kafka_brokers(),
+            "--schema-registry-url".into(),
+            self.registry_url(),
+            "--progress-secs".into(),
+            "60".into(),
+        ]
+    }
+
+    pub fn simulators_running(&self) -> bool {
+        self.simulators.is_some()
+    }
+
+    /// The simulators' metrics/health URL.
+    pub fn workload_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.opts.ports.workload)
+    }
+
+    /// Starts `workload` with [`Stack::simulator_args`] and the extra arguments, and waits for
+    /// its `/health`.
+    pub async fn start_simulators(&mut self) -> Result<()> {
+        if self.gateway.is_none() {
+            bail!(
+                "the simulators send their events through the gateway, which this stack did not start"
+            );
+        }
+        let mut args = self.simulator_args();
+        args.extend(self.opts.simulator_extra_args.iter().cloned());
+        let service = self
+            .start_http_service(
+                "simulators",
+                self.opts.bin_dir.join("workload"),
+                args,
+                self.opts.ports.workload,
+            )
+            .await?;
+        self.simulators = Some(service);
+        Ok(())
+    }
+
     /// SIGKILL the broker and reap it (simulates the broker going down; its data is lost).
     pub fn kill_broker(&mut self) {
         kill_and_reap(self.broker.take(), &self.opts);
@@ -1036,12 +1129,14 @@ impl Stack {
             r = wait_opt(&mut self.connector) => r,
             r = wait_opt(&mut self.gateway) => r,
             r = wait_opt(&mut self.processor) => r,
+            r = wait_opt(&mut self.simulators) => r,
         };
         match name {
             "broker" => self.broker = None,
             "registry" => self.registry = None,
             "gateway" => self.gateway = None,
             "processor" => self.processor = None,
+            "simulators" => self.simulators = None,
             _ => self.connector = None,
         }
         let _ = std::fs::remove_file(self.opts.pid_file(name));
@@ -1082,6 +1177,7 @@ impl Stack {
     pub async fn shutdown(mut self) -> Result<()> {
         let mut errors = Vec::new();
         for s in [
+            self.simulators.take(),
             self.gateway.take(),
             self.processor.take(),
             self.connector.take(),
@@ -1120,6 +1216,7 @@ impl Stack {
 impl Drop for Stack {
     fn drop(&mut self) {
         let mut children: Vec<Service> = [
+            self.simulators.take(),
             self.gateway.take(),
             self.processor.take(),
             self.connector.take(),
@@ -1191,6 +1288,7 @@ pub async fn down(opts: &StackOptions) -> Result<Vec<String>> {
     let mut done = Vec::new();
     for (name, exe) in [
         ("local-stack", "local-stack"),
+        ("simulators", "workload"),
         ("gateway", "gateway"),
         ("processor", "processor"),
         ("connector", "cdc-connector"),
@@ -1319,6 +1417,15 @@ fn check_prerequisites(o: &StackOptions) -> Result<()> {
             );
         }
     }
+    if o.start_simulators {
+        if !o.start_gateway {
+            bail!("start_simulators needs start_gateway (events go through the gateway)");
+        }
+        let b = o.bin_dir.join("workload");
+        if !b.is_file() {
+            bail!("workload binary not found at {}: {BUILD_HINT}", b.display());
+        }
+    }
     if let Some(init) = &o.init_sql
         && !init.is_file()
     {
@@ -1330,6 +1437,7 @@ fn check_prerequisites(o: &StackOptions) -> Result<()> {
 /// Refuses to start over services recorded as running under `opts.root`.
 fn check_no_leftovers(o: &StackOptions) -> Result<()> {
     for (name, exe) in [
+        ("simulators", "workload"),
         ("gateway", "gateway"),
         ("processor", "processor"),
         ("connector", "cdc-connector"),

@@ -61,12 +61,26 @@ struct UpArgs {
     /// Do not start the ingestion gateway
     #[arg(long)]
     no_gateway: bool,
-    /// Stream processor metrics/health port
+    /// Stream processor metrics/health port, also its live page
     #[arg(long, default_value_t = 19465)]
     processor_port: u16,
+    /// The processor's SQL port (PostgreSQL wire protocol: psql -h 127.0.0.1 -p PORT)
+    #[arg(long, default_value_t = 15433)]
+    sql_port: u16,
     /// Do not start the stream processor
     #[arg(long)]
     no_processor: bool,
+    /// Do not start the simulators (the workload's app, clickstream, log, booking-event,
+    /// OLTP and external-feed traffic)
+    #[arg(long)]
+    no_simulators: bool,
+    /// Start the infrastructure alone: PostgreSQL, the broker and the registry (implies
+    /// --no-connector --no-gateway --no-processor --no-simulators)
+    #[arg(long)]
+    infra_only: bool,
+    /// The simulators' metrics/health port
+    #[arg(long, default_value_t = 19466)]
+    workload_port: u16,
     /// Database to create (on first start) and capture
     #[arg(long, default_value = "travel")]
     database: String,
@@ -135,6 +149,8 @@ async fn up(a: UpArgs) -> Result<()> {
     o.ports.connector = a.connector_port;
     o.ports.gateway = a.gateway_port;
     o.ports.processor = a.processor_port;
+    o.ports.sql = a.sql_port;
+    o.ports.workload = a.workload_port;
     o.database = a.database;
     if let Some(i) = a.init_sql {
         o.init_sql = Some(i);
@@ -143,7 +159,13 @@ async fn up(a: UpArgs) -> Result<()> {
     o.publication_name = a.publication_name;
     o.start_connector = !a.no_connector;
     o.start_gateway = !a.no_gateway;
-    o.start_processor = !a.no_processor;
+    o.start_processor = !a.no_processor && !a.infra_only;
+    if a.infra_only {
+        o.start_connector = false;
+        o.start_gateway = false;
+    }
+    // The simulators send their events through the gateway.
+    o.start_simulators = !a.no_simulators && o.start_gateway;
     o.ready_timeout = std::time::Duration::from_secs(a.ready_timeout);
 
     if let Some(pid) = local_stack::running_owner(&o) {
@@ -236,12 +258,38 @@ fn print_usage(s: &Stack) {
     }
     if s.processor_running() {
         println!(
-            "  Processor       metrics {}/metrics   health {}/health   results: topic_processed_events",
+            "  Processor       live page {}/   metrics {}/metrics   health {}/health",
+            s.processor_url(),
             s.processor_url(),
             s.processor_url()
         );
+        println!(
+            "  Results in SQL  psql -h 127.0.0.1 -p {} -c 'SELECT * FROM app_event_counts'",
+            s.sql_port()
+        );
     } else {
         println!("  Processor       not started (--no-processor)");
+    }
+    if s.simulators_running() {
+        println!(
+            "  Simulators      metrics {}/metrics   (workload all --with-oltp, log: {})",
+            s.workload_url(),
+            o.log_file("simulators").display()
+        );
+        println!();
+        println!("Flowing now (the seed's rates, about 320 events/min plus OLTP traffic):");
+        println!("  mobile/web journeys, booking events -> gateway -> topic_app_events");
+        println!("  clicks, taps, scrolls               -> gateway -> topic_clickstream");
+        println!("  application logs                    -> gateway -> topic_app_logs");
+        println!("  scheduled external feeds            -> gateway -> topic_external_data");
+        println!(
+            "  OLTP users/bookings/payments        -> PostgreSQL -> connector -> topic_cdc_changes"
+        );
+        println!(
+            "  processor windows, alerts, state    -> topic_processed_events, topic_processor_alerts, *_state"
+        );
+    } else if s.gateway_running() {
+        println!("  Simulators      not started (--no-simulators)");
     }
     println!();
     println!("Watch the change topic:");

@@ -100,6 +100,27 @@ pub struct Args {
         default_value = "10000000"
     )]
     pub large_refund_amount: rust_decimal::Decimal,
+    /// Serve SQL over the PostgreSQL wire protocol here (`psql -h HOST -p PORT`): window
+    /// results, alerts and state tables of every partition. `--no-query` turns it off.
+    #[arg(long, env = "PROCESSOR_SQL_LISTEN", default_value = "127.0.0.1:5433")]
+    pub sql_listen: SocketAddr,
+    /// Run without the query layer: no SQL port, no live page, no reading of the result and
+    /// state topics (for instances that should only process).
+    #[arg(long, env = "PROCESSOR_NO_QUERY")]
+    pub no_query: bool,
+    /// Memory all SQL queries may use together, in MiB; a query needing more fails with
+    /// SQLSTATE 53200 instead of growing the process.
+    #[arg(long, env = "PROCESSOR_SQL_MEMORY_LIMIT_MB", default_value_t = 256,
+          value_parser = clap::value_parser!(u64).range(16..))]
+    pub sql_memory_limit_mb: u64,
+    /// Closed windows and alerts older than this are dropped from the queryable view, in
+    /// seconds (the topics keep them for their own retention).
+    #[arg(long, env = "PROCESSOR_QUERY_RETENTION_SECS", default_value_t = 86_400)]
+    pub query_retention_secs: u64,
+    /// Rows the queryable view keeps per table at most (the oldest windows go first).
+    #[arg(long, env = "PROCESSOR_QUERY_MAX_ROWS", default_value_t = 1_000_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub query_max_rows: u64,
     /// Give up (exit non-zero) when Kafka stays unreachable this long at start-up, in seconds.
     #[arg(long, env = "PROCESSOR_STARTUP_TIMEOUT_SECS", default_value_t = 120)]
     pub startup_timeout_secs: u64,

@@ -26,7 +26,19 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::{
+    changelog::{self, Stamped},
+    config::{Args, Guarantee, Settings},
+    decode::{self, DatumReader, Out, Unusable},
+    error::ProcessorError,
+    output::Output,
+    routed::{Routed, Source, Stream, partition_for},
+    task::{StateValue, Task},
+};
 use apache_avro::Schema;
+use platform::{
+    avro::RegisteredSchema, registry::RegistryClient, schemas, telemetry::Health, topics,
+};
 use rdkafka::{
     ClientConfig, ClientContext, Message, Offset, TopicPartitionList,
     consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext},
@@ -34,27 +46,6 @@ use rdkafka::{
     message::{BorrowedMessage, DeliveryResult},
     producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer},
 };
-use serde::{Deserialize, Serialize};
-
-use crate::{
-    config::{Args, Guarantee, Settings},
-    decode::{self, DatumReader, Out, Unusable},
-    error::ProcessorError,
-    output::Output,
-    routed::{Routed, Source, Stream, partition_for},
-    task::{StateKey, StateValue, Task},
-};
-use platform::{
-    avro::RegisteredSchema, registry::RegistryClient, schemas, telemetry::Health, topics,
-};
-
-/// A changelog value: the state entry (None once removed) and the repartition offset it
-/// reflects.
-#[derive(Serialize, Deserialize)]
-struct Stamped {
-    stamp: i64,
-    value: Option<StateValue>,
-}
 
 /// Counts delivery failures, so the at-least-once commit can refuse to commit offsets past
 /// a record the broker did not take (transactions fail by themselves).
@@ -1128,7 +1119,7 @@ fn restore(
         let (Some(key), Some(payload)) = (message.key(), message.payload()) else {
             continue;
         };
-        let stamped: Stamped = postcard::from_bytes(payload).map_err(|e| {
+        let stamped = changelog::decode_value(payload).map_err(|e| {
             failed(
                 q,
                 format!("entry at offset {} does not decode: {e}", message.offset()),
@@ -1148,7 +1139,7 @@ fn restore(
             continue;
         };
         for (key, value) in entries {
-            let key: StateKey = postcard::from_bytes(&key)
+            let key = changelog::decode_key(&key)
                 .map_err(|e| failed(q, format!("a key does not decode: {e}")))?;
             task.restore(key, value);
         }

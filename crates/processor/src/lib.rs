@@ -12,12 +12,16 @@
 //!   offsets, outputs and the state changelog commit in one transaction (exactly once), the
 //!   state of a partition is restored from the changelog when it is assigned, and instances
 //!   added to the group take over partitions.
+//! - The [`query`] layer serves the results of every instance in SQL (PostgreSQL wire
+//!   protocol) and on a live page.
 
+pub mod changelog;
 pub mod config;
 pub mod decode;
 pub mod engine;
 pub mod error;
 pub mod output;
+pub mod query;
 pub mod routed;
 pub mod sketch;
 pub mod task;

@@ -19,7 +19,7 @@ fn main() -> anyhow::Result<()> {
     telemetry::init_tracing();
     let args: Args = platform::config::load("PROCESSOR_CONFIG")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+        .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
@@ -28,7 +28,11 @@ fn main() -> anyhow::Result<()> {
     health.set(false, "starting");
     let stop = Arc::new(AtomicBool::new(false));
     runtime.block_on(async {
-        telemetry::serve(args.listen, telemetry::router(prometheus, health.clone())).await?;
+        let mut router = telemetry::router(prometheus, health.clone());
+        if !args.no_query {
+            router = router.merge(processor::query::start(&args).await?);
+        }
+        telemetry::serve(args.listen, router).await?;
         let stop = stop.clone();
         tokio::spawn(async move {
             let (Ok(mut term), Ok(mut int)) = (

@@ -37,6 +37,22 @@ impl ResultKind {
     pub fn as_str(self) -> &'static str {
         Self::SYMBOLS[self.index()]
     }
+
+    pub const ALL: [ResultKind; 8] = [
+        ResultKind::AppEventCount,
+        ResultKind::AppEventTotals,
+        ResultKind::PageClicks,
+        ResultKind::PageHeatmap,
+        ResultKind::SessionEngagement,
+        ResultKind::CdcOperations,
+        ResultKind::LogLevelCount,
+        ResultKind::LogErrorRate,
+    ];
+
+    /// The kind of an Avro `ResultKind` symbol.
+    pub fn parse(symbol: &str) -> Option<ResultKind> {
+        Self::ALL.into_iter().find(|k| k.as_str() == symbol)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

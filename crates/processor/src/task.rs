@@ -196,6 +196,153 @@ fn state_topic(table: &str) -> Option<&'static str> {
     }
 }
 
+/// The results of one window of `lane` for `group`: what a task emits when the window closes,
+/// and what the query layer shows while it is still open (from the changelog's copy of `agg`).
+pub fn window_results(
+    lane: Lane,
+    start: i64,
+    end: i64,
+    group: String,
+    agg: Agg,
+    heatmap_cell_px: u32,
+) -> Vec<WindowResult> {
+    let job = stream_of(lane).job();
+    let mut results = Vec::new();
+    match agg {
+        Agg::Counted {
+            labels,
+            events,
+            mut users,
+        } => {
+            let (kind, group) = if lane == Lane::AppEventGroups {
+                let mut labels = labels.into_iter();
+                (
+                    ResultKind::AppEventCount,
+                    vec![
+                        ("event_type", labels.next().unwrap_or_default()),
+                        ("source", labels.next().unwrap_or_default()),
+                    ],
+                )
+            } else {
+                (ResultKind::AppEventTotals, Vec::new())
+            };
+            let mut result = WindowResult::new(job, kind, start, end, group, events);
+            result.unique_users = Some(users.count());
+            results.push(result);
+        }
+        Agg::Page {
+            clicks,
+            interactions,
+            cells,
+        } => {
+            let mut result = WindowResult::new(
+                job,
+                ResultKind::PageClicks,
+                start,
+                end,
+                vec![("page_url", group.clone())],
+                clicks,
+            );
+            result.interactions = Some(interactions);
+            results.push(result);
+            let mut heatmap = WindowResult::new(
+                job,
+                ResultKind::PageHeatmap,
+                start,
+                end,
+                vec![("page_url", group)],
+                clicks,
+            );
+            heatmap.heatmap = Some((
+                heatmap_cell_px,
+                cells.into_iter().map(|((x, y), n)| (x, y, n)).collect(),
+            ));
+            results.push(heatmap);
+        }
+        Agg::Session {
+            clicks,
+            interactions,
+            pages,
+            first,
+            last,
+        } => {
+            let mut result = WindowResult::new(
+                job,
+                ResultKind::SessionEngagement,
+                start,
+                end,
+                vec![("session_id", group)],
+                clicks,
+            );
+            result.session = Some(Session {
+                interactions,
+                pages: u32::try_from(pages.len()).unwrap_or(u32::MAX),
+                first_event: first,
+                last_event: last,
+            });
+            results.push(result);
+        }
+        Agg::Table { ops, .. } => {
+            for (op, count) in ops {
+                results.push(WindowResult::new(
+                    job,
+                    ResultKind::CdcOperations,
+                    start,
+                    end,
+                    vec![
+                        ("table", group.clone()),
+                        ("operation", op.as_str().to_string()),
+                    ],
+                    count,
+                ));
+            }
+        }
+        Agg::UserPayments { .. } => {}
+        Agg::Logs { levels } => {
+            let total: u64 = levels.values().sum();
+            let errors = levels.get("ERROR").copied().unwrap_or(0)
+                + levels.get("FATAL").copied().unwrap_or(0);
+            for (level, count) in levels {
+                results.push(WindowResult::new(
+                    job,
+                    ResultKind::LogLevelCount,
+                    start,
+                    end,
+                    vec![("service", group.clone()), ("level", level)],
+                    count,
+                ));
+            }
+            let mut rate = WindowResult::new(
+                job,
+                ResultKind::LogErrorRate,
+                start,
+                end,
+                vec![("service", group)],
+                total,
+            );
+            rate.error_rate = Some(if total == 0 {
+                0.0
+            } else {
+                errors as f64 / total as f64
+            });
+            results.push(rate);
+        }
+    }
+    results
+}
+
+/// The window length of `lane` under `settings`, in ms.
+pub fn window_ms(settings: &Settings, lane: Lane) -> i64 {
+    match stream_of(lane) {
+        Stream::AppEvents => settings.app_events_window_ms,
+        Stream::Clickstream => settings.clickstream_window_ms,
+        Stream::Cdc => settings.cdc_window_ms,
+        Stream::Logs => settings.logs_window_ms,
+        Stream::External => i64::MAX,
+    }
+    .max(1)
+}
+
 impl Task {
     pub fn new(
         partition: i32,
@@ -221,14 +368,7 @@ impl Task {
     }
 
     fn window_ms(&self, lane: Lane) -> i64 {
-        match stream_of(lane) {
-            Stream::AppEvents => self.settings.app_events_window_ms,
-            Stream::Clickstream => self.settings.clickstream_window_ms,
-            Stream::Cdc => self.settings.cdc_window_ms,
-            Stream::Logs => self.settings.logs_window_ms,
-            Stream::External => i64::MAX,
-        }
-        .max(1)
+        window_ms(&self.settings, lane)
     }
 
     pub fn watermark(&self, stream: Stream) -> Option<i64> {
@@ -947,152 +1087,30 @@ impl Task {
         agg: Agg,
         out: &mut Vec<Output>,
     ) {
-        let job = stream_of(lane).job();
-        let mut emit = |stats: &mut TaskStats, result: WindowResult| {
-            *stats.windows_emitted.entry(job).or_default() += 1;
-            out.push(Output::Result(result));
-        };
-        match agg {
-            Agg::Counted {
-                labels,
-                events,
-                mut users,
-            } => {
-                let (kind, group) = if lane == Lane::AppEventGroups {
-                    let mut labels = labels.into_iter();
-                    (
-                        ResultKind::AppEventCount,
-                        vec![
-                            ("event_type", labels.next().unwrap_or_default()),
-                            ("source", labels.next().unwrap_or_default()),
-                        ],
-                    )
-                } else {
-                    (ResultKind::AppEventTotals, Vec::new())
-                };
-                let mut result = WindowResult::new(job, kind, start, end, group, events);
-                result.unique_users = Some(users.count());
-                emit(&mut self.stats, result);
-            }
-            Agg::Page {
-                clicks,
-                interactions,
-                cells,
-            } => {
-                let mut result = WindowResult::new(
-                    job,
-                    ResultKind::PageClicks,
-                    start,
-                    end,
-                    vec![("page_url", group.clone())],
-                    clicks,
-                );
-                result.interactions = Some(interactions);
-                emit(&mut self.stats, result);
-                let mut heatmap = WindowResult::new(
-                    job,
-                    ResultKind::PageHeatmap,
-                    start,
-                    end,
-                    vec![("page_url", group)],
-                    clicks,
-                );
-                heatmap.heatmap = Some((
-                    self.settings.heatmap_cell_px,
-                    cells.into_iter().map(|((x, y), n)| (x, y, n)).collect(),
-                ));
-                emit(&mut self.stats, heatmap);
-            }
-            Agg::Session {
-                clicks,
-                interactions,
-                pages,
-                first,
-                last,
-            } => {
-                let mut result = WindowResult::new(
-                    job,
-                    ResultKind::SessionEngagement,
-                    start,
-                    end,
-                    vec![("session_id", group)],
-                    clicks,
-                );
-                result.session = Some(Session {
-                    interactions,
-                    pages: u32::try_from(pages.len()).unwrap_or(u32::MAX),
-                    first_event: first,
-                    last_event: last,
-                });
-                emit(&mut self.stats, result);
-            }
-            Agg::Table { ops, .. } => {
-                let deletes = ops.get(&Op::Delete).copied().unwrap_or(0);
-                for (op, count) in ops {
-                    let result = WindowResult::new(
-                        job,
-                        ResultKind::CdcOperations,
-                        start,
-                        end,
-                        vec![
-                            ("table", group.clone()),
-                            ("operation", op.as_str().to_string()),
-                        ],
-                        count,
-                    );
-                    emit(&mut self.stats, result);
-                }
-                if deletes >= self.settings.delete_burst_threshold {
-                    self.alert(
-                        out,
-                        Alert {
-                            kind: AlertKind::DeleteBurst,
-                            id_suffix: format!("{group}/{start}"),
-                            subject: group.clone(),
-                            message: format!(
-                                "{deletes} DELETEs on {group} within one window (threshold {})",
-                                self.settings.delete_burst_threshold
-                            ),
-                            event_time: end - 1,
-                            window_start: Some(start),
-                            details: BTreeMap::from([("deletes".into(), deletes.to_string())]),
-                        },
-                    );
-                }
-            }
-            Agg::UserPayments { .. } => {}
-            Agg::Logs { levels } => {
-                let total: u64 = levels.values().sum();
-                let errors = levels.get("ERROR").copied().unwrap_or(0)
-                    + levels.get("FATAL").copied().unwrap_or(0);
-                for (level, count) in levels {
-                    emit(
-                        &mut self.stats,
-                        WindowResult::new(
-                            job,
-                            ResultKind::LogLevelCount,
-                            start,
-                            end,
-                            vec![("service", group.clone()), ("level", level)],
-                            count,
+        if let Agg::Table { ops, .. } = &agg {
+            let deletes = ops.get(&Op::Delete).copied().unwrap_or(0);
+            if deletes >= self.settings.delete_burst_threshold {
+                self.alert(
+                    out,
+                    Alert {
+                        kind: AlertKind::DeleteBurst,
+                        id_suffix: format!("{group}/{start}"),
+                        subject: group.clone(),
+                        message: format!(
+                            "{deletes} DELETEs on {group} within one window (threshold {})",
+                            self.settings.delete_burst_threshold
                         ),
-                    );
-                }
-                let mut rate = WindowResult::new(
-                    job,
-                    ResultKind::LogErrorRate,
-                    start,
-                    end,
-                    vec![("service", group)],
-                    total,
+                        event_time: end - 1,
+                        window_start: Some(start),
+                        details: BTreeMap::from([("deletes".into(), deletes.to_string())]),
+                    },
                 );
-                rate.error_rate = Some(if total == 0 {
-                    0.0
-                } else {
-                    errors as f64 / total as f64
-                });
-                emit(&mut self.stats, rate);
             }
+        }
+        let job = stream_of(lane).job();
+        for result in window_results(lane, start, end, group, agg, self.settings.heatmap_cell_px) {
+            *self.stats.windows_emitted.entry(job).or_default() += 1;
+            out.push(Output::Result(result));
         }
     }
 

@@ -68,6 +68,8 @@ pub async fn start(
         .args(["--group", &group])
         .args(["--instance-id", "bench"])
         .args(["--processing-guarantee", guarantee.flag()])
+        // The reference serves no queries; neither does the measured processor.
+        .arg("--no-query")
         .args(extra)
         .env("RUST_LIB_BACKTRACE", "0");
     let started = Instant::now();
