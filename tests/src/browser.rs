@@ -11,12 +11,24 @@ use std::{
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
-/// One browser session; chromedriver (and with it Chromium) stops when this is dropped.
+/// One browser session. Dropping it kills chromedriver's process group, Chromium included
+/// (Chromium outlives a plain kill of chromedriver).
 pub struct Browser {
     http: reqwest::Client,
     session: String,
-    _driver: tokio::process::Child,
+    driver: tokio::process::Child,
     _profile: tempfile::TempDir,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if let Some(pid) = self.driver.id() {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
 }
 
 fn value_of(response: Value) -> anyhow::Result<Value> {
@@ -40,6 +52,7 @@ impl Browser {
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .context("starting chromedriver: `apt-get install chromium chromium-driver` (scripts/install-deps.sh does)")?;
@@ -80,7 +93,7 @@ impl Browser {
         Ok(Browser {
             http,
             session: format!("{base}/session/{session}"),
-            _driver: driver,
+            driver,
             _profile: profile,
         })
     }

@@ -36,7 +36,7 @@ async fn a_dead_broker_yields_503_with_retry_after_and_shutdown_drains_requests_
     let (status, _, _) = post(&logs, "application/json", log_event("before"), None).await;
     assert_eq!(status, 201);
 
-    stack.kill_broker();
+    stack.kill_broker().await.expect("stop the broker");
     let (status, headers, answer) =
         post(&logs, "application/json", log_event("during"), None).await;
     assert_eq!(

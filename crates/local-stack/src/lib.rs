@@ -4,12 +4,18 @@
 //! Used by `local-stack up` (a developer's stack, state kept in `<repo>/.stack`) and by the
 //! end-to-end tests ([`StackOptions::for_tests`]: throwaway state, free ports).
 //!
+//! With `STACK_BACKEND=containers` PostgreSQL, the broker and the registry run as containers
+//! instead ([`containers`]); the project's services stay native processes.
+//!
 //! Every process writes its stdout/stderr to `<root>/logs/<name>.log`; a readiness failure
 //! returns an error that carries the tail of that log. [`Stack::shutdown`] stops everything
 //! in order; dropping a [`Stack`] stops everything on a best-effort, synchronous basis so a
 //! failing test leaves no process behind.
 
+pub mod containers;
+
 use anyhow::{Context, Result, anyhow, bail};
+use containers::{Backend, Containers, Images};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::ffi::OsStr;
@@ -233,6 +239,8 @@ fn fallback_port(i: u16) -> u16 {
 /// What [`Stack::start`] starts and where.
 #[derive(Debug, Clone)]
 pub struct StackOptions {
+    /// What runs PostgreSQL, the broker and the registry: native processes or containers.
+    pub backend: Backend,
     /// State directory: PostgreSQL data, logs, registry data, pid files.
     pub root: PathBuf,
     /// Where `schema-registry` and `cdc-connector` are.
@@ -300,6 +308,7 @@ impl StackOptions {
             nanos & 0xffff
         ));
         StackOptions {
+            backend: Backend::from_env().unwrap_or_else(|e| panic!("{e}")),
             root,
             bin_dir: test_bin_dir(),
             ports: Ports::free(),
@@ -335,6 +344,7 @@ impl StackOptions {
             })
             .unwrap_or_else(|| ws.join("target/release"));
         StackOptions {
+            backend: Backend::Native,
             root: ws.join(".stack"),
             bin_dir,
             ports: Ports::local_defaults(),
@@ -463,6 +473,8 @@ pub struct Stack {
     gateway: Option<Service>,
     processor: Option<Service>,
     simulators: Option<Service>,
+    /// The infrastructure containers (container back-end only).
+    containers: Option<Containers>,
 }
 
 impl std::fmt::Debug for Stack {
@@ -500,12 +512,37 @@ impl Stack {
             gateway: None,
             processor: None,
             simulators: None,
+            containers: None,
         };
         stack.prepare_dirs()?;
-        stack.start_postgres().await?;
-        stack.start_broker().await?;
-        if stack.opts.start_registry {
-            stack.start_registry().await?;
+        match stack.opts.backend {
+            Backend::Native => {
+                stack.start_postgres().await?;
+                stack.start_broker().await?;
+                if stack.opts.start_registry {
+                    stack.start_registry().await?;
+                }
+            }
+            Backend::Containers => {
+                let prefix = stack
+                    .opts
+                    .root
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| format!("stack-{}", std::process::id()));
+                stack.containers = Some(
+                    Containers::start(
+                        Images::from_env(),
+                        &prefix,
+                        &stack.opts.ports,
+                        stack.opts.start_registry,
+                        stack.opts.ready_timeout,
+                    )
+                    .await?,
+                );
+                stack.wait_for_postgres().await?;
+                stack.ensure_database().await?;
+            }
         }
         if stack.opts.start_connector {
             stack.start_connector().await?;
@@ -823,7 +860,30 @@ impl Stack {
             bail!("PostgreSQL failed to start ({status}); {}", tail_msg(&log));
         }
         self.pg_running = true;
+        self.ensure_database().await
+    }
 
+    /// Waits until PostgreSQL answers a query over TCP (a container's server restarts once
+    /// after its first initialisation).
+    async fn wait_for_postgres(&self) -> Result<()> {
+        let deadline = Instant::now() + self.opts.ready_timeout;
+        loop {
+            match self.psql_in("postgres", "SELECT 1").await {
+                Ok(_) => return Ok(()),
+                Err(e) if Instant::now() > deadline => {
+                    return Err(e.context(format!(
+                        "PostgreSQL did not answer within {:?}",
+                        self.opts.ready_timeout
+                    )));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
+    }
+
+    /// Creates the database and applies the init SQL when the database does not exist yet.
+    async fn ensure_database(&self) -> Result<()> {
+        let o = &self.opts;
         let exists = self
             .psql_in(
                 "postgres",
@@ -918,7 +978,7 @@ impl Stack {
             bail!("the connector is already running");
         }
         self.connector = None;
-        if self.registry.is_none() {
+        if !self.registry_started() {
             bail!("the connector needs the schema registry, which this stack did not start");
         }
         let args = self.connector_args();
@@ -994,7 +1054,7 @@ impl Stack {
             bail!("the gateway is already running");
         }
         self.gateway = None;
-        if self.registry.is_none() {
+        if !self.registry_started() {
             bail!("the gateway needs the schema registry, which this stack did not start");
         }
         let mut args = self.gateway_args();
@@ -1035,7 +1095,7 @@ impl Stack {
     /// `GET /health` = 200 (topics provisioned, schemas registered, partitions assigned and
     /// their state restored).
     pub async fn start_processor(&mut self) -> Result<()> {
-        if self.registry.is_none() {
+        if !self.registry_started() {
             bail!("the processor needs the schema registry, which this stack did not start");
         }
         let mut args = self.processor_args();
@@ -1109,9 +1169,19 @@ impl Stack {
         Ok(())
     }
 
-    /// SIGKILL the broker and reap it (simulates the broker going down; its data is lost).
-    pub fn kill_broker(&mut self) {
+    /// SIGKILL the broker and reap it, or remove its container (simulates the broker going
+    /// down; its data is lost).
+    pub async fn kill_broker(&mut self) -> Result<()> {
         kill_and_reap(self.broker.take(), &self.opts);
+        if let Some(containers) = self.containers.as_mut() {
+            containers.remove_kafka().await?;
+        }
+        Ok(())
+    }
+
+    /// Whether a schema registry runs (a native process or a container).
+    fn registry_started(&self) -> bool {
+        self.registry.is_some() || (self.containers.is_some() && self.opts.start_registry)
     }
 
     /// Waits until one of the stack's child processes exits; returns its name and status.
@@ -1196,6 +1266,11 @@ impl Stack {
             if let Err(e) = pg_stop(&self.opts).await {
                 errors.push(format!("{e:#}"));
             }
+        }
+        if let Some(containers) = self.containers.take()
+            && let Err(e) = containers.remove().await
+        {
+            errors.push(format!("{e:#}"));
         }
         if !errors.is_empty() {
             bail!("stopping the stack: {}", errors.join("; "));
@@ -1360,6 +1435,14 @@ pub fn running_owner(opts: &StackOptions) -> Option<i32> {
 // ---------------------------------------------------------------------------------------------
 
 fn check_prerequisites(o: &StackOptions) -> Result<()> {
+    if o.backend == Backend::Containers {
+        // The infrastructure comes from images; psql (the client) is still used from here.
+        let psql = o.pg_bin_dir.join("psql");
+        if !psql.is_file() {
+            bail!("psql not found at {}: {INSTALL_HINT}", psql.display());
+        }
+        return check_service_binaries(o);
+    }
     for b in ["initdb", "pg_ctl", "postgres", "psql"] {
         let p = o.pg_bin_dir.join(b);
         if !p.is_file() {
@@ -1375,7 +1458,12 @@ fn check_prerequisites(o: &StackOptions) -> Result<()> {
         );
     }
     tansu_binary()?;
-    if o.start_registry {
+    check_service_binaries(o)
+}
+
+/// The project's binaries the options ask for.
+fn check_service_binaries(o: &StackOptions) -> Result<()> {
+    if o.start_registry && o.backend == Backend::Native {
         let b = o.bin_dir.join("schema-registry");
         if !b.is_file() {
             bail!(
