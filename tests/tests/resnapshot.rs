@@ -99,3 +99,70 @@ async fn a_signal_resnapshots_a_table_while_streaming_without_reordering_keys() 
     );
     stack.shutdown().await.unwrap();
 }
+
+/// A re-snapshot reads values with the same session settings as streaming: before they were
+/// shared, every row with an `interval` column was skipped with a warning.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resnapshot_decodes_intervals_dates_and_numbers_like_streaming() {
+    let mut options = StackOptions::for_tests("resnapshot-types");
+    options.start_connector = true;
+    let stack = Stack::start(options).await.expect("start the stack");
+    stack
+        .psql(
+            "CREATE TABLE typed (id int PRIMARY KEY, span interval, amount numeric, at timestamptz, day date, blob bytea, ratio float8);
+             ALTER PUBLICATION cdc_publication ADD TABLE typed;
+             INSERT INTO typed VALUES
+               (1, '1 year 2 months 3 days 04:05:06.5', 12.50, '2024-03-01 12:34:56.789+07', '2024-02-29', '\\x0102', 0.1),
+               (2, '-3 days', -1, '1999-12-31 23:59:59+00', '1970-01-01', '\\x', 1e300)",
+        )
+        .await
+        .unwrap();
+    stack
+        .psql(
+            "SELECT pg_logical_emit_message(true, 'cdc_connector.signal', '{\"type\": \"execute-snapshot\", \"tables\": [\"public.typed\"]}')",
+        )
+        .await
+        .unwrap();
+    let records = read_cdc_until(
+        &stack.kafka_brokers(),
+        &stack.registry_url(),
+        Duration::from_secs(120),
+        |r| {
+            r.iter()
+                .filter(|r| r.table() == "public.typed" && r.operation() == "READ")
+                .count()
+                >= 2
+        },
+    )
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "both rows re-snapshotted: {e:#}\n{}",
+            stack.log_tail("connector", 30)
+        )
+    });
+    let row = |id: i64| {
+        records
+            .iter()
+            .find(|r| {
+                r.table() == "public.typed"
+                    && r.operation() == "READ"
+                    && r.value["primary_key"]["id"].as_i64() == Some(id)
+            })
+            .map(|r| r.value["after_values"].clone())
+            .unwrap()
+    };
+    let first = row(1);
+    assert_eq!(
+        first["span"],
+        serde_json::json!({"months": 14, "days": 3, "micros": 14_706_500_000_i64})
+    );
+    assert_eq!(first["amount"], serde_json::json!({"value": "12.50"}));
+    assert_eq!(first["day"], serde_json::json!({"days": 19_782}));
+    assert_eq!(first["blob"], serde_json::json!("0102"));
+    assert_eq!(
+        row(2)["span"],
+        serde_json::json!({"months": 0, "days": -3, "micros": 0})
+    );
+    stack.shutdown().await.unwrap();
+}

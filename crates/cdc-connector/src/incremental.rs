@@ -21,6 +21,21 @@ use crate::{
     source::setup::{quote_ident, quote_literal},
 };
 
+/// Why a re-snapshot window could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ResnapshotError {
+    /// The catalog connection failed: transient, the window is read again.
+    #[error("re-snapshot query failed: {0}")]
+    Query(#[from] tokio_postgres::Error),
+    /// A value of a row cannot be decoded: definite, it names the row.
+    #[error("re-snapshot of {table}: the row with key {key} cannot be decoded: {reason}")]
+    Undecodable {
+        table: String,
+        key: String,
+        reason: String,
+    },
+}
+
 pub const SIGNAL_PREFIX: &str = "cdc_connector.signal";
 pub const WATERMARK_PREFIX: &str = "cdc_connector.watermark";
 
@@ -161,7 +176,7 @@ impl IncrementalSnapshot {
 
     /// Writes the low watermark, reads the next chunk and writes the high watermark. Returns
     /// false when every table is done.
-    pub async fn open_window(&mut self, client: &Client) -> Result<bool, tokio_postgres::Error> {
+    pub async fn open_window(&mut self, client: &Client) -> Result<bool, ResnapshotError> {
         while let Some(table) = self.tables.front() {
             let key_columns: Vec<usize> = table
                 .relation
@@ -244,12 +259,25 @@ impl IncrementalSnapshot {
                         .map(|&i| row.get(i).unwrap_or_default().to_string())
                         .collect(),
                 );
-                match table.read_change(&row, &self.types, position) {
-                    Ok(change) => rows.push((record::kafka_key(&change), change)),
-                    Err(error) => {
-                        tracing::warn!(%error, "a row the re-snapshot cannot decode is skipped")
-                    }
-                }
+                // A row that cannot be decoded stops the re-snapshot: never a row skipped.
+                let change = table
+                    .read_change(&row, &self.types, position)
+                    .map_err(|error| ResnapshotError::Undecodable {
+                        table: table.qualified_name.to_string(),
+                        key: key_columns
+                            .iter()
+                            .map(|&i| {
+                                format!(
+                                    "{}={}",
+                                    table.relation.columns[i].name,
+                                    row.get(i).unwrap_or("NULL")
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        reason: error.to_string(),
+                    })?;
+                rows.push((record::kafka_key(&change), change));
             }
             if rows.len() < self.chunk_rows {
                 tracing::info!(table = %table.qualified_name, "re-snapshot of the table read to its end");

@@ -607,7 +607,14 @@ impl Session<'_> {
         resnapshot
             .open_window(&self.catalog)
             .await
-            .map_err(|e| SessionError::Indefinite(format!("re-snapshot: {e}")))
+            .map_err(|e| match e {
+                crate::incremental::ResnapshotError::Query(_) => {
+                    SessionError::Indefinite(e.to_string())
+                }
+                crate::incremental::ResnapshotError::Undecodable { .. } => {
+                    SessionError::Definite(e.to_string())
+                }
+            })
     }
 
     /// For a REPLICA IDENTITY FULL table, looks its primary key up in the catalog (pgoutput

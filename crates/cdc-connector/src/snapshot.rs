@@ -365,11 +365,10 @@ impl Worker {
                 source: std::io::Error::other(e.to_string()),
             },
         };
-        // The same output settings as the replication session, so values decode identically.
+        // `connect` applies the output settings every connection shares.
         client
             .batch_execute(&format!(
-                "SET DateStyle = ISO; SET TimeZone = UTC; SET IntervalStyle = iso_8601; SET extra_float_digits = 3; \
-                 BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
                 crate::source::setup::quote_literal(&self.snapshot_name)
             ))
             .await

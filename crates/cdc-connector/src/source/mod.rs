@@ -6,6 +6,26 @@ pub mod setup;
 
 pub use setup::{SourceSettings, connect, emit_heartbeat, prepare};
 
+/// The output settings of every connection to the source (replication, catalog, snapshot
+/// workers, re-snapshot): the decoders parse values in exactly these formats, so a connection
+/// without them would turn values undecodable.
+pub const SESSION_SETTINGS: [(&str, &str); 5] = [
+    ("DateStyle", "ISO"),
+    ("TimeZone", "UTC"),
+    ("IntervalStyle", "iso_8601"),
+    ("extra_float_digits", "3"),
+    ("bytea_output", "hex"),
+];
+
+/// [`SESSION_SETTINGS`] as the startup packet's `options` (`-c name=value ...`).
+pub fn session_options() -> String {
+    SESSION_SETTINGS
+        .iter()
+        .map(|(name, value)| format!("-c {name}={value}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 use std::str::FromStr;
 
 /// Where and as whom to connect, from a `postgres://` URL.

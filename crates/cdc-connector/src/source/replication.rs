@@ -46,16 +46,14 @@ impl ReplicationConnection {
             target: address,
         };
         let mut out = BytesMut::new();
+        let options = super::session_options();
         frontend::startup_message(
             [
                 ("user", target.user.as_str()),
                 ("database", target.database.as_str()),
                 ("replication", "database"),
                 ("application_name", target.application_name.as_str()),
-                (
-                    "options",
-                    "-c DateStyle=ISO -c TimeZone=UTC -c IntervalStyle=iso_8601 -c extra_float_digits=3",
-                ),
+                ("options", options.as_str()),
             ],
             &mut out,
         )

@@ -29,7 +29,14 @@ pub struct CreatedSlot {
 }
 
 pub async fn connect(target: &PgTarget) -> Result<Client, SourceError> {
-    let (client, connection) = tokio_postgres::connect(&target.url, NoTls)
+    let mut config: tokio_postgres::Config =
+        target.url.parse().map_err(|e| SourceError::Definite {
+            context: "parsing the PostgreSQL URL".into(),
+            message: format!("{e}"),
+        })?;
+    config.options(super::session_options());
+    let (client, connection) = config
+        .connect(NoTls)
         .await
         .map_err(|e| SourceError::from_postgres("connecting", target, e))?;
     tokio::spawn(async move {
