@@ -1461,57 +1461,42 @@ fn check_prerequisites(o: &StackOptions) -> Result<()> {
     check_service_binaries(o)
 }
 
-/// The project's binaries the options ask for.
+/// The project's binaries the options ask for, and the services each needs.
 fn check_service_binaries(o: &StackOptions) -> Result<()> {
-    if o.start_registry && o.backend == Backend::Native {
-        let b = o.bin_dir.join("schema-registry");
-        if !b.is_file() {
-            bail!(
-                "schema-registry binary not found at {}: {BUILD_HINT}",
+    let binary = |name: &str| {
+        let b = o.bin_dir.join(name);
+        if b.is_file() {
+            Ok(())
+        } else {
+            Err(anyhow!(
+                "{name} binary not found at {}: {BUILD_HINT}",
                 b.display()
-            );
+            ))
         }
-    }
-    if o.start_connector {
-        if !o.start_registry {
-            bail!("start_connector needs start_registry");
+    };
+    let needs = |wanted: bool, service: &str, needed: bool, what: &str| {
+        if wanted && !needed {
+            bail!("start_{service} needs start_{what}");
         }
-        let b = o.bin_dir.join("cdc-connector");
-        if !b.is_file() {
-            bail!(
-                "cdc-connector binary not found at {}: {BUILD_HINT}",
-                b.display()
-            );
-        }
-    }
-    if o.start_gateway {
-        if !o.start_registry {
-            bail!("start_gateway needs start_registry");
-        }
-        let b = o.bin_dir.join("gateway");
-        if !b.is_file() {
-            bail!("gateway binary not found at {}: {BUILD_HINT}", b.display());
-        }
-    }
-    if o.start_processor {
-        if !o.start_registry {
-            bail!("start_processor needs start_registry");
-        }
-        let b = o.bin_dir.join("processor");
-        if !b.is_file() {
-            bail!(
-                "processor binary not found at {}: {BUILD_HINT}",
-                b.display()
-            );
-        }
-    }
-    if o.start_simulators {
-        if !o.start_gateway {
-            bail!("start_simulators needs start_gateway (events go through the gateway)");
-        }
-        let b = o.bin_dir.join("workload");
-        if !b.is_file() {
-            bail!("workload binary not found at {}: {BUILD_HINT}", b.display());
+        Ok(())
+    };
+    needs(o.start_connector, "connector", o.start_registry, "registry")?;
+    needs(o.start_gateway, "gateway", o.start_registry, "registry")?;
+    needs(o.start_processor, "processor", o.start_registry, "registry")?;
+    // The simulators' events go through the gateway.
+    needs(o.start_simulators, "simulators", o.start_gateway, "gateway")?;
+    for (wanted, name) in [
+        (
+            o.start_registry && o.backend == Backend::Native,
+            "schema-registry",
+        ),
+        (o.start_connector, "cdc-connector"),
+        (o.start_gateway, "gateway"),
+        (o.start_processor, "processor"),
+        (o.start_simulators, "workload"),
+    ] {
+        if wanted {
+            binary(name)?;
         }
     }
     if let Some(init) = &o.init_sql

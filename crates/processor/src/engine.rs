@@ -440,8 +440,9 @@ async fn register_outputs(registry: &RegistryClient) -> Result<OutputSchemas, Pr
     })
 }
 
-fn partition_count<C: ConsumerContext>(
-    consumer: &BaseConsumer<C>,
+/// The partitions of `topic`; a missing topic is an error naming it.
+pub(crate) fn partition_count<C: ConsumerContext, K: Consumer<C>>(
+    consumer: &K,
     brokers: &str,
     topic: &str,
 ) -> Result<i32, ProcessorError> {

@@ -23,6 +23,7 @@ use super::{
 use crate::{
     changelog,
     config::Settings,
+    engine::partition_count,
     task::{StateKey, StateValue, window_ms, window_results},
 };
 use platform::{avro::AvroError, kafka::LoggingContext, registry::RegistryClient, topics};
@@ -116,21 +117,11 @@ impl Reader {
             .map_err(|e| format!("creating the consumer: {e}"))?;
         let mut assignment = TopicPartitionList::new();
         for (topic, _) in TOPICS {
-            let metadata = consumer
-                .fetch_metadata(Some(topic), Duration::from_secs(5))
-                .map_err(|e| format!("metadata of {topic}: {e}"))?;
-            let partitions = metadata
-                .topics()
-                .iter()
-                .find(|t| t.name() == topic)
-                .map(|t| t.partitions().len())
-                .unwrap_or(0);
-            if partitions == 0 {
-                return Err(format!("topic {topic} does not exist yet"));
-            }
+            let partitions =
+                partition_count(&consumer, &self.brokers, topic).map_err(|e| e.to_string())?;
             for p in 0..partitions {
                 assignment
-                    .add_partition_offset(topic, p as i32, Offset::Beginning)
+                    .add_partition_offset(topic, p, Offset::Beginning)
                     .map_err(|e| format!("assigning {topic}: {e}"))?;
             }
         }
