@@ -164,9 +164,12 @@ tail_topic() { # topic needle secs
 # --- CDC: psql inside the postgres container -> topic_cdc_changes, decoded via the registry ----
 nonce="smoke-$(date +%s)-$RANDOM"
 email="$nonce@example.vn"
-user_id="$(compose exec -T postgres psql -X -A -t -v ON_ERROR_STOP=1 -U postgres -d travel \
-    -c "INSERT INTO users (email, full_name, country_code) VALUES ('$email', 'Smoke Test', 'VN') RETURNING user_id" \
-    | head -n1 | tr -d '[:space:]')" || fail "INSERT with psql failed" postgres
+# The whole output first: `| head -n1` could close the pipe while psql still writes (SIGPIPE,
+# a failure under pipefail).
+inserted="$(compose exec -T postgres psql -X -q -A -t -v ON_ERROR_STOP=1 -U postgres -d travel \
+    -c "INSERT INTO users (email, full_name, country_code) VALUES ('$email', 'Smoke Test', 'VN') RETURNING user_id")" \
+    || fail "INSERT with psql failed" postgres
+user_id="$(printf '%s\n' "$inserted" | sed -n 1p | tr -d '[:space:]')"
 [ -n "$user_id" ] || fail "INSERT returned no user_id" postgres
 record="$(tail_topic topic_cdc_changes "$email" 90)"
 [ -n "$record" ] || fail "the inserted row ($email) did not reach topic_cdc_changes within 90 s" cdc-connector
