@@ -243,3 +243,63 @@ pub async fn serve(
     });
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::query::{store::Store, table::Cell};
+
+    async fn error_of(ctx: &SessionContext, sql: &str) -> &'static str {
+        let result = match ctx.sql(sql).await {
+            Ok(df) => df.collect().await.map(drop),
+            Err(e) => Err(e),
+        };
+        sqlstate(&result.expect_err(sql))
+    }
+
+    #[tokio::test]
+    async fn errors_carry_the_sqlstate_a_postgresql_client_expects() {
+        let store = Arc::new(RwLock::new(Store::default()));
+        store.write().unwrap().break_table(
+            table::TableId::Users,
+            "k".into(),
+            "topic_user_state[0]@7: bad".into(),
+        );
+        let ctx = session(store, 64 << 20).unwrap();
+        assert_eq!(error_of(&ctx, "SELEC 1").await, "42601");
+        assert_eq!(error_of(&ctx, "SELECT * FROM no_such_table").await, "42P01");
+        assert_eq!(
+            error_of(&ctx, "SELECT no_such_column FROM bookings").await,
+            "42703"
+        );
+        assert_eq!(error_of(&ctx, "SELECT * FROM users").await, "55000");
+    }
+
+    #[tokio::test]
+    async fn a_query_needing_more_than_the_memory_pool_fails_with_53200() {
+        let mut store = Store::default();
+        for i in 0..200_000i64 {
+            store.put_state(
+                table::TableId::Users,
+                format!("public.users/{i}"),
+                Some(vec![
+                    Cell::Int(i),
+                    Cell::Text(format!("external-{i}")),
+                    Cell::Text(format!("user{i}@example.vn")),
+                ]),
+            );
+        }
+        let ctx = session(Arc::new(RwLock::new(store)), 16 << 20).unwrap();
+        assert_eq!(
+            error_of(
+                &ctx,
+                "SELECT a.email, b.email FROM users a JOIN users b ON a.user_id <> b.user_id ORDER BY 1, 2"
+            )
+            .await,
+            "53200"
+        );
+        // Within the pool the same engine answers.
+        let df = ctx.sql("SELECT count(*) FROM users").await.unwrap();
+        assert_eq!(df.collect().await.unwrap()[0].num_rows(), 1);
+    }
+}
