@@ -27,17 +27,17 @@ pub async fn start(args: &Args) -> Result<axum::Router, ProcessorError> {
         .unwrap_or(usize::MAX)
         .saturating_mul(1 << 20);
     sql::serve(args.sql_listen, store.clone(), memory).await?;
-    let reader = reader::Reader {
-        brokers: args.kafka_brokers.clone(),
-        registry: RegistryClient::new(&args.schema_registry_url),
-        settings: args.settings(),
-        limits: store::Limits {
+    let reader = reader::Reader::new(
+        args.kafka_brokers.clone(),
+        RegistryClient::new(&args.schema_registry_url),
+        args.settings(),
+        store::Limits {
             retention_ms: i64::try_from(args.query_retention_secs.saturating_mul(1000))
                 .unwrap_or(i64::MAX),
             max_rows: usize::try_from(args.query_max_rows).unwrap_or(usize::MAX),
         },
-        store: store.clone(),
-    };
+        store.clone(),
+    );
     tokio::spawn(reader.run());
     Ok(page::router(store))
 }

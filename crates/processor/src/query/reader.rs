@@ -5,11 +5,12 @@
 //! processor by about one commit interval plus a fetch.
 
 use std::{
-    sync::{Arc, RwLock},
+    collections::HashMap,
+    sync::{Arc, RwLock, RwLockWriteGuard},
     time::{Duration, Instant},
 };
 
-use apache_avro::types::Value;
+use apache_avro::{Schema, types::Value};
 use rdkafka::{
     ClientConfig, Message, Offset, TopicPartitionList,
     consumer::{Consumer, StreamConsumer},
@@ -23,10 +24,11 @@ use super::{
 use crate::{
     changelog,
     config::Settings,
+    decode::DatumReader,
     engine::partition_count,
     task::{StateKey, StateValue, window_ms, window_results},
 };
-use platform::{avro::AvroError, kafka::LoggingContext, registry::RegistryClient, topics};
+use platform::{avro::split_wire_format, kafka::LoggingContext, registry::RegistryClient, topics};
 
 const TOPICS: [(&str, Source); 7] = [
     (topics::PROCESSED_EVENTS.name, Source::Results),
@@ -62,17 +64,40 @@ const WINDOW_TABLES: [TableId; 8] = [
 ];
 
 pub struct Reader {
-    pub brokers: String,
-    pub registry: RegistryClient,
-    pub settings: Settings,
-    pub limits: Limits,
-    pub store: Arc<RwLock<Store>>,
+    brokers: String,
+    registry: RegistryClient,
+    settings: Settings,
+    limits: Limits,
+    store: Arc<RwLock<Store>>,
+    /// One reader per writer schema, built once (as the engine does for its inputs).
+    readers: HashMap<u32, DatumReader<'static>>,
 }
 
 impl Reader {
+    pub fn new(
+        brokers: String,
+        registry: RegistryClient,
+        settings: Settings,
+        limits: Limits,
+        store: Arc<RwLock<Store>>,
+    ) -> Reader {
+        Reader {
+            brokers,
+            registry,
+            settings,
+            limits,
+            store,
+            readers: HashMap::new(),
+        }
+    }
+
+    fn store(&self) -> RwLockWriteGuard<'_, Store> {
+        self.store.write().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Reads until the process ends. Waits for the topics to exist (the engine creates them);
     /// Kafka errors are retried, as librdkafka reconnects by itself.
-    pub async fn run(self) {
+    pub async fn run(mut self) {
         let consumer = loop {
             match self.assign_everything() {
                 Ok(consumer) => break consumer,
@@ -95,10 +120,7 @@ impl Reader {
             }
             if last_eviction.elapsed() >= Duration::from_secs(5) {
                 last_eviction = Instant::now();
-                self.store
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .evict(platform_now_ms(), self.limits);
+                self.store().evict(platform_now_ms(), self.limits);
             }
         }
     }
@@ -131,7 +153,7 @@ impl Reader {
         Ok(consumer)
     }
 
-    async fn apply(&self, message: &BorrowedMessage<'_>) {
+    async fn apply(&mut self, message: &BorrowedMessage<'_>) {
         let topic = message.topic();
         let Some(source) = TOPICS.iter().find(|(t, _)| *t == topic).map(|(_, s)| *s) else {
             return;
@@ -148,7 +170,7 @@ impl Reader {
                 .increment(1);
             tracing::error!(record = %at, %why, "query layer: a record cannot be read; its table answers with this error until a later record replaces it");
             let key = message.key().map_or_else(String::new, key_text);
-            let mut store = self.store.write().unwrap_or_else(|p| p.into_inner());
+            let mut store = self.store();
             let tables: Vec<TableId> = match source {
                 Source::Results | Source::Changelog => WINDOW_TABLES.to_vec(),
                 Source::Alerts => vec![TableId::Alerts],
@@ -160,41 +182,46 @@ impl Reader {
         }
     }
 
-    async fn decode(&self, payload: &[u8]) -> Result<Value, String> {
-        let mut attempt = 0;
-        loop {
-            match platform::avro::decode(&self.registry, payload).await {
-                Ok(value) => return Ok(value),
-                Err(AvroError::Registry(e)) if e.is_retryable() && attempt < 30 => {
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+    /// A Confluent-framed Avro value, read with its writer schema (fetched from the registry
+    /// once per schema id; an unreachable registry is waited for, up to 30 s).
+    async fn decode(&mut self, payload: &[u8]) -> Result<Value, String> {
+        let (id, datum) = split_wire_format(payload).map_err(|e| e.to_string())?;
+        if !self.readers.contains_key(&id) {
+            let mut attempt = 0;
+            let schema = loop {
+                match self.registry.schema_by_id(id).await {
+                    Ok(schema) => break schema,
+                    Err(e) if e.is_retryable() && attempt < 30 => {
+                        attempt += 1;
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    Err(e) => return Err(format!("writer schema {id}: {e}")),
                 }
-                Err(e) => return Err(e.to_string()),
-            }
+            };
+            let reader = DatumReader::leaked(Schema::clone(&schema)).map_err(|e| e.0)?;
+            self.readers.insert(id, reader);
+        }
+        match self.readers.get(&id) {
+            Some(reader) => reader.read(datum).map_err(|e| e.0),
+            None => Err(format!("no reader for writer schema {id}")),
         }
     }
 
-    async fn result(&self, message: &BorrowedMessage<'_>) -> Result<(), String> {
+    async fn result(&mut self, message: &BorrowedMessage<'_>) -> Result<(), String> {
         let Some(payload) = message.payload() else {
             return Ok(());
         };
         let row = ResultRow::closed(&self.decode(payload).await?)?;
-        self.store
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .put_closed(row);
+        self.store().put_closed(row);
         Ok(())
     }
 
-    async fn alert(&self, message: &BorrowedMessage<'_>) -> Result<(), String> {
+    async fn alert(&mut self, message: &BorrowedMessage<'_>) -> Result<(), String> {
         let Some(payload) = message.payload() else {
             return Ok(());
         };
         let (id, time, row) = store::alert_row(&self.decode(payload).await?)?;
-        self.store
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .put_alert(id, time, row);
+        self.store().put_alert(id, time, row);
         Ok(())
     }
 
@@ -220,27 +247,22 @@ impl Reader {
             Some(_) => return Err("a window entry holds another kind of state".into()),
             None => Vec::new(),
         };
-        self.store
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
+        self.store()
             .put_open(message.partition(), key.to_vec(), &key_text(key), rows);
         Ok(())
     }
 
-    async fn state(&self, table: TableId, message: &BorrowedMessage<'_>) -> Result<(), String> {
+    async fn state(&mut self, table: TableId, message: &BorrowedMessage<'_>) -> Result<(), String> {
         let key = message
             .key()
             .map(key_text)
             .ok_or("a state record without a key")?;
         let Some(payload) = message.payload() else {
-            self.store
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .put_state(table, key, None);
+            self.store().put_state(table, key, None);
             return Ok(());
         };
         let value = self.decode(payload).await?;
-        let mut store = self.store.write().unwrap_or_else(|p| p.into_inner());
+        let mut store = self.store();
         let row = if table == TableId::ExternalReadings {
             store::external_row(&key, &value)?
         } else {

@@ -296,98 +296,45 @@ pub fn batch(def: &TableDef, rows: &[Vec<Cell>]) -> Result<RecordBatch, ArrowErr
             def.name
         ))
     };
+    // One column: a builder filled from the cells of one `Cell` variant (or NULL).
+    macro_rules! column {
+        ($builder:expr, $cells:expr, $name:expr, $variant:ident) => {{
+            let mut b = $builder;
+            for cell in $cells {
+                match cell {
+                    Cell::Null => b.append_null(),
+                    Cell::$variant(v) => b.append_value(v.clone()),
+                    other => return Err(wrong($name, other)),
+                }
+            }
+            b.finish()
+        }};
+    }
     let mut arrays: Vec<ArrayRef> = Vec::with_capacity(def.columns.len());
     for (index, (name, ty)) in def.columns.iter().enumerate() {
         let cells = rows.iter().map(|row| row.get(index).unwrap_or(&Cell::Null));
         let array: ArrayRef = match ty {
-            Text => {
-                let mut b = StringBuilder::new();
-                for cell in cells {
-                    match cell {
-                        Cell::Null => b.append_null(),
-                        Cell::Text(s) => b.append_value(s),
-                        other => return Err(wrong(name, other)),
-                    }
-                }
-                Arc::new(b.finish())
-            }
-            Int => {
-                let mut b = Int64Builder::new();
-                for cell in cells {
-                    match cell {
-                        Cell::Null => b.append_null(),
-                        Cell::Int(v) => b.append_value(*v),
-                        other => return Err(wrong(name, other)),
-                    }
-                }
-                Arc::new(b.finish())
-            }
-            Bool => {
-                let mut b = BooleanBuilder::new();
-                for cell in cells {
-                    match cell {
-                        Cell::Null => b.append_null(),
-                        Cell::Bool(v) => b.append_value(*v),
-                        other => return Err(wrong(name, other)),
-                    }
-                }
-                Arc::new(b.finish())
-            }
-            Float => {
-                let mut b = Float64Builder::new();
-                for cell in cells {
-                    match cell {
-                        Cell::Null => b.append_null(),
-                        Cell::Float(v) => b.append_value(*v),
-                        other => return Err(wrong(name, other)),
-                    }
-                }
-                Arc::new(b.finish())
-            }
-            TimeMs => {
-                let mut b = TimestampMillisecondBuilder::new().with_timezone("UTC");
-                for cell in cells {
-                    match cell {
-                        Cell::Null => b.append_null(),
-                        Cell::Millis(v) => b.append_value(*v),
-                        other => return Err(wrong(name, other)),
-                    }
-                }
-                Arc::new(b.finish())
-            }
-            TimeUs => {
-                let mut b = TimestampMicrosecondBuilder::new().with_timezone("UTC");
-                for cell in cells {
-                    match cell {
-                        Cell::Null => b.append_null(),
-                        Cell::Micros(v) => b.append_value(*v),
-                        other => return Err(wrong(name, other)),
-                    }
-                }
-                Arc::new(b.finish())
-            }
-            Date => {
-                let mut b = Date32Builder::new();
-                for cell in cells {
-                    match cell {
-                        Cell::Null => b.append_null(),
-                        Cell::Days(v) => b.append_value(*v),
-                        other => return Err(wrong(name, other)),
-                    }
-                }
-                Arc::new(b.finish())
-            }
-            Decimal { precision, scale } => {
-                let mut b = Decimal128Builder::new();
-                for cell in cells {
-                    match cell {
-                        Cell::Null => b.append_null(),
-                        Cell::Decimal(v) => b.append_value(*v),
-                        other => return Err(wrong(name, other)),
-                    }
-                }
-                Arc::new(b.finish().with_precision_and_scale(*precision, *scale)?)
-            }
+            Text => Arc::new(column!(StringBuilder::new(), cells, name, Text)),
+            Int => Arc::new(column!(Int64Builder::new(), cells, name, Int)),
+            Bool => Arc::new(column!(BooleanBuilder::new(), cells, name, Bool)),
+            Float => Arc::new(column!(Float64Builder::new(), cells, name, Float)),
+            TimeMs => Arc::new(column!(
+                TimestampMillisecondBuilder::new().with_timezone("UTC"),
+                cells,
+                name,
+                Millis
+            )),
+            TimeUs => Arc::new(column!(
+                TimestampMicrosecondBuilder::new().with_timezone("UTC"),
+                cells,
+                name,
+                Micros
+            )),
+            Date => Arc::new(column!(Date32Builder::new(), cells, name, Days)),
+            Decimal { precision, scale } => Arc::new(
+                column!(Decimal128Builder::new(), cells, name, Decimal)
+                    .with_precision_and_scale(*precision, *scale)?,
+            ),
         };
         arrays.push(array);
     }
