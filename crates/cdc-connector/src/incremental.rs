@@ -16,25 +16,11 @@ use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::{
     changes::{ChangeEvent, Position},
+    error::{ConnectorError, ErrorKind},
     record,
     snapshot::SnapshotTable,
     source::setup::{quote_ident, quote_literal},
 };
-
-/// Why a re-snapshot window could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum ResnapshotError {
-    /// The catalog connection failed: transient, the window is read again.
-    #[error("re-snapshot query failed: {0}")]
-    Query(#[from] tokio_postgres::Error),
-    /// A value of a row cannot be decoded: definite, it names the row.
-    #[error("re-snapshot of {table}: the row with key {key} cannot be decoded: {reason}")]
-    Undecodable {
-        table: String,
-        key: String,
-        reason: String,
-    },
-}
 
 pub const SIGNAL_PREFIX: &str = "cdc_connector.signal";
 pub const WATERMARK_PREFIX: &str = "cdc_connector.watermark";
@@ -176,7 +162,11 @@ impl IncrementalSnapshot {
 
     /// Writes the low watermark, reads the next chunk and writes the high watermark. Returns
     /// false when every table is done.
-    pub async fn open_window(&mut self, client: &Client) -> Result<bool, ResnapshotError> {
+    pub async fn open_window(&mut self, client: &Client) -> Result<bool, ConnectorError> {
+        // A failed query is classified like every PostgreSQL error (a lost connection is
+        // transient: the window is read again by the next session).
+        let query_failed =
+            |e: tokio_postgres::Error| ConnectorError::postgres("re-snapshot query", &e);
         while let Some(table) = self.tables.front() {
             let key_columns: Vec<usize> = table
                 .relation
@@ -198,7 +188,8 @@ impl IncrementalSnapshot {
                     "SELECT pg_logical_emit_message(false, $1, $2)::text",
                     &[&WATERMARK_PREFIX, &format!("low:{id}")],
                 )
-                .await?
+                .await
+                .map_err(query_failed)?
                 .get(0);
             let names = key_columns
                 .iter()
@@ -240,7 +231,7 @@ impl IncrementalSnapshot {
             );
             // Statements complete in order: BEGIN, the snapshot, the chunk, COMMIT.
             let mut completed_statements = 0;
-            for message in client.simple_query(&sql).await? {
+            for message in client.simple_query(&sql).await.map_err(query_failed)? {
                 let row = match message {
                     SimpleQueryMessage::CommandComplete(_) => {
                         completed_statements += 1;
@@ -262,9 +253,8 @@ impl IncrementalSnapshot {
                 // A row that cannot be decoded stops the re-snapshot: never a row skipped.
                 let change = table
                     .read_change(&row, &self.types, position)
-                    .map_err(|error| ResnapshotError::Undecodable {
-                        table: table.qualified_name.to_string(),
-                        key: key_columns
+                    .map_err(|error| {
+                        let key = key_columns
                             .iter()
                             .map(|&i| {
                                 format!(
@@ -274,8 +264,12 @@ impl IncrementalSnapshot {
                                 )
                             })
                             .collect::<Vec<_>>()
-                            .join(", "),
-                        reason: error.to_string(),
+                            .join(", ");
+                        ConnectorError::new(
+                            ErrorKind::Undecodable,
+                            format!("re-snapshot of {}", table.qualified_name),
+                            format!("the row with key {key} cannot be decoded: {error}"),
+                        )
                     })?;
                 rows.push((record::kafka_key(&change), change));
             }
@@ -294,7 +288,8 @@ impl IncrementalSnapshot {
                     "SELECT pg_logical_emit_message(false, $1, $2)::text",
                     &[&WATERMARK_PREFIX, &format!("high:{id}")],
                 )
-                .await?;
+                .await
+                .map_err(query_failed)?;
             // Without a readable snapshot every change in the window counts as unseen: safe, at
             // worst fewer rows re-read.
             let snapshot =

@@ -6,13 +6,62 @@ use std::{collections::HashMap, sync::Arc};
 use apache_avro::types::Value;
 use pgoutput::copy::Lsn;
 
-use crate::changes::{MessageEvent, TransactionEnd};
+use platform::{avro::RegisteredSchema, registry::RegistryClient, topics};
+
+use crate::{
+    changes::{MessageEvent, TransactionEnd},
+    error::{ConnectorError, ErrorKind},
+};
 
 /// The registered schemas of the three topics the connector writes.
 pub struct Schemas {
     pub change: platform::avro::RegisteredSchema,
+    /// Where values go in `change`, read from it by name.
+    pub change_layout: crate::record::ChangeLayout,
     pub transaction: platform::avro::RegisteredSchema,
     pub message: platform::avro::RegisteredSchema,
+}
+
+/// Registers the schemas of the connector's three topics under their value subjects.
+pub async fn register_schemas(registry_url: &str) -> Result<Schemas, ConnectorError> {
+    let registry = RegistryClient::new(registry_url);
+    let register = |topic: &'static topics::TopicSpec, text: &'static str| {
+        let registry = registry.clone();
+        async move {
+            let context = format!("registering the schema of {}", topic.name);
+            let schema = platform::schemas::parse(text).map_err(|e| {
+                ConnectorError::new(ErrorKind::RegistryRejected, context.clone(), e.to_string())
+            })?;
+            let subject = platform::registry::value_subject(topic.name);
+            match registry.register(&subject, text).await {
+                Ok(id) => {
+                    tracing::info!(subject, id, "registered schema");
+                    Ok(RegisteredSchema { id, schema })
+                }
+                Err(e) => {
+                    let kind = if e.is_retryable() {
+                        ErrorKind::RegistryUnavailable
+                    } else {
+                        ErrorKind::RegistryRejected
+                    };
+                    Err(ConnectorError::new(kind, context, e.to_string()))
+                }
+            }
+        }
+    };
+    let change = register(&topics::CDC_CHANGES, platform::schemas::CDC_CHANGE).await?;
+    let change_layout = crate::record::ChangeLayout::from_schema(&change.schema)
+        .map_err(|e| ConnectorError::new(ErrorKind::Unpublishable, "the CDCChange schema", e))?;
+    Ok(Schemas {
+        change,
+        change_layout,
+        transaction: register(
+            &topics::CDC_TRANSACTIONS,
+            platform::schemas::CDC_TRANSACTION,
+        )
+        .await?,
+        message: register(&topics::CDC_MESSAGES, platform::schemas::CDC_MESSAGE).await?,
+    })
 }
 
 /// Counts what one transaction published, for its boundary record.

@@ -6,8 +6,6 @@
 //! PostgreSQL spells them (case-sensitive); `*` matches any run of characters, dots included, so
 //! `public.*` is every table (or column) of `public` and `*.email` every `email` column.
 
-use std::borrow::Cow;
-
 use pgoutput::row::{ColumnValue, TypedValue};
 use sha2::{Digest, Sha256};
 
@@ -320,7 +318,7 @@ impl ChangeFilter {
 /// the value is not longer than that. NULL and values PostgreSQL did not send stay as they are.
 fn mask(value: &mut ColumnValue, keep_last: usize) {
     if let ColumnValue::Value(typed) = value {
-        let text = value_text(typed);
+        let text = typed.canonical_text();
         let length = text.chars().count();
         let mut masked = String::from(MASK);
         if keep_last > 0 && length > keep_last {
@@ -336,59 +334,9 @@ fn hash(value: &mut ColumnValue, salt: &HashSalt) {
     if let ColumnValue::Value(typed) = value {
         let digest = Sha256::new()
             .chain_update(salt.0.as_bytes())
-            .chain_update(value_text(typed).as_bytes())
+            .chain_update(typed.canonical_text().as_bytes())
             .finalize();
         *typed = TypedValue::Text(format!("{digest:x}"));
-    }
-}
-
-/// The text a value is masked or hashed from: PostgreSQL's text output for text, numeric, json,
-/// uuid, bytea (`\x` hex) and other types, `true`/`false` for booleans, decimal numbers, for
-/// dates, times and timestamps the number (days or microseconds) the record carries, and for
-/// time with time zone, intervals and arrays a rendering of all their fields.
-fn value_text(value: &TypedValue) -> Cow<'_, str> {
-    match value {
-        TypedValue::Text(text)
-        | TypedValue::Numeric(text)
-        | TypedValue::Json(text)
-        | TypedValue::Uuid(text) => Cow::Borrowed(text),
-        TypedValue::Other { text, .. } => Cow::Borrowed(text),
-        TypedValue::Bool(b) => Cow::Borrowed(if *b { "true" } else { "false" }),
-        TypedValue::Int(i) | TypedValue::Date(i) => Cow::Owned(i.to_string()),
-        TypedValue::Long(i)
-        | TypedValue::Timestamp(i)
-        | TypedValue::TimestampTz(i)
-        | TypedValue::Time(i) => Cow::Owned(i.to_string()),
-        TypedValue::Float(f) => float_text(f64::from(*f), f.to_string()),
-        TypedValue::Double(f) => float_text(*f, f.to_string()),
-        TypedValue::Bytes(bytes) => {
-            let mut text = String::with_capacity(2 + 2 * bytes.len());
-            text.push_str("\\x");
-            for byte in bytes {
-                text.push(char::from_digit(u32::from(byte >> 4), 16).unwrap_or('0'));
-                text.push(char::from_digit(u32::from(byte & 0xf), 16).unwrap_or('0'));
-            }
-            Cow::Owned(text)
-        }
-        // Composite values have no single number or string in the record; their derived `Debug`
-        // form lists every field, so equal values still give equal text.
-        composite @ (TypedValue::TimeTz { .. }
-        | TypedValue::Interval { .. }
-        | TypedValue::Array { .. }) => Cow::Owned(format!("{composite:?}")),
-    }
-}
-
-/// PostgreSQL's spelling of the special float values; `display` (Rust's shortest round-trip
-/// form) otherwise.
-fn float_text(value: f64, display: String) -> Cow<'static, str> {
-    if value.is_nan() {
-        Cow::Borrowed("NaN")
-    } else if value == f64::INFINITY {
-        Cow::Borrowed("Infinity")
-    } else if value == f64::NEG_INFINITY {
-        Cow::Borrowed("-Infinity")
-    } else {
-        Cow::Owned(display)
     }
 }
 
@@ -912,7 +860,7 @@ mod tests {
             (TypedValue::Date(19_000), "19000"),
         ];
         for (value, expected) in cases {
-            assert_eq!(value_text(&value), expected, "{value:?}");
+            assert_eq!(value.canonical_text(), expected, "{value:?}");
         }
     }
 

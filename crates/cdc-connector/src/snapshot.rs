@@ -23,8 +23,9 @@ use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::{
     changes::{ChangeEvent, Operation, Position},
+    error::{ConnectorError, ErrorKind},
     privacy::ChangeFilter,
-    source::{PgTarget, SourceError, setup::quote_ident},
+    source::{PgTarget, setup::quote_ident},
 };
 
 /// When the connector snapshots, as in Debezium.
@@ -87,7 +88,7 @@ impl SnapshotTable {
         row: &tokio_postgres::SimpleQueryRow,
         types: &TypeNames,
         position: Position,
-    ) -> Result<ChangeEvent, SourceError> {
+    ) -> Result<ChangeEvent, ConnectorError> {
         let tuple = TupleData(
             (0..row.len())
                 .map(|i| match row.get(i) {
@@ -97,10 +98,11 @@ impl SnapshotTable {
                 .collect(),
         );
         let after = decode_tuple(&self.relation, &tuple, false, types).map_err(|e| {
-            SourceError::Definite {
-                context: format!("snapshot of {}", self.qualified_name),
-                message: e.to_string(),
-            }
+            ConnectorError::new(
+                ErrorKind::Undecodable,
+                format!("snapshot of {}", self.qualified_name),
+                e.to_string(),
+            )
         })?;
         let primary_key = self
             .relation
@@ -135,10 +137,14 @@ pub async fn plan(
     target: &PgTarget,
     publication: &str,
     filter: &ChangeFilter,
-) -> Result<(Vec<SnapshotTable>, TypeNames), SourceError> {
-    let failed = |e: tokio_postgres::Error| SourceError::Definite {
-        context: "planning the snapshot".into(),
-        message: format!("{e} (database {})", target.database),
+) -> Result<(Vec<SnapshotTable>, TypeNames), ConnectorError> {
+    // Classified like every PostgreSQL error: a lost connection is transient (a brief catalog
+    // outage during a re-snapshot request must not stop the connector), a refusal definite.
+    let failed = |e: tokio_postgres::Error| {
+        ConnectorError::postgres(
+            format!("planning the snapshot of database {}", target.database),
+            &e,
+        )
     };
     let tables = client
         .query(
@@ -252,7 +258,7 @@ pub async fn read_tables(
     types: TypeNames,
     settings: SnapshotSettings,
     out: mpsc::Sender<ChangeEvent>,
-) -> Result<SnapshotOutcome, SourceError> {
+) -> Result<SnapshotOutcome, ConnectorError> {
     let started = Instant::now();
     let snapshot_time = crate::unix_micros_now();
     let total: u64 = tables.iter().map(|t| t.estimated_rows).sum();
@@ -292,10 +298,11 @@ pub async fn read_tables(
     let mut result = Ok(());
     while let Some(joined) = workers.join_next().await {
         let outcome = joined.unwrap_or_else(|e| {
-            Err(SourceError::Definite {
-                context: "snapshot reader".into(),
-                message: e.to_string(),
-            })
+            Err(ConnectorError::new(
+                ErrorKind::Protocol,
+                "a snapshot reader panicked",
+                e.to_string(),
+            ))
         });
         if let Err(error) = outcome {
             // One failed reader fails the snapshot: the others stop rather than publish a
@@ -354,16 +361,18 @@ struct Worker {
 }
 
 impl Worker {
-    async fn run(self) -> Result<(), SourceError> {
+    async fn run(self) -> Result<(), ConnectorError> {
         let client = crate::source::connect(&self.target).await?;
         let failed = |context: &str, e: tokio_postgres::Error| match e.as_db_error() {
-            Some(db) => {
-                SourceError::from_sqlstate(context, db.code().code(), db.message().to_string())
-            }
-            None => SourceError::Unreachable {
-                target: format!("{}:{}", self.target.host, self.target.port),
-                source: std::io::Error::other(e.to_string()),
-            },
+            Some(db) => ConnectorError::sqlstate(context, db.code().code(), db.message()),
+            None => ConnectorError::new(
+                ErrorKind::SourceUnavailable,
+                format!(
+                    "{context} (PostgreSQL at {}:{})",
+                    self.target.host, self.target.port
+                ),
+                e.to_string(),
+            ),
         };
         // `connect` applies the output settings every connection shares.
         client

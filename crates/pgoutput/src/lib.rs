@@ -18,5 +18,6 @@ pub mod message;
 mod reader;
 pub mod row;
 mod temporal;
+mod text;
 
 pub use error::DecodeError;

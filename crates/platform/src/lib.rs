@@ -10,6 +10,7 @@ pub mod avro;
 pub mod config;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+pub mod postgres;
 pub mod registry;
 pub mod schemas;
 pub mod telemetry;

@@ -2,6 +2,8 @@
 //! tokio-postgres has no replication mode. Only framing and I/O live here; the CopyData payloads
 //! are decoded by the pure `pgoutput` crate.
 
+use std::future::Future;
+
 use bytes::{Buf, BytesMut};
 use postgres_protocol::{
     authentication::{md5_hash, sasl},
@@ -12,7 +14,8 @@ use tokio::{
     net::TcpStream,
 };
 
-use super::{PgTarget, SourceError};
+use super::PgTarget;
+use crate::error::{ConnectorError, ErrorKind};
 
 /// One backend message: its tag and body.
 struct Frame {
@@ -30,15 +33,15 @@ impl ReplicationConnection {
     /// Connects, authenticates (trust, password, md5 or SCRAM-SHA-256) and waits until ready.
     ///
     /// The session settings make pgoutput's text output predictable for the value decoder.
-    pub async fn connect(target: &PgTarget) -> Result<Self, SourceError> {
+    pub async fn connect(target: &PgTarget) -> Result<Self, ConnectorError> {
         let address = format!("{}:{}", target.host, target.port);
-        let stream =
-            TcpStream::connect(&address)
-                .await
-                .map_err(|source| SourceError::Unreachable {
-                    target: address.clone(),
-                    source,
-                })?;
+        let stream = TcpStream::connect(&address).await.map_err(|source| {
+            ConnectorError::new(
+                ErrorKind::SourceUnavailable,
+                format!("PostgreSQL at {address}"),
+                source.to_string(),
+            )
+        })?;
         stream.set_nodelay(true).ok();
         let mut connection = Self {
             stream,
@@ -64,17 +67,19 @@ impl ReplicationConnection {
         Ok(connection)
     }
 
-    async fn authenticate(&mut self, target: &PgTarget) -> Result<(), SourceError> {
-        let password =
-            || {
-                target.password.clone().ok_or_else(|| SourceError::Definite {
-                context: "authentication".into(),
-                message: format!(
-                    "the server asks a password for role {} but the connection URL has none",
-                    target.user
-                ),
+    async fn authenticate(&mut self, target: &PgTarget) -> Result<(), ConnectorError> {
+        let password = || {
+            target.password.clone().ok_or_else(|| {
+                ConnectorError::new(
+                    ErrorKind::SourceRejected,
+                    "authentication",
+                    format!(
+                        "the server asks a password for role {} but the connection URL has none",
+                        target.user
+                    ),
+                )
             })
-            };
+        };
         let mut scram: Option<sasl::ScramSha256> = None;
         loop {
             let frame = self.read_frame().await?;
@@ -111,10 +116,11 @@ impl ReplicationConnection {
                 10 => {
                     let mechanisms = String::from_utf8_lossy(&body);
                     if !mechanisms.split('\0').any(|m| m == sasl::SCRAM_SHA_256) {
-                        return Err(SourceError::Definite {
-                            context: "authentication".into(),
-                            message: format!("no supported SASL mechanism in {mechanisms:?}"),
-                        });
+                        return Err(ConnectorError::new(
+                            ErrorKind::SourceRejected,
+                            "authentication",
+                            format!("no supported SASL mechanism in {mechanisms:?}"),
+                        ));
                     }
                     let exchange = sasl::ScramSha256::new(
                         password()?.as_bytes(),
@@ -137,9 +143,12 @@ impl ReplicationConnection {
                     } else {
                         exchange.finish(&body)
                     };
-                    step.map_err(|e| SourceError::Definite {
-                        context: "authentication".into(),
-                        message: format!("SCRAM exchange failed: {e}"),
+                    step.map_err(|e| {
+                        ConnectorError::new(
+                            ErrorKind::SourceRejected,
+                            "authentication",
+                            format!("SCRAM exchange failed: {e}"),
+                        )
                     })?;
                     if kind == 12 {
                         continue;
@@ -148,19 +157,20 @@ impl ReplicationConnection {
                         .map_err(|e| self.protocol(e.to_string()))?;
                 }
                 other => {
-                    return Err(SourceError::Definite {
-                        context: "authentication".into(),
-                        message: format!(
+                    return Err(ConnectorError::new(
+                        ErrorKind::SourceRejected,
+                        "authentication",
+                        format!(
                             "unsupported authentication method {other} (supported: trust, password, md5, scram-sha-256)"
                         ),
-                    });
+                    ));
                 }
             }
             self.write(&out).await?;
         }
     }
 
-    async fn wait_ready(&mut self) -> Result<(), SourceError> {
+    async fn wait_ready(&mut self) -> Result<(), ConnectorError> {
         loop {
             let frame = self.read_frame().await?;
             match frame.tag {
@@ -175,7 +185,7 @@ impl ReplicationConnection {
     pub async fn simple_query(
         &mut self,
         sql: &str,
-    ) -> Result<Vec<Vec<Option<String>>>, SourceError> {
+    ) -> Result<Vec<Vec<Option<String>>>, ConnectorError> {
         let mut out = BytesMut::new();
         frontend::query(sql, &mut out).map_err(|e| self.protocol(e.to_string()))?;
         self.write(&out).await?;
@@ -196,33 +206,33 @@ impl ReplicationConnection {
     pub async fn start_replication(
         mut self,
         command: &str,
-    ) -> Result<ReplicationStream, SourceError> {
+    ) -> Result<PgReplicationStream, ConnectorError> {
         let mut out = BytesMut::new();
         frontend::query(command, &mut out).map_err(|e| self.protocol(e.to_string()))?;
         self.write(&out).await?;
         loop {
             let frame = self.read_frame().await?;
             match frame.tag {
-                b'W' => return Ok(ReplicationStream { connection: self }),
+                b'W' => return Ok(PgReplicationStream { connection: self }),
                 b'E' => return Err(error_response(&frame.body, "START_REPLICATION")),
                 _ => {}
             }
         }
     }
 
-    async fn write(&mut self, bytes: &[u8]) -> Result<(), SourceError> {
-        self.stream
-            .write_all(bytes)
-            .await
-            .map_err(|source| SourceError::Unreachable {
-                target: self.target.clone(),
-                source,
-            })
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), ConnectorError> {
+        self.stream.write_all(bytes).await.map_err(|source| {
+            ConnectorError::new(
+                ErrorKind::SourceUnavailable,
+                format!("PostgreSQL at {}", self.target),
+                source.to_string(),
+            )
+        })
     }
 
     /// Reads the next complete backend message. Cancel-safe: a partly received message stays
     /// in the buffer for the next call.
-    async fn read_frame(&mut self) -> Result<Frame, SourceError> {
+    async fn read_frame(&mut self) -> Result<Frame, ConnectorError> {
         loop {
             if self.read_buf.len() >= 5 {
                 let length = i32::from_be_bytes([
@@ -247,48 +257,64 @@ impl ReplicationConnection {
                 .stream
                 .read_buf(&mut self.read_buf)
                 .await
-                .map_err(|source| SourceError::Unreachable {
-                    target: self.target.clone(),
-                    source,
+                .map_err(|source| {
+                    ConnectorError::new(
+                        ErrorKind::SourceUnavailable,
+                        format!("PostgreSQL at {}", self.target),
+                        source.to_string(),
+                    )
                 })?;
             if read == 0 {
-                return Err(SourceError::Unreachable {
-                    target: self.target.clone(),
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "the server closed the connection",
-                    ),
-                });
+                return Err(ConnectorError::new(
+                    ErrorKind::SourceUnavailable,
+                    format!("PostgreSQL at {}", self.target),
+                    "the server closed the connection",
+                ));
             }
         }
     }
 
-    fn protocol(&self, message: String) -> SourceError {
-        SourceError::Protocol {
-            target: self.target.clone(),
+    fn protocol(&self, message: String) -> ConnectorError {
+        ConnectorError::new(
+            ErrorKind::Protocol,
+            format!("talking to PostgreSQL at {}", self.target),
             message,
-        }
+        )
     }
 }
 
+/// The replication seam: CopyData payloads from the server (XLogData, keepalives), standby
+/// status updates back. [`PgReplicationStream`] in production, a scripted fake in the session's
+/// unit tests.
+pub trait ReplicationStream {
+    /// The next CopyData payload. Must be cancel-safe: the session selects on it.
+    fn next_copy_data(&mut self) -> impl Future<Output = Result<BytesMut, ConnectorError>>;
+
+    /// Sends a CopyData payload (a standby status update).
+    fn send_copy_data(
+        &mut self,
+        payload: &[u8],
+    ) -> impl Future<Output = Result<(), ConnectorError>>;
+}
+
 /// The replication connection after START_REPLICATION: CopyData in both directions.
-pub struct ReplicationStream {
+pub struct PgReplicationStream {
     connection: ReplicationConnection,
 }
 
-impl ReplicationStream {
-    /// The next CopyData payload from the server. Cancel-safe.
-    pub async fn next_copy_data(&mut self) -> Result<BytesMut, SourceError> {
+impl ReplicationStream for PgReplicationStream {
+    async fn next_copy_data(&mut self) -> Result<BytesMut, ConnectorError> {
         loop {
             let frame = self.connection.read_frame().await?;
             match frame.tag {
                 b'd' => return Ok(frame.body),
                 b'E' => return Err(error_response(&frame.body, "replication stream")),
                 b'c' => {
-                    return Err(SourceError::Unreachable {
-                        target: self.connection.target.clone(),
-                        source: std::io::Error::other("the server ended the replication stream"),
-                    });
+                    return Err(ConnectorError::new(
+                        ErrorKind::SourceUnavailable,
+                        format!("PostgreSQL at {}", self.connection.target),
+                        "the server ended the replication stream",
+                    ));
                 }
                 // Notices and parameter changes do not concern the stream.
                 _ => {}
@@ -296,8 +322,7 @@ impl ReplicationStream {
         }
     }
 
-    /// Sends a CopyData payload (a standby status update).
-    pub async fn send_copy_data(&mut self, payload: &[u8]) -> Result<(), SourceError> {
+    async fn send_copy_data(&mut self, payload: &[u8]) -> Result<(), ConnectorError> {
         let mut out = BytesMut::with_capacity(payload.len() + 5);
         frontend::CopyData::new(payload)
             .map_err(|e| self.connection.protocol(e.to_string()))?
@@ -333,7 +358,7 @@ fn parse_data_row(mut body: BytesMut) -> Result<Vec<Option<String>>, String> {
 }
 
 /// An ErrorResponse as a classified error: SQLSTATE, message, detail and hint.
-fn error_response(body: &[u8], context: &str) -> SourceError {
+fn error_response(body: &[u8], context: &str) -> ConnectorError {
     let mut code = String::new();
     let mut message = String::new();
     let mut detail = String::new();
@@ -357,5 +382,5 @@ fn error_response(body: &[u8], context: &str) -> SourceError {
             message.push_str(&extra);
         }
     }
-    SourceError::from_sqlstate(context, &code, message)
+    ConnectorError::sqlstate(context, &code, &message)
 }

@@ -1,9 +1,10 @@
 //! Start-up checks and idempotent setup over an ordinary SQL connection.
 
 use pgoutput::copy::{Lsn, parse_lsn};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
-use super::{PgTarget, SourceError, replication::ReplicationConnection};
+use super::{PgTarget, connect, replication::ReplicationConnection};
+use crate::error::{ConnectorError, ErrorKind};
 
 pub struct SourceSettings {
     pub slot_name: String,
@@ -28,31 +29,12 @@ pub struct CreatedSlot {
     pub exported_snapshot: Option<(ReplicationConnection, String)>,
 }
 
-pub async fn connect(target: &PgTarget) -> Result<Client, SourceError> {
-    let mut config: tokio_postgres::Config =
-        target.url.parse().map_err(|e| SourceError::Definite {
-            context: "parsing the PostgreSQL URL".into(),
-            message: format!("{e}"),
-        })?;
-    config.options(super::session_options());
-    let (client, connection) = config
-        .connect(NoTls)
-        .await
-        .map_err(|e| SourceError::from_postgres("connecting", target, e))?;
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            tracing::debug!(%error, "SQL connection closed");
-        }
-    });
-    Ok(client)
-}
-
 /// Checks that logical replication can work, creates the publication if missing, and looks
 /// the slot up.
 pub async fn prepare(
     target: &PgTarget,
     settings: &SourceSettings,
-) -> Result<PreparedSource, SourceError> {
+) -> Result<PreparedSource, ConnectorError> {
     let client = connect(target).await?;
     let query = |context: &'static str, sql: &'static str| {
         let client = &client;
@@ -60,17 +42,18 @@ pub async fn prepare(
             client
                 .query_one(sql, &[])
                 .await
-                .map_err(|e| SourceError::from_postgres(context, target, e))
+                .map_err(|e| ConnectorError::postgres(context, &e))
         }
     };
     let wal_level: String = query("checking wal_level", "SHOW wal_level").await?.get(0);
     if wal_level != "logical" {
-        return Err(SourceError::Definite {
-            context: "checking wal_level".into(),
-            message: format!(
+        return Err(ConnectorError::new(
+            ErrorKind::SourceRejected,
+            "checking wal_level",
+            format!(
                 "wal_level is '{wal_level}', logical replication needs 'logical': set wal_level = logical in postgresql.conf and restart PostgreSQL"
             ),
-        });
+        ));
     }
     let can_replicate: bool = query(
         "checking privileges",
@@ -79,13 +62,14 @@ pub async fn prepare(
     .await?
     .get(0);
     if !can_replicate {
-        return Err(SourceError::Definite {
-            context: "checking privileges".into(),
-            message: format!(
+        return Err(ConnectorError::new(
+            ErrorKind::SourceRejected,
+            "checking privileges",
+            format!(
                 "role {} lacks the REPLICATION attribute: ALTER ROLE {} REPLICATION",
                 target.user, target.user
             ),
-        });
+        ));
     }
     let server_version_num: i32 = query(
         "reading server version",
@@ -93,7 +77,7 @@ pub async fn prepare(
     )
     .await?
     .get(0);
-    ensure_publication(&client, target, settings).await?;
+    ensure_publication(&client, settings).await?;
     let confirmed_flush_lsn = existing_slot(&client, target, settings).await?;
     Ok(PreparedSource {
         server_version_num,
@@ -104,16 +88,15 @@ pub async fn prepare(
 
 async fn ensure_publication(
     client: &Client,
-    target: &PgTarget,
     settings: &SourceSettings,
-) -> Result<(), SourceError> {
+) -> Result<(), ConnectorError> {
     let exists = client
         .query_opt(
             "SELECT 1 FROM pg_publication WHERE pubname = $1",
             &[&settings.publication_name],
         )
         .await
-        .map_err(|e| SourceError::from_postgres("looking up the publication", target, e))?
+        .map_err(|e| ConnectorError::postgres("looking up the publication", &e))?
         .is_some();
     if exists {
         return Ok(());
@@ -132,13 +115,15 @@ async fn ensure_publication(
         quote_ident(&settings.publication_name)
     );
     client.batch_execute(&sql).await.map_err(|e| {
-        let error = SourceError::from_postgres("creating the publication", target, e);
-        match error {
-            SourceError::Definite { context, message } => SourceError::Definite {
-                context,
-                message: format!("{message}; a table owner can create it: {sql}"),
-            },
-            other => other,
+        let error = ConnectorError::postgres("creating the publication", &e);
+        if error.is_transient() {
+            error
+        } else {
+            ConnectorError::new(
+                error.kind(),
+                "creating the publication",
+                format!("{e}; a table owner can create it: {sql}"),
+            )
         }
     })?;
     tracing::info!(
@@ -153,17 +138,20 @@ async fn existing_slot(
     client: &Client,
     target: &PgTarget,
     settings: &SourceSettings,
-) -> Result<Option<Lsn>, SourceError> {
+) -> Result<Option<Lsn>, ConnectorError> {
     let slot = client
         .query_opt(
             "SELECT plugin, database, active_pid, confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
             &[&settings.slot_name],
         )
         .await
-        .map_err(|e| SourceError::from_postgres("looking up the replication slot", target, e))?;
-    let definite = |message: String| SourceError::Definite {
-        context: format!("replication slot {}", settings.slot_name),
-        message,
+        .map_err(|e| ConnectorError::postgres("looking up the replication slot", &e))?;
+    let definite = |message: String| {
+        ConnectorError::new(
+            ErrorKind::SourceRejected,
+            format!("replication slot {}", settings.slot_name),
+            message,
+        )
     };
     if let Some(row) = slot {
         let plugin: Option<String> = row.get(0);
@@ -182,10 +170,11 @@ async fn existing_slot(
             )));
         }
         if let Some(pid) = active_pid {
-            return Err(SourceError::SlotInUse {
-                slot: settings.slot_name.clone(),
-                pid,
-            });
+            return Err(ConnectorError::new(
+                ErrorKind::SlotInUse,
+                format!("replication slot {}", settings.slot_name),
+                format!("in use by another process (PID {pid})"),
+            ));
         }
         let confirmed = confirmed.ok_or_else(|| definite("it has no confirmed position".into()))?;
         let lsn = parse_lsn(&confirmed)
@@ -201,10 +190,13 @@ pub async fn create_slot(
     target: &PgTarget,
     slot_name: &str,
     export_snapshot: bool,
-) -> Result<CreatedSlot, SourceError> {
-    let definite = |message: String| SourceError::Definite {
-        context: format!("creating replication slot {slot_name}"),
-        message,
+) -> Result<CreatedSlot, ConnectorError> {
+    let definite = |message: String| {
+        ConnectorError::new(
+            ErrorKind::SourceRejected,
+            format!("creating replication slot {slot_name}"),
+            message,
+        )
     };
     let mut replication = ReplicationConnection::connect(target).await?;
     let rows = replication
@@ -250,16 +242,12 @@ pub async fn create_slot(
 }
 
 /// Drops the slot, e.g. to redo a snapshot that was interrupted.
-pub async fn drop_slot(
-    client: &Client,
-    target: &PgTarget,
-    slot_name: &str,
-) -> Result<(), SourceError> {
+pub async fn drop_slot(client: &Client, slot_name: &str) -> Result<(), ConnectorError> {
     client
         .execute("SELECT pg_drop_replication_slot($1)", &[&slot_name])
         .await
         .map(|_| ())
-        .map_err(|e| SourceError::from_postgres("dropping the replication slot", target, e))
+        .map_err(|e| ConnectorError::postgres("dropping the replication slot", &e))
 }
 
 /// Writes a non-transactional logical message so the slot sees WAL (and can advance) even when

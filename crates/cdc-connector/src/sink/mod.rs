@@ -1,29 +1,47 @@
 //! The Kafka side: produce records in WAL order and learn, strictly in that order, which
 //! positions Kafka has acknowledged. Like Vector's finalizers, a position is released only after
 //! every record before it was delivered.
+//!
+//! The producer is a seam ([`RecordProducer`]): [`kafka::KafkaProducer`] in production, a fake
+//! in the unit tests below that acknowledge records out of order, fail one, and check that no
+//! position is ever released early.
 
-use std::{sync::Arc, time::Duration};
+pub mod kafka;
+
+use std::{future::Future, sync::Arc, time::Duration};
 
 use pgoutput::copy::Lsn;
-use platform::{kafka::LoggingContext, telemetry::Health};
-use rdkafka::{
-    error::{KafkaError, RDKafkaErrorCode},
-    producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer},
-};
+use platform::telemetry::Health;
 use tokio::sync::{mpsc, watch};
 
-use crate::changes::Operation;
+use crate::{changes::Operation, error::ConnectorError};
 
-/// How far Kafka has acknowledged, and whether a delivery failed.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct AckState {
-    pub acked_lsn: Lsn,
-    pub failure: Option<String>,
+/// Hands records to Kafka; each send returns a future that resolves with Kafka's answer.
+pub trait RecordProducer: Send + Sync + 'static {
+    type Delivery: Future<Output = Result<(), ConnectorError>> + Send + Unpin + 'static;
+
+    fn send(&self, topic: &str, key: &str, payload: &[u8]) -> Result<Self::Delivery, SendError>;
+
+    /// Records handed over and not yet answered.
+    fn in_flight(&self) -> i32;
 }
 
-enum Pending {
+pub enum SendError {
+    /// The producer's queue is full: wait for deliveries, then try again.
+    QueueFull,
+    Failed(ConnectorError),
+}
+
+/// How far Kafka has acknowledged, and whether a delivery failed.
+#[derive(Debug, Clone, Default)]
+pub struct AckState {
+    pub acked_lsn: Lsn,
+    pub failure: Option<ConnectorError>,
+}
+
+enum Pending<D> {
     Delivery {
-        future: DeliveryFuture,
+        delivery: D,
         /// Row changes are counted by table and operation once delivered.
         change: Option<(Arc<str>, Operation)>,
     },
@@ -35,26 +53,16 @@ enum Pending {
     Barrier(tokio::sync::oneshot::Sender<()>),
 }
 
-pub enum SendError {
-    /// librdkafka's queue is full: wait for deliveries, then try again.
-    QueueFull,
-    Failed(KafkaError),
-}
-
 /// One replication session's view of the producer: records and checkpoints in WAL order.
-pub struct OrderedSink {
-    producer: Arc<FutureProducer<LoggingContext>>,
-    pending: mpsc::UnboundedSender<Pending>,
+pub struct OrderedSink<P: RecordProducer> {
+    producer: P,
+    pending: mpsc::UnboundedSender<Pending<P::Delivery>>,
     acks: watch::Receiver<AckState>,
     tracker: tokio::task::JoinHandle<()>,
 }
 
-impl OrderedSink {
-    pub fn new(
-        producer: Arc<FutureProducer<LoggingContext>>,
-        start_lsn: Lsn,
-        health: Health,
-    ) -> Self {
+impl<P: RecordProducer> OrderedSink<P> {
+    pub fn new(producer: P, start_lsn: Lsn, health: Health) -> Self {
         let (pending, queue) = mpsc::unbounded_channel();
         let (ack_sender, acks) = watch::channel(AckState {
             acked_lsn: start_lsn,
@@ -76,18 +84,10 @@ impl OrderedSink {
         payload: &[u8],
         change: Option<(Arc<str>, Operation)>,
     ) -> Result<(), SendError> {
-        let record = FutureRecord::to(topic).key(key).payload(payload);
-        match self.producer.send_result(record) {
-            Ok(future) => {
-                // The tracker only stops with the session, so a closed channel cannot lose anything.
-                let _ = self.pending.send(Pending::Delivery { future, change });
-                Ok(())
-            }
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                Err(SendError::QueueFull)
-            }
-            Err((error, _)) => Err(SendError::Failed(error)),
-        }
+        let delivery = self.producer.send(topic, key, payload)?;
+        // The tracker only stops with the session, so a closed channel cannot lose anything.
+        let _ = self.pending.send(Pending::Delivery { delivery, change });
+        Ok(())
     }
 
     /// Marks `lsn`: it is acknowledged once everything sent before it is.
@@ -99,7 +99,7 @@ impl OrderedSink {
     }
 
     /// Waits until Kafka acknowledged everything sent so far; the failure if a delivery failed.
-    pub async fn drained(&self) -> Result<(), String> {
+    pub async fn drained(&self) -> Result<(), ConnectorError> {
         let (reached, wait) = tokio::sync::oneshot::channel();
         let _ = self.pending.send(Pending::Barrier(reached));
         if wait.await.is_ok() {
@@ -110,7 +110,7 @@ impl OrderedSink {
             .borrow()
             .failure
             .clone()
-            .unwrap_or_else(|| "the acknowledgement tracker stopped".into()))
+            .unwrap_or_else(tracker_stopped))
     }
 
     pub fn acks(&self) -> watch::Receiver<AckState> {
@@ -118,11 +118,19 @@ impl OrderedSink {
     }
 
     pub fn in_flight(&self) -> i32 {
-        self.producer.in_flight_count()
+        self.producer.in_flight()
     }
 }
 
-impl Drop for OrderedSink {
+pub fn tracker_stopped() -> ConnectorError {
+    ConnectorError::new(
+        crate::error::ErrorKind::KafkaUnavailable,
+        "tracking acknowledgements",
+        "the acknowledgement tracker stopped",
+    )
+}
+
+impl<P: RecordProducer> Drop for OrderedSink<P> {
     fn drop(&mut self) {
         self.tracker.abort();
     }
@@ -130,18 +138,23 @@ impl Drop for OrderedSink {
 
 const SLOW_ACK_WARNING: Duration = Duration::from_secs(10);
 
-async fn track_acknowledgements(
-    mut queue: mpsc::UnboundedReceiver<Pending>,
+async fn track_acknowledgements<D>(
+    mut queue: mpsc::UnboundedReceiver<Pending<D>>,
     acks: watch::Sender<AckState>,
     health: Health,
-) {
+) where
+    D: Future<Output = Result<(), ConnectorError>> + Unpin,
+{
     while let Some(pending) = queue.recv().await {
         match pending {
-            Pending::Delivery { mut future, change } => {
+            Pending::Delivery {
+                mut delivery,
+                change,
+            } => {
                 let mut waited = Duration::ZERO;
-                let delivery = loop {
-                    match tokio::time::timeout(SLOW_ACK_WARNING, &mut future).await {
-                        Ok(delivery) => break delivery,
+                let answer = loop {
+                    match tokio::time::timeout(SLOW_ACK_WARNING, &mut delivery).await {
+                        Ok(answer) => break answer,
                         Err(_) => {
                             waited += SLOW_ACK_WARNING;
                             let status = format!(
@@ -156,13 +169,7 @@ async fn track_acknowledgements(
                 if !waited.is_zero() {
                     health.set(true, "streaming");
                 }
-                let failure = match delivery {
-                    Ok(Ok(_)) => None,
-                    Ok(Err((error, _))) => Some(format!("Kafka refused a record: {error}")),
-                    Err(_) => Some("the Kafka producer dropped a record".to_string()),
-                };
-                if let Some(failure) = failure {
-                    metrics::counter!("cdc_errors_total", "kind" => "kafka_delivery").increment(1);
+                if let Err(failure) = answer {
                     acks.send_modify(|state| state.failure = Some(failure));
                     return;
                 }
@@ -187,3 +194,9 @@ async fn track_acknowledgements(
         }
     }
 }
+
+#[cfg(test)]
+pub mod fake;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,148 @@
+//! The connector's options: flags, `CDC_*` environment variables and a TOML file (`--config`),
+//! all explained by `--help`, and the session configuration built from them.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::Parser;
+
+use crate::{
+    error::{ConnectorError, ErrorKind},
+    privacy::{self, ChangeFilter},
+    session::SessionConfig,
+    snapshot,
+    source::{PgTarget, SourceSettings},
+};
+
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "Stream PostgreSQL changes (pgoutput) to Kafka as Avro CDCChange records"
+)]
+pub struct Options {
+    /// TOML file with defaults for any option below; keys are the long option names
+    /// (e.g. `pg-url = "postgres://..."`). Flags and environment variables override it.
+    #[arg(long, env = "CDC_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
+    /// PostgreSQL URL; the role needs the REPLICATION attribute (and CREATE on the database if
+    /// the publication does not exist yet).
+    #[arg(
+        long,
+        env = "CDC_PG_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/travel"
+    )]
+    pub pg_url: String,
+    /// Logical replication slot the connector owns; created if missing. Its confirmed position
+    /// is where a restart resumes.
+    #[arg(long, env = "CDC_SLOT_NAME", default_value = "cdc_connector")]
+    pub slot_name: String,
+    /// Publication to stream; created for --tables if missing.
+    #[arg(long, env = "CDC_PUBLICATION_NAME", default_value = "cdc_publication")]
+    pub publication_name: String,
+    /// Tables (schema.table, comma-separated) for the publication when the connector creates it.
+    #[arg(
+        long,
+        env = "CDC_TABLES",
+        value_delimiter = ',',
+        default_value = "public.users,public.bookings,public.payments"
+    )]
+    pub tables: Vec<String>,
+    /// Kafka bootstrap servers, comma-separated host:port.
+    #[arg(long, env = "CDC_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub kafka_brokers: String,
+    /// Base URL of the Confluent-compatible schema registry.
+    #[arg(
+        long,
+        env = "CDC_SCHEMA_REGISTRY_URL",
+        default_value = "http://127.0.0.1:8081"
+    )]
+    pub schema_registry_url: String,
+    /// Logical decoding messages (pg_logical_emit_message) to publish to topic_cdc_messages, by
+    /// prefix: `*` for all, `family*` for a family, or exact prefixes, comma-separated; empty
+    /// publishes none. The connector's heartbeats are never published.
+    #[arg(
+        long,
+        env = "CDC_MESSAGE_PREFIXES",
+        value_delimiter = ',',
+        default_value = "*"
+    )]
+    pub message_prefixes: Vec<String>,
+    /// Directory where transactions streamed before their commit are staged (on disk, so a
+    /// transaction of any size takes bounded memory) [default: the system temporary directory].
+    #[arg(long, env = "CDC_SPILL_DIR")]
+    pub spill_dir: Option<std::path::PathBuf>,
+    /// Address of the HTTP server for /metrics (Prometheus) and /health.
+    #[arg(long, env = "CDC_LISTEN", default_value = "127.0.0.1:9464")]
+    pub listen: SocketAddr,
+    /// Seconds between standby status updates to PostgreSQL (they confirm acknowledged positions).
+    #[arg(long, env = "CDC_STATUS_INTERVAL_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub status_interval_secs: u64,
+    /// Seconds between heartbeat messages written to the source, so that an idle database does
+    /// not pin WAL; 0 disables them.
+    #[arg(long, env = "CDC_HEARTBEAT_INTERVAL_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub heartbeat_interval_secs: u64,
+    /// Prefix of the heartbeat logical-decoding messages (they are not published).
+    #[arg(
+        long,
+        env = "CDC_HEARTBEAT_PREFIX",
+        default_value = "cdc_connector.heartbeat"
+    )]
+    pub heartbeat_prefix: String,
+    /// How long a record may wait for the broker before the session restarts from the last
+    /// acknowledged position; 0 waits forever (the slot is not advanced meanwhile).
+    #[arg(long, env = "CDC_KAFKA_MESSAGE_TIMEOUT_MS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=2_147_483_647))]
+    pub kafka_message_timeout_ms: u64,
+    /// Longest pause between retries after a retryable error (unreachable database or broker).
+    #[arg(long, env = "CDC_MAX_RETRY_BACKOFF_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub max_retry_backoff_secs: u64,
+    /// When to snapshot the published tables (as READ records) before streaming.
+    #[arg(long, env = "CDC_SNAPSHOT_MODE", value_enum, default_value = "initial")]
+    pub snapshot_mode: snapshot::SnapshotMode,
+    /// Parallel readers of the snapshot, each with its own connection to PostgreSQL.
+    #[arg(long, env = "CDC_SNAPSHOT_WORKERS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub snapshot_workers: u64,
+    /// Heap pages (8 KiB each) one snapshot reader fetches at a time; bounds its memory.
+    #[arg(long, env = "CDC_SNAPSHOT_CHUNK_PAGES", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub snapshot_chunk_pages: u64,
+    /// Rows per chunk of an ad-hoc re-snapshot, requested while streaming with
+    /// `SELECT pg_logical_emit_message(true, 'cdc_connector.signal', '{"type": "execute-snapshot", "tables": ["public.bookings"]}')`.
+    #[arg(long, env = "CDC_RESNAPSHOT_CHUNK_ROWS", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub resnapshot_chunk_rows: u64,
+    #[command(flatten)]
+    pub filter: privacy::FilterOptions,
+}
+
+impl Options {
+    /// The session configuration; an option that cannot be used is a configuration error naming it.
+    pub fn session_config(&self) -> Result<SessionConfig, ConnectorError> {
+        let filter = ChangeFilter::new(&self.filter).map_err(|e| {
+            ConnectorError::new(ErrorKind::Config, "the change filter", e.to_string())
+        })?;
+        Ok(SessionConfig {
+            target: PgTarget::parse(&self.pg_url, "cdc-connector")?,
+            source: SourceSettings {
+                slot_name: self.slot_name.clone(),
+                publication_name: self.publication_name.clone(),
+                tables: self.tables.clone(),
+            },
+            message_prefixes: self
+                .message_prefixes
+                .iter()
+                .filter(|p| !p.is_empty())
+                .cloned()
+                .collect(),
+            spill_directory: self.spill_dir.clone(),
+            kafka_brokers: self.kafka_brokers.clone(),
+            snapshot_mode: self.snapshot_mode,
+            snapshot: snapshot::SnapshotSettings {
+                workers: usize::try_from(self.snapshot_workers).unwrap_or(1),
+                chunk_pages: self.snapshot_chunk_pages,
+                resnapshot_chunk_rows: usize::try_from(self.resnapshot_chunk_rows).unwrap_or(1024),
+            },
+            status_interval: Duration::from_secs(self.status_interval_secs),
+            heartbeat_interval: (self.heartbeat_interval_secs > 0)
+                .then(|| Duration::from_secs(self.heartbeat_interval_secs)),
+            heartbeat_prefix: self.heartbeat_prefix.clone(),
+            filter,
+        })
+    }
+}

@@ -1,0 +1,31 @@
+//! Heartbeats keep the slot advancing while the captured tables are idle but the server writes
+//! WAL elsewhere (other databases, unpublished tables), so an idle source never pins WAL.
+
+use tokio::time::MissedTickBehavior;
+
+use super::SessionConfig;
+use crate::source::emit_heartbeat;
+
+pub fn spawn(config: &SessionConfig) -> Option<tokio::task::JoinHandle<()>> {
+    let target = config.target.clone();
+    let prefix = config.heartbeat_prefix.clone();
+    let period = config.heartbeat_interval?;
+    Some(tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(period);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        ticker.tick().await;
+        let mut client = None;
+        loop {
+            ticker.tick().await;
+            if client.is_none() {
+                client = crate::source::connect(&target).await.ok();
+            }
+            if let Some(sql) = &client
+                && let Err(error) = emit_heartbeat(sql, &prefix).await
+            {
+                tracing::warn!(%error, "heartbeat failed");
+                client = None;
+            }
+        }
+    }))
+}

@@ -1,0 +1,218 @@
+//! From outputs to records: filter, encode, hand to the producer with backpressure, and keep
+//! PostgreSQL informed with standby status updates that confirm only what Kafka acknowledged.
+
+use std::{sync::Arc, time::Duration};
+
+use pgoutput::copy::{encode_standby_status_update, unix_micros_to_pg_micros};
+use platform::{avro::RegisteredSchema, topics};
+use tokio::time::Instant;
+
+use super::stream::Session;
+use crate::{
+    changes::{ChangeEvent, Operation, Output},
+    error::{ConnectorError, ErrorKind},
+    incremental,
+    metadata::{self, Schemas},
+    record,
+    sink::{RecordProducer, SendError},
+    source::{catalog::Catalog, replication::ReplicationStream},
+};
+
+impl<S, P, C> Session<'_, S, P, C>
+where
+    S: ReplicationStream,
+    P: RecordProducer,
+    C: Catalog,
+{
+    pub(super) async fn publish(&mut self, output: Output) -> Result<(), ConnectorError> {
+        let database = &self.config.target.database;
+        let now_millis = crate::unix_micros_now() / 1000;
+        match output {
+            Output::Checkpoint { lsn } => {
+                self.checkpointed_lsn = self.checkpointed_lsn.max(lsn);
+                self.sink.checkpoint(lsn, None);
+            }
+            Output::TransactionEnd(end) => {
+                if self.tally.event_count() > 0 {
+                    let record =
+                        self.tally
+                            .take_record(&end, database, &self.config.source.slot_name);
+                    let payload =
+                        encode(&self.schemas.transaction, record, "a transaction boundary")?;
+                    self.send(
+                        topics::CDC_TRANSACTIONS.name,
+                        &end.xid.to_string(),
+                        &payload,
+                        None,
+                    )
+                    .await?;
+                }
+                self.checkpointed_lsn = self.checkpointed_lsn.max(end.end_lsn);
+                self.sink
+                    .checkpoint(end.end_lsn, Some(end.commit_time_unix_micros));
+            }
+            Output::Message(message) => {
+                if message.prefix == incremental::SIGNAL_PREFIX {
+                    return self.on_signal(&message).await;
+                }
+                if message.prefix == incremental::WATERMARK_PREFIX {
+                    return self.on_watermark(&message).await;
+                }
+                if message.prefix == self.config.heartbeat_prefix
+                    || !metadata::prefix_selected(&self.config.message_prefixes, &message.prefix)
+                {
+                    return Ok(());
+                }
+                if message.position.is_some() {
+                    self.tally.count_message();
+                }
+                let payload = encode(
+                    &self.schemas.message,
+                    metadata::message_to_avro(&message, database, now_millis),
+                    "a logical message",
+                )?;
+                self.send(topics::CDC_MESSAGES.name, &message.prefix, &payload, None)
+                    .await?;
+            }
+            Output::Change(change) => {
+                if let Some(resnapshot) = &mut self.resnapshot {
+                    resnapshot.note_change(&change);
+                }
+                self.publish_row(change, true).await?;
+            }
+            Output::Replay(_) => {
+                return Err(ConnectorError::new(
+                    ErrorKind::Protocol,
+                    "replaying a streamed transaction",
+                    "a replay was requested out of place",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Filters, encodes and sends one row change; `in_transaction` counts it for the
+    /// transaction's boundary record (re-snapshot rows belong to no transaction).
+    pub(super) async fn publish_row(
+        &mut self,
+        mut change: ChangeEvent,
+        in_transaction: bool,
+    ) -> Result<(), ConnectorError> {
+        // A change of a table the filter excludes needs no acknowledgement: the checkpoints
+        // that follow it advance the slot past it.
+        if !self.config.filter.includes_table(&change.table) {
+            return Ok(());
+        }
+        let (key, payload) = encode_change(self.config, self.schemas, &mut change, "a change")?;
+        if in_transaction {
+            self.tally.count_change(&change.table);
+        }
+        self.send(
+            topics::CDC_CHANGES.name,
+            &key,
+            &payload,
+            Some((change.table.clone(), change.operation)),
+        )
+        .await
+    }
+
+    pub(super) async fn send(
+        &mut self,
+        topic: &str,
+        key: &str,
+        payload: &[u8],
+        change: Option<(Arc<str>, Operation)>,
+    ) -> Result<(), ConnectorError> {
+        loop {
+            match self.sink.try_send(topic, key, payload, change.clone()) {
+                Ok(()) => {
+                    // Replaying a large streamed transaction publishes for minutes without
+                    // reading the stream: PostgreSQL must still hear from us, or its
+                    // wal_sender_timeout ends the connection.
+                    if Instant::now() >= self.status_due {
+                        self.send_status(false).await?;
+                    }
+                    return Ok(());
+                }
+                Err(SendError::QueueFull) => {
+                    // Kafka is behind: wait for deliveries, but keep PostgreSQL informed so it
+                    // does not time the connection out meanwhile.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    if Instant::now() >= self.status_due {
+                        self.send_status(false).await?;
+                    }
+                }
+                Err(SendError::Failed(error)) => return Err(error),
+            }
+        }
+    }
+
+    /// Standby status update: `write` is what was received, `flush` and `apply` what Kafka has
+    /// acknowledged — the only position PostgreSQL may release WAL up to.
+    pub(super) async fn send_status(
+        &mut self,
+        reply_requested: bool,
+    ) -> Result<(), ConnectorError> {
+        let acked = self.sink.acks().borrow().acked_lsn;
+        let update = encode_standby_status_update(
+            self.received_lsn.max(acked),
+            acked,
+            acked,
+            unix_micros_to_pg_micros(crate::unix_micros_now()),
+            reply_requested,
+        );
+        self.stream.send_copy_data(&update).await?;
+        self.reported_flush = acked;
+        // Gauges follow the status updates (every acknowledgement or status interval) rather
+        // than every message, which would put registry look-ups on the hot path.
+        metrics::gauge!("cdc_received_lsn").set(self.received_lsn as f64);
+        metrics::gauge!("cdc_lag_bytes").set(self.received_lsn.saturating_sub(acked) as f64);
+        metrics::gauge!("cdc_producer_queue_depth").set(f64::from(self.sink.in_flight()));
+        metrics::gauge!("cdc_staged_messages").set(self.assembler.staged_messages() as f64);
+        self.status_due = Instant::now() + self.config.status_interval;
+        Ok(())
+    }
+}
+
+/// Filters a row change and encodes it: its Kafka key and its Confluent-framed Avro value.
+pub fn encode_change(
+    config: &super::SessionConfig,
+    schemas: &Schemas,
+    change: &mut ChangeEvent,
+    what: &str,
+) -> Result<(String, Vec<u8>), ConnectorError> {
+    config.filter.apply(change).map_err(|e| {
+        ConnectorError::new(
+            ErrorKind::Unpublishable,
+            format!("{what} of {}", change.table),
+            e.to_string(),
+        )
+    })?;
+    let value = record::to_avro(
+        change,
+        &schemas.change_layout,
+        &config.target.database,
+        &config.source.slot_name,
+        crate::unix_micros_now() / 1000,
+    );
+    let payload = encode(
+        &schemas.change,
+        value,
+        &format!("{what} of {}", change.table),
+    )?;
+    Ok((record::kafka_key(change), payload))
+}
+
+pub fn encode(
+    schema: &RegisteredSchema,
+    value: apache_avro::types::Value,
+    what: &str,
+) -> Result<Vec<u8>, ConnectorError> {
+    schema.encode(value).map_err(|e| {
+        ConnectorError::new(
+            ErrorKind::Unpublishable,
+            format!("encoding {what}"),
+            e.to_string(),
+        )
+    })
+}

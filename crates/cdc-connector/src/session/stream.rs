@@ -1,0 +1,195 @@
+//! The session's loop: read the replication stream, decode, publish, and confirm positions as
+//! Kafka acknowledges them. A streamed transaction that commits is replayed from its staging file
+//! one change at a time.
+
+use pgoutput::copy::{Lsn, ReplicationMessage, decode_copy_data, format_lsn};
+use platform::telemetry::Health;
+use tokio::time::Instant;
+
+use super::SessionConfig;
+use crate::{
+    changes::{ChangeAssembler, Output},
+    error::{ConnectorError, ErrorKind},
+    incremental::IncrementalSnapshot,
+    metadata::{Schemas, TransactionTally},
+    sink::{OrderedSink, RecordProducer, tracker_stopped},
+    source::{catalog::Catalog, replication::ReplicationStream},
+};
+
+pub struct Session<'a, S, P: RecordProducer, C> {
+    pub(super) config: &'a SessionConfig,
+    pub(super) stream: S,
+    pub(super) sink: OrderedSink<P>,
+    pub(super) schemas: &'a Schemas,
+    pub(super) assembler: ChangeAssembler,
+    pub(super) tally: TransactionTally,
+    /// An ad-hoc re-snapshot in progress, requested by a signal.
+    pub(super) resnapshot: Option<IncrementalSnapshot>,
+    /// Catalog look-ups while streaming, over an ordinary SQL connection.
+    pub(super) catalog: C,
+    /// Highest WAL position received; reported as `write`.
+    pub(super) received_lsn: Lsn,
+    /// Highest position marked for confirmation once Kafka catches up.
+    pub(super) checkpointed_lsn: Lsn,
+    pub(super) reported_flush: Lsn,
+    pub(super) status_due: Instant,
+}
+
+impl<'a, S, P, C> Session<'a, S, P, C>
+where
+    S: ReplicationStream,
+    P: RecordProducer,
+    C: Catalog,
+{
+    pub fn new(
+        config: &'a SessionConfig,
+        stream: S,
+        producer: P,
+        catalog: C,
+        schemas: &'a Schemas,
+        start: Lsn,
+        health: &Health,
+    ) -> Self {
+        Self {
+            config,
+            stream,
+            sink: OrderedSink::new(producer, start, health.clone()),
+            schemas,
+            assembler: ChangeAssembler::new(config.spill_directory.clone()),
+            tally: TransactionTally::default(),
+            resnapshot: None,
+            catalog,
+            received_lsn: start,
+            checkpointed_lsn: start,
+            reported_flush: start,
+            status_due: Instant::now() + config.status_interval,
+        }
+    }
+
+    /// Streams until an error: the stream's, a failed delivery, or a change that cannot be
+    /// published.
+    pub async fn stream_changes(&mut self) -> Result<(), ConnectorError> {
+        let mut acks = self.sink.acks();
+        let mut outputs = Vec::new();
+        loop {
+            tokio::select! {
+                payload = self.stream.next_copy_data() => {
+                    let payload = payload?;
+                    self.handle(&payload, &mut outputs).await?;
+                }
+                changed = acks.changed() => {
+                    if changed.is_err() {
+                        return Err(tracker_stopped());
+                    }
+                    let state = acks.borrow_and_update().clone();
+                    if let Some(failure) = state.failure {
+                        return Err(failure);
+                    }
+                    if state.acked_lsn > self.reported_flush {
+                        self.send_status(false).await?;
+                    }
+                }
+                _ = tokio::time::sleep_until(self.status_due) => {
+                    self.send_status(false).await?;
+                }
+            }
+        }
+    }
+
+    async fn handle(
+        &mut self,
+        payload: &[u8],
+        outputs: &mut Vec<Output>,
+    ) -> Result<(), ConnectorError> {
+        let message = decode_copy_data(payload).map_err(|e| {
+            ConnectorError::new(
+                ErrorKind::Undecodable,
+                "reading the replication stream",
+                e.to_string(),
+            )
+        })?;
+        match message {
+            ReplicationMessage::XLogData {
+                wal_start,
+                wal_end,
+                data,
+                ..
+            } => {
+                self.received_lsn = self.received_lsn.max(wal_end).max(wal_start);
+                if data.first() == Some(&b'R') {
+                    self.learn_primary_key(data).await?;
+                }
+                self.assembler
+                    .apply(data, wal_start, outputs)
+                    .map_err(|e| {
+                        e.classify()
+                            .within(&format!("at {}", format_lsn(wal_start)))
+                    })?;
+                for output in std::mem::take(outputs) {
+                    match output {
+                        Output::Replay(mut staged) => {
+                            // A committed streamed transaction is read back from disk one change
+                            // at a time, each published before the next is decoded.
+                            let mut replayed = Vec::new();
+                            loop {
+                                let more = self
+                                    .assembler
+                                    .replay_next(&mut staged, &mut replayed)
+                                    .map_err(|e| {
+                                    e.classify().within("replaying a streamed transaction")
+                                })?;
+                                for output in replayed.drain(..) {
+                                    self.publish(output).await?;
+                                }
+                                if !more {
+                                    break;
+                                }
+                            }
+                        }
+                        other => self.publish(other).await?,
+                    }
+                }
+            }
+            ReplicationMessage::PrimaryKeepalive {
+                wal_end,
+                reply_requested,
+                ..
+            } => {
+                self.received_lsn = self.received_lsn.max(wal_end);
+                // Inside a transaction (or a streamed chunk) a later message still belongs to
+                // what came before: only a keepalive between transactions may be confirmed.
+                if self.assembler.between_transactions() && wal_end > self.checkpointed_lsn {
+                    self.checkpointed_lsn = wal_end;
+                    self.sink.checkpoint(wal_end, None);
+                }
+                if reply_requested {
+                    self.send_status(false).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// For a REPLICA IDENTITY FULL table, looks its primary key up in the catalog (pgoutput
+    /// flags every column as key there). Relation messages are rare: once per table and
+    /// schema change.
+    async fn learn_primary_key(&mut self, data: &[u8]) -> Result<(), ConnectorError> {
+        let Ok(pgoutput::message::LogicalMessage::Relation(relation)) =
+            pgoutput::message::decode_message(data, self.assembler.in_stream())
+        else {
+            return Ok(());
+        };
+        if !matches!(
+            relation.replica_identity,
+            pgoutput::message::ReplicaIdentity::Full
+        ) {
+            return Ok(());
+        }
+        let columns =
+            self.catalog.primary_key(relation.id).await.map_err(|e| {
+                e.within(&format!("table {}.{}", relation.namespace, relation.name))
+            })?;
+        self.assembler.set_primary_key(relation.id, columns);
+        Ok(())
+    }
+}

@@ -1,0 +1,378 @@
+//! The session's confirmation rule with fakes at its three edges: a position is reported to
+//! PostgreSQL as flushed only once Kafka acknowledged every record before it, whatever order
+//! the acknowledgements arrive in; keepalives are confirmed only between transactions; a staged
+//! transaction is published in order after its commit; failures end the session with the right
+//! kind.
+
+use std::{cell::RefCell, future::Future, time::Duration};
+
+use bytes::BytesMut;
+use clap::Parser;
+use pgoutput::copy::Lsn;
+use platform::{avro::RegisteredSchema, telemetry::Health};
+use tokio::sync::mpsc;
+
+use super::*;
+use crate::{
+    error::ErrorKind,
+    incremental::{self, IncrementalSnapshot},
+    options::Options,
+    sink::fake::FakeProducer,
+    snapshot::SnapshotTable,
+    source::{catalog::Catalog, replication::ReplicationStream},
+    test_wire::*,
+};
+
+const START: Lsn = 50;
+
+struct FakeStream {
+    incoming: mpsc::UnboundedReceiver<Vec<u8>>,
+    statuses: mpsc::UnboundedSender<Vec<u8>>,
+}
+
+impl ReplicationStream for FakeStream {
+    async fn next_copy_data(&mut self) -> Result<BytesMut, ConnectorError> {
+        match self.incoming.recv().await {
+            Some(payload) => Ok(BytesMut::from(&payload[..])),
+            // The script is over: wait, as a quiet server does.
+            None => std::future::pending().await,
+        }
+    }
+
+    async fn send_copy_data(&mut self, payload: &[u8]) -> Result<(), ConnectorError> {
+        let _ = self.statuses.send(payload.to_vec());
+        Ok(())
+    }
+}
+
+/// A catalog whose answers the test sets.
+#[derive(Default)]
+struct FakeCatalog {
+    tables_error: RefCell<Option<ConnectorError>>,
+}
+
+impl Catalog for FakeCatalog {
+    async fn primary_key(&self, _relation_id: u32) -> Result<Vec<String>, ConnectorError> {
+        Ok(vec!["booking_id".into()])
+    }
+
+    async fn published_tables(
+        &self,
+        _target: &PgTarget,
+        _publication: &str,
+        _filter: &ChangeFilter,
+    ) -> Result<(Vec<SnapshotTable>, pgoutput::row::TypeNames), ConnectorError> {
+        match self.tables_error.borrow_mut().take() {
+            Some(error) => Err(error),
+            None => Ok((Vec::new(), Default::default())),
+        }
+    }
+
+    async fn open_window(&self, _: &mut IncrementalSnapshot) -> Result<bool, ConnectorError> {
+        Ok(false)
+    }
+}
+
+fn config(spill_directory: Option<std::path::PathBuf>) -> SessionConfig {
+    let options = Options::parse_from(["cdc-connector", "--heartbeat-interval-secs", "0"]);
+    let mut config = options.session_config().unwrap();
+    // Status updates only when Kafka acknowledges something or the server asks.
+    config.status_interval = Duration::from_secs(3600);
+    config.spill_directory = spill_directory;
+    config
+}
+
+fn schemas() -> Schemas {
+    let schema = |id, text| RegisteredSchema {
+        id,
+        schema: platform::schemas::parse(text).unwrap(),
+    };
+    let change = schema(1, platform::schemas::CDC_CHANGE);
+    Schemas {
+        change_layout: crate::record::ChangeLayout::from_schema(&change.schema).unwrap(),
+        change,
+        transaction: schema(2, platform::schemas::CDC_TRANSACTION),
+        message: schema(3, platform::schemas::CDC_MESSAGE),
+    }
+}
+
+/// What the test holds: the server's side of the stream and the producer's answers.
+struct Server {
+    incoming: mpsc::UnboundedSender<Vec<u8>>,
+    statuses: mpsc::UnboundedReceiver<Vec<u8>>,
+    producer: FakeProducer,
+    /// The highest flush position reported so far.
+    flushed: Lsn,
+}
+
+impl Server {
+    /// Sends WAL: each payload an XLogData at increasing positions from `at`.
+    fn send_wal(&self, at: Lsn, messages: Vec<Vec<u8>>) {
+        for (index, data) in messages.into_iter().enumerate() {
+            self.incoming.send(xlog(at + index as u64, data)).unwrap();
+        }
+    }
+
+    fn keepalive(&self, wal_end: Lsn) {
+        self.incoming.send(keepalive(wal_end, true)).unwrap();
+    }
+
+    /// Reads status updates until `flush` is reported, checking none goes past `at_most`.
+    async fn expect_flush(&mut self, flush: Lsn, at_most: Lsn) {
+        let waiting = async {
+            while self.flushed != flush {
+                let update = self.statuses.recv().await.expect("the session is running");
+                let (_, reported) = status_positions(&update);
+                assert!(
+                    reported <= at_most,
+                    "flush {reported} reported while only {at_most} was acknowledged"
+                );
+                self.flushed = reported;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .unwrap_or_else(|_| panic!("flush never reached {flush}; last {}", self.flushed));
+    }
+
+    /// Asks for a status and checks that flush stays where it is.
+    async fn expect_flush_stays(&mut self, wal_end: Lsn) {
+        let before = self.flushed;
+        self.keepalive(wal_end);
+        self.settle().await;
+        while let Ok(update) = self.statuses.try_recv() {
+            let (_, reported) = status_positions(&update);
+            assert_eq!(reported, before, "flush moved without acknowledgements");
+        }
+    }
+
+    /// Lets the session and the acknowledgement tracker catch up.
+    async fn settle(&self) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Runs a session against the script until the script ends (None) or the session fails.
+async fn drive<F, Fut>(
+    spill_directory: Option<std::path::PathBuf>,
+    catalog: FakeCatalog,
+    script: F,
+) -> Option<Result<(), ConnectorError>>
+where
+    F: FnOnce(Server) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let config = config(spill_directory);
+    let schemas = schemas();
+    let (incoming, incoming_rx) = mpsc::unbounded_channel();
+    let (statuses_tx, statuses) = mpsc::unbounded_channel();
+    let producer = FakeProducer::default();
+    let stream = FakeStream {
+        incoming: incoming_rx,
+        statuses: statuses_tx,
+    };
+    let health = Health::default();
+    let mut session = Session::new(
+        &config,
+        stream,
+        producer.clone(),
+        catalog,
+        &schemas,
+        START,
+        &health,
+    );
+    let server = Server {
+        incoming,
+        statuses,
+        producer,
+        flushed: START,
+    };
+    tokio::select! {
+        result = session.stream_changes() => Some(result),
+        () = script(server) => None,
+    }
+}
+
+fn transaction(xid: u32, ids: &[&str], commit_lsn: Lsn) -> Vec<Vec<u8>> {
+    let mut messages = vec![begin(commit_lsn, xid)];
+    messages.extend(ids.iter().map(|id| insert(None, id)));
+    messages.push(commit(commit_lsn, commit_lsn + 10));
+    messages
+}
+
+#[tokio::test]
+async fn a_keepalive_between_transactions_is_confirmed_after_the_records_before_it() {
+    let ended = drive(None, FakeCatalog::default(), |mut server| async move {
+        server.send_wal(100, vec![relation(None)]);
+        server.send_wal(101, transaction(7, &["1"], 200));
+        server.settle().await;
+        // The change and the transaction's boundary record.
+        assert_eq!(server.producer.count(), 2);
+        server.expect_flush_stays(300).await;
+        server.producer.acknowledge(0);
+        server.expect_flush_stays(300).await;
+        server.producer.acknowledge(1);
+        server.expect_flush(300, 300).await;
+    })
+    .await;
+    assert!(ended.is_none(), "{ended:?}");
+}
+
+#[tokio::test]
+async fn a_keepalive_inside_a_transaction_is_not_confirmed() {
+    let ended = drive(None, FakeCatalog::default(), |mut server| async move {
+        server.send_wal(100, vec![relation(None), begin(200, 7), insert(None, "1")]);
+        server.settle().await;
+        server.producer.acknowledge_all();
+        // The transaction is open: its keepalive position must not be confirmed.
+        server.expect_flush_stays(250).await;
+        server.send_wal(103, vec![commit(200, 210)]);
+        server.settle().await;
+        server.producer.acknowledge_all();
+        // The commit's end, not the earlier keepalive inside the transaction.
+        server.expect_flush(210, 210).await;
+    })
+    .await;
+    assert!(ended.is_none(), "{ended:?}");
+}
+
+#[tokio::test]
+async fn acknowledgements_out_of_order_confirm_in_commit_order() {
+    let ended = drive(None, FakeCatalog::default(), |mut server| async move {
+        server.send_wal(100, vec![relation(None)]);
+        server.send_wal(101, transaction(7, &["1", "2"], 200));
+        server.send_wal(105, transaction(8, &["3"], 300));
+        server.settle().await;
+        // 1, 2, boundary of 7, then 3, boundary of 8.
+        assert_eq!(server.producer.count(), 5);
+        for later in [4, 3, 1] {
+            server.producer.acknowledge(later);
+        }
+        server.expect_flush_stays(400).await;
+        server.producer.acknowledge(0);
+        server.producer.acknowledge(2);
+        server.expect_flush(400, 400).await;
+    })
+    .await;
+    assert!(ended.is_none(), "{ended:?}");
+}
+
+#[tokio::test]
+async fn a_failed_delivery_ends_the_session_with_nothing_past_it_confirmed() {
+    let ended = drive(None, FakeCatalog::default(), |mut server| async move {
+        server.send_wal(100, vec![relation(None)]);
+        server.send_wal(101, transaction(7, &["1"], 200));
+        server.send_wal(104, transaction(8, &["2"], 300));
+        server.settle().await;
+        server.producer.acknowledge(0);
+        server.producer.acknowledge(1);
+        server.expect_flush(210, 210).await;
+        server.producer.acknowledge(3);
+        server.producer.with(2, |record| {
+            record.fail(ConnectorError::new(
+                ErrorKind::KafkaRejected,
+                "Kafka refused a record",
+                "Broker: Message size too large",
+            ))
+        });
+        // The session ends before the script: never confirming 310.
+        std::future::pending::<()>().await;
+    })
+    .await;
+    let error = ended.expect("the session ends").unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::KafkaRejected, "{error}");
+    assert!(!error.is_transient());
+}
+
+#[tokio::test]
+async fn a_streamed_transaction_is_published_in_order_after_its_commit_and_an_aborted_one_never() {
+    let spill = tempfile::tempdir().unwrap();
+    let ended = drive(
+        Some(spill.path().to_path_buf()),
+        FakeCatalog::default(),
+        |mut server| async move {
+            server.send_wal(
+                100,
+                vec![
+                    stream_start(9),
+                    relation(Some(9)),
+                    insert(Some(9), "1"),
+                    insert(Some(9), "2"),
+                    stream_stop(),
+                    stream_start(11),
+                    insert(Some(11), "3"),
+                    stream_stop(),
+                ],
+            );
+            server.settle().await;
+            assert_eq!(server.producer.count(), 0, "nothing before the commit");
+            // Between streamed chunks a keepalive may be confirmed: PostgreSQL skips on restart
+            // only transactions that committed before the confirmed position, and 9 and 11 have
+            // not, so they are streamed again from their start.
+            server.keepalive(150);
+            server.expect_flush(150, 150).await;
+            server.send_wal(110, vec![stream_abort(11, 11), stream_commit(9, 400, 410)]);
+            server.settle().await;
+            let keys = server.producer.keys();
+            assert_eq!(
+                keys,
+                [
+                    (
+                        "topic_cdc_changes".into(),
+                        r#"public.bookings/{"booking_id":1}"#.into()
+                    ),
+                    (
+                        "topic_cdc_changes".into(),
+                        r#"public.bookings/{"booking_id":2}"#.into()
+                    ),
+                    ("topic_cdc_transactions".into(), "9".into()),
+                ],
+                "the aborted transaction's row 3 is never published"
+            );
+            server.producer.acknowledge(0);
+            server.producer.acknowledge(2);
+            server.expect_flush_stays(420).await;
+            server.producer.acknowledge(1);
+            server.expect_flush(420, 420).await;
+        },
+    )
+    .await;
+    assert!(ended.is_none(), "{ended:?}");
+}
+
+#[tokio::test]
+async fn a_catalog_outage_during_a_resnapshot_request_is_transient() {
+    let catalog = FakeCatalog::default();
+    *catalog.tables_error.borrow_mut() = Some(ConnectorError::new(
+        ErrorKind::SourceUnavailable,
+        "planning the snapshot",
+        "connection closed",
+    ));
+    let ended = drive(None, catalog, |server| async move {
+        let signal = br#"{"type": "execute-snapshot", "tables": ["public.bookings"]}"#;
+        server.send_wal(
+            100,
+            vec![
+                begin(200, 7),
+                message_with(true, 150, incremental::SIGNAL_PREFIX, signal),
+                commit(200, 210),
+            ],
+        );
+        std::future::pending::<()>().await;
+    })
+    .await;
+    let error = ended.expect("the session ends").unwrap_err();
+    assert!(error.is_transient(), "{error}");
+}
+
+#[tokio::test]
+async fn a_spill_directory_that_cannot_be_used_is_definite() {
+    let missing = std::env::temp_dir().join("cdc-connector-no-such-spill-directory");
+    let ended = drive(Some(missing), FakeCatalog::default(), |server| async move {
+        server.send_wal(100, vec![stream_start(9), relation(Some(9))]);
+        std::future::pending::<()>().await;
+    })
+    .await;
+    let error = ended.expect("the session ends").unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::SpillUnusable, "{error}");
+}

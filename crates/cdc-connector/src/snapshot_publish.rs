@@ -1,0 +1,121 @@
+//! Publishing a consistent snapshot as READ records: the initial snapshot of a new slot, and
+//! `initial_only` (a snapshot without a slot). Returns only once Kafka acknowledged every row.
+
+use std::time::Duration;
+
+use pgoutput::copy::Lsn;
+use platform::{telemetry::Health, topics};
+
+use crate::{
+    error::{ConnectorError, ErrorKind},
+    metadata::Schemas,
+    session::{SessionConfig, publish::encode_change},
+    sink::{OrderedSink, SendError, kafka::KafkaProducer},
+    snapshot,
+};
+
+/// Reads the published tables in `snapshot_name` and publishes every row as a READ change,
+/// returning once Kafka acknowledged them all.
+pub async fn publish_snapshot(
+    config: &SessionConfig,
+    producer: KafkaProducer,
+    schemas: &Schemas,
+    client: &tokio_postgres::Client,
+    snapshot_name: &str,
+    consistent_point: Lsn,
+    health: &Health,
+) -> Result<u64, ConnectorError> {
+    let (tables, types) = snapshot::plan(
+        client,
+        &config.target,
+        &config.source.publication_name,
+        &config.filter,
+    )
+    .await?;
+    let sink = OrderedSink::new(producer, consistent_point, health.clone());
+    let (changes, mut received) = tokio::sync::mpsc::channel(1024);
+    let reading = snapshot::read_tables(
+        &config.target,
+        snapshot_name,
+        consistent_point,
+        tables,
+        types,
+        config.snapshot,
+        changes,
+    );
+    let publishing = async {
+        let mut published = 0u64;
+        while let Some(mut change) = received.recv().await {
+            let (key, payload) = encode_change(config, schemas, &mut change, "a snapshot row")?;
+            loop {
+                match sink.try_send(
+                    topics::CDC_CHANGES.name,
+                    &key,
+                    &payload,
+                    Some((change.table.clone(), change.operation)),
+                ) {
+                    Ok(()) => break,
+                    Err(SendError::QueueFull) => tokio::time::sleep(Duration::from_millis(5)).await,
+                    Err(SendError::Failed(error)) => return Err(error),
+                }
+            }
+            published += 1;
+        }
+        Ok(published)
+    };
+    let (read, published) = tokio::join!(reading, publishing);
+    let outcome = read?;
+    let published = published?;
+    sink.drained().await?;
+    tracing::info!(
+        rows = outcome.rows,
+        published,
+        seconds = outcome.elapsed.as_secs_f64(),
+        "snapshot published and acknowledged"
+    );
+    Ok(published)
+}
+
+/// `initial_only`: a consistent snapshot without a slot (nothing will stream after it), taken
+/// in a repeatable-read transaction that exports its snapshot to the parallel readers.
+pub async fn snapshot_only(
+    config: &SessionConfig,
+    producer: KafkaProducer,
+    schemas: &Schemas,
+    health: &Health,
+) -> Result<u64, ConnectorError> {
+    let failed = |e: tokio_postgres::Error| ConnectorError::postgres("exporting a snapshot", &e);
+    let client = crate::source::connect(&config.target).await?;
+    client
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await
+        .map_err(failed)?;
+    let row = client
+        .query_one(
+            "SELECT pg_export_snapshot(), pg_current_wal_lsn()::text",
+            &[],
+        )
+        .await
+        .map_err(failed)?;
+    let (snapshot_name, position): (String, String) = (row.get(0), row.get(1));
+    let position = pgoutput::copy::parse_lsn(&position).map_err(|e| {
+        ConnectorError::new(
+            ErrorKind::Protocol,
+            "reading the current WAL position",
+            e.to_string(),
+        )
+    })?;
+    health.set(false, "snapshotting");
+    let rows = publish_snapshot(
+        config,
+        producer,
+        schemas,
+        &client,
+        &snapshot_name,
+        position,
+        health,
+    )
+    .await?;
+    client.batch_execute("COMMIT").await.map_err(failed)?;
+    Ok(rows)
+}

@@ -1,0 +1,75 @@
+//! The catalog seam: what a streaming session asks PostgreSQL over an ordinary SQL connection
+//! (a REPLICA IDENTITY FULL table's primary key, the published tables for a re-snapshot, a
+//! re-snapshot window). Behind a trait so the session's rules are unit-tested with a fake.
+
+use std::future::Future;
+
+use pgoutput::row::TypeNames;
+
+use super::PgTarget;
+use crate::{
+    error::ConnectorError,
+    incremental::IncrementalSnapshot,
+    privacy::ChangeFilter,
+    snapshot::{self, SnapshotTable},
+};
+
+pub trait Catalog {
+    /// The primary-key columns of a relation, in key order.
+    fn primary_key(
+        &self,
+        relation_id: u32,
+    ) -> impl Future<Output = Result<Vec<String>, ConnectorError>>;
+
+    /// The tables of the publication the filter keeps, with the types of their columns.
+    fn published_tables(
+        &self,
+        target: &PgTarget,
+        publication: &str,
+        filter: &ChangeFilter,
+    ) -> impl Future<Output = Result<(Vec<SnapshotTable>, TypeNames), ConnectorError>>;
+
+    /// Reads the next window of a re-snapshot (low watermark, chunk, high watermark); false once
+    /// every table is done.
+    fn open_window(
+        &self,
+        resnapshot: &mut IncrementalSnapshot,
+    ) -> impl Future<Output = Result<bool, ConnectorError>>;
+}
+
+impl Catalog for tokio_postgres::Client {
+    async fn primary_key(&self, relation_id: u32) -> Result<Vec<String>, ConnectorError> {
+        let rows = self
+            .query(
+                "SELECT a.attname::text FROM pg_index i \
+                 JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, n) ON true \
+                 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
+                 WHERE i.indrelid = $1::oid AND i.indisprimary ORDER BY k.n",
+                &[&relation_id],
+            )
+            .await
+            .map_err(|e| {
+                ConnectorError::postgres(
+                    format!("looking up the primary key of relation {relation_id}"),
+                    &e,
+                )
+            })?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+
+    async fn published_tables(
+        &self,
+        target: &PgTarget,
+        publication: &str,
+        filter: &ChangeFilter,
+    ) -> Result<(Vec<SnapshotTable>, TypeNames), ConnectorError> {
+        snapshot::plan(self, target, publication, filter).await
+    }
+
+    async fn open_window(
+        &self,
+        resnapshot: &mut IncrementalSnapshot,
+    ) -> Result<bool, ConnectorError> {
+        resnapshot.open_window(self).await
+    }
+}
