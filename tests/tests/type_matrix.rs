@@ -300,73 +300,29 @@ fn assert_float(column: &str, actual: &Value, postgres_text: &Value, single: boo
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn every_type_round_trips_with_the_value_postgres_returns() {
-    let stack = Stack::start(StackOptions::for_tests("type-matrix"))
-        .await
-        .expect("start the stack");
-    stack
-        .psql(SETUP)
-        .await
-        .expect("create the type matrix table");
-    for insert in INSERTS {
-        stack
-            .psql(insert)
-            .await
-            .unwrap_or_else(|e| panic!("{insert}: {e}"));
-    }
-
-    let records = read_cdc_until(
-        &stack.kafka_brokers(),
-        &stack.registry_url(),
-        Duration::from_secs(90),
-        |records| {
-            records
-                .iter()
-                .filter(|r| r.table() == "public.type_matrix")
-                .count()
-                >= ROW_IDS.len()
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}\nconnector log:\n{}", stack.log_tail("connector", 40)));
-    let rows: Vec<&CdcRecord> = records
-        .iter()
-        .filter(|r| r.table() == "public.type_matrix")
-        .collect();
-    assert_eq!(rows.len(), ROW_IDS.len(), "one record per INSERT");
-
-    // Generated columns are not replicated by PostgreSQL 15 (the Relation message omits them):
-    // the record has every other column, and nothing else.
-    let published: BTreeSet<String> = stack
-        .psql("SELECT attname FROM pg_attribute WHERE attrelid = 'type_matrix'::regclass AND attnum > 0 AND NOT attisdropped AND attgenerated = ''")
-        .await
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect();
+/// The records of one path (stream, snapshot, re-snapshot), each compared column by column with
+/// what PostgreSQL returns for its row.
+async fn assert_rows_match_postgres(
+    stack: &Stack,
+    path: &str,
+    operation: &str,
+    rows: &[&CdcRecord],
+    published: &BTreeSet<String>,
+) {
     let columns = columns();
-    let covered: BTreeSet<String> = columns.iter().map(|(name, _)| (*name).to_owned()).collect();
-    assert_eq!(published, covered, "the test covers every column");
-    let generated = stack
-        .psql("SELECT c_generated FROM type_matrix WHERE id = 1")
-        .await
-        .unwrap();
-    assert_eq!(
-        generated.trim(),
-        "-4611686018427387904",
-        "PostgreSQL has the generated value"
-    );
-
+    assert_eq!(rows.len(), ROW_IDS.len(), "{path}: one record per row");
     for id in ROW_IDS {
         let record = record_of(&rows, id);
-        assert_eq!(record.operation(), "INSERT");
+        assert_eq!(record.operation(), operation, "{path}");
         assert_eq!(record.value["primary_key"], json!({"id": id}));
         let after = record.value["after_values"]
             .as_object()
             .expect("after_values");
         let keys: BTreeSet<String> = after.keys().cloned().collect();
-        assert_eq!(keys, published, "row {id}: exactly the published columns");
+        assert_eq!(
+            &keys, published,
+            "{path}: row {id}: exactly the published columns"
+        );
 
         for (column, expect) in &columns {
             let sql = format!(
@@ -385,8 +341,10 @@ async fn every_type_round_trips_with_the_value_postgres_returns() {
             };
             let actual = &after[*column];
             match expect {
-                Expect::Json(_) => assert_eq!(actual, &expected, "row {id}, {column}"),
-                _ if expected.is_null() => assert_eq!(actual, &Value::Null, "row {id}, {column}"),
+                Expect::Json(_) => assert_eq!(actual, &expected, "{path}: row {id}, {column}"),
+                _ if expected.is_null() => {
+                    assert_eq!(actual, &Value::Null, "{path}: row {id}, {column}")
+                }
                 Expect::Float4 => assert_float(column, actual, &expected, true),
                 Expect::Float8 => assert_float(column, actual, &expected, false),
                 Expect::Array(type_name, _, element) => {
@@ -394,7 +352,7 @@ async fn every_type_round_trips_with_the_value_postgres_returns() {
                     let elements = plain_array(actual, type_name, *element, &mut bounds);
                     assert_eq!(
                         elements, expected["elements"],
-                        "row {id}, {column} elements"
+                        "{path}: row {id}, {column} elements"
                     );
                     // An empty array has no dimensions in PostgreSQL; the record says 1.
                     let expected_bounds = match expected["lower_bounds"].as_array() {
@@ -404,7 +362,7 @@ async fn every_type_round_trips_with_the_value_postgres_returns() {
                     assert_eq!(
                         json!(bounds),
                         expected_bounds,
-                        "row {id}, {column} lower bounds"
+                        "{path}: row {id}, {column} lower bounds"
                     );
                 }
             }
@@ -413,7 +371,7 @@ async fn every_type_round_trips_with_the_value_postgres_returns() {
 
     // Spot checks that the comparison above is not vacuous: NULL is null, an empty string and a
     // JSON null are values, -0 keeps its sign, zero bytes survive.
-    let row = |id: i64| &record_of(&rows, id).value["after_values"];
+    let row = |id: i64| &record_of(rows, id).value["after_values"];
     assert_eq!(row(5)["c_text"], Value::Null);
     assert_eq!(row(2)["c_text"], "");
     assert_eq!(row(2)["c_char"], "     ");
@@ -433,6 +391,107 @@ async fn every_type_round_trips_with_the_value_postgres_returns() {
         row(1)["c_int_matrix"]["elements"][1]["elements"],
         json!([null, 4])
     );
+}
+
+/// Each path that turns a row into a record decodes values on its own (pgoutput's text in the
+/// stream; `SELECT` text in the snapshot readers and the re-snapshot windows), so every path runs
+/// the whole matrix: the rows exist before the connector starts (snapshot, READ), are deleted and
+/// inserted again while it streams (INSERT), then re-snapshot by a signal (READ again).
+#[tokio::test(flavor = "multi_thread")]
+async fn every_type_round_trips_with_the_value_postgres_returns_on_every_path() {
+    let mut options = StackOptions::for_tests("type-matrix");
+    options.start_connector = false;
+    let mut stack = Stack::start(options).await.expect("start the stack");
+    stack
+        .psql(SETUP)
+        .await
+        .expect("create the type matrix table");
+    let insert_all = async |stack: &Stack| {
+        for insert in INSERTS {
+            stack
+                .psql(insert)
+                .await
+                .unwrap_or_else(|e| panic!("{insert}: {e}"));
+        }
+    };
+    insert_all(&stack).await;
+    stack.start_connector().await.expect("start the connector");
+    stack.psql("DELETE FROM type_matrix").await.unwrap();
+    insert_all(&stack).await;
+    stack
+        .psql(
+            r#"SELECT pg_logical_emit_message(true, 'cdc_connector.signal', '{"type": "execute-snapshot", "tables": ["public.type_matrix"]}')"#,
+        )
+        .await
+        .unwrap();
+
+    // Snapshot READs, DELETEs, INSERTs, re-snapshot READs.
+    let expected_records = 4 * ROW_IDS.len();
+    let records = read_cdc_until(
+        &stack.kafka_brokers(),
+        &stack.registry_url(),
+        Duration::from_secs(120),
+        |records| {
+            records
+                .iter()
+                .filter(|r| r.table() == "public.type_matrix")
+                .count()
+                >= expected_records
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\nconnector log:\n{}", stack.log_tail("connector", 40)));
+    let rows: Vec<&CdcRecord> = records
+        .iter()
+        .filter(|r| r.table() == "public.type_matrix")
+        .collect();
+    assert_eq!(rows.len(), expected_records);
+
+    // Generated columns are not replicated by PostgreSQL 15 (the Relation message omits them):
+    // the record has every other column, and nothing else.
+    let published: BTreeSet<String> = stack
+        .psql("SELECT attname FROM pg_attribute WHERE attrelid = 'type_matrix'::regclass AND attnum > 0 AND NOT attisdropped AND attgenerated = ''")
+        .await
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let covered: BTreeSet<String> = columns()
+        .iter()
+        .map(|(name, _)| (*name).to_owned())
+        .collect();
+    assert_eq!(published, covered, "the test covers every column");
+    let generated = stack
+        .psql("SELECT c_generated FROM type_matrix WHERE id = 1")
+        .await
+        .unwrap();
+    assert_eq!(
+        generated.trim(),
+        "-4611686018427387904",
+        "PostgreSQL has the generated value"
+    );
+
+    let inserts: Vec<&CdcRecord> = rows
+        .iter()
+        .copied()
+        .filter(|r| r.operation() == "INSERT")
+        .collect();
+    // The snapshot's READs carry its consistent point, the re-snapshot's a later watermark.
+    let reads: Vec<&CdcRecord> = rows
+        .iter()
+        .copied()
+        .filter(|r| r.operation() == "READ")
+        .collect();
+    let snapshot_point = reads
+        .iter()
+        .map(|r| r.position().0)
+        .min()
+        .unwrap_or_default();
+    let (snapshot, resnapshot): (Vec<&CdcRecord>, Vec<&CdcRecord>) =
+        reads.iter().partition(|r| r.position().0 == snapshot_point);
+    assert_rows_match_postgres(&stack, "stream", "INSERT", &inserts, &published).await;
+    assert_rows_match_postgres(&stack, "snapshot", "READ", &snapshot, &published).await;
+    assert_rows_match_postgres(&stack, "re-snapshot", "READ", &resnapshot, &published).await;
 
     stack.shutdown().await.unwrap();
 }

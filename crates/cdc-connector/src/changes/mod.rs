@@ -4,137 +4,18 @@
 //! transaction of any size costs a fixed buffer of memory, and an aborted one is never decoded.
 //! No network I/O: every ordering rule is unit-tested.
 
-use std::{
-    collections::{HashMap, HashSet},
-    fs::File,
-    io::{BufReader, BufWriter, Read, Seek, Write},
-    path::PathBuf,
-    sync::Arc,
-};
+mod event;
+mod staging;
+
+use std::{collections::HashMap, path::PathBuf, sync::Arc};
 
 use pgoutput::{
     copy::{Lsn, pg_micros_to_unix_micros},
     message::{LogicalMessage, OldTuple, Relation, TupleData, decode_message},
-    row::{ColumnValue, TypeNames, decode_tuple},
+    row::{TypeNames, decode_tuple},
 };
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Operation {
-    Insert,
-    Update,
-    Delete,
-    Truncate,
-    /// A row of a snapshot.
-    Read,
-}
-
-impl Operation {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Insert => "INSERT",
-            Self::Update => "UPDATE",
-            Self::Delete => "DELETE",
-            Self::Truncate => "TRUNCATE",
-            Self::Read => "READ",
-        }
-    }
-}
-
-pub type Columns = Vec<(String, ColumnValue)>;
-
-/// Where a change sits in the source WAL; `change_id` is derived from it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Position {
-    pub commit_lsn: Lsn,
-    pub event_lsn: Lsn,
-    pub xid: u32,
-    pub sequence: u32,
-    pub commit_time_unix_micros: i64,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct ChangeEvent {
-    /// `schema.table`.
-    pub table: Arc<str>,
-    pub operation: Operation,
-    pub primary_key: Columns,
-    pub before: Option<Columns>,
-    pub after: Option<Columns>,
-    pub position: Position,
-}
-
-/// A `pg_logical_emit_message` message. Transactional ones carry their transaction's position.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MessageEvent {
-    pub prefix: String,
-    pub content: Vec<u8>,
-    pub message_lsn: Lsn,
-    pub position: Option<Position>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TransactionEnd {
-    pub xid: u32,
-    pub commit_lsn: Lsn,
-    pub end_lsn: Lsn,
-    pub commit_time_unix_micros: i64,
-}
-
-#[derive(Debug)]
-pub enum Output {
-    Change(ChangeEvent),
-    Message(MessageEvent),
-    /// A transaction committed: every change of it was emitted before this. Once Kafka holds
-    /// them all, the slot may confirm `end_lsn`.
-    TransactionEnd(TransactionEnd),
-    /// A position between transactions (a non-transactional message) that may be confirmed
-    /// once everything before it is in Kafka.
-    Checkpoint {
-        lsn: Lsn,
-    },
-    /// A streamed transaction committed: its staged changes are read back with
-    /// [`ChangeAssembler::replay_next`], then its [`Output::TransactionEnd`] follows.
-    Replay(StagedTransaction),
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum AssembleError {
-    #[error("pgoutput sent a change for relation {0} before describing it")]
-    UnknownRelation(u32),
-    #[error("cannot decode a row of {table}: {source}")]
-    Row {
-        table: String,
-        source: pgoutput::error::DecodeError,
-    },
-    #[error("undecodable pgoutput message: {0}")]
-    Decode(#[from] pgoutput::error::DecodeError),
-    #[error("staging a streamed transaction on disk failed: {0}")]
-    Spill(#[from] std::io::Error),
-    #[error("unexpected pgoutput message: {0}")]
-    Unexpected(String),
-}
-
-impl AssembleError {
-    /// What the failure means for the connector: a staging file that cannot be written because
-    /// its disk is full is transient (the transaction is received again from the slot once there
-    /// is room); anything undecodable is definite.
-    pub fn classify(&self) -> crate::error::ConnectorError {
-        use crate::error::{ConnectorError, ErrorKind};
-        match self {
-            Self::Spill(error) => {
-                ConnectorError::spill("staging a streamed transaction on disk", error)
-            }
-            Self::Row { .. } | Self::Decode(_) => ConnectorError::new(
-                ErrorKind::Undecodable,
-                "decoding pgoutput",
-                self.to_string(),
-            ),
-            Self::UnknownRelation(_) | Self::Unexpected(_) => {
-                ConnectorError::new(ErrorKind::Protocol, "decoding pgoutput", self.to_string())
-            }
-        }
-    }
-}
+pub use self::{event::*, staging::StagedTransaction};
 
 struct CachedRelation {
     relation: Relation,
@@ -157,24 +38,6 @@ struct OpenTransaction {
     next_sequence: u32,
 }
 
-/// The messages of one in-progress streamed transaction, spilled to an anonymous file as
-/// `[wal_start u64][length u32][pgoutput bytes]` records in arrival order.
-#[derive(Debug)]
-pub struct StagedTransaction {
-    xid: u32,
-    spill: Spill,
-    staged_messages: u64,
-    aborted_subtransactions: HashSet<u32>,
-    commit: Option<OpenTransaction>,
-    end_lsn: Lsn,
-}
-
-#[derive(Debug)]
-enum Spill {
-    Writing(BufWriter<File>),
-    Reading(BufReader<File>),
-}
-
 impl std::fmt::Debug for OpenTransaction {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -182,73 +45,6 @@ impl std::fmt::Debug for OpenTransaction {
             "transaction {} committing at {:X}",
             self.xid, self.commit_lsn
         )
-    }
-}
-
-const SPILL_BUFFER_BYTES: usize = 256 * 1024;
-
-impl StagedTransaction {
-    fn new(xid: u32, directory: Option<&PathBuf>) -> std::io::Result<Self> {
-        let file = match directory {
-            Some(directory) => tempfile::tempfile_in(directory)?,
-            None => tempfile::tempfile()?,
-        };
-        Ok(Self {
-            xid,
-            spill: Spill::Writing(BufWriter::with_capacity(SPILL_BUFFER_BYTES, file)),
-            staged_messages: 0,
-            aborted_subtransactions: HashSet::new(),
-            commit: None,
-            end_lsn: 0,
-        })
-    }
-
-    fn stage(&mut self, wal_start: Lsn, message: &[u8]) -> Result<(), AssembleError> {
-        let Spill::Writing(writer) = &mut self.spill else {
-            return Err(AssembleError::Unexpected(format!(
-                "transaction {} changed after its commit",
-                self.xid
-            )));
-        };
-        let length = u32::try_from(message.len())
-            .map_err(|_| AssembleError::Unexpected("a pgoutput message over 4 GiB".into()))?;
-        writer.write_all(&wal_start.to_be_bytes())?;
-        writer.write_all(&length.to_be_bytes())?;
-        writer.write_all(message)?;
-        self.staged_messages += 1;
-        Ok(())
-    }
-
-    fn start_reading(&mut self) -> Result<(), AssembleError> {
-        let spill = std::mem::replace(
-            &mut self.spill,
-            Spill::Writing(BufWriter::new(tempfile::tempfile()?)),
-        );
-        let mut file = match spill {
-            Spill::Writing(writer) => writer.into_inner().map_err(|e| e.into_error())?,
-            Spill::Reading(reader) => reader.into_inner(),
-        };
-        file.rewind()?;
-        self.spill = Spill::Reading(BufReader::with_capacity(SPILL_BUFFER_BYTES, file));
-        Ok(())
-    }
-
-    /// The next staged message, or None at the end.
-    fn next_staged(&mut self, buffer: &mut Vec<u8>) -> Result<Option<Lsn>, AssembleError> {
-        let Spill::Reading(reader) = &mut self.spill else {
-            return Err(AssembleError::Unexpected("replay before commit".into()));
-        };
-        let mut header = [0u8; 12];
-        match reader.read_exact(&mut header) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-            Err(e) => return Err(e.into()),
-        }
-        let wal_start = u64::from_be_bytes(header[..8].try_into().unwrap_or_default());
-        let length = u32::from_be_bytes(header[8..].try_into().unwrap_or_default());
-        buffer.resize(length as usize, 0);
-        reader.read_exact(buffer)?;
-        Ok(Some(wal_start))
     }
 }
 

@@ -1,7 +1,7 @@
 //! The ordering rules of the assembler: transaction framing, streamed chunks, staging,
 //! aborts, relation cache, REPLICA IDENTITY FULL keys.
 
-use pgoutput::row::TypedValue;
+use pgoutput::row::{ColumnValue, TypedValue};
 
 use super::*;
 use crate::test_wire::*;

@@ -81,15 +81,20 @@ pub async fn connect(target: &PgTarget) -> Result<Client, ConnectorError> {
             ConnectorError::new(ErrorKind::Config, "--pg-url", e.to_string())
         })?;
     config.options(session_options());
-    let (client, connection) = config.connect(NoTls).await.map_err(|e| {
-        ConnectorError::postgres(
-            format!(
-                "connecting to PostgreSQL at {}:{}",
-                target.host, target.port
+    let address = format!("{}:{}", target.host, target.port);
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|e| match e.as_db_error() {
+            Some(_) => {
+                ConnectorError::postgres(format!("connecting to PostgreSQL at {address}"), &e)
+            }
+            None => ConnectorError::new(
+                ErrorKind::SourceUnavailable,
+                format!("PostgreSQL at {address} is unreachable"),
+                e.to_string(),
             ),
-            &e,
-        )
-    })?;
+        })?;
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::debug!(%error, "SQL connection closed");

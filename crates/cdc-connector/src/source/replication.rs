@@ -38,7 +38,7 @@ impl ReplicationConnection {
         let stream = TcpStream::connect(&address).await.map_err(|source| {
             ConnectorError::new(
                 ErrorKind::SourceUnavailable,
-                format!("PostgreSQL at {address}"),
+                format!("PostgreSQL at {address} is unreachable"),
                 source.to_string(),
             )
         })?;
