@@ -1,9 +1,8 @@
 //! The accepted event kinds: their JSON shape (which the OpenAPI document is generated from),
 //! the checks serde cannot express, and their Avro records.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
-use apache_avro::types::Value;
 use serde::{Deserialize, Deserializer, de};
 use utoipa::{
     ToSchema,
@@ -14,7 +13,14 @@ use utoipa::{
 };
 
 use crate::errors::FieldError;
-use platform::topics::{self, TopicSpec};
+use platform::{
+    events::{self as model, EventSource},
+    topics::{self, TopicSpec},
+};
+
+/// The closed sets and the device the gateway shares with every producer of these events,
+/// defined once with the Avro model (`platform::events`).
+pub use platform::events::{Device, DeviceType, ExternalSource, Interaction, LogLevel};
 
 /// Longest id, user, session, booking or service name accepted, in characters.
 const MAX_ID_CHARS: usize = 128;
@@ -69,32 +75,6 @@ string_enum!(
 );
 
 string_enum!(
-    /// The kind of device.
-    DeviceType {
-        Ios = "ios", Android = "android", Desktop = "desktop", Tablet = "tablet",
-        MobileWeb = "mobile_web", Server = "server",
-    }
-);
-
-string_enum!(
-    /// A low-level interaction on a page or screen.
-    Interaction { Click = "click", Tap = "tap", Scroll = "scroll", Hover = "hover", View = "view", Input = "input" }
-);
-
-string_enum!(
-    /// Severity of a log line.
-    LogLevel { Debug = "debug", Info = "info", Warn = "warn", Error = "error", Fatal = "fatal" }
-);
-
-string_enum!(
-    /// Where an external-data record comes from.
-    ExternalSource {
-        Weather = "weather", Maps = "maps", SocialMedia = "social_media", MarketData = "market_data",
-        News = "news", TravelTrends = "travel_trends", Other = "other",
-    }
-);
-
-string_enum!(
     /// The kind of an item of a batch, the same as the single-event endpoint it stands for.
     EventKind { User = "user", Booking = "booking", Clickstream = "clickstream", Log = "log", External = "external" }
 );
@@ -144,19 +124,6 @@ fn timestamp_schema() -> impl Into<RefOr<Schema>> {
                 .minimum(Some(EARLIEST_MILLIS as f64)),
         )
         .description(Some("RFC 3339 date-time or Unix epoch milliseconds; from 2000-01-01 up to the allowed clock skew ahead of now"))
-}
-
-/// The device an app event came from.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Device {
-    pub device_type: DeviceType,
-    #[serde(default)]
-    pub os_version: Option<String>,
-    #[serde(default)]
-    pub app_version: Option<String>,
-    #[serde(default)]
-    pub user_agent: Option<String>,
 }
 
 /// A mobile or web app event (`POST /events/user`), stored in `topic_app_events`.
@@ -312,7 +279,10 @@ pub struct Prepared {
     pub key: String,
     /// Bounded label for statistics and metrics.
     pub event_type: &'static str,
-    pub record: Value,
+    /// The event in the shared model, encoded with the topic's registered schema on publishing.
+    pub record: model::Event,
+    /// When the gateway accepted it (the record's `received_at`), Unix epoch milliseconds.
+    pub received_at_millis: i64,
 }
 
 /// A kind of event accepted by the gateway.
@@ -422,47 +392,6 @@ fn rfc3339(millis: i64) -> String {
         .unwrap_or_else(|| format!("{millis} ms since the epoch"))
 }
 
-fn string(value: String) -> Value {
-    Value::String(value)
-}
-
-/// `["null", "string"]` unions.
-fn optional(value: Option<String>) -> Value {
-    match value {
-        None => Value::Union(0, Box::new(Value::Null)),
-        Some(text) => Value::Union(1, Box::new(Value::String(text))),
-    }
-}
-
-fn optional_int(value: Option<i32>) -> Value {
-    match value {
-        None => Value::Union(0, Box::new(Value::Null)),
-        Some(number) => Value::Union(1, Box::new(Value::Int(number))),
-    }
-}
-
-fn string_map(map: BTreeMap<String, String>) -> Value {
-    Value::Map(
-        map.into_iter()
-            .map(|(k, v)| (k, Value::String(v)))
-            .collect::<HashMap<_, _>>(),
-    )
-}
-
-/// An Avro enum symbol: the upper-case form of the JSON value, at its position in the schema.
-fn symbol(index: usize, text: &str) -> Value {
-    Value::Enum(
-        u32::try_from(index).unwrap_or_default(),
-        text.to_ascii_uppercase(),
-    )
-}
-
-impl DeviceType {
-    fn symbol(self) -> Value {
-        symbol(self as usize, self.as_str())
-    }
-}
-
 impl Event for UserEvent {
     const KIND: EventKind = EventKind::User;
 
@@ -495,20 +424,8 @@ impl Event for UserEvent {
 
     fn prepare(self, received_at: i64) -> Prepared {
         let source = match self.app_type {
-            AppType::Mobile => symbol(0, "MOBILE_APP"),
-            AppType::Web => symbol(1, "WEB_APP"),
-        };
-        let device = match self.device {
-            None => Value::Union(0, Box::new(Value::Null)),
-            Some(d) => Value::Union(
-                1,
-                Box::new(Value::Record(vec![
-                    ("device_type".into(), d.device_type.symbol()),
-                    ("os_version".into(), optional(d.os_version)),
-                    ("app_version".into(), optional(d.app_version)),
-                    ("user_agent".into(), optional(d.user_agent)),
-                ])),
-            ),
+            AppType::Mobile => EventSource::MobileApp,
+            AppType::Web => EventSource::WebApp,
         };
         Prepared {
             topic: Self::KIND.topic(),
@@ -516,18 +433,18 @@ impl Event for UserEvent {
             // One session's events stay in order.
             key: self.session_id.clone(),
             event_type: self.event_type.as_str(),
-            record: Value::Record(vec![
-                ("event_id".into(), string(self.event_id)),
-                ("event_type".into(), string(self.event_type.as_str().into())),
-                ("source".into(), source),
-                ("user_id".into(), optional(self.user_id)),
-                ("session_id".into(), optional(Some(self.session_id))),
-                ("booking_id".into(), optional(self.booking_id)),
-                ("device".into(), device),
-                ("timestamp".into(), Value::TimestampMillis(self.timestamp.0)),
-                ("received_at".into(), Value::TimestampMillis(received_at)),
-                ("properties".into(), string_map(self.properties)),
-            ]),
+            record: model::Event::App(model::AppEvent {
+                event_id: self.event_id,
+                event_type: self.event_type.as_str().into(),
+                source,
+                user_id: self.user_id,
+                session_id: Some(self.session_id),
+                booking_id: self.booking_id,
+                device: self.device,
+                timestamp_ms: self.timestamp.0,
+                properties: self.properties,
+            }),
+            received_at_millis: received_at,
         }
     }
 }
@@ -550,18 +467,18 @@ impl Event for BookingEvent {
             // One booking's events stay in order.
             key: self.booking_id.clone(),
             event_type: self.event_type.as_str(),
-            record: Value::Record(vec![
-                ("event_id".into(), string(self.event_id)),
-                ("event_type".into(), string(self.event_type.as_str().into())),
-                ("source".into(), symbol(2, "BOOKING_SYSTEM")),
-                ("user_id".into(), optional(self.user_id)),
-                ("session_id".into(), optional(None)),
-                ("booking_id".into(), optional(Some(self.booking_id))),
-                ("device".into(), Value::Union(0, Box::new(Value::Null))),
-                ("timestamp".into(), Value::TimestampMillis(self.timestamp.0)),
-                ("received_at".into(), Value::TimestampMillis(received_at)),
-                ("properties".into(), string_map(self.properties)),
-            ]),
+            record: model::Event::App(model::AppEvent {
+                event_id: self.event_id,
+                event_type: self.event_type.as_str().into(),
+                source: EventSource::BookingSystem,
+                user_id: self.user_id,
+                session_id: None,
+                booking_id: Some(self.booking_id),
+                device: None,
+                timestamp_ms: self.timestamp.0,
+                properties: self.properties,
+            }),
+            received_at_millis: received_at,
         }
     }
 }
@@ -597,28 +514,22 @@ impl Event for ClickstreamEvent {
             id: self.event_id.clone(),
             key: self.session_id.clone(),
             event_type: self.interaction.as_str(),
-            record: Value::Record(vec![
-                ("event_id".into(), string(self.event_id)),
-                ("session_id".into(), string(self.session_id)),
-                ("user_id".into(), optional(self.user_id)),
-                (
-                    "interaction".into(),
-                    symbol(self.interaction as usize, self.interaction.as_str()),
-                ),
-                ("page_url".into(), string(self.page_url)),
-                ("element_id".into(), optional(self.element_id)),
-                ("x".into(), Value::Int(self.x)),
-                ("y".into(), Value::Int(self.y)),
-                ("viewport_width".into(), optional_int(self.viewport_width)),
-                ("viewport_height".into(), optional_int(self.viewport_height)),
-                (
-                    "device_type".into(),
-                    string(self.device_type.as_str().into()),
-                ),
-                ("referrer".into(), optional(self.referrer)),
-                ("timestamp".into(), Value::TimestampMillis(self.timestamp.0)),
-                ("received_at".into(), Value::TimestampMillis(received_at)),
-            ]),
+            record: model::Event::Click(model::ClickEvent {
+                event_id: self.event_id,
+                session_id: self.session_id,
+                user_id: self.user_id,
+                interaction: self.interaction,
+                page_url: self.page_url,
+                element_id: self.element_id,
+                x: self.x,
+                y: self.y,
+                viewport_width: self.viewport_width,
+                viewport_height: self.viewport_height,
+                device_type: self.device_type,
+                referrer: self.referrer,
+                timestamp_ms: self.timestamp.0,
+            }),
+            received_at_millis: received_at,
         }
     }
 }
@@ -658,25 +569,22 @@ impl Event for LogEvent {
             // One service's lines stay in order.
             key: self.service.clone(),
             event_type: self.level.as_str(),
-            record: Value::Record(vec![
-                ("log_id".into(), string(self.log_id)),
-                ("service".into(), string(self.service)),
-                (
-                    "level".into(),
-                    symbol(self.level as usize, self.level.as_str()),
-                ),
-                ("message".into(), string(self.message)),
-                ("logger".into(), optional(self.logger)),
-                ("host".into(), optional(self.host)),
-                ("trace_id".into(), optional(self.trace_id)),
-                ("request_id".into(), optional(self.request_id)),
-                ("user_id".into(), optional(self.user_id)),
-                ("session_id".into(), optional(self.session_id)),
-                ("booking_id".into(), optional(self.booking_id)),
-                ("attributes".into(), string_map(self.attributes)),
-                ("timestamp".into(), Value::TimestampMillis(self.timestamp.0)),
-                ("received_at".into(), Value::TimestampMillis(received_at)),
-            ]),
+            record: model::Event::Log(model::LogEvent {
+                log_id: self.log_id,
+                service: self.service,
+                level: self.level,
+                message: self.message,
+                logger: self.logger,
+                host: self.host,
+                trace_id: self.trace_id,
+                request_id: self.request_id,
+                user_id: self.user_id,
+                session_id: self.session_id,
+                booking_id: self.booking_id,
+                attributes: self.attributes,
+                timestamp_ms: self.timestamp.0,
+            }),
+            received_at_millis: received_at,
         }
     }
 }
@@ -708,34 +616,17 @@ impl Event for ExternalEvent {
             id: self.record_id.clone(),
             key: self.pipeline.clone(),
             event_type: self.source_type.as_str(),
-            record: Value::Record(vec![
-                ("record_id".into(), string(self.record_id)),
-                (
-                    "source_type".into(),
-                    symbol(self.source_type as usize, self.source_type.as_str()),
-                ),
-                ("pipeline".into(), string(self.pipeline)),
-                ("location".into(), optional(self.location)),
-                (
-                    "observed_at".into(),
-                    Value::TimestampMillis(self.observed_at.0),
-                ),
-                (
-                    "fetched_at".into(),
-                    Value::TimestampMillis(self.fetched_at.0),
-                ),
-                ("payload_json".into(), string(payload_json)),
-                (
-                    "quality_warnings".into(),
-                    Value::Array(
-                        self.quality_warnings
-                            .into_iter()
-                            .map(Value::String)
-                            .collect(),
-                    ),
-                ),
-                ("received_at".into(), Value::TimestampMillis(received_at)),
-            ]),
+            record: model::Event::External(model::ExternalRecord {
+                record_id: self.record_id,
+                source_type: self.source_type,
+                pipeline: self.pipeline,
+                location: self.location,
+                observed_at_ms: self.observed_at.0,
+                fetched_at_ms: self.fetched_at.0,
+                payload_json,
+                quality_warnings: self.quality_warnings,
+            }),
+            received_at_millis: received_at,
         }
     }
 }
@@ -755,8 +646,9 @@ mod tests {
             id: 1,
             schema: schemas::parse(schema_text).unwrap(),
         };
-        schema
-            .encode(prepared.record)
+        prepared
+            .record
+            .encode(&schema, prepared.received_at_millis)
             .unwrap_or_else(|e| panic!("{e}"));
     }
 
@@ -787,6 +679,120 @@ mod tests {
             "fetched_at": 1_780_000_000_000i64, "payload": {"t": 31.5}, "quality_warnings": ["late"]
         })).unwrap();
         encode(external.prepare(1), schemas::EXTERNAL_DATA);
+    }
+
+    /// The JSON a producer of the shared model sends (the workload's gateway sink) is accepted
+    /// and becomes the same model event, so both encode to the same record.
+    #[test]
+    fn the_shared_models_gateway_json_round_trips() {
+        let t = RULES.now_millis - 1_000;
+        let strings = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        let app = model::AppEvent {
+            event_id: "e1".into(),
+            event_type: "search".into(),
+            source: EventSource::MobileApp,
+            user_id: Some("u-42".into()),
+            session_id: Some("s-1".into()),
+            booking_id: None,
+            device: Some(Device {
+                device_type: DeviceType::Android,
+                os_version: Some("Android 15".into()),
+                app_version: Some("4.12.0".into()),
+                user_agent: None,
+            }),
+            timestamp_ms: t,
+            properties: strings(&[("query", "Da Nang")]),
+        };
+        let events = [
+            model::Event::App(app.clone()),
+            model::Event::App(model::AppEvent {
+                source: EventSource::WebApp,
+                device: None,
+                ..app.clone()
+            }),
+            model::Event::App(model::AppEvent {
+                event_type: "payment_captured".into(),
+                source: EventSource::BookingSystem,
+                session_id: None,
+                booking_id: Some("BK1".into()),
+                device: None,
+                ..app
+            }),
+            model::Event::Click(model::ClickEvent {
+                event_id: "c1".into(),
+                session_id: "s-1".into(),
+                user_id: None,
+                interaction: Interaction::Scroll,
+                page_url: "/".into(),
+                element_id: None,
+                x: 0,
+                y: 900,
+                viewport_width: Some(390),
+                viewport_height: Some(844),
+                device_type: DeviceType::MobileWeb,
+                referrer: Some("https://example.com/".into()),
+                timestamp_ms: t,
+            }),
+            model::Event::Log(model::LogEvent {
+                log_id: "l1".into(),
+                service: "payment-service".into(),
+                level: LogLevel::Warn,
+                message: "slow".into(),
+                logger: None,
+                host: Some("pay-1".into()),
+                trace_id: None,
+                request_id: Some("r1".into()),
+                user_id: None,
+                session_id: Some("s-1".into()),
+                booking_id: None,
+                attributes: strings(&[("ms", "2500")]),
+                timestamp_ms: t,
+            }),
+            model::Event::External(model::ExternalRecord {
+                record_id: "x1".into(),
+                source_type: ExternalSource::MarketData,
+                pipeline: "fx".into(),
+                location: None,
+                observed_at_ms: t - 60_000,
+                fetched_at_ms: t,
+                payload_json: r#"{"pair":"USD/VND","rate":25400.5}"#.into(),
+                quality_warnings: vec!["stale".into()],
+            }),
+        ];
+        fn accept<E: Event>(json: serde_json::Value) -> Prepared {
+            let event: E = serde_json::from_value(json).unwrap();
+            let mut errors = Vec::new();
+            event.check(&RULES, "", &mut errors);
+            assert!(errors.is_empty(), "{errors:?}");
+            event.prepare(RULES.now_millis)
+        }
+        for event in events {
+            let json = event.to_gateway_json();
+            let prepared = match event.gateway_path() {
+                "/events/user" => accept::<UserEvent>(json),
+                "/events/booking" => accept::<BookingEvent>(json),
+                "/events/clickstream" => accept::<ClickstreamEvent>(json),
+                "/events/logs" => accept::<LogEvent>(json),
+                "/events/external" => accept::<ExternalEvent>(json),
+                other => panic!("{other}"),
+            };
+            assert_eq!(prepared.topic, event.topic_spec());
+            assert_eq!(prepared.id, event.id());
+            assert_eq!(prepared.record, event);
+            let schema = RegisteredSchema {
+                id: 3,
+                schema: schemas::parse(event.schema_text()).unwrap(),
+            };
+            assert_eq!(
+                prepared.record.encode(&schema, 5).unwrap(),
+                event.encode(&schema, 5).unwrap()
+            );
+        }
     }
 
     /// The Avro symbols of the enum named `name` in a schema's JSON text.

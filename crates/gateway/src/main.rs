@@ -12,8 +12,7 @@ use gateway::{
     readiness,
     stats::Stats,
 };
-use platform::{kafka, telemetry};
-use tokio::signal::unix::{SignalKind, signal};
+use platform::{kafka, shutdown, telemetry};
 
 /// Request latency buckets (seconds): a 2xx waits for the broker, so milliseconds to seconds.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -52,7 +51,7 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = {
         let health = health.clone();
         async move {
-            wait_for_signal().await;
+            shutdown::wait_for_signal().await;
             // Load balancers stop sending while the requests in flight finish.
             health.set(false, "shutting down");
             tracing::info!("shutting down: no new connections, draining requests in flight");
@@ -90,18 +89,4 @@ async fn main() -> anyhow::Result<()> {
         .ok();
     tracing::info!("stopped");
     Ok(())
-}
-
-async fn wait_for_signal() {
-    let (Ok(mut interrupt), Ok(mut terminate)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = interrupt.recv() => {}
-        _ = terminate.recv() => {}
-    }
 }

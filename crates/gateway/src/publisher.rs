@@ -7,10 +7,7 @@ use std::{
     time::Duration,
 };
 
-use platform::{
-    avro::{AvroError, RegisteredSchema},
-    kafka::LoggingContext,
-};
+use platform::{avro::RegisteredSchema, events::EncodeError, kafka::LoggingContext};
 use rdkafka::{
     producer::{FutureProducer, FutureRecord, Producer},
     util::Timeout,
@@ -37,7 +34,7 @@ pub enum PublishError {
     NotReady,
     /// A validated event that does not fit its schema: a gateway bug, never the client's input.
     #[error(transparent)]
-    Encode(#[from] AvroError),
+    Encode(#[from] EncodeError),
     #[error("the broker did not acknowledge the event: {0}")]
     Broker(rdkafka::error::KafkaError),
     #[error("the broker did not acknowledge the event within {0:?}")]
@@ -92,7 +89,7 @@ impl Publisher {
         let schema = schemas
             .get(event.topic.name)
             .ok_or(PublishError::NotReady)?;
-        let payload = schema.encode(event.record)?;
+        let payload = event.record.encode(schema, event.received_at_millis)?;
         let topic = event.topic.name;
         let dedup_key = format!("{topic}/{}", event.id);
         self.dedup

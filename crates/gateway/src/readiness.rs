@@ -6,7 +6,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use platform::{
     avro::RegisteredSchema,
     kafka,
-    registry::{RegistryClient, value_subject},
+    registry::{RegistryClient, register_topic_schema},
     schemas,
     telemetry::Health,
     topics,
@@ -19,7 +19,7 @@ use crate::publisher::Publisher;
 const CHECK_INTERVAL: Duration = Duration::from_secs(2);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The topics the gateway writes, with their schemas.
+/// The topics the gateway writes (`topics::GATEWAY`), with their schemas.
 const GATEWAY_TOPICS: [(&topics::TopicSpec, &str); 4] = [
     (&topics::APP_EVENTS, schemas::APP_EVENT),
     (&topics::CLICKSTREAM, schemas::CLICKSTREAM),
@@ -31,13 +31,9 @@ const GATEWAY_TOPICS: [(&topics::TopicSpec, &str); 4] = [
 pub enum StartError {
     #[error(transparent)]
     Provision(#[from] kafka::ProvisionError),
+    /// Registering a schema; a schema that does not parse is one of these too, not retryable.
     #[error(transparent)]
     Registry(#[from] platform::registry::RegistryError),
-    #[error("schema of {topic} is not valid Avro: {source}")]
-    Schema {
-        topic: &'static str,
-        source: Box<apache_avro::Error>,
-    },
 }
 
 impl StartError {
@@ -45,7 +41,6 @@ impl StartError {
         match self {
             Self::Provision(e) => e.is_retryable(),
             Self::Registry(e) => e.is_retryable(),
-            Self::Schema { .. } => false,
         }
     }
 }
@@ -102,15 +97,13 @@ async fn start(
     brokers: &str,
     registry: &RegistryClient,
 ) -> Result<HashMap<&'static str, RegisteredSchema>, StartError> {
-    kafka::provision_topics(brokers, topics::ALL).await?;
+    kafka::provision_topics(brokers, topics::GATEWAY).await?;
     let mut registered = HashMap::new();
     for (topic, text) in GATEWAY_TOPICS {
-        let schema = schemas::parse(text).map_err(|e| StartError::Schema {
-            topic: topic.name,
-            source: Box::new(e),
-        })?;
-        let id = registry.register(&value_subject(topic.name), text).await?;
-        registered.insert(topic.name, RegisteredSchema { id, schema });
+        registered.insert(
+            topic.name,
+            register_topic_schema(registry, topic, text).await?,
+        );
     }
     Ok(registered)
 }
@@ -139,5 +132,21 @@ async fn registry_reachable(http: &reqwest::Client, registry_url: &str) -> Resul
         Ok(())
     } else {
         Err(format!("answered {}", response.status()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gateway_registers_a_schema_for_each_topic_it_provisions() {
+        let registered: Vec<&str> = GATEWAY_TOPICS.iter().map(|(t, _)| t.name).collect();
+        let provisioned: Vec<&str> = topics::GATEWAY.iter().map(|t| t.name).collect();
+        assert_eq!(registered, provisioned);
+        for (topic, text) in GATEWAY_TOPICS {
+            let by_topic = schemas::BY_TOPIC.iter().find(|(t, _)| t.name == topic.name);
+            assert_eq!(by_topic.map(|(_, s)| *s), Some(text), "{}", topic.name);
+        }
     }
 }

@@ -8,10 +8,12 @@
 
 pub mod avro;
 pub mod config;
+pub mod events;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod postgres;
 pub mod registry;
 pub mod schemas;
+pub mod shutdown;
 pub mod telemetry;
 pub mod topics;

@@ -200,3 +200,113 @@ impl RegistryClient {
 pub fn value_subject(topic: &str) -> String {
     format!("{topic}-value")
 }
+
+/// Registers `schema_text` for the values of `topic` (subject [`value_subject`]) and returns it
+/// parsed, with its id, ready to encode records.
+///
+/// Whether trying again later can help is [`RegistryError::is_retryable`]: yes while the
+/// registry is unreachable or failing; no for a schema that does not parse
+/// ([`RegistryError::InvalidLocalSchema`]) or that the registry rejects.
+pub async fn register_topic_schema(
+    registry: &RegistryClient,
+    topic: &crate::topics::TopicSpec,
+    schema_text: &str,
+) -> Result<crate::avro::RegisteredSchema, RegistryError> {
+    let subject = value_subject(topic.name);
+    let schema =
+        Schema::parse_str(schema_text).map_err(|source| RegistryError::InvalidLocalSchema {
+            subject: subject.clone(),
+            source: Box::new(source),
+        })?;
+    let id = registry.register(&subject, schema_text).await?;
+    Ok(crate::avro::RegisteredSchema { id, schema })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topics;
+
+    #[tokio::test]
+    async fn a_schema_that_does_not_parse_is_not_worth_retrying() {
+        // Nothing listens on port 9: the schema is refused before the registry is asked.
+        let registry = RegistryClient::new("http://127.0.0.1:9");
+        let error = register_topic_schema(&registry, &topics::APP_EVENTS, "{not avro")
+            .await
+            .err()
+            .expect("an error");
+        assert!(!error.is_retryable(), "{error}");
+        assert!(
+            error.to_string().contains("topic_app_events-value"),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_registry_is_worth_retrying() {
+        let registry = RegistryClient::new("http://127.0.0.1:9");
+        let error =
+            register_topic_schema(&registry, &topics::APP_EVENTS, crate::schemas::APP_EVENT)
+                .await
+                .err()
+                .expect("an error");
+        assert!(error.is_retryable(), "{error}");
+    }
+
+    #[tokio::test]
+    async fn registers_under_the_topic_value_subject() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            // Read the head, then as much body as its content-length says.
+            let complete = |request: &[u8]| {
+                let text = String::from_utf8_lossy(request);
+                let Some(head_end) = text.find("\r\n\r\n") else {
+                    return false;
+                };
+                let length = text[..head_end]
+                    .lines()
+                    .find_map(|l| {
+                        let (name, value) = l.split_once(':')?;
+                        name.eq_ignore_ascii_case("content-length")
+                            .then(|| value.trim().parse::<usize>().ok())?
+                    })
+                    .unwrap_or(0);
+                request.len() >= head_end + 4 + length
+            };
+            while !complete(&request) {
+                let n = socket.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                request.extend_from_slice(&buf[..n]);
+            }
+            let body = r#"{"id":42}"#;
+            let response = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            socket.write_all(response.as_bytes()).await.unwrap();
+            String::from_utf8_lossy(&request).into_owned()
+        });
+        let registry = RegistryClient::new(&url);
+        let registered =
+            register_topic_schema(&registry, &topics::APP_LOGS, crate::schemas::APP_LOG)
+                .await
+                .unwrap();
+        assert_eq!(registered.id, 42);
+        assert_eq!(
+            registered.schema,
+            crate::schemas::parse(crate::schemas::APP_LOG).unwrap()
+        );
+        let request = server.await.unwrap();
+        assert!(
+            request.starts_with("POST /subjects/topic_app_logs-value/versions "),
+            "{request}"
+        );
+    }
+}

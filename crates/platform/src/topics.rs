@@ -195,6 +195,64 @@ pub const ALL: &[TopicSpec] = &[
     PROCESSOR_CHANGELOG,
 ];
 
+// Each service provisions only its own topics: the ones it writes, and the ones it reads (the
+// broker does not create topics on demand and a consumer cannot subscribe to a missing one).
+// The gateway and the workload both write the four application-event topics: the workload's
+// Kafka sink publishes what the gateway would.
+
+/// The topics the CDC connector writes: changes, transaction boundaries, logical decoding
+/// messages and its own state (snapshot progress).
+pub const CONNECTOR: &[TopicSpec] = &[CDC_CHANGES, CDC_TRANSACTIONS, CDC_MESSAGES, CONNECTOR_STATE];
+
+/// The topics the gateway writes (it has no dead-letter topic: an event that does not fit is
+/// answered with an error, never stored).
+pub const GATEWAY: &[TopicSpec] = &[APP_EVENTS, CLICKSTREAM, APP_LOGS, EXTERNAL_DATA];
+
+/// The topics the workload's Kafka sink writes.
+pub const WORKLOAD: &[TopicSpec] = &[APP_EVENTS, CLICKSTREAM, APP_LOGS, EXTERNAL_DATA];
+
+/// The topics the processor consumes that other services write.
+pub const PROCESSOR_INPUTS: &[TopicSpec] = &[
+    APP_EVENTS,
+    CLICKSTREAM,
+    CDC_CHANGES,
+    APP_LOGS,
+    EXTERNAL_DATA,
+];
+
+/// The topics the processor writes (it reads its repartition topic, changelog and outputs too).
+pub const PROCESSOR_OUTPUTS: &[TopicSpec] = &[
+    PROCESSED_EVENTS,
+    USER_STATE,
+    BOOKING_STATE,
+    CDC_STATE,
+    EXTERNAL_STATE,
+    PROCESSOR_ALERTS,
+    PROCESSOR_LATE_EVENTS,
+    PROCESSOR_DEAD_LETTERS,
+    PROCESSOR_REPARTITION,
+    PROCESSOR_CHANGELOG,
+];
+
+/// What the processor provisions: [`PROCESSOR_OUTPUTS`] and [`PROCESSOR_INPUTS`].
+pub const PROCESSOR: &[TopicSpec] = &[
+    PROCESSED_EVENTS,
+    USER_STATE,
+    BOOKING_STATE,
+    CDC_STATE,
+    EXTERNAL_STATE,
+    PROCESSOR_ALERTS,
+    PROCESSOR_LATE_EVENTS,
+    PROCESSOR_DEAD_LETTERS,
+    PROCESSOR_REPARTITION,
+    PROCESSOR_CHANGELOG,
+    APP_EVENTS,
+    CLICKSTREAM,
+    CDC_CHANGES,
+    APP_LOGS,
+    EXTERNAL_DATA,
+];
+
 /// Settings a deployment may change for one topic; absent fields keep the platform's value.
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -345,6 +403,88 @@ mod tests {
                 (partitions, replication, retention, cleanup),
                 "{name}"
             );
+        }
+    }
+
+    fn names(specs: &[TopicSpec]) -> std::collections::BTreeSet<&'static str> {
+        specs.iter().map(|s| s.name).collect()
+    }
+
+    /// A service: its name, what it provisions, what it writes, what it reads that others write.
+    type Service = (
+        &'static str,
+        &'static [TopicSpec],
+        &'static [TopicSpec],
+        &'static [TopicSpec],
+    );
+
+    const SERVICES: [Service; 4] = [
+        ("connector", CONNECTOR, CONNECTOR, &[]),
+        ("gateway", GATEWAY, GATEWAY, &[]),
+        ("workload", WORKLOAD, WORKLOAD, &[]),
+        ("processor", PROCESSOR, PROCESSOR_OUTPUTS, PROCESSOR_INPUTS),
+    ];
+
+    #[test]
+    fn the_services_sets_together_cover_every_topic() {
+        let mut covered = std::collections::BTreeSet::new();
+        for (service, set, writes, reads) in SERVICES {
+            assert_eq!(set.len(), names(set).len(), "{service} lists a topic twice");
+            let mut own = names(writes);
+            own.extend(names(reads));
+            assert_eq!(
+                names(set),
+                own,
+                "{service} provisions what it writes and reads"
+            );
+            covered.extend(names(set));
+        }
+        assert_eq!(covered, names(ALL));
+        assert_eq!(ALL.len(), names(ALL).len());
+        for spec in [CONNECTOR, GATEWAY, WORKLOAD, PROCESSOR].concat() {
+            let canonical = ALL.iter().find(|s| s.name == spec.name).unwrap();
+            assert_eq!(&spec, canonical, "one layout per topic");
+        }
+    }
+
+    #[test]
+    fn no_service_creates_a_topic_another_writes_unless_it_reads_or_writes_it() {
+        for (service, set, writes, reads) in SERVICES {
+            for topic in set {
+                let writers: Vec<&str> = SERVICES
+                    .iter()
+                    .filter(|(other, _, w, _)| *other != service && names(w).contains(topic.name))
+                    .map(|(other, ..)| *other)
+                    .collect();
+                let own = names(writes).contains(topic.name) || names(reads).contains(topic.name);
+                assert!(
+                    own,
+                    "{service} provisions {} (written by {writers:?}) but neither writes nor reads it",
+                    topic.name
+                );
+            }
+            // What a service reads, another writes.
+            for topic in reads {
+                assert!(
+                    SERVICES
+                        .iter()
+                        .any(|(other, _, w, _)| *other != service && names(w).contains(topic.name)),
+                    "{service} reads {} that no other service writes",
+                    topic.name
+                );
+            }
+        }
+        // Only the gateway and the workload share topics they write.
+        for (a, _, writes_a, _) in SERVICES {
+            for (b, _, writes_b, _) in SERVICES {
+                if a < b && !matches!((a, b), ("gateway", "workload")) {
+                    let shared: Vec<_> = names(writes_a)
+                        .intersection(&names(writes_b))
+                        .copied()
+                        .collect();
+                    assert!(shared.is_empty(), "{a} and {b} both write {shared:?}");
+                }
+            }
         }
     }
 

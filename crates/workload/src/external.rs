@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 use crate::{
     clock::VirtualClock,
     streams::{
-        event::{EXTERNAL_SOURCES, Event, ExternalRecord},
+        event::{EXTERNAL_SOURCES, Event, ExternalRecord, ExternalSource},
         sink::Sink,
     },
 };
@@ -148,7 +148,7 @@ pub fn parse_pipelines(text: &str) -> Result<Vec<Pipeline>, ConfigError> {
         if pipelines.iter().any(|p| p.config.name == config.name) {
             return Err(ConfigError::Duplicate(config.name));
         }
-        if !EXTERNAL_SOURCES.contains(&config.source_type.as_str()) {
+        if ExternalSource::from_symbol(&config.source_type).is_none() {
             return Err(ConfigError::SourceType {
                 name: config.name,
                 source_type: config.source_type,
@@ -367,7 +367,9 @@ impl Scheduler {
                         record_id: uuid::Builder::from_random_bytes(rng.random())
                             .into_uuid()
                             .to_string(),
-                        source_type: config.source_type.clone(),
+                        // Checked by `parse_pipelines`; OTHER as the schema's catch-all.
+                        source_type: ExternalSource::from_symbol(&config.source_type)
+                            .unwrap_or(ExternalSource::Other),
                         pipeline: config.name.clone(),
                         location: location.map(str::to_string),
                         observed_at_ms: scheduled_at_ms,

@@ -246,7 +246,7 @@ async fn run_oltp(args: &Args, seed: u64) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| format!(".{seed:x}")),
     };
-    let summary = oltp::run(&settings, shutdown_signal()).await?;
+    let summary = oltp::run(&settings, platform::shutdown::wait_for_signal()).await?;
     tracing::info!(
         "oltp done: {} planned, {} committed, {} skipped, {} failed in {:.1} s ({:.1} ops/s), {} journal entries",
         summary.planned,
@@ -294,7 +294,14 @@ async fn run_streams(
         max_in_flight: args.max_in_flight,
         progress_every: Duration::from_secs(args.progress_secs.max(1)),
     };
-    let summary = stream_run::run(traffic, clock, sink, &settings, shutdown_signal()).await;
+    let summary = stream_run::run(
+        traffic,
+        clock,
+        sink,
+        &settings,
+        platform::shutdown::wait_for_signal(),
+    )
+    .await;
     tracing::info!(
         "streams done: {} sent, {} failed in {:.1} s ({:.0} events/min)",
         summary.sent,
@@ -327,11 +334,11 @@ async fn run_external(args: &Args, seed: u64, sink: Arc<Sink>) -> anyhow::Result
         match args.duration_secs {
             Some(secs) => {
                 tokio::select! {
-                    () = shutdown_signal() => {}
+                    () = platform::shutdown::wait_for_signal() => {}
                     () = tokio::time::sleep(Duration::from_secs(secs)) => {}
                 }
             }
-            None => shutdown_signal().await,
+            None => platform::shutdown::wait_for_signal().await,
         }
     };
     let reports = Arc::new(Scheduler::new(pipelines, seed))
@@ -354,16 +361,4 @@ async fn run_external(args: &Args, seed: u64, sink: Arc<Sink>) -> anyhow::Result
         );
     }
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let mut terminate =
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(_) => return std::future::pending().await,
-        };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
-    }
 }

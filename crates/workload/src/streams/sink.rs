@@ -3,7 +3,12 @@
 
 use std::{collections::HashMap, io::Write, time::Duration};
 
-use platform::{avro::RegisteredSchema, kafka, registry::RegistryClient, topics};
+use platform::{
+    avro::RegisteredSchema,
+    kafka,
+    registry::{RegistryClient, register_topic_schema},
+    topics,
+};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use reqwest::StatusCode;
 
@@ -73,14 +78,6 @@ pub enum Sink {
     Stdout,
 }
 
-/// The topics the streaming sources write.
-const STREAM_TOPICS: [topics::TopicSpec; 4] = [
-    topics::APP_EVENTS,
-    topics::CLICKSTREAM,
-    topics::APP_LOGS,
-    topics::EXTERNAL_DATA,
-];
-
 /// Longest wait a gateway's Retry-After may impose on one retry.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 
@@ -97,21 +94,18 @@ impl Sink {
                 max_retries: settings.max_retries,
             }),
             SinkKind::Kafka => {
-                kafka::provision_topics(&settings.kafka_brokers, &STREAM_TOPICS).await?;
+                // The topics the streaming sources write.
+                kafka::provision_topics(&settings.kafka_brokers, topics::WORKLOAD).await?;
                 let registry = RegistryClient::new(&settings.schema_registry_url);
                 let mut schemas = HashMap::new();
                 for (spec, text) in platform::schemas::BY_TOPIC {
-                    if !STREAM_TOPICS.iter().any(|t| t.name == spec.name) {
+                    if !topics::WORKLOAD.iter().any(|t| t.name == spec.name) {
                         continue;
                     }
-                    let schema = platform::schemas::parse(text).map_err(|e| SinkError::Schema {
-                        topic: spec.name,
-                        message: e.to_string(),
-                    })?;
-                    let id = registry
-                        .register(&platform::registry::value_subject(spec.name), text)
-                        .await?;
-                    schemas.insert(spec.name, RegisteredSchema { id, schema });
+                    schemas.insert(
+                        spec.name,
+                        register_topic_schema(&registry, spec, text).await?,
+                    );
                 }
                 let producer =
                     kafka::producer(&settings.kafka_brokers, "workload", Duration::from_secs(30))?;
@@ -139,8 +133,8 @@ impl Sink {
                     topic,
                     message: "not registered".into(),
                 })?;
-                let payload = registered.encode(event.to_avro(&registered.schema, now_ms())?)?;
-                let key = event.key();
+                let payload = event.clone().encode(registered, now_ms())?;
+                let key = kafka_key(event);
                 producer
                     .send(
                         FutureRecord::to(topic).key(&key).payload(&payload),
@@ -220,6 +214,20 @@ async fn post_with_retries(
         );
         tokio::time::sleep(wait).await;
         backoff = (backoff * 2).min(MAX_RETRY_AFTER);
+    }
+}
+
+/// Kafka key: what must stay in order (a booking or session, a service, a pipeline and place).
+pub fn kafka_key(event: &Event) -> String {
+    match event {
+        Event::App(e) => e
+            .booking_id
+            .clone()
+            .or_else(|| e.session_id.clone())
+            .unwrap_or_else(|| e.event_id.clone()),
+        Event::Click(e) => e.session_id.clone(),
+        Event::Log(e) => e.service.clone(),
+        Event::External(e) => format!("{}/{}", e.pipeline, e.location.as_deref().unwrap_or("-")),
     }
 }
 

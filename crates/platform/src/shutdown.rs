@@ -1,0 +1,50 @@
+//! Graceful shutdown: every service stops on SIGINT (Ctrl-C) or SIGTERM (`docker stop`,
+//! Kubernetes) the same way.
+
+use tokio::signal::unix::{SignalKind, signal};
+
+/// Resolves when the process receives SIGINT or SIGTERM.
+///
+/// If the handlers cannot be installed the error is logged and this never resolves: the
+/// service keeps running and can only be stopped with SIGKILL.
+pub async fn wait_for_signal() {
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = interrupt.recv() => tracing::info!("SIGINT received"),
+        _ = terminate.recv() => tracing::info!("SIGTERM received"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn resolves_on_sigterm() {
+        let waiting = tokio::spawn(wait_for_signal());
+        // Give the task time to install its handlers before the signal is raised.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // SAFETY: raising a signal in this process, whose handler tokio installed above.
+        let raised = unsafe { libc_raise(SIGTERM) };
+        assert_eq!(raised, 0);
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("resolved within 5 s")
+            .unwrap();
+    }
+
+    const SIGTERM: i32 = 15;
+
+    unsafe extern "C" {
+        #[link_name = "raise"]
+        fn libc_raise(signal: i32) -> i32;
+    }
+}
