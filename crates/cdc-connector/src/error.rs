@@ -173,6 +173,16 @@ impl ConnectorError {
         Self::new(kind, context, error.to_string())
     }
 
+    /// A schema registry error: unreachable or a server error is transient, a refusal definite.
+    pub fn registry(context: impl Into<String>, error: &platform::registry::RegistryError) -> Self {
+        let kind = if error.is_retryable() {
+            ErrorKind::RegistryUnavailable
+        } else {
+            ErrorKind::RegistryRejected
+        };
+        Self::new(kind, context, error.to_string())
+    }
+
     /// An I/O error of the spill directory: no room is transient (space can be freed, and the
     /// transaction is received again from the slot), anything else needs the directory fixed.
     pub fn spill(context: impl Into<String>, error: &std::io::Error) -> Self {

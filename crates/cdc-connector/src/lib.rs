@@ -63,7 +63,7 @@ pub async fn run(
     })
     .await?;
     retry("provisioning Kafka topics", max_backoff, health, || async {
-        kafka::provision_topics(&options.kafka_brokers, topics::ALL)
+        kafka::provision_topics(&options.kafka_brokers, topics::CONNECTOR)
             .await
             .map_err(|e| {
                 let kind = if e.is_retryable() {

@@ -17,19 +17,7 @@ async fn main() -> anyhow::Result<()> {
     )
     .await
     .context("--listen")?;
-    cdc_connector::run(&options, &health, shutdown_signal())
+    cdc_connector::run(&options, &health, platform::shutdown::wait_for_signal())
         .await
         .map_err(|e| anyhow::anyhow!(e.with_hint()))
-}
-
-async fn shutdown_signal() {
-    let mut terminate =
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(_) => return std::future::pending().await,
-        };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
-    }
 }

@@ -6,7 +6,10 @@ use std::{collections::HashMap, sync::Arc};
 use apache_avro::types::Value;
 use pgoutput::copy::Lsn;
 
-use platform::{avro::RegisteredSchema, registry::RegistryClient, topics};
+use platform::{
+    registry::{RegistryClient, register_topic_schema},
+    topics,
+};
 
 use crate::{
     changes::{MessageEvent, TransactionEnd},
@@ -25,29 +28,14 @@ pub struct Schemas {
 /// Registers the schemas of the connector's three topics under their value subjects.
 pub async fn register_schemas(registry_url: &str) -> Result<Schemas, ConnectorError> {
     let registry = RegistryClient::new(registry_url);
-    let register = |topic: &'static topics::TopicSpec, text: &'static str| {
-        let registry = registry.clone();
-        async move {
-            let context = format!("registering the schema of {}", topic.name);
-            let schema = platform::schemas::parse(text).map_err(|e| {
-                ConnectorError::new(ErrorKind::RegistryRejected, context.clone(), e.to_string())
+    let register = async |topic: &topics::TopicSpec, text: &str| {
+        let registered = register_topic_schema(&registry, topic, text)
+            .await
+            .map_err(|e| {
+                ConnectorError::registry(format!("registering the schema of {}", topic.name), &e)
             })?;
-            let subject = platform::registry::value_subject(topic.name);
-            match registry.register(&subject, text).await {
-                Ok(id) => {
-                    tracing::info!(subject, id, "registered schema");
-                    Ok(RegisteredSchema { id, schema })
-                }
-                Err(e) => {
-                    let kind = if e.is_retryable() {
-                        ErrorKind::RegistryUnavailable
-                    } else {
-                        ErrorKind::RegistryRejected
-                    };
-                    Err(ConnectorError::new(kind, context, e.to_string()))
-                }
-            }
-        }
+        tracing::info!(topic = topic.name, id = registered.id, "registered schema");
+        Ok::<_, ConnectorError>(registered)
     };
     let change = register(&topics::CDC_CHANGES, platform::schemas::CDC_CHANGE).await?;
     let change_layout = crate::record::ChangeLayout::from_schema(&change.schema)
