@@ -8,7 +8,6 @@ use std::sync::{
 use anyhow::Context;
 use platform::telemetry;
 use processor::{config::Args, engine};
-use tokio::signal::unix::{SignalKind, signal};
 
 /// Commit and restore latencies (seconds).
 const LATENCY_BUCKETS: &[f64] = &[
@@ -35,16 +34,7 @@ fn main() -> anyhow::Result<()> {
         telemetry::serve(args.listen, router).await?;
         let stop = stop.clone();
         tokio::spawn(async move {
-            let (Ok(mut term), Ok(mut int)) = (
-                signal(SignalKind::terminate()),
-                signal(SignalKind::interrupt()),
-            ) else {
-                return;
-            };
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
+            platform::shutdown::wait_for_signal().await;
             tracing::info!("stopping: committing what was processed and leaving the group");
             stop.store(true, Ordering::Relaxed);
         });

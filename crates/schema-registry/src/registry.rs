@@ -3,148 +3,28 @@
 //!
 //! Methods that change anything append to the log and fsync before returning, so they block:
 //! async callers run them on a blocking thread.
+//!
+//! This file holds the operations; what a request names is validated in `request`, the
+//! errors are in `error`, and the state with its check-then-apply event handling is in
+//! `state`.
+
+mod error;
+mod request;
+mod state;
 
 use std::{
-    collections::{BTreeMap, HashMap},
     path::Path,
-    str::FromStr,
     sync::{Mutex, MutexGuard},
 };
 
-use apache_avro::Schema;
-use serde_json::Value;
-
 use crate::{
-    compatibility::{CompatibilityLevel, InvalidCompatibilityLevel, RegisteredVersion},
-    event_log::{Event, EventLog, LogError},
+    compatibility::{CompatibilityLevel, RegisteredVersion},
+    event_log::{Event, EventLog},
 };
 
-#[derive(Debug, thiserror::Error)]
-pub enum RegistryError {
-    #[error("Subject '{0}' not found.")]
-    SubjectNotFound(String),
-    #[error("Version {version} not found for subject '{subject}'.")]
-    VersionNotFound { subject: String, version: String },
-    #[error("Schema not found in subject '{0}'.")]
-    SchemaNotFoundInSubject(String),
-    #[error("Schema {0} not found.")]
-    SchemaIdNotFound(String),
-    #[error("Invalid schema: {0}")]
-    InvalidSchema(String),
-    #[error(
-        "The specified version '{0}' is not a valid version id. Allowed values are between \
-         [1, 2^31-1] and the string \"latest\""
-    )]
-    InvalidVersion(String),
-    #[error(transparent)]
-    InvalidCompatibilityLevel(#[from] InvalidCompatibilityLevel),
-    #[error("Subject '{0}' does not have subject-level compatibility configured")]
-    SubjectCompatibilityNotConfigured(String),
-    #[error(
-        "Schema being registered is incompatible with an earlier schema for subject '{subject}' \
-         under compatibility level {level}: {}", reasons.join("; ")
-    )]
-    Incompatible {
-        subject: String,
-        level: CompatibilityLevel,
-        reasons: Vec<String>,
-    },
-    #[error("Error in the backend data store: {0}")]
-    Store(#[from] LogError),
-    #[error(
-        "Error in the backend data store: refusing to record an event that contradicts the registry: {0}"
-    )]
-    ContradictoryEvent(String),
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum OpenError {
-    #[error(transparent)]
-    Log(#[from] LogError),
-    #[error("event log {path} line {line} contradicts the events before it: {reason}")]
-    Inconsistent {
-        path: String,
-        line: usize,
-        reason: String,
-    },
-}
-
-/// Which version of a subject a request means.
-#[derive(Debug, Clone, Copy)]
-pub enum VersionSelector {
-    Latest,
-    Number(u32),
-}
-
-impl FromStr for VersionSelector {
-    type Err = RegistryError;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        if text == "latest" || text == "-1" {
-            return Ok(Self::Latest);
-        }
-        match text.parse::<u32>() {
-            Ok(number) if (1..=i32::MAX as u32).contains(&number) => Ok(Self::Number(number)),
-            _ => Err(RegistryError::InvalidVersion(text.to_owned())),
-        }
-    }
-}
-
-/// A schema from a request, validated and reduced to the form that identifies it.
-pub struct CandidateSchema {
-    parsed: Schema,
-    /// Compact JSON with sorted keys: formatting and key order carry no meaning in a schema,
-    /// so schemas that differ only in them get the same id.
-    canonical: String,
-}
-
-impl CandidateSchema {
-    /// Validates a schema as sent to the API; only Avro is supported, without references.
-    pub fn parse(
-        text: &str,
-        schema_type: Option<&str>,
-        has_references: bool,
-    ) -> Result<Self, RegistryError> {
-        if let Some(other) = schema_type.filter(|t| !t.eq_ignore_ascii_case("AVRO")) {
-            return Err(RegistryError::InvalidSchema(format!(
-                "schema type {other} is not supported; this registry only stores AVRO schemas"
-            )));
-        }
-        if has_references {
-            return Err(RegistryError::InvalidSchema(
-                "schema references are not supported; inline the referenced types".to_owned(),
-            ));
-        }
-        let parsed = Schema::parse_str(text)
-            .map_err(|error| RegistryError::InvalidSchema(error.to_string()))?;
-        let canonical = canonical_json(text).map_err(|error| {
-            RegistryError::InvalidSchema(format!("schema is not valid JSON: {error}"))
-        })?;
-        Ok(Self { parsed, canonical })
-    }
-}
-
-fn canonical_json(text: &str) -> Result<String, serde_json::Error> {
-    fn sort_keys(value: Value) -> Value {
-        match value {
-            // Sorted explicitly: serde_json keeps insertion order when any crate in the
-            // build enables its `preserve_order` feature.
-            Value::Object(map) => {
-                let mut entries: Vec<(String, Value)> = map.into_iter().collect();
-                entries.sort_by(|a, b| a.0.cmp(&b.0));
-                Value::Object(
-                    entries
-                        .into_iter()
-                        .map(|(k, v)| (k, sort_keys(v)))
-                        .collect(),
-                )
-            }
-            Value::Array(items) => Value::Array(items.into_iter().map(sort_keys).collect()),
-            other => other,
-        }
-    }
-    Ok(sort_keys(serde_json::from_str(text)?).to_string())
-}
+pub use self::error::{OpenError, RegistryError};
+pub use self::request::{CandidateSchema, VersionSelector};
+use self::state::State;
 
 /// One version of a subject, as the API reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,34 +51,6 @@ pub struct Registry {
 struct Inner {
     state: State,
     log: EventLog,
-}
-
-#[derive(Default)]
-struct State {
-    /// Indexed by schema id - 1: ids are dense and start at 1.
-    schemas: Vec<StoredSchema>,
-    id_by_canonical: HashMap<String, u32>,
-    subjects: BTreeMap<String, Vec<VersionEntry>>,
-    global_compatibility: Option<CompatibilityLevel>,
-    subject_compatibility: HashMap<String, CompatibilityLevel>,
-}
-
-struct StoredSchema {
-    canonical: String,
-    parsed: Schema,
-}
-
-struct VersionEntry {
-    version: u32,
-    id: u32,
-    deleted: bool,
-}
-
-/// An event that has been checked against the state and can no longer fail to apply.
-struct CheckedEvent {
-    event: Event,
-    /// The parsed schema, when the event introduces a new schema id.
-    new_schema: Option<Schema>,
 }
 
 impl Registry {
@@ -468,200 +320,6 @@ impl Inner {
     }
 }
 
-impl State {
-    fn next_schema_id(&self) -> u32 {
-        self.schemas.len() as u32 + 1
-    }
-
-    /// Versions keep counting past deleted ones, so a number never means two schemas.
-    fn next_version(&self, subject: &str) -> u32 {
-        self.subjects
-            .get(subject)
-            .and_then(|versions| versions.last())
-            .map_or(1, |entry| entry.version + 1)
-    }
-
-    fn stored_schema(&self, id: u32) -> Option<&StoredSchema> {
-        self.schemas.get((id as usize).checked_sub(1)?)
-    }
-
-    fn live_entries<'a>(&'a self, subject: &str) -> impl Iterator<Item = &'a VersionEntry> {
-        self.subjects
-            .get(subject)
-            .into_iter()
-            .flatten()
-            .filter(|entry| !entry.deleted)
-    }
-
-    fn live_versions(&self, subject: &str) -> Vec<RegisteredVersion<'_>> {
-        self.live_entries(subject)
-            .filter_map(|entry| {
-                self.stored_schema(entry.id)
-                    .map(|stored| RegisteredVersion {
-                        version: entry.version,
-                        schema: &stored.parsed,
-                    })
-            })
-            .collect()
-    }
-
-    fn live_version_with(&self, subject: &str, canonical: &str) -> Option<&VersionEntry> {
-        let id = *self.id_by_canonical.get(canonical)?;
-        self.live_entries(subject).find(|entry| entry.id == id)
-    }
-
-    fn select(
-        &self,
-        subject: &str,
-        selector: VersionSelector,
-    ) -> Result<&VersionEntry, RegistryError> {
-        let mut live = self.live_entries(subject).peekable();
-        if live.peek().is_none() {
-            return Err(RegistryError::SubjectNotFound(subject.to_owned()));
-        }
-        let found = match selector {
-            VersionSelector::Latest => live.last(),
-            VersionSelector::Number(number) => live.find(|entry| entry.version == number),
-        };
-        found.ok_or_else(|| RegistryError::VersionNotFound {
-            subject: subject.to_owned(),
-            version: match selector {
-                VersionSelector::Latest => "latest".to_owned(),
-                VersionSelector::Number(number) => number.to_string(),
-            },
-        })
-    }
-
-    fn describe(&self, subject: &str, entry: &VersionEntry) -> SubjectVersion {
-        SubjectVersion {
-            subject: subject.to_owned(),
-            version: entry.version,
-            id: entry.id,
-            schema: self
-                .stored_schema(entry.id)
-                .map(|stored| stored.canonical.clone())
-                .unwrap_or_default(),
-        }
-    }
-
-    fn effective_compatibility(
-        &self,
-        subject: &str,
-        default: CompatibilityLevel,
-    ) -> CompatibilityLevel {
-        self.subject_compatibility
-            .get(subject)
-            .copied()
-            .or(self.global_compatibility)
-            .unwrap_or(default)
-    }
-
-    /// Checks that `event` fits the current state, without changing anything.
-    fn check(&self, event: Event) -> Result<CheckedEvent, String> {
-        let mut new_schema = None;
-        match &event {
-            Event::SchemaRegistered {
-                subject,
-                version,
-                id,
-                schema,
-            } => {
-                if *version < self.next_version(subject) {
-                    return Err(format!(
-                        "version {version} of subject '{subject}' is not newer than its latest"
-                    ));
-                }
-                match self.stored_schema(*id) {
-                    Some(stored) if stored.canonical != *schema => {
-                        return Err(format!("schema id {id} is already used by another schema"));
-                    }
-                    Some(_) => {}
-                    None if *id == self.next_schema_id() => {
-                        if self.id_by_canonical.contains_key(schema) {
-                            return Err(format!("schema {id} already has a smaller id"));
-                        }
-                        let parsed = Schema::parse_str(schema)
-                            .map_err(|error| format!("schema {id} does not parse: {error}"))?;
-                        new_schema = Some(parsed);
-                    }
-                    None => {
-                        return Err(format!(
-                            "schema id {id} skips ahead of the next id {}",
-                            self.next_schema_id()
-                        ));
-                    }
-                }
-            }
-            Event::SubjectDeleted { subject } => {
-                if self.live_entries(subject).next().is_none() {
-                    return Err(format!("subject '{subject}' has no versions to delete"));
-                }
-            }
-            Event::VersionDeleted { subject, version } => {
-                if !self
-                    .live_entries(subject)
-                    .any(|entry| entry.version == *version)
-                {
-                    return Err(format!(
-                        "subject '{subject}' has no live version {version} to delete"
-                    ));
-                }
-            }
-            Event::CompatibilitySet { .. } => {}
-        }
-        Ok(CheckedEvent { event, new_schema })
-    }
-
-    fn apply(&mut self, checked: CheckedEvent) {
-        match checked.event {
-            Event::SchemaRegistered {
-                subject,
-                version,
-                id,
-                schema,
-            } => {
-                if let Some(parsed) = checked.new_schema {
-                    self.id_by_canonical.insert(schema.clone(), id);
-                    self.schemas.push(StoredSchema {
-                        canonical: schema,
-                        parsed,
-                    });
-                }
-                self.subjects
-                    .entry(subject)
-                    .or_default()
-                    .push(VersionEntry {
-                        version,
-                        id,
-                        deleted: false,
-                    });
-            }
-            Event::SubjectDeleted { subject } => {
-                for entry in self.subjects.get_mut(&subject).into_iter().flatten() {
-                    entry.deleted = true;
-                }
-            }
-            Event::VersionDeleted { subject, version } => {
-                for entry in self.subjects.get_mut(&subject).into_iter().flatten() {
-                    if entry.version == version {
-                        entry.deleted = true;
-                    }
-                }
-            }
-            Event::CompatibilitySet {
-                subject: None,
-                compatibility,
-            } => self.global_compatibility = Some(compatibility),
-            Event::CompatibilitySet {
-                subject: Some(subject),
-                compatibility,
-            } => {
-                self.subject_compatibility.insert(subject, compatibility);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -671,22 +329,6 @@ mod tests {
 
     fn candidate(text: &str) -> CandidateSchema {
         CandidateSchema::parse(text, None, false).unwrap()
-    }
-
-    #[test]
-    fn formatting_and_key_order_do_not_change_identity() {
-        let reordered = "{ \"fields\": [{\"type\": \"long\", \"name\": \"id\"}],\n  \"name\": \"User\", \"type\": \"record\" }";
-        assert_eq!(candidate(USER_V1).canonical, candidate(reordered).canonical);
-    }
-
-    #[test]
-    fn unsupported_types_and_references_are_invalid_schemas() {
-        let protobuf = CandidateSchema::parse("syntax = \"proto3\";", Some("PROTOBUF"), false);
-        assert!(matches!(protobuf, Err(RegistryError::InvalidSchema(m)) if m.contains("PROTOBUF")));
-        let with_refs = CandidateSchema::parse(USER_V1, Some("AVRO"), true);
-        assert!(
-            matches!(with_refs, Err(RegistryError::InvalidSchema(m)) if m.contains("references"))
-        );
     }
 
     #[test]

@@ -5,7 +5,11 @@
 use std::collections::HashMap;
 
 use super::*;
-use crate::output::ResultKind;
+use crate::{
+    output::{AlertKind, ResultKind, WindowResult},
+    routed::{Body, Change, Op, Source},
+    sketch::hash_value,
+};
 
 const MIN: i64 = 60_000;
 
