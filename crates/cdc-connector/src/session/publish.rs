@@ -188,18 +188,17 @@ pub fn encode_change(
             e.to_string(),
         )
     })?;
-    let value = record::to_avro(
+    // Straight into Avro binary (record::binary), checked against apache-avro by a property test.
+    let mut payload = Vec::with_capacity(512);
+    record::encode_change(
         change,
         &schemas.change_layout,
+        schemas.change.id,
         &config.target.database,
         &config.source.slot_name,
         crate::unix_micros_now() / 1000,
+        &mut payload,
     );
-    let payload = encode(
-        &schemas.change,
-        value,
-        &format!("{what} of {}", change.table),
-    )?;
     Ok((record::kafka_key(change), payload))
 }
 

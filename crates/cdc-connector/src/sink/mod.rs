@@ -8,7 +8,7 @@
 
 pub mod kafka;
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
 
 use pgoutput::copy::Lsn;
 use platform::telemetry::Health;
@@ -145,6 +145,9 @@ async fn track_acknowledgements<D>(
 ) where
     D: Future<Output = Result<(), ConnectorError>> + Unpin,
 {
+    // One counter handle per (table, operation), looked up once: a registry look-up with label
+    // allocation per record would cost more than producing it.
+    let mut delivered: HashMap<(Arc<str>, Operation), metrics::Counter> = HashMap::new();
     while let Some(pending) = queue.recv().await {
         match pending {
             Pending::Delivery {
@@ -173,8 +176,13 @@ async fn track_acknowledgements<D>(
                     acks.send_modify(|state| state.failure = Some(failure));
                     return;
                 }
-                if let Some((table, operation)) = change {
-                    metrics::counter!("cdc_events_total", "table" => table.to_string(), "operation" => operation.as_str()).increment(1);
+                if let Some(change) = change {
+                    delivered
+                        .entry(change)
+                        .or_insert_with_key(|(table, operation)| {
+                            metrics::counter!("cdc_events_total", "table" => table.to_string(), "operation" => operation.as_str())
+                        })
+                        .increment(1);
                 }
             }
             Pending::Barrier(reached) => {
