@@ -3,12 +3,13 @@
 use std::collections::HashMap;
 
 mod binary;
+mod key;
 mod layout;
 
 use apache_avro::types::Value;
 use pgoutput::row::{ColumnValue, TypedValue};
 
-pub use self::{binary::encode_change, layout::ChangeLayout};
+pub use self::{binary::encode_change, key::kafka_key, layout::ChangeLayout};
 use crate::changes::{ChangeEvent, Columns, Operation};
 
 /// Deterministic from the source position: a replayed change gets the same id.
@@ -26,29 +27,6 @@ pub fn change_id(event: &ChangeEvent) -> String {
             "{:016X}-{:08}",
             event.position.commit_lsn, event.position.sequence
         ),
-    }
-}
-
-/// `schema.table` plus the key columns as a JSON object: all changes of one row share a key,
-/// so Kafka keeps them in order on one partition. Integers and booleans are JSON numbers and
-/// booleans, every other value its canonical text (`TypedValue::canonical_text`, documented in
-/// the README), so the key of a row never depends on how the code names things.
-pub fn kafka_key(event: &ChangeEvent) -> String {
-    let key: serde_json::Map<String, serde_json::Value> = event
-        .primary_key
-        .iter()
-        .map(|(name, value)| (name.clone(), key_json(value)))
-        .collect();
-    format!("{}/{}", event.table, serde_json::Value::Object(key))
-}
-
-fn key_json(value: &ColumnValue) -> serde_json::Value {
-    match value {
-        ColumnValue::Value(TypedValue::Int(i)) => (*i).into(),
-        ColumnValue::Value(TypedValue::Long(i)) => (*i).into(),
-        ColumnValue::Value(TypedValue::Bool(b)) => (*b).into(),
-        ColumnValue::Value(typed) => typed.canonical_text().into(),
-        _ => serde_json::Value::Null,
     }
 }
 
