@@ -115,6 +115,16 @@ if ! command -v cargo >/dev/null 2>&1; then
     say "cargo not found: install Rust (https://rustup.rs), then rerun" >&2
     exit 1
 fi
+# `./dev test` checks formatting and lints before it tests.
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+    if command -v rustup >/dev/null 2>&1; then
+        say "rustup component add rustfmt clippy"
+        rustup component add rustfmt clippy
+    else
+        say "cargo fmt and cargo clippy are needed: install the rustfmt and clippy components" >&2
+        exit 1
+    fi
+fi
 if cargo nextest --version >/dev/null 2>&1; then
     say "cargo-nextest present: $(cargo nextest --version 2>/dev/null | head -n1)"
 else

@@ -161,6 +161,10 @@ impl Drop for Proc {
     }
 }
 
+#[allow(
+    unsafe_code,
+    reason = "wait4(2) is the only way to get a child's rusage; pointers are to locals"
+)]
 fn wait4(pid: i32, flags: i32) -> Result<Option<Exit>> {
     let mut status: libc::c_int = 0;
     // SAFETY: rusage is plain data that wait4 fills in; status and rusage outlive the call.
@@ -215,6 +219,7 @@ fn peak_rss_kib(pid: i32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+#[allow(unsafe_code, reason = "sysconf(3) has no safe wrapper in libc")]
 fn clock_ticks() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };

@@ -213,7 +213,7 @@ mod tests {
 
     #[derive(Debug, serde::Deserialize)]
     #[serde(deny_unknown_fields)]
-    #[allow(dead_code)] // only deserialized, to provoke errors
+    #[allow(dead_code, reason = "only deserialized, to provoke errors")]
     struct Inner {
         n: i32,
         kind: crate::events::AppType,
@@ -221,7 +221,7 @@ mod tests {
 
     #[derive(Debug, serde::Deserialize)]
     #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
+    #[allow(dead_code, reason = "only deserialized, to provoke errors")]
     struct Outer {
         items: Vec<Inner>,
     }

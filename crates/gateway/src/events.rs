@@ -88,7 +88,7 @@ impl<'de> Deserialize<'de> for Timestamp {
         struct Visitor;
         impl de::Visitor<'_> for Visitor {
             type Value = Timestamp;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("an RFC 3339 date-time string (e.g. 2026-05-01T12:00:00Z) or Unix epoch milliseconds")
             }
             fn visit_i64<E: de::Error>(self, millis: i64) -> Result<Timestamp, E> {

@@ -22,10 +22,14 @@ mod tests {
 
     #[test]
     fn outages_heal_and_refusals_do_not() {
-        for transient in ["08006", "08001", "53100", "53300", "57P01", "57P03", "55006", "40001"] {
+        for transient in [
+            "08006", "08001", "53100", "53300", "57P01", "57P03", "55006", "40001",
+        ] {
             assert!(sqlstate_is_transient(transient), "{transient}");
         }
-        for definite in ["42501", "42704", "42P01", "28P01", "3D000", "22P02", "55000"] {
+        for definite in [
+            "42501", "42704", "42P01", "28P01", "3D000", "22P02", "55000",
+        ] {
             assert!(!sqlstate_is_transient(definite), "{definite}");
         }
     }

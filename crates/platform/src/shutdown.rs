@@ -22,6 +22,10 @@ pub async fn wait_for_signal() {
 }
 
 #[cfg(test)]
+#[allow(
+    unsafe_code,
+    reason = "the test raises a real signal in its own process"
+)]
 mod tests {
     use std::time::Duration;
 

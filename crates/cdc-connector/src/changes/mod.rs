@@ -412,7 +412,10 @@ impl ChangeAssembler {
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the parts of one pgoutput change, passed as they are decoded"
+    )]
     fn emit_change(
         &mut self,
         table: Arc<str>,

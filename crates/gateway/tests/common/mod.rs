@@ -1,6 +1,9 @@
 //! Shared by the gateway's end-to-end tests: a stack with the gateway, and reading topics back.
 // Each test binary uses its own subset of these helpers.
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of these helpers"
+)]
 
 use std::{
     collections::{BTreeMap, BTreeSet},

@@ -78,7 +78,10 @@ impl RunningRegistry {
     }
 
     /// Kills the process abruptly (no graceful shutdown), as a crash would.
-    #[allow(dead_code)]
+    #[allow(
+        dead_code,
+        reason = "each test binary uses a different part of these helpers"
+    )]
     pub fn kill(mut self) {
         self.kill_and_wait();
     }
@@ -103,7 +106,10 @@ fn free_port() -> u16 {
 }
 
 /// A record schema `name` with the given fields, as JSON text.
-#[allow(dead_code)]
+#[allow(
+    dead_code,
+    reason = "each test binary uses a different part of these helpers"
+)]
 pub fn record_schema(name: &str, fields: &str) -> String {
     format!(r#"{{"type":"record","name":"{name}","namespace":"test","fields":[{fields}]}}"#)
 }
