@@ -149,7 +149,10 @@ pub fn external(id: &str, location: &str, temperature: f64, t: i64) -> Value {
 
 /// A CDCChange as the connector writes it. `columns` are the row's columns as strings or
 /// numbers; `key` is the primary-key column.
-#[allow(clippy::too_many_arguments)]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one argument per field of the record it builds"
+)]
 pub fn cdc_change(
     table: &str,
     key_column: &str,

@@ -3,7 +3,7 @@
 
 use std::{process::Stdio, time::Duration};
 
-use e2e::{connector_args_with, wait_for_health_status};
+use e2e::{connector_args_with, stack_without_connector, wait_for_health_status};
 use local_stack::{Stack, StackOptions};
 
 fn connector(stack: &Stack, args: &[String]) -> tokio::process::Command {
@@ -22,12 +22,6 @@ async fn run_to_failure(stack: &Stack, args: &[String]) -> String {
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(!stderr.contains("panicked"), "{stderr}");
     stderr
-}
-
-async fn stack_without_connector(name: &str) -> Stack {
-    let mut options = StackOptions::for_tests(name);
-    options.start_connector = false;
-    Stack::start(options).await.expect("start the stack")
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -131,24 +125,12 @@ async fn a_slot_in_use_by_another_process_is_named_with_its_pid() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn wal_level_below_logical_is_a_definite_error_that_says_how_to_fix_it() {
-    let stack = stack_without_connector("wal-level").await;
+    let mut stack = stack_without_connector("wal-level").await;
     stack
         .psql("ALTER SYSTEM SET wal_level = 'replica'")
         .await
         .unwrap();
-    let pg_ctl = stack.options().pg_bin_dir.join("pg_ctl");
-    let data = stack.options().pg_data_dir();
-    let restarted = std::process::Command::new("runuser")
-        .args(["-u", "postgres", "--"])
-        .arg(&pg_ctl)
-        .args(["-D"])
-        .arg(&data)
-        .args(["-w", "-m", "fast", "restart"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("run pg_ctl restart");
-    assert!(restarted.success());
+    stack.restart_postgres().await.expect("restart PostgreSQL");
     assert_eq!(
         stack.psql("SHOW wal_level").await.unwrap().trim(),
         "replica"

@@ -9,15 +9,10 @@
 use std::{collections::HashSet, process::Stdio, time::Duration};
 
 use e2e::{
-    connector_args_with, connector_command, metrics_text, read_cdc_until, wait_for_health_status,
+    connector_args_with, connector_command, metrics_text, read_cdc_until, stack_without_connector,
+    wait_for_health_status,
 };
-use local_stack::{Stack, StackOptions};
-
-async fn stack_without_connector(name: &str) -> Stack {
-    let mut options = StackOptions::for_tests(name);
-    options.start_connector = false;
-    Stack::start(options).await.expect("start the stack")
-}
+use local_stack::Stack;
 
 /// A table of its own in the publication, so the test's rows are easy to count.
 async fn create_published_table(stack: &Stack, table: &str) {

@@ -10,8 +10,11 @@ use std::{
     time::Duration,
 };
 
-use e2e::{CdcRecord, connector_args_with, read_cdc_until, wait_for_health_status};
-use local_stack::{Stack, StackOptions};
+use e2e::{
+    CdcRecord, connector_args_with, read_cdc_until, run_sql, stack_without_connector,
+    wait_for_health_status, wait_until_slot_confirms_current_wal,
+};
+use local_stack::Stack;
 use serde_json::{Value, json};
 
 const SALT: &str = "e2e-salt-3f9a1c7d";
@@ -30,12 +33,6 @@ const STATEMENTS: &[&str] = &[
 /// The records the statements above must give: none for bookings.
 const EXPECTED_RECORDS: usize = 6;
 
-async fn stack_without_connector(name: &str) -> Stack {
-    let mut options = StackOptions::for_tests(name);
-    options.start_connector = false;
-    Stack::start(options).await.expect("start the stack")
-}
-
 /// What PostgreSQL computes for the connector's hash: hex SHA-256 of the salt followed by the
 /// value's text.
 async fn expected_hash(stack: &Stack, value_text: &str) -> String {
@@ -49,24 +46,6 @@ async fn expected_hash(stack: &Stack, value_text: &str) -> String {
         .to_string();
     assert_eq!(hash.len(), 64, "{hash}");
     hash
-}
-
-/// Waits until the slot has confirmed everything written so far. The connector confirms a
-/// position only once Kafka acknowledged every record before it, so afterwards the topic holds
-/// every record the statements gave.
-async fn wait_until_slot_confirms_all(stack: &Stack, slot: &str) {
-    let written = stack.psql("SELECT pg_current_wal_lsn()").await.unwrap();
-    let query = format!(
-        "SELECT confirmed_flush_lsn >= '{}' FROM pg_replication_slots WHERE slot_name = '{slot}'",
-        written.trim()
-    );
-    for _ in 0..120 {
-        if stack.psql(&query).await.unwrap().trim() == "t" {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    panic!("the slot never confirmed {}", written.trim());
 }
 
 /// The changes the connector had Kafka acknowledge, per table, from its `cdc_events_total`
@@ -154,12 +133,13 @@ async fn filtered_masked_and_hashed_changes_reach_kafka() {
         .unwrap_or_else(|e| panic!("{e}\n{}", local_stack::log_tail(&log_path, 40)));
 
     for sql in STATEMENTS {
-        stack
-            .psql(sql)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        run_sql(&stack, sql).await;
     }
-    wait_until_slot_confirms_all(&stack, "cdc_connector").await;
+    // The connector confirms a position only once Kafka acknowledged every record before it, so
+    // afterwards the topic holds every record the statements gave.
+    wait_until_slot_confirms_current_wal(&stack, "cdc_connector", Duration::from_secs(60))
+        .await
+        .unwrap();
     // Every record the connector produced was acknowledged by now: the excluded table's changes
     // were never sent, and exactly the others were.
     let acknowledged = acknowledged_per_table(&health).await;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use e2e::read_cdc_until;
+use e2e::cdc_records;
 use local_stack::{Stack, StackOptions};
 use serde_json::{Value, json};
 
@@ -23,14 +23,7 @@ async fn confluent_kafka_avro_deserializer_decodes_cdc_records() {
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
-    let ours = read_cdc_until(
-        &stack.kafka_brokers(),
-        &stack.registry_url(),
-        Duration::from_secs(60),
-        |r| r.len() >= 4,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", stack.log_tail("connector", 30)));
+    let ours = cdc_records(&stack, Duration::from_secs(60), |r| r.len() >= 4).await;
 
     let python =
         local_stack::python().expect("the project's Python venv (scripts/install-deps.sh)");

@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use e2e::{CdcRecord, read_cdc_until};
+use e2e::{CdcRecord, cdc_records};
 use local_stack::{Stack, StackOptions};
 
 const ITERATIONS: usize = 4000;
@@ -62,18 +62,12 @@ async fn no_change_is_lost_across_repeated_sigkill() {
     let expected = 2 * ITERATIONS;
     // Distinct changes counted as records arrive (a scan per record would be quadratic).
     let (mut seen, mut counted) = (HashSet::new(), 0);
-    let records = read_cdc_until(
-        &stack.kafka_brokers(),
-        &stack.registry_url(),
-        Duration::from_secs(180),
-        |records| {
-            seen.extend(records[counted..].iter().map(identity));
-            counted = records.len();
-            seen.len() >= expected
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}\nconnector log:\n{}", stack.log_tail("connector", 40)));
+    let records = cdc_records(&stack, Duration::from_secs(180), |records| {
+        seen.extend(records[counted..].iter().map(identity));
+        counted = records.len();
+        seen.len() >= expected
+    })
+    .await;
 
     // Every committed change is there: each user's INSERT and UPDATE.
     let distinct: HashSet<_> = records.iter().map(identity).collect();

@@ -169,7 +169,7 @@ async fn scenario(name: &str, disruption: Disruption) -> anyhow::Result<()> {
             .await?
             .text()
             .await?;
-        let restored = metric(&metrics, "processor_state_restored_entries_total");
+        let restored = e2e::metric_value(&metrics, "processor_state_restored_entries_total");
         eprintln!("{name}: the last restart restored {restored} state entries");
         assert!(
             restored > 0.0,
@@ -216,22 +216,14 @@ async fn scenario(name: &str, disruption: Disruption) -> anyhow::Result<()> {
     stack.shutdown().await
 }
 
-/// The value of the first sample of `name` in Prometheus text, 0 when absent.
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// Waits until the processor at `listen` has processed input and committed a transaction.
 async fn wait_until_committing(listen: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(90);
     while Instant::now() < deadline {
         if let Ok(response) = reqwest::get(format!("http://{listen}/metrics")).await
             && let Ok(text) = response.text().await
-            && metric(&text, "processor_commit_seconds_count") > 0.0
-            && metric(&text, "processor_input_records_total") > 0.0
+            && e2e::metric_value(&text, "processor_commit_seconds_count") > 0.0
+            && e2e::metric_value(&text, "processor_input_records_total") > 0.0
         {
             return Ok(());
         }

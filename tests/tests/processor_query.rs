@@ -8,10 +8,11 @@
 //! - the live page, loaded in headless Chromium, shows the hottest cell where the clicks were
 //!   (screenshot saved under `target/test-artifacts/`).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use e2e::{
+    eventually,
     processor::{self, SourceWriter},
     psql_command,
 };
@@ -79,26 +80,6 @@ async fn psql_rows(port: u16, sql: &str) -> anyhow::Result<String> {
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-/// Polls `check` until it returns Some, or fails after `timeout` with the last reason.
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        let last = match check().await {
-            Ok(Some(v)) => return Ok(v),
-            Ok(None) => "not yet".to_string(),
-            Err(e) => format!("{e:#}"),
-        };
-        if Instant::now() > deadline {
-            bail!("{what}: gave up after {timeout:?}: {last}");
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

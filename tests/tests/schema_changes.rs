@@ -10,7 +10,7 @@
 
 use std::{process::Stdio, time::Duration};
 
-use e2e::{CdcRecord, read_cdc_until};
+use e2e::{cdc_records, json_row, of_table, run_sql};
 use local_stack::{Stack, StackOptions};
 use serde_json::{Value, json};
 
@@ -40,18 +40,7 @@ async fn row_now(stack: &Stack, id: i64) -> Value {
         "SELECT json_build_object({}) FROM evolving WHERE id = {id}",
         fields.join(", ")
     );
-    let text = stack
-        .psql(&sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"))
-}
-
-async fn run(stack: &Stack, sql: &str) {
-    stack
-        .psql(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    json_row(stack, &sql).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -59,7 +48,7 @@ async fn columns_added_dropped_renamed_and_retyped_while_streaming() {
     let stack = Stack::start(StackOptions::for_tests("schema-changes"))
         .await
         .expect("start the stack");
-    run(&stack, "CREATE TABLE evolving (id integer PRIMARY KEY, qty integer, code varchar(10), price numeric(10, 2), obsolete text, old_name text);
+    run_sql(&stack, "CREATE TABLE evolving (id integer PRIMARY KEY, qty integer, code varchar(10), price numeric(10, 2), obsolete text, old_name text);
                  ALTER PUBLICATION cdc_publication ADD TABLE evolving").await;
 
     // (row id, what PostgreSQL holds right after the statement), in commit order.
@@ -108,38 +97,28 @@ async fn columns_added_dropped_renamed_and_retyped_while_streaming() {
         (Some(1), "UPDATE evolving SET qty = qty + 1 WHERE id = 1"),
     ];
     for (row, sql) in steps {
-        run(&stack, sql).await;
+        run_sql(&stack, sql).await;
         if let Some(id) = row {
             expected.push((*id, row_now(&stack, *id).await));
         }
     }
     // A schema change inside a transaction, between two writes: the first row has the old
     // columns, the second the new one.
-    run(&stack, "BEGIN; INSERT INTO evolving (id, qty) VALUES (6, 60); ALTER TABLE evolving ADD COLUMN late integer; INSERT INTO evolving (id, qty, late) VALUES (7, 70, 700); COMMIT").await;
+    run_sql(&stack, "BEGIN; INSERT INTO evolving (id, qty) VALUES (6, 60); ALTER TABLE evolving ADD COLUMN late integer; INSERT INTO evolving (id, qty, late) VALUES (7, 70, 700); COMMIT").await;
     let mut row_6 = row_now(&stack, 6).await;
     row_6.as_object_mut().unwrap().remove("late");
     expected.push((6, row_6));
     expected.push((7, row_now(&stack, 7).await));
 
-    let records = read_cdc_until(
-        &stack.kafka_brokers(),
-        &stack.registry_url(),
-        Duration::from_secs(90),
-        |records| {
-            records
-                .iter()
-                .filter(|r| r.table() == "public.evolving")
-                .count()
-                >= expected.len()
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}\nconnector log:\n{}", stack.log_tail("connector", 40)));
-    let mut changes: Vec<&CdcRecord> = records
-        .iter()
-        .filter(|r| r.table() == "public.evolving")
-        .collect();
-    changes.sort_by_key(|r| r.position());
+    let records = cdc_records(&stack, Duration::from_secs(90), |records| {
+        records
+            .iter()
+            .filter(|r| r.table() == "public.evolving")
+            .count()
+            >= expected.len()
+    })
+    .await;
+    let changes = of_table(&records, "public.evolving");
     assert_eq!(
         changes.len(),
         expected.len(),

@@ -9,13 +9,11 @@ use std::{
 };
 
 use e2e::{CdcRecord, connector_args_with, read_cdc_until, wait_for_health_status};
-use local_stack::{Stack, StackOptions};
+use local_stack::Stack;
 use serde_json::Value;
 
 async fn stack_with_users(name: &str, users: usize) -> Stack {
-    let mut options = StackOptions::for_tests(name);
-    options.start_connector = false;
-    let stack = Stack::start(options).await.expect("start the stack");
+    let stack = e2e::stack_without_connector(name).await;
     stack
         .psql(&format!(
             "INSERT INTO users (email, full_name, loyalty_tier) SELECT 'u' || i || '@example.vn', 'User ' || i, 'basic' FROM generate_series(1, {users}) i"

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use e2e::{CdcRecord, read_cdc_until};
+use e2e::{CdcRecord, cdc_records, json_row, run_sql};
 use local_stack::{Stack, StackOptions};
 use serde_json::{Value, json};
 
@@ -56,12 +56,6 @@ const STATEMENTS: &[(&str, &str, &str)] = &[
     ),
 ];
 
-/// What PostgreSQL itself says about a row, as the JSON the connector should have produced.
-async fn row_as_postgres_sees_it(stack: &Stack, sql: &str) -> Value {
-    let text = stack.psql(sql).await.expect("query the row");
-    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"))
-}
-
 fn find<'a>(records: &'a [CdcRecord], table: &str, operation: &str) -> &'a Value {
     &records
         .iter()
@@ -78,27 +72,20 @@ async fn changes_on_every_table_arrive_typed_and_in_commit_order() {
 
     let mut images = Vec::new();
     for (index, (_, _, sql)) in STATEMENTS.iter().enumerate() {
-        stack
-            .psql(sql)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        run_sql(&stack, sql).await;
         // Capture what PostgreSQL holds after the inserts and updates, to compare values.
         if index == 2 || index == 5 {
             images.push((
-                row_as_postgres_sees_it(&stack, "SELECT json_build_object('user_id', user_id, 'external_id', external_id, 'preferences', preferences::text, 'created_at', (extract(epoch FROM created_at) * 1000000)::bigint, 'updated_at', (extract(epoch FROM updated_at) * 1000000)::bigint) FROM users WHERE user_id = 1").await,
-                row_as_postgres_sees_it(&stack, "SELECT json_build_object('booking_ref', booking_ref, 'check_in_days', check_in_date - DATE '1970-01-01', 'check_out_days', check_out_date - DATE '1970-01-01', 'updated_at', (extract(epoch FROM updated_at) * 1000000)::bigint) FROM bookings WHERE booking_id = 1").await,
+                json_row(&stack, "SELECT json_build_object('user_id', user_id, 'external_id', external_id, 'preferences', preferences::text, 'created_at', (extract(epoch FROM created_at) * 1000000)::bigint, 'updated_at', (extract(epoch FROM updated_at) * 1000000)::bigint) FROM users WHERE user_id = 1").await,
+                json_row(&stack, "SELECT json_build_object('booking_ref', booking_ref, 'check_in_days', check_in_date - DATE '1970-01-01', 'check_out_days', check_out_date - DATE '1970-01-01', 'updated_at', (extract(epoch FROM updated_at) * 1000000)::bigint) FROM bookings WHERE booking_id = 1").await,
             ));
         }
     }
 
-    let records = read_cdc_until(
-        &stack.kafka_brokers(),
-        &stack.registry_url(),
-        Duration::from_secs(60),
-        |r| r.len() >= STATEMENTS.len(),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}\nconnector log:\n{}", stack.log_tail("connector", 40)));
+    let records = cdc_records(&stack, Duration::from_secs(60), |r| {
+        r.len() >= STATEMENTS.len()
+    })
+    .await;
     assert_eq!(
         records.len(),
         STATEMENTS.len(),

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use e2e::{CdcRecord, read_cdc_until};
+use e2e::{cdc_records, json_row, of_table, run_sql};
 use local_stack::{Stack, StackOptions};
 use serde_json::{Value, json};
 
@@ -42,24 +42,7 @@ async fn row_now(stack: &Stack, table: &str, id: i64) -> Value {
         "SELECT json_build_object('id', id, 'note', note, 'big_text', big_text, \
          'big_json', json_build_object('value', big_json::text)) FROM {table} WHERE id = {id}"
     );
-    let text = stack
-        .psql(&sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"))
-}
-
-async fn run(stack: &Stack, sql: &str) {
-    stack
-        .psql(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-}
-
-fn of_table<'a>(records: &'a [CdcRecord], table: &str) -> Vec<&'a CdcRecord> {
-    let mut changes: Vec<&CdcRecord> = records.iter().filter(|r| r.table() == table).collect();
-    changes.sort_by_key(|r| r.position());
-    changes
+    json_row(stack, &sql).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -67,10 +50,10 @@ async fn unchanged_toast_and_every_replica_identity() {
     let stack = Stack::start(StackOptions::for_tests("toast-identity"))
         .await
         .expect("start the stack");
-    run(&stack, SETUP).await;
+    run_sql(&stack, SETUP).await;
 
     // REPLICA IDENTITY DEFAULT.
-    run(
+    run_sql(
         &stack,
         &format!("INSERT INTO toasty VALUES (1, 'n0', {BIG_TEXT}, {BIG_JSON})"),
     )
@@ -85,30 +68,30 @@ async fn unchanged_toast_and_every_replica_identity() {
         "t",
         "the value is big and not compressed"
     );
-    run(&stack, "UPDATE toasty SET note = 'n1' WHERE id = 1").await;
+    run_sql(&stack, "UPDATE toasty SET note = 'n1' WHERE id = 1").await;
     let note_updated = row_now(&stack, "toasty", 1).await;
-    run(
+    run_sql(
         &stack,
         "UPDATE toasty SET big_text = big_text || 'tail' WHERE id = 1",
     )
     .await;
     let big_updated = row_now(&stack, "toasty", 1).await;
-    run(&stack, "DELETE FROM toasty WHERE id = 1").await;
+    run_sql(&stack, "DELETE FROM toasty WHERE id = 1").await;
 
     // REPLICA IDENTITY FULL.
-    run(
+    run_sql(
         &stack,
         &format!("INSERT INTO toasty_full VALUES (1, 'n0', {BIG_TEXT}, {BIG_JSON})"),
     )
     .await;
     let full_inserted = row_now(&stack, "toasty_full", 1).await;
-    run(&stack, "UPDATE toasty_full SET note = 'n1' WHERE id = 1").await;
+    run_sql(&stack, "UPDATE toasty_full SET note = 'n1' WHERE id = 1").await;
     let full_updated = row_now(&stack, "toasty_full", 1).await;
-    run(&stack, "DELETE FROM toasty_full WHERE id = 1").await;
+    run_sql(&stack, "DELETE FROM toasty_full WHERE id = 1").await;
 
     // No primary key, REPLICA IDENTITY DEFAULT: INSERT works, UPDATE and DELETE are refused by
     // PostgreSQL itself.
-    run(&stack, "INSERT INTO no_pk VALUES (1, 'one'), (2, NULL)").await;
+    run_sql(&stack, "INSERT INTO no_pk VALUES (1, 'one'), (2, NULL)").await;
     for refused in [
         "UPDATE no_pk SET b = 'x' WHERE a = 1",
         "DELETE FROM no_pk WHERE a = 1",
@@ -124,9 +107,9 @@ async fn unchanged_toast_and_every_replica_identity() {
         );
     }
     // No primary key, REPLICA IDENTITY FULL: everything works, old rows complete.
-    run(&stack, "INSERT INTO no_pk_full VALUES (1, 'one')").await;
-    run(&stack, "UPDATE no_pk_full SET b = 'uno' WHERE a = 1").await;
-    run(&stack, "DELETE FROM no_pk_full WHERE a = 1").await;
+    run_sql(&stack, "INSERT INTO no_pk_full VALUES (1, 'one')").await;
+    run_sql(&stack, "UPDATE no_pk_full SET b = 'uno' WHERE a = 1").await;
+    run_sql(&stack, "DELETE FROM no_pk_full WHERE a = 1").await;
 
     let expected_counts = [
         ("public.toasty", 4),
@@ -134,18 +117,12 @@ async fn unchanged_toast_and_every_replica_identity() {
         ("public.no_pk", 2),
         ("public.no_pk_full", 3),
     ];
-    let records = read_cdc_until(
-        &stack.kafka_brokers(),
-        &stack.registry_url(),
-        Duration::from_secs(90),
-        |records| {
-            expected_counts
-                .iter()
-                .all(|(table, count)| of_table(records, table).len() >= *count)
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}\nconnector log:\n{}", stack.log_tail("connector", 40)));
+    let records = cdc_records(&stack, Duration::from_secs(90), |records| {
+        expected_counts
+            .iter()
+            .all(|(table, count)| of_table(records, table).len() >= *count)
+    })
+    .await;
     for (table, count) in expected_counts {
         assert_eq!(
             of_table(&records, table).len(),

@@ -6,9 +6,7 @@
 
 use std::time::Duration;
 
-use e2e::{
-    CdcRecord, connector_args_with, read_cdc_until, read_topic_until, wait_for_health_status,
-};
+use e2e::{CdcRecord, cdc_records, connector_args_with, read_topic_until, wait_for_health_status};
 use local_stack::{Stack, StackOptions};
 use serde_json::json;
 
@@ -90,22 +88,16 @@ async fn streamed_aborted_and_boundary_records() {
     // Partitions are read in no particular order, so wait for every kept row and the last one
     // (counted as records arrive: a scan per record would be quadratic).
     let (mut kept, mut last_seen, mut truncated, mut counted) = (0, false, false, 0);
-    let changes = read_cdc_until(
-        &stack.kafka_brokers(),
-        &stack.registry_url(),
-        Duration::from_secs(180),
-        |records| {
-            for record in &records[counted..] {
-                kept += usize::from(email(record).starts_with("big-"));
-                last_seen |= email(record) == "after@example.vn";
-                truncated |= record.operation() == "TRUNCATE";
-            }
-            counted = records.len();
-            kept >= KEPT && last_seen && truncated
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", stack.log_tail("connector", 30)));
+    let changes = cdc_records(&stack, Duration::from_secs(180), |records| {
+        for record in &records[counted..] {
+            kept += usize::from(email(record).starts_with("big-"));
+            last_seen |= email(record) == "after@example.vn";
+            truncated |= record.operation() == "TRUNCATE";
+        }
+        counted = records.len();
+        kept >= KEPT && last_seen && truncated
+    })
+    .await;
     let truncate = changes
         .iter()
         .find(|r| r.operation() == "TRUNCATE")

@@ -5,8 +5,8 @@
 
 use std::{collections::BTreeSet, time::Duration};
 
-use e2e::{CdcRecord, read_cdc_until};
-use local_stack::{Stack, StackOptions};
+use e2e::{CdcRecord, cdc_records, stack_without_connector};
+use local_stack::Stack;
 use serde_json::{Value, json};
 
 const SETUP: &str = r#"
@@ -312,7 +312,7 @@ async fn assert_rows_match_postgres(
     let columns = columns();
     assert_eq!(rows.len(), ROW_IDS.len(), "{path}: one record per row");
     for id in ROW_IDS {
-        let record = record_of(&rows, id);
+        let record = record_of(rows, id);
         assert_eq!(record.operation(), operation, "{path}");
         assert_eq!(record.value["primary_key"], json!({"id": id}));
         let after = record.value["after_values"]
@@ -399,9 +399,7 @@ async fn assert_rows_match_postgres(
 /// inserted again while it streams (INSERT), then re-snapshot by a signal (READ again).
 #[tokio::test(flavor = "multi_thread")]
 async fn every_type_round_trips_with_the_value_postgres_returns_on_every_path() {
-    let mut options = StackOptions::for_tests("type-matrix");
-    options.start_connector = false;
-    let mut stack = Stack::start(options).await.expect("start the stack");
+    let mut stack = stack_without_connector("type-matrix").await;
     stack
         .psql(SETUP)
         .await
@@ -427,20 +425,14 @@ async fn every_type_round_trips_with_the_value_postgres_returns_on_every_path() 
 
     // Snapshot READs, DELETEs, INSERTs, re-snapshot READs.
     let expected_records = 4 * ROW_IDS.len();
-    let records = read_cdc_until(
-        &stack.kafka_brokers(),
-        &stack.registry_url(),
-        Duration::from_secs(120),
-        |records| {
-            records
-                .iter()
-                .filter(|r| r.table() == "public.type_matrix")
-                .count()
-                >= expected_records
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}\nconnector log:\n{}", stack.log_tail("connector", 40)));
+    let records = cdc_records(&stack, Duration::from_secs(120), |records| {
+        records
+            .iter()
+            .filter(|r| r.table() == "public.type_matrix")
+            .count()
+            >= expected_records
+    })
+    .await;
     let rows: Vec<&CdcRecord> = records
         .iter()
         .filter(|r| r.table() == "public.type_matrix")

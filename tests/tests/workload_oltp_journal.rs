@@ -4,7 +4,7 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use e2e::{CdcRecord, read_cdc_until};
+use e2e::{CdcRecord, cdc_records};
 use local_stack::{Stack, StackOptions};
 use serde_json::{Map, Value};
 use workload::oltp::journal::{self, JournalEntry};
@@ -85,14 +85,10 @@ async fn workload_oltp_journal_is_found_in_the_cdc_topic_in_order() {
         entries.len() as u64 >= OPERATIONS,
         "every operation changes at least one row"
     );
-    let records = read_cdc_until(
-        &stack.kafka_brokers(),
-        &stack.registry_url(),
-        Duration::from_secs(120),
-        |r| r.len() >= entries.len(),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}\nconnector log:\n{}", stack.log_tail("connector", 40)));
+    let records = cdc_records(&stack, Duration::from_secs(120), |r| {
+        r.len() >= entries.len()
+    })
+    .await;
     assert_eq!(
         records.len(),
         entries.len(),

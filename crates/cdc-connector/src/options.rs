@@ -33,10 +33,10 @@ pub struct Options {
     pub pg_url: String,
     /// Logical replication slot the connector owns; created if missing. Its confirmed position
     /// is where a restart resumes.
-    #[arg(long, env = "CDC_SLOT_NAME", default_value = "cdc_connector")]
+    #[arg(long, env = "CDC_SLOT_NAME", default_value = platform::cdc::DEFAULT_SLOT)]
     pub slot_name: String,
     /// Publication to stream; created for --tables if missing.
-    #[arg(long, env = "CDC_PUBLICATION_NAME", default_value = "cdc_publication")]
+    #[arg(long, env = "CDC_PUBLICATION_NAME", default_value = platform::cdc::DEFAULT_PUBLICATION)]
     pub publication_name: String,
     /// Tables (schema.table, comma-separated) for the publication when the connector creates it.
     #[arg(

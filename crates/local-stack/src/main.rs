@@ -3,6 +3,7 @@
 use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand};
 use local_stack::{CDC_TOPIC, Stack, StackOptions, workspace_root};
+use platform::topics;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tokio::signal::unix::{SignalKind, signal};
@@ -278,15 +279,30 @@ fn print_usage(s: &Stack) {
         );
         println!();
         println!("Flowing now (the seed's rates, about 320 events/min plus OLTP traffic):");
-        println!("  mobile/web journeys, booking events -> gateway -> topic_app_events");
-        println!("  clicks, taps, scrolls               -> gateway -> topic_clickstream");
-        println!("  application logs                    -> gateway -> topic_app_logs");
-        println!("  scheduled external feeds            -> gateway -> topic_external_data");
         println!(
-            "  OLTP users/bookings/payments        -> PostgreSQL -> connector -> topic_cdc_changes"
+            "  mobile/web journeys, booking events -> gateway -> {}",
+            topics::APP_EVENTS.name
         );
         println!(
-            "  processor windows, alerts, state    -> topic_processed_events, topic_processor_alerts, *_state"
+            "  clicks, taps, scrolls               -> gateway -> {}",
+            topics::CLICKSTREAM.name
+        );
+        println!(
+            "  application logs                    -> gateway -> {}",
+            topics::APP_LOGS.name
+        );
+        println!(
+            "  scheduled external feeds            -> gateway -> {}",
+            topics::EXTERNAL_DATA.name
+        );
+        println!(
+            "  OLTP users/bookings/payments        -> PostgreSQL -> connector -> {}",
+            topics::CDC_CHANGES.name
+        );
+        println!(
+            "  processor windows, alerts, state    -> {}, {}, *_state",
+            topics::PROCESSED_EVENTS.name,
+            topics::PROCESSOR_ALERTS.name
         );
     } else if s.gateway_running() {
         println!("  Simulators      not started (--no-simulators)");

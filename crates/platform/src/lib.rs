@@ -7,6 +7,7 @@
 //! registry client.
 
 pub mod avro;
+pub mod cdc;
 pub mod config;
 pub mod events;
 #[cfg(feature = "kafka")]

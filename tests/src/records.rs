@@ -1,0 +1,135 @@
+//! Reading topics back: consume a topic from the beginning and decode each record's Avro
+//! value through the schema registry, as an independent consumer would.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use local_stack::Stack;
+use platform::{avro, kafka, registry::RegistryClient};
+use rdkafka::{Message, consumer::Consumer};
+use serde_json::Value;
+
+/// One record of a topic, decoded (most helpers below read CDCChange records).
+#[derive(Debug, Clone)]
+pub struct CdcRecord {
+    pub key: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub value: Value,
+}
+
+impl CdcRecord {
+    pub fn change_id(&self) -> &str {
+        self.value["change_id"].as_str().unwrap_or_default()
+    }
+    pub fn table(&self) -> &str {
+        self.value["table_name"].as_str().unwrap_or_default()
+    }
+    pub fn operation(&self) -> &str {
+        self.value["operation"].as_str().unwrap_or_default()
+    }
+    /// Commit order: (commit LSN, sequence within the transaction).
+    pub fn position(&self) -> (i64, i64) {
+        (
+            self.value["source"]["commit_lsn"]
+                .as_i64()
+                .unwrap_or_default(),
+            self.value["source"]["sequence"]
+                .as_i64()
+                .unwrap_or_default(),
+        )
+    }
+}
+
+/// Reads the CDC topic from the beginning until `done` holds for the records read so far, or
+/// fails after `timeout` saying how many records it had.
+pub async fn read_cdc_until(
+    brokers: &str,
+    registry_url: &str,
+    timeout: Duration,
+    done: impl FnMut(&[CdcRecord]) -> bool,
+) -> anyhow::Result<Vec<CdcRecord>> {
+    read_topic_until(
+        brokers,
+        registry_url,
+        platform::topics::CDC_CHANGES.name,
+        timeout,
+        done,
+    )
+    .await
+}
+
+/// Reads any Avro topic from the beginning until `done` holds, or fails after `timeout`.
+pub async fn read_topic_until(
+    brokers: &str,
+    registry_url: &str,
+    topic: &str,
+    timeout: Duration,
+    mut done: impl FnMut(&[CdcRecord]) -> bool,
+) -> anyhow::Result<Vec<CdcRecord>> {
+    let group = format!(
+        "e2e-{}-{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos() ^ rand_suffix()
+    );
+    let consumer = kafka::consumer(brokers, &group, "e2e", true).context("creating consumer")?;
+    consumer.subscribe(&[topic]).context("subscribing")?;
+    let registry = RegistryClient::new(registry_url);
+    let deadline = Instant::now() + timeout;
+    let mut records = Vec::new();
+    while !done(&records) {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            bail!(
+                "timed out after {timeout:?} with {} records of {topic}",
+                records.len()
+            );
+        }
+        let Ok(message) =
+            tokio::time::timeout(remaining.min(Duration::from_secs(2)), consumer.recv()).await
+        else {
+            continue;
+        };
+        let message = message.with_context(|| format!("reading {topic}"))?;
+        let payload = message
+            .payload()
+            .with_context(|| format!("a record of {topic} without value"))?;
+        let value = avro::decode(&registry, payload)
+            .await
+            .with_context(|| format!("decoding a record of {topic}"))?;
+        records.push(CdcRecord {
+            key: String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
+            partition: message.partition(),
+            offset: message.offset(),
+            value: avro::to_json(&value),
+        });
+    }
+    Ok(records)
+}
+
+/// A number that differs between calls (for unique consumer group names).
+pub fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default()
+}
+
+/// [`read_cdc_until`] on the stack's broker and registry, panicking with the tail of the
+/// connector's log when `done` does not hold within `timeout`.
+pub async fn cdc_records(
+    stack: &Stack,
+    timeout: Duration,
+    done: impl FnMut(&[CdcRecord]) -> bool,
+) -> Vec<CdcRecord> {
+    read_cdc_until(&stack.kafka_brokers(), &stack.registry_url(), timeout, done)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\nconnector log:\n{}", stack.log_tail("connector", 40)))
+}
+
+/// The records of `table`, in commit order.
+pub fn of_table<'a>(records: &'a [CdcRecord], table: &str) -> Vec<&'a CdcRecord> {
+    let mut changes: Vec<&CdcRecord> = records.iter().filter(|r| r.table() == table).collect();
+    changes.sort_by_key(|r| r.position());
+    changes
+}
