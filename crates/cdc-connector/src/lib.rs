@@ -41,6 +41,10 @@ pub use crate::{
 };
 use crate::{retry::retry, sink::kafka::KafkaProducer};
 
+/// Records handed to the producer and not yet acknowledged: two full batches
+/// (`batch.num.messages` 10,000) keep the broker busy, more would only cost memory.
+const MAX_QUEUED_RECORDS: u32 = 20_000;
+
 pub fn unix_micros_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -76,10 +80,11 @@ pub async fn run(
     })
     .await?;
     let producer = KafkaProducer(Arc::new(
-        kafka::producer(
+        kafka::bounded_producer(
             &options.kafka_brokers,
             "cdc-connector",
             Duration::from_millis(options.kafka_message_timeout_ms),
+            MAX_QUEUED_RECORDS,
         )
         .map_err(|e| ConnectorError::kafka("creating the Kafka producer", &e))?,
     ));

@@ -61,6 +61,18 @@ pub fn producer(
     service: &'static str,
     message_timeout: Duration,
 ) -> Result<FutureProducer<LoggingContext>, KafkaError> {
+    bounded_producer(brokers, service, message_timeout, 100_000)
+}
+
+/// [`producer`] holding at most `max_queued_records` records not yet acknowledged: each one
+/// costs memory in librdkafka and in the caller's acknowledgement tracking, so a service that
+/// produces small records fast keeps its memory bounded by this rather than by the byte limit.
+pub fn bounded_producer(
+    brokers: &str,
+    service: &'static str,
+    message_timeout: Duration,
+    max_queued_records: u32,
+) -> Result<FutureProducer<LoggingContext>, KafkaError> {
     ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("client.id", service)
@@ -68,7 +80,10 @@ pub fn producer(
         .set("acks", "all")
         .set("linger.ms", "5")
         .set("batch.num.messages", "10000")
-        .set("queue.buffering.max.messages", "100000")
+        .set(
+            "queue.buffering.max.messages",
+            max_queued_records.to_string(),
+        )
         // librdkafka would buffer up to 1 GiB by default; 32 MiB keeps the services small and
         // still covers a broker hiccup of a few seconds at full speed.
         .set("queue.buffering.max.kbytes", "32768")
