@@ -1,5 +1,11 @@
 //! The accepted event kinds: their JSON shape (which the OpenAPI document is generated from),
 //! the checks serde cannot express, and their Avro records.
+//!
+//! The shapes live here; the field checks they share are in `checks`, and each kind's
+//! [`Event`] implementation (its checks and its record in the shared model) in `kinds`.
+
+mod checks;
+mod kinds;
 
 use std::collections::BTreeMap;
 
@@ -14,7 +20,7 @@ use utoipa::{
 
 use crate::errors::FieldError;
 use platform::{
-    events::{self as model, EventSource},
+    events as model,
     topics::{self, TopicSpec},
 };
 
@@ -22,10 +28,6 @@ use platform::{
 /// defined once with the Avro model (`platform::events`).
 pub use platform::events::{Device, DeviceType, ExternalSource, Interaction, LogLevel};
 
-/// Longest id, user, session, booking or service name accepted, in characters.
-const MAX_ID_CHARS: usize = 128;
-/// Longest URL, user agent or other free-text field (log messages excepted), in characters.
-const MAX_TEXT_CHARS: usize = 4_096;
 /// Earliest event time accepted: anything before is a unit mistake (seconds for milliseconds).
 const EARLIEST_MILLIS: i64 = 946_684_800_000; // 2000-01-01T00:00:00Z
 
@@ -304,337 +306,10 @@ impl EventKind {
     }
 }
 
-fn path(at: &str, field: &str) -> String {
-    if at.is_empty() {
-        field.to_string()
-    } else {
-        format!("{at}.{field}")
-    }
-}
-
-/// Checks one text field: not blank (when required) and not longer than `max` characters.
-fn check_text(errors: &mut Vec<FieldError>, at: &str, field: &str, value: &str, max: usize) {
-    if value.trim().is_empty() {
-        errors.push(FieldError::new(
-            path(at, field),
-            "a non-blank string",
-            format!("{value:?}"),
-        ));
-    } else {
-        check_length(errors, at, field, value, max);
-    }
-}
-
-fn check_length(errors: &mut Vec<FieldError>, at: &str, field: &str, value: &str, max: usize) {
-    let chars = value.chars().count();
-    if chars > max {
-        errors.push(FieldError::new(
-            path(at, field),
-            format!("at most {max} characters"),
-            format!("{chars} characters"),
-        ));
-    }
-}
-
-fn check_optional(
-    errors: &mut Vec<FieldError>,
-    at: &str,
-    field: &str,
-    value: &Option<String>,
-    max: usize,
-) {
-    if let Some(value) = value {
-        check_text(errors, at, field, value, max);
-    }
-}
-
-fn check_map(errors: &mut Vec<FieldError>, at: &str, field: &str, map: &BTreeMap<String, String>) {
-    for (key, value) in map {
-        let entry = format!("{}[{key:?}]", path(at, field));
-        if key.trim().is_empty() || key.chars().count() > MAX_ID_CHARS {
-            errors.push(FieldError::new(
-                entry.clone(),
-                format!("a non-blank key of at most {MAX_ID_CHARS} characters"),
-                format!("{key:?}"),
-            ));
-        }
-        let chars = value.chars().count();
-        if chars > MAX_TEXT_CHARS {
-            errors.push(FieldError::new(
-                entry,
-                format!("at most {MAX_TEXT_CHARS} characters"),
-                format!("{chars} characters"),
-            ));
-        }
-    }
-}
-
-fn check_time(errors: &mut Vec<FieldError>, rules: &Rules, at: &str, field: &str, time: Timestamp) {
-    let latest = rules
-        .now_millis
-        .saturating_add(rules.max_future_skew_millis);
-    if time.0 < EARLIEST_MILLIS || time.0 > latest {
-        errors.push(FieldError::new(
-            path(at, field),
-            format!(
-                "a time between {} and {} (now plus the allowed clock skew)",
-                rfc3339(EARLIEST_MILLIS),
-                rfc3339(latest)
-            ),
-            rfc3339(time.0),
-        ));
-    }
-}
-
-fn rfc3339(millis: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(millis)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_else(|| format!("{millis} ms since the epoch"))
-}
-
-impl Event for UserEvent {
-    const KIND: EventKind = EventKind::User;
-
-    fn check(&self, rules: &Rules, at: &str, errors: &mut Vec<FieldError>) {
-        check_text(errors, at, "event_id", &self.event_id, MAX_ID_CHARS);
-        check_optional(errors, at, "user_id", &self.user_id, MAX_ID_CHARS);
-        check_text(errors, at, "session_id", &self.session_id, MAX_ID_CHARS);
-        check_optional(errors, at, "booking_id", &self.booking_id, MAX_ID_CHARS);
-        check_time(errors, rules, at, "timestamp", self.timestamp);
-        if let Some(device) = &self.device {
-            let at = path(at, "device");
-            check_optional(errors, &at, "os_version", &device.os_version, MAX_ID_CHARS);
-            check_optional(
-                errors,
-                &at,
-                "app_version",
-                &device.app_version,
-                MAX_ID_CHARS,
-            );
-            check_optional(
-                errors,
-                &at,
-                "user_agent",
-                &device.user_agent,
-                MAX_TEXT_CHARS,
-            );
-        }
-        check_map(errors, at, "properties", &self.properties);
-    }
-
-    fn prepare(self, received_at: i64) -> Prepared {
-        let source = match self.app_type {
-            AppType::Mobile => EventSource::MobileApp,
-            AppType::Web => EventSource::WebApp,
-        };
-        Prepared {
-            topic: Self::KIND.topic(),
-            id: self.event_id.clone(),
-            // One session's events stay in order.
-            key: self.session_id.clone(),
-            event_type: self.event_type.as_str(),
-            record: model::Event::App(model::AppEvent {
-                event_id: self.event_id,
-                event_type: self.event_type.as_str().into(),
-                source,
-                user_id: self.user_id,
-                session_id: Some(self.session_id),
-                booking_id: self.booking_id,
-                device: self.device,
-                timestamp_ms: self.timestamp.0,
-                properties: self.properties,
-            }),
-            received_at_millis: received_at,
-        }
-    }
-}
-
-impl Event for BookingEvent {
-    const KIND: EventKind = EventKind::Booking;
-
-    fn check(&self, rules: &Rules, at: &str, errors: &mut Vec<FieldError>) {
-        check_text(errors, at, "event_id", &self.event_id, MAX_ID_CHARS);
-        check_text(errors, at, "booking_id", &self.booking_id, MAX_ID_CHARS);
-        check_optional(errors, at, "user_id", &self.user_id, MAX_ID_CHARS);
-        check_time(errors, rules, at, "timestamp", self.timestamp);
-        check_map(errors, at, "properties", &self.properties);
-    }
-
-    fn prepare(self, received_at: i64) -> Prepared {
-        Prepared {
-            topic: Self::KIND.topic(),
-            id: self.event_id.clone(),
-            // One booking's events stay in order.
-            key: self.booking_id.clone(),
-            event_type: self.event_type.as_str(),
-            record: model::Event::App(model::AppEvent {
-                event_id: self.event_id,
-                event_type: self.event_type.as_str().into(),
-                source: EventSource::BookingSystem,
-                user_id: self.user_id,
-                session_id: None,
-                booking_id: Some(self.booking_id),
-                device: None,
-                timestamp_ms: self.timestamp.0,
-                properties: self.properties,
-            }),
-            received_at_millis: received_at,
-        }
-    }
-}
-
-impl Event for ClickstreamEvent {
-    const KIND: EventKind = EventKind::Clickstream;
-
-    fn check(&self, rules: &Rules, at: &str, errors: &mut Vec<FieldError>) {
-        check_text(errors, at, "event_id", &self.event_id, MAX_ID_CHARS);
-        check_text(errors, at, "session_id", &self.session_id, MAX_ID_CHARS);
-        check_optional(errors, at, "user_id", &self.user_id, MAX_ID_CHARS);
-        check_text(errors, at, "page_url", &self.page_url, MAX_TEXT_CHARS);
-        check_optional(errors, at, "element_id", &self.element_id, MAX_TEXT_CHARS);
-        check_optional(errors, at, "referrer", &self.referrer, MAX_TEXT_CHARS);
-        for (field, size) in [
-            ("viewport_width", self.viewport_width),
-            ("viewport_height", self.viewport_height),
-        ] {
-            if let Some(size) = size.filter(|s| *s < 1) {
-                errors.push(FieldError::new(
-                    path(at, field),
-                    "a positive number of pixels",
-                    size.to_string(),
-                ));
-            }
-        }
-        check_time(errors, rules, at, "timestamp", self.timestamp);
-    }
-
-    fn prepare(self, received_at: i64) -> Prepared {
-        Prepared {
-            topic: Self::KIND.topic(),
-            id: self.event_id.clone(),
-            key: self.session_id.clone(),
-            event_type: self.interaction.as_str(),
-            record: model::Event::Click(model::ClickEvent {
-                event_id: self.event_id,
-                session_id: self.session_id,
-                user_id: self.user_id,
-                interaction: self.interaction,
-                page_url: self.page_url,
-                element_id: self.element_id,
-                x: self.x,
-                y: self.y,
-                viewport_width: self.viewport_width,
-                viewport_height: self.viewport_height,
-                device_type: self.device_type,
-                referrer: self.referrer,
-                timestamp_ms: self.timestamp.0,
-            }),
-            received_at_millis: received_at,
-        }
-    }
-}
-
-impl Event for LogEvent {
-    const KIND: EventKind = EventKind::Log;
-
-    fn check(&self, rules: &Rules, at: &str, errors: &mut Vec<FieldError>) {
-        check_text(errors, at, "log_id", &self.log_id, MAX_ID_CHARS);
-        check_text(errors, at, "service", &self.service, MAX_ID_CHARS);
-        if self.message.is_empty() {
-            errors.push(FieldError::new(
-                path(at, "message"),
-                "a non-empty string",
-                "\"\"",
-            ));
-        }
-        for (field, value) in [
-            ("logger", &self.logger),
-            ("host", &self.host),
-            ("trace_id", &self.trace_id),
-            ("request_id", &self.request_id),
-            ("user_id", &self.user_id),
-            ("session_id", &self.session_id),
-            ("booking_id", &self.booking_id),
-        ] {
-            check_optional(errors, at, field, value, MAX_TEXT_CHARS);
-        }
-        check_map(errors, at, "attributes", &self.attributes);
-        check_time(errors, rules, at, "timestamp", self.timestamp);
-    }
-
-    fn prepare(self, received_at: i64) -> Prepared {
-        Prepared {
-            topic: Self::KIND.topic(),
-            id: self.log_id.clone(),
-            // One service's lines stay in order.
-            key: self.service.clone(),
-            event_type: self.level.as_str(),
-            record: model::Event::Log(model::LogEvent {
-                log_id: self.log_id,
-                service: self.service,
-                level: self.level,
-                message: self.message,
-                logger: self.logger,
-                host: self.host,
-                trace_id: self.trace_id,
-                request_id: self.request_id,
-                user_id: self.user_id,
-                session_id: self.session_id,
-                booking_id: self.booking_id,
-                attributes: self.attributes,
-                timestamp_ms: self.timestamp.0,
-            }),
-            received_at_millis: received_at,
-        }
-    }
-}
-
-impl Event for ExternalEvent {
-    const KIND: EventKind = EventKind::External;
-
-    fn check(&self, rules: &Rules, at: &str, errors: &mut Vec<FieldError>) {
-        check_text(errors, at, "record_id", &self.record_id, MAX_ID_CHARS);
-        check_text(errors, at, "pipeline", &self.pipeline, MAX_ID_CHARS);
-        check_optional(errors, at, "location", &self.location, MAX_ID_CHARS);
-        check_time(errors, rules, at, "observed_at", self.observed_at);
-        check_time(errors, rules, at, "fetched_at", self.fetched_at);
-        for (index, warning) in self.quality_warnings.iter().enumerate() {
-            check_length(
-                errors,
-                at,
-                &format!("quality_warnings[{index}]"),
-                warning,
-                MAX_TEXT_CHARS,
-            );
-        }
-    }
-
-    fn prepare(self, received_at: i64) -> Prepared {
-        let payload_json = serde_json::Value::Object(self.payload).to_string();
-        Prepared {
-            topic: Self::KIND.topic(),
-            id: self.record_id.clone(),
-            key: self.pipeline.clone(),
-            event_type: self.source_type.as_str(),
-            record: model::Event::External(model::ExternalRecord {
-                record_id: self.record_id,
-                source_type: self.source_type,
-                pipeline: self.pipeline,
-                location: self.location,
-                observed_at_ms: self.observed_at.0,
-                fetched_at_ms: self.fetched_at.0,
-                payload_json,
-                quality_warnings: self.quality_warnings,
-            }),
-            received_at_millis: received_at,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use platform::{avro::RegisteredSchema, schemas};
+    use super::{checks::check_time, *};
+    use platform::{avro::RegisteredSchema, events::EventSource, schemas};
 
     const RULES: Rules = Rules {
         now_millis: 1_780_000_000_000,

@@ -1,7 +1,8 @@
-use apache_avro::{Schema, reader::datum::GenericDatumReader, schema::SchemaKind};
+use apache_avro::{Schema, reader::datum::GenericDatumReader, schema::SchemaKind, types::Value};
+use serde_json::{Value as Json, json};
 
 use super::*;
-use crate::avro::{split_wire_format, to_json};
+use crate::avro::{RegisteredSchema, split_wire_format, to_json};
 
 const T: i64 = 1_780_000_000_000;
 
