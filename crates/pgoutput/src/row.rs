@@ -114,14 +114,15 @@ impl TypeNames {
         self.learned.insert(type_id, qualified);
     }
 
-    /// The type's name, or `oid:1234` for a type never described.
-    pub fn name(&self, oid: u32) -> String {
+    /// The type's name, or `oid:1234` for a type never described. Borrowed for every known
+    /// type: it is looked up for every value decoded.
+    pub fn name(&self, oid: u32) -> std::borrow::Cow<'_, str> {
         if let Some(name) = self.learned.get(&oid) {
-            return name.clone();
+            return std::borrow::Cow::Borrowed(name);
         }
         match builtin_type_name(oid) {
-            Some(name) => name.to_owned(),
-            None => format!("oid:{oid}"),
+            Some(name) => std::borrow::Cow::Borrowed(name),
+            None => std::borrow::Cow::Owned(format!("oid:{oid}")),
         }
     }
 }
@@ -253,7 +254,7 @@ pub fn decode_tuple(
                     )?)
                 }
                 TupleValue::Binary(bytes) => ColumnValue::Value(TypedValue::Other {
-                    type_name: types.name(column.type_id),
+                    type_name: types.name(column.type_id).into_owned(),
                     text: bytea_hex(bytes),
                 }),
             };
@@ -299,7 +300,7 @@ pub fn typed_value(
     let builtin = !types.learned.contains_key(&type_id) && builtin_type_name(type_id).is_some();
     match typed_text(&type_name, utf8, 0) {
         Err(_) if !builtin && array_element_type(&type_name).is_some() => Ok(TypedValue::Other {
-            type_name,
+            type_name: type_name.into_owned(),
             text: utf8.to_owned(),
         }),
         result => result,
