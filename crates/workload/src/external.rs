@@ -14,7 +14,7 @@ use std::{
 use chrono::{DateTime, Utc};
 use rand::{Rng, SeedableRng, seq::IndexedRandom};
 use rand_chacha::ChaCha8Rng;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio::task::JoinSet;
 
@@ -199,11 +199,216 @@ pub struct RunReport {
 }
 
 #[derive(Debug, thiserror::Error)]
-enum StageError {
+pub enum StageError {
     #[error("fetch failed: {0}")]
     Fetch(String),
     #[error("publish failed: {0}")]
     Publish(String),
+}
+
+/// The four steps of a run. The scheduler runs them back to back; `workload external-step`
+/// runs one at a time (an orchestrator's task each), handing over through files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    Fetch,
+    Transform,
+    Validate,
+    Publish,
+}
+
+impl Step {
+    pub const ALL: [Step; 4] = [Self::Fetch, Self::Transform, Self::Validate, Self::Publish];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Fetch => "fetch",
+            Self::Transform => "transform",
+            Self::Validate => "validate",
+            Self::Publish => "publish",
+        }
+    }
+
+    /// The file this step writes in the run's directory.
+    pub fn output_file(self) -> &'static str {
+        match self {
+            Self::Fetch => "fetched.json",
+            Self::Transform => "transformed.json",
+            Self::Validate => "validated.json",
+            Self::Publish => "published.json",
+        }
+    }
+
+    /// The step whose output this one reads.
+    pub fn input(self) -> Option<Step> {
+        match self {
+            Self::Fetch => None,
+            Self::Transform => Some(Self::Fetch),
+            Self::Validate => Some(Self::Transform),
+            Self::Publish => Some(Self::Validate),
+        }
+    }
+}
+
+/// One record on its way through a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StagedRecord {
+    /// Derived from the seed, pipeline, schedule slot and position, so a retry republishes the
+    /// same ids and consumers can deduplicate.
+    pub record_id: String,
+    pub location: Option<String>,
+    pub payload: Map<String, Value>,
+    #[serde(default)]
+    pub quality_warnings: Vec<String>,
+}
+
+/// A record the validate step refused, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rejection {
+    pub record_id: String,
+    pub location: Option<String>,
+    pub reason: String,
+}
+
+/// What one step hands to the next: the run it belongs to and its records so far.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Batch {
+    pub pipeline: String,
+    /// The last step applied.
+    pub step: Step,
+    pub seed: u64,
+    /// The run's schedule slot (virtual time); the records' `observed_at`.
+    pub scheduled_at_ms: i64,
+    pub fetched_at_ms: i64,
+    pub records: Vec<StagedRecord>,
+    #[serde(default)]
+    pub rejected: Vec<Rejection>,
+}
+
+/// Fetch: the source's raw records for every location of the run. Synthetic values and record
+/// ids come from an RNG seeded by (seed, pipeline, slot): the same run fetches the same records.
+pub async fn fetch(
+    http: &reqwest::Client,
+    config: &PipelineConfig,
+    seed: u64,
+    scheduled_at_ms: i64,
+    fetched_at_ms: i64,
+) -> Result<Batch, StageError> {
+    let locations: Vec<Option<&str>> = if config.locations.is_empty() {
+        vec![None]
+    } else {
+        config.locations.iter().map(|l| Some(l.as_str())).collect()
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(run_seed(seed, &config.name, scheduled_at_ms));
+    let mut records = Vec::new();
+    for location in locations {
+        for payload in fetch_location(http, config, location, &mut rng).await? {
+            records.push(StagedRecord {
+                record_id: uuid::Builder::from_random_bytes(rng.random())
+                    .into_uuid()
+                    .to_string(),
+                location: location.map(str::to_string),
+                payload,
+                quality_warnings: Vec::new(),
+            });
+        }
+    }
+    Ok(Batch {
+        pipeline: config.name.clone(),
+        step: Step::Fetch,
+        seed,
+        scheduled_at_ms,
+        fetched_at_ms,
+        records,
+        rejected: Vec::new(),
+    })
+}
+
+/// Transform/enrich: the configured constant fields and the location, on every record.
+pub fn transform(config: &PipelineConfig, mut batch: Batch) -> Batch {
+    for record in &mut batch.records {
+        let payload = std::mem::take(&mut record.payload);
+        record.payload = transform_record(config, record.location.as_deref(), payload);
+    }
+    batch.step = Step::Transform;
+    batch
+}
+
+/// Validate: a record lacking a required field is rejected (logged and counted); a value out
+/// of its plausible range stays, with a quality warning.
+pub fn validate(config: &PipelineConfig, mut batch: Batch) -> Batch {
+    let mut kept = Vec::with_capacity(batch.records.len());
+    for mut record in std::mem::take(&mut batch.records) {
+        match validate_record(&config.validate, &record.payload) {
+            Err(reason) => {
+                metrics::counter!("workload_pipeline_rejected_total", "pipeline" => config.name.clone()).increment(1);
+                tracing::warn!(
+                    pipeline = config.name,
+                    location = record.location,
+                    reason,
+                    "record rejected by validation"
+                );
+                batch.rejected.push(Rejection {
+                    record_id: record.record_id,
+                    location: record.location,
+                    reason,
+                });
+            }
+            Ok(warnings) => {
+                record.quality_warnings = warnings;
+                kept.push(record);
+            }
+        }
+    }
+    batch.records = kept;
+    batch.step = Step::Validate;
+    batch
+}
+
+/// The records a validated batch publishes to `topic_external_data`.
+pub fn external_records(config: &PipelineConfig, batch: &Batch) -> Vec<ExternalRecord> {
+    batch
+        .records
+        .iter()
+        .map(|record| ExternalRecord {
+            record_id: record.record_id.clone(),
+            // Checked by `parse_pipelines`; OTHER as the schema's catch-all.
+            source_type: ExternalSource::from_symbol(&config.source_type)
+                .unwrap_or(ExternalSource::Other),
+            pipeline: config.name.clone(),
+            location: record.location.clone(),
+            observed_at_ms: batch.scheduled_at_ms,
+            fetched_at_ms: batch.fetched_at_ms,
+            payload_json: Value::Object(record.payload.clone()).to_string(),
+            quality_warnings: record.quality_warnings.clone(),
+        })
+        .collect()
+}
+
+/// Publish: every validated record to the sink, in order.
+pub async fn publish(
+    config: &PipelineConfig,
+    batch: &Batch,
+    sink: &Sink,
+) -> Result<(RunOutcome, Vec<String>), StageError> {
+    let records = external_records(config, batch);
+    let warnings = records.iter().map(|r| r.quality_warnings.len()).sum();
+    let mut ids = Vec::with_capacity(records.len());
+    for record in records {
+        ids.push(record.record_id.clone());
+        sink.send(&Event::External(record))
+            .await
+            .map_err(|e| StageError::Publish(e.to_string()))?;
+    }
+    sink.flush().await;
+    Ok((
+        RunOutcome::Published {
+            records: ids.len(),
+            rejected: batch.rejected.len(),
+            warnings,
+        },
+        ids,
+    ))
 }
 
 pub struct Scheduler {
@@ -331,8 +536,8 @@ impl Scheduler {
         }
     }
 
-    /// One attempt. Record ids derive from the seed, pipeline, schedule slot and position, so
-    /// a retry republishes the same ids and the gateway can deduplicate.
+    /// One attempt: the four steps back to back, the same functions `external-step` runs one
+    /// at a time.
     async fn run_once(
         &self,
         config: &PipelineConfig,
@@ -340,125 +545,322 @@ impl Scheduler {
         fetched_at_ms: i64,
         sink: &Sink,
     ) -> Result<(RunOutcome, Vec<String>), StageError> {
-        let locations: Vec<Option<&str>> = if config.locations.is_empty() {
-            vec![None]
-        } else {
-            config.locations.iter().map(|l| Some(l.as_str())).collect()
-        };
-        let mut rng = ChaCha8Rng::seed_from_u64(run_seed(self.seed, &config.name, scheduled_at_ms));
-        let mut records = Vec::new();
-        let mut rejected = 0;
-        for location in locations {
-            let fetched = self.fetch(config, location, &mut rng).await?;
-            for raw in fetched {
-                let payload = transform(config, location, raw);
-                match validate(&config.validate, &payload) {
-                    Err(reason) => {
-                        rejected += 1;
-                        metrics::counter!("workload_pipeline_rejected_total", "pipeline" => config.name.clone()).increment(1);
-                        tracing::warn!(
-                            pipeline = config.name,
-                            location,
-                            reason,
-                            "record rejected by validation"
-                        );
-                    }
-                    Ok(quality_warnings) => records.push(ExternalRecord {
-                        record_id: uuid::Builder::from_random_bytes(rng.random())
-                            .into_uuid()
-                            .to_string(),
-                        // Checked by `parse_pipelines`; OTHER as the schema's catch-all.
-                        source_type: ExternalSource::from_symbol(&config.source_type)
-                            .unwrap_or(ExternalSource::Other),
-                        pipeline: config.name.clone(),
-                        location: location.map(str::to_string),
-                        observed_at_ms: scheduled_at_ms,
-                        fetched_at_ms,
-                        payload_json: Value::Object(payload).to_string(),
-                        quality_warnings,
-                    }),
-                }
-            }
-        }
-        let warnings = records.iter().map(|r| r.quality_warnings.len()).sum();
-        let mut ids = Vec::with_capacity(records.len());
-        for record in records {
-            ids.push(record.record_id.clone());
-            sink.send(&Event::External(record))
-                .await
-                .map_err(|e| StageError::Publish(e.to_string()))?;
-        }
-        Ok((
-            RunOutcome::Published {
-                records: ids.len(),
-                rejected,
-                warnings,
-            },
-            ids,
-        ))
+        let fetched = fetch(
+            &self.http,
+            config,
+            self.seed,
+            scheduled_at_ms,
+            fetched_at_ms,
+        )
+        .await?;
+        let validated = validate(config, transform(config, fetched));
+        publish(config, &validated, sink).await
     }
+}
 
-    async fn fetch(
-        &self,
-        config: &PipelineConfig,
-        location: Option<&str>,
-        rng: &mut ChaCha8Rng,
-    ) -> Result<Vec<Map<String, Value>>, StageError> {
-        match &config.fetch {
-            FetchConfig::Synthetic { fields } => Ok((0..config.records_per_location.max(1))
-                .map(|_| {
-                    fields
-                        .iter()
-                        .map(|(name, spec)| (name.clone(), synthesize(spec, rng)))
-                        .collect()
-                })
-                .collect()),
-            FetchConfig::Http {
-                url,
-                records,
-                timeout_ms,
-            } => {
-                let url = url.replace(
-                    "{location}",
-                    &location.unwrap_or_default().replace(' ', "%20"),
-                );
-                let response = self
-                    .http
-                    .get(&url)
-                    .timeout(Duration::from_millis(*timeout_ms))
-                    .send()
-                    .await
-                    .map_err(|e| StageError::Fetch(format!("{url}: {e}")))?;
-                let status = response.status();
-                if !status.is_success() {
-                    return Err(StageError::Fetch(format!("{url}: HTTP {status}")));
-                }
-                let document: Value = response
-                    .json()
-                    .await
-                    .map_err(|e| StageError::Fetch(format!("{url}: {e}")))?;
-                let selected = match records {
-                    Some(pointer) => document.pointer(pointer).cloned().ok_or_else(|| {
-                        StageError::Fetch(format!("{url}: no {pointer} in the response"))
-                    })?,
-                    None => document,
-                };
-                let items = match selected {
-                    Value::Array(items) => items,
-                    other => vec![other],
-                };
-                items
-                    .into_iter()
-                    .map(|item| match item {
-                        Value::Object(map) => Ok(map),
-                        other => Err(StageError::Fetch(format!(
-                            "{url}: a record is not an object: {other}"
-                        ))),
-                    })
-                    .collect()
+async fn fetch_location(
+    http: &reqwest::Client,
+    config: &PipelineConfig,
+    location: Option<&str>,
+    rng: &mut ChaCha8Rng,
+) -> Result<Vec<Map<String, Value>>, StageError> {
+    match &config.fetch {
+        FetchConfig::Synthetic { fields } => Ok((0..config.records_per_location.max(1))
+            .map(|_| synthesize_fields(fields, rng))
+            .collect()),
+        FetchConfig::Http {
+            url,
+            records,
+            timeout_ms,
+        } => {
+            let url = url.replace(
+                "{location}",
+                &location.unwrap_or_default().replace(' ', "%20"),
+            );
+            let response = http
+                .get(&url)
+                .timeout(Duration::from_millis(*timeout_ms))
+                .send()
+                .await
+                .map_err(|e| StageError::Fetch(format!("{url}: {}", error_chain(&e))))?;
+            let status = response.status();
+            if !status.is_success() {
+                return Err(StageError::Fetch(format!("{url}: HTTP {status}")));
             }
+            let document: Value = response
+                .json()
+                .await
+                .map_err(|e| StageError::Fetch(format!("{url}: {e}")))?;
+            let selected = match records {
+                Some(pointer) => document.pointer(pointer).cloned().ok_or_else(|| {
+                    StageError::Fetch(format!("{url}: no {pointer} in the response"))
+                })?,
+                None => document,
+            };
+            let items = match selected {
+                Value::Array(items) => items,
+                other => vec![other],
+            };
+            items
+                .into_iter()
+                .map(|item| match item {
+                    Value::Object(map) => Ok(map),
+                    other => Err(StageError::Fetch(format!(
+                        "{url}: a record is not an object: {other}"
+                    ))),
+                })
+                .collect()
         }
     }
+}
+
+/// An error and its causes on one line ("error sending request: ... Connection refused").
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// One synthetic record from field specs.
+pub(crate) fn synthesize_fields(
+    fields: &BTreeMap<String, FieldSpec>,
+    rng: &mut ChaCha8Rng,
+) -> Map<String, Value> {
+    fields
+        .iter()
+        .map(|(name, spec)| (name.clone(), synthesize(spec, rng)))
+        .collect()
+}
+
+/// One step of one run, as `workload external-step` is asked for it.
+#[derive(Debug, Clone)]
+pub struct StepRequest {
+    pub step: Step,
+    pub pipeline: String,
+    /// Names the run's directory under `work_dir/<pipeline>/` (an orchestrator's run id).
+    pub run_id: String,
+    pub work_dir: std::path::PathBuf,
+    /// The run's virtual time: its schedule slot is the pipeline's first cron time at or after it
+    /// (an hourly orchestrator run at 10:00 is the 10:05 slot of a pipeline scheduled at :05).
+    pub logical_date_ms: i64,
+    /// The fetch step's seed (the other steps read it from the fetch output).
+    pub seed: u64,
+    /// When the fetch happens (`fetched_at` of the records); the real time unless given.
+    pub fetched_at_ms: i64,
+}
+
+/// What a step did: the file it wrote and a one-line summary.
+#[derive(Debug, Clone)]
+pub struct StepOutcome {
+    pub output: std::path::PathBuf,
+    pub summary: String,
+    pub batch: Batch,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error("no pipeline `{0}` in the pipelines file (enabled: {1:?})")]
+    UnknownPipeline(String, Vec<String>),
+    #[error("pipeline {0}: no scheduled run at or after {1}")]
+    NoSlot(String, i64),
+    #[error(
+        "{step} needs the output of {input} at {path}, which is missing: run `{input}` for this run first ({source})"
+    )]
+    MissingInput {
+        step: &'static str,
+        input: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    BadInput { path: String, message: String },
+    #[error("{path} is from pipeline {found}, not {expected}")]
+    WrongPipeline {
+        path: String,
+        found: String,
+        expected: String,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Stage(#[from] StageError),
+}
+
+/// The directory of one run's step files: `work_dir/<pipeline>/<run id>` (characters other than
+/// letters, digits, `-`, `_` and `.` in the run id become `_`).
+pub fn run_dir(work_dir: &std::path::Path, pipeline: &str, run_id: &str) -> std::path::PathBuf {
+    let safe: String = run_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    work_dir.join(pipeline).join(safe)
+}
+
+/// The schedule slot an orchestrator run at `logical_date_ms` stands for.
+pub fn slot_at_or_after(pipeline: &Pipeline, logical_date_ms: i64) -> Option<i64> {
+    pipeline.next_run_after(logical_date_ms - 1)
+}
+
+/// Runs one step of one run: reads the previous step's file from the run directory, applies
+/// the step (the same functions the scheduler runs back to back) and writes its own file.
+/// `sink` is only called for `publish`. Running a step again redoes it from its input, so a
+/// failed step can be retried alone.
+pub async fn run_step<F, Fut>(
+    pipelines: &[Pipeline],
+    request: &StepRequest,
+    sink: F,
+) -> Result<StepOutcome, StepError>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<Sink, StageError>>,
+{
+    let pipeline = pipelines
+        .iter()
+        .find(|p| p.config.name == request.pipeline)
+        .ok_or_else(|| {
+            StepError::UnknownPipeline(
+                request.pipeline.clone(),
+                pipelines.iter().map(|p| p.config.name.clone()).collect(),
+            )
+        })?;
+    let config = &pipeline.config;
+    let dir = run_dir(&request.work_dir, &config.name, &request.run_id);
+    let input = match request.step.input() {
+        None => None,
+        Some(input) => Some(read_batch(
+            &dir.join(input.output_file()),
+            request.step,
+            input,
+            &config.name,
+        )?),
+    };
+    let (batch, summary) = match (request.step, input) {
+        (Step::Fetch, _) => {
+            let slot = slot_at_or_after(pipeline, request.logical_date_ms)
+                .ok_or_else(|| StepError::NoSlot(config.name.clone(), request.logical_date_ms))?;
+            let batch = fetch(
+                &reqwest::Client::new(),
+                config,
+                request.seed,
+                slot,
+                request.fetched_at_ms,
+            )
+            .await?;
+            let summary = format!(
+                "fetched {} records for slot {} (seed {})",
+                batch.records.len(),
+                ms_to_rfc3339(slot),
+                request.seed
+            );
+            (batch, summary)
+        }
+        (Step::Transform, Some(batch)) => {
+            let batch = transform(config, batch);
+            let summary = format!("transformed and enriched {} records", batch.records.len());
+            (batch, summary)
+        }
+        (Step::Validate, Some(batch)) => {
+            let batch = validate(config, batch);
+            let warnings: usize = batch.records.iter().map(|r| r.quality_warnings.len()).sum();
+            let summary = format!(
+                "validated: {} records kept ({warnings} quality warnings), {} rejected",
+                batch.records.len(),
+                batch.rejected.len()
+            );
+            (batch, summary)
+        }
+        (Step::Publish, Some(batch)) => {
+            let sink = sink().await?;
+            let (outcome, ids) = publish(config, &batch, &sink).await?;
+            let mut batch = batch;
+            batch.step = Step::Publish;
+            (
+                batch,
+                format!("published {} records: {outcome:?}", ids.len()),
+            )
+        }
+        (_, None) => unreachable!("every step but fetch has an input"),
+    };
+    let output = dir.join(request.step.output_file());
+    write_batch(&output, &batch)?;
+    Ok(StepOutcome {
+        output,
+        summary,
+        batch,
+    })
+}
+
+fn ms_to_rfc3339(ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms).map_or_else(|| ms.to_string(), |t| t.to_rfc3339())
+}
+
+fn read_batch(
+    path: &std::path::Path,
+    step: Step,
+    input: Step,
+    pipeline: &str,
+) -> Result<Batch, StepError> {
+    let display = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| StepError::MissingInput {
+        step: step.name(),
+        input: input.name(),
+        path: display.clone(),
+        source,
+    })?;
+    let batch: Batch = serde_json::from_str(&text).map_err(|e| StepError::BadInput {
+        path: display.clone(),
+        message: e.to_string(),
+    })?;
+    if batch.pipeline != pipeline {
+        return Err(StepError::WrongPipeline {
+            path: display,
+            found: batch.pipeline,
+            expected: pipeline.to_string(),
+        });
+    }
+    if batch.step != input {
+        return Err(StepError::BadInput {
+            path: display,
+            message: format!(
+                "holds the output of {}, not {}",
+                batch.step.name(),
+                input.name()
+            ),
+        });
+    }
+    Ok(batch)
+}
+
+/// Written to a temporary file and renamed, so a step killed midway leaves no half file.
+fn write_batch(path: &std::path::Path, batch: &Batch) -> Result<(), StepError> {
+    let fail = |source| StepError::Write {
+        path: path.display().to_string(),
+        source,
+    };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(fail)?;
+    }
+    let text = serde_json::to_string_pretty(batch).map_err(|e| StepError::Write {
+        path: path.display().to_string(),
+        source: std::io::Error::other(e),
+    })?;
+    let temporary = path.with_extension("json.tmp");
+    std::fs::write(&temporary, text).map_err(fail)?;
+    std::fs::rename(&temporary, path).map_err(fail)
 }
 
 fn run_seed(seed: u64, pipeline: &str, scheduled_at_ms: i64) -> u64 {
@@ -507,7 +909,7 @@ fn synthesize(spec: &FieldSpec, rng: &mut ChaCha8Rng) -> Value {
 }
 
 /// Adds the configured enrichment and the location to a fetched record.
-fn transform(
+pub(crate) fn transform_record(
     config: &PipelineConfig,
     location: Option<&str>,
     mut record: Map<String, Value>,
@@ -524,7 +926,10 @@ fn transform(
 }
 
 /// `Err` rejects the record; `Ok` carries its quality warnings.
-fn validate(rules: &ValidateConfig, record: &Map<String, Value>) -> Result<Vec<String>, String> {
+pub(crate) fn validate_record(
+    rules: &ValidateConfig,
+    record: &Map<String, Value>,
+) -> Result<Vec<String>, String> {
     if let Some(missing) = rules
         .required
         .iter()
@@ -628,11 +1033,16 @@ mod tests {
             ranges: BTreeMap::from([("temp".into(), [-10.0, 50.0])]),
         };
         let record = |v: Value| Map::from_iter([("temp".to_string(), v)]);
-        assert!(validate(&rules, &Map::new()).is_err());
+        assert!(validate_record(&rules, &Map::new()).is_err());
         assert_eq!(
-            validate(&rules, &record(Value::from(30))).unwrap(),
+            validate_record(&rules, &record(Value::from(30))).unwrap(),
             Vec::<String>::new()
         );
-        assert_eq!(validate(&rules, &record(Value::from(80))).unwrap().len(), 1);
+        assert_eq!(
+            validate_record(&rules, &record(Value::from(80)))
+                .unwrap()
+                .len(),
+            1
+        );
     }
 }

@@ -152,9 +152,13 @@ struct Args {
     /// Stop the pipelines after this many virtual hours.
     #[arg(long, global = true, env = "WORKLOAD_VIRTUAL_HOURS")]
     virtual_hours: Option<f64>,
+    /// Virtual time at start (RFC 3339), for streams and pipeline schedules; now when unset.
+    /// With --seed it makes a run reproducible.
+    #[arg(long, global = true, env = "WORKLOAD_VIRTUAL_START")]
+    virtual_start: Option<String>,
 }
 
-#[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
 enum Command {
     /// Users, bookings and payments on PostgreSQL, following the domain's state machines.
     Oltp,
@@ -170,8 +174,37 @@ enum Command {
     Logs,
     /// Scheduled external-data pipelines.
     External,
-    /// Every streaming source and the external pipelines together (and OLTP with --with-oltp).
+    /// The continuous external-data simulator alone (every external source, in batches).
+    ExternalStream,
+    /// One step of one external-pipeline run (fetch, transform, validate or publish), handing
+    /// over through files in --work-dir so each step can be retried alone (Airflow's tasks).
+    ExternalStep(StepArgs),
+    /// Every streaming source, the external simulator and the external pipelines together (and
+    /// OLTP with --with-oltp).
     All,
+}
+
+#[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
+struct StepArgs {
+    /// fetch, transform, validate or publish.
+    #[arg(value_enum)]
+    step: external::Step,
+    /// The pipeline's name in the pipelines file.
+    #[arg(long)]
+    pipeline: String,
+    /// The run's virtual time (RFC 3339, e.g. Airflow's `{{ ts }}`): the run is the pipeline's
+    /// first scheduled slot at or after it.
+    #[arg(long)]
+    logical_date: String,
+    /// Names the run's directory (e.g. Airflow's `{{ run_id }}`); the logical date when unset.
+    #[arg(long)]
+    run_id: Option<String>,
+    /// Directory of the step files (`<work-dir>/<pipeline>/<run-id>/fetched.json`, ...).
+    #[arg(long, env = "WORKLOAD_WORK_DIR")]
+    work_dir: PathBuf,
+    /// `fetched_at` of the records (RFC 3339); now when unset.
+    #[arg(long)]
+    fetched_at: Option<String>,
 }
 
 #[tokio::main]
@@ -189,9 +222,10 @@ async fn main() -> anyhow::Result<()> {
     let seed = args.seed.unwrap_or_else(rand::random);
     tracing::info!(seed, command = ?args.command, "workload starting (replay with --seed {seed})");
 
-    match args.command {
+    match &args.command {
         Command::Oltp => run_oltp(&args, seed).await,
         Command::External => run_external(&args, seed, Arc::new(connect_sink(&args).await?)).await,
+        Command::ExternalStep(step) => run_external_step(&args, step).await,
         Command::All => {
             let sink = Arc::new(connect_sink(&args).await?);
             let rates: Vec<_> = StreamKind::ALL
@@ -210,6 +244,7 @@ async fn main() -> anyhow::Result<()> {
         }
         single => {
             let kind = match single {
+                Command::ExternalStream => StreamKind::External,
                 Command::Mobile => StreamKind::Mobile,
                 Command::Web => StreamKind::Web,
                 Command::BookingEvents => StreamKind::BookingEvents,
@@ -286,7 +321,7 @@ async fn run_streams(
     rates: &[(StreamKind, f64)],
     sink: Arc<Sink>,
 ) -> anyhow::Result<()> {
-    let clock = VirtualClock::new(now_ms(), args.time_scale);
+    let clock = VirtualClock::new(virtual_start_ms(args)?, args.time_scale);
     let traffic = Traffic::new(seed, rates, clock.start_ms());
     let settings = StreamSettings {
         count: args.count,
@@ -318,15 +353,90 @@ async fn run_streams(
     Ok(())
 }
 
-async fn run_external(args: &Args, seed: u64, sink: Arc<Sink>) -> anyhow::Result<()> {
+fn load_pipelines(args: &Args) -> anyhow::Result<Vec<external::Pipeline>> {
     let text = match &args.pipelines {
         Some(path) => {
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
         }
         None => external::DEFAULT_PIPELINES.to_string(),
     };
-    let pipelines = external::parse_pipelines(&text)?;
-    let clock = VirtualClock::new(now_ms(), args.time_scale);
+    Ok(external::parse_pipelines(&text)?)
+}
+
+fn virtual_start_ms(args: &Args) -> anyhow::Result<i64> {
+    match &args.virtual_start {
+        Some(text) => parse_time_ms("--virtual-start", text),
+        None => Ok(now_ms()),
+    }
+}
+
+fn parse_time_ms(flag: &str, text: &str) -> anyhow::Result<i64> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.timestamp_millis())
+        .with_context(|| format!("{flag} `{text}` is not an RFC 3339 time"))
+}
+
+async fn run_external_step(args: &Args, step: &StepArgs) -> anyhow::Result<()> {
+    let pipelines = load_pipelines(args)?;
+    let seed = match (args.seed, step.step) {
+        (Some(seed), _) => seed,
+        // Later steps read the seed from the fetch output.
+        (None, external::Step::Transform | external::Step::Validate | external::Step::Publish) => 0,
+        (None, external::Step::Fetch) => bail!(
+            "external-step fetch needs --seed (or WORKLOAD_SEED): the run's records derive from it, so a retry or another orchestrator fetches the same ones"
+        ),
+    };
+    let logical_date_ms = parse_time_ms("--logical-date", &step.logical_date)?;
+    let request = external::StepRequest {
+        step: step.step,
+        pipeline: step.pipeline.clone(),
+        run_id: step
+            .run_id
+            .clone()
+            .unwrap_or_else(|| step.logical_date.clone()),
+        work_dir: step.work_dir.clone(),
+        logical_date_ms,
+        seed,
+        fetched_at_ms: match &step.fetched_at {
+            Some(text) => parse_time_ms("--fetched-at", text)?,
+            None => now_ms(),
+        },
+    };
+    let outcome = external::run_step(&pipelines, &request, || async {
+        connect_sink(args)
+            .await
+            .map_err(|e| external::StageError::Publish(format!("{e:#}")))
+    })
+    .await
+    .with_context(|| {
+        format!(
+            "external-step {} of pipeline {} (run {})",
+            step.step.name(),
+            request.pipeline,
+            request.run_id
+        )
+    })?;
+    tracing::info!(
+        pipeline = request.pipeline,
+        run_id = request.run_id,
+        output = %outcome.output.display(),
+        "{}: {}",
+        step.step.name(),
+        outcome.summary
+    );
+    println!(
+        "{} {}: {} -> {}",
+        request.pipeline,
+        step.step.name(),
+        outcome.summary,
+        outcome.output.display()
+    );
+    Ok(())
+}
+
+async fn run_external(args: &Args, seed: u64, sink: Arc<Sink>) -> anyhow::Result<()> {
+    let pipelines = load_pipelines(args)?;
+    let clock = VirtualClock::new(virtual_start_ms(args)?, args.time_scale);
     let until = args
         .virtual_hours
         .map(|h| clock.start_ms() + (h * 3_600_000.0) as i64);

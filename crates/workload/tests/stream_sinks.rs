@@ -162,12 +162,21 @@ async fn workload_stdout_sink_prints_gateway_json_and_a_seed_replays_it() {
         let event = &line["event"];
         let path = line["path"].as_str().unwrap();
         assert!(path.starts_with("/events/"), "{line}");
-        assert!(
-            event["timestamp"]
-                .as_str()
-                .is_some_and(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok()),
-            "{line}"
-        );
+        // Stream events carry `timestamp`; external readings (the continuous external
+        // simulator) `observed_at` and `fetched_at`.
+        let times: &[&str] = if path == "/events/external" {
+            &["observed_at", "fetched_at"]
+        } else {
+            &["timestamp"]
+        };
+        for field in times {
+            assert!(
+                event[*field]
+                    .as_str()
+                    .is_some_and(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok()),
+                "{field}: {line}"
+            );
+        }
         if path == "/events/user" {
             assert!(
                 matches!(event["app_type"].as_str(), Some("mobile" | "web")),
@@ -181,7 +190,10 @@ async fn workload_stdout_sink_prints_gateway_json_and_a_seed_replays_it() {
         lines
             .into_iter()
             .map(|mut l| {
-                l["event"].as_object_mut().unwrap().remove("timestamp");
+                let event = l["event"].as_object_mut().unwrap();
+                for field in ["timestamp", "observed_at", "fetched_at"] {
+                    event.remove(field);
+                }
                 l
             })
             .collect::<Vec<_>>()

@@ -9,7 +9,8 @@ use rand::{Rng, SeedableRng, seq::IndexedRandom};
 use rand_chacha::ChaCha8Rng;
 
 use super::event::{
-    AppEvent, ClickEvent, Device, DeviceType, Event, EventSource, Interaction, LogEvent, LogLevel,
+    AppEvent, ClickEvent, Device, DeviceType, Event, EventSource, ExternalRecord, ExternalSource,
+    Interaction, LogEvent, LogLevel,
 };
 use crate::oltp::model::{BookingStatus, PaymentStatus};
 
@@ -20,25 +21,31 @@ pub enum StreamKind {
     BookingEvents,
     Clickstream,
     Logs,
+    /// Readings of every external source (weather, maps, social media, market data, news,
+    /// travel trends), fetched in batches of 50–100 and sent evenly, continuously.
+    External,
 }
 
 impl StreamKind {
-    pub const ALL: [StreamKind; 5] = [
+    pub const ALL: [StreamKind; 6] = [
         Self::Mobile,
         Self::Web,
         Self::BookingEvents,
         Self::Clickstream,
         Self::Logs,
+        Self::External,
     ];
 
-    /// Events per minute of the seed's default traffic; together about 320/min.
+    /// Events per minute of the seed's default traffic (its event-distribution table: mobile
+    /// 50–100, web 30–60, clickstream 60, external 20–40); together about 325/min.
     pub fn default_rate(self) -> f64 {
         match self {
             Self::Mobile => 70.0,
-            Self::Web => 70.0,
+            Self::Web => 45.0,
             Self::BookingEvents => 40.0,
             Self::Clickstream => 60.0,
             Self::Logs => 80.0,
+            Self::External => 30.0,
         }
     }
 }
@@ -884,11 +891,95 @@ impl LogStream {
     }
 }
 
+/// Readings in a batch of the external simulator.
+pub const EXTERNAL_BATCH: std::ops::RangeInclusive<usize> = 50..=100;
+
+/// The continuous external-data simulator: takes each external source in turn, fetches a batch
+/// of 50–100 readings through the pipelines' own synthetic fetch, transform and validate code
+/// (the shipped pipelines file), and sends them one by one, evenly spaced (gaps of 0.75–1.25 of
+/// the mean), so every minute carries readings.
+struct ExternalStream {
+    rng: ChaCha8Rng,
+    next_at_ms: i64,
+    mean_gap_ms: f64,
+    sources: Vec<crate::external::PipelineConfig>,
+    next_source: usize,
+    batch: std::collections::VecDeque<ExternalRecord>,
+    batches: u64,
+}
+
+impl ExternalStream {
+    fn new(rng: ChaCha8Rng, first_at_ms: i64, mean_gap_ms: f64) -> Self {
+        let sources = crate::external::parse_pipelines(crate::external::DEFAULT_PIPELINES)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| p.config)
+            .filter(|c| matches!(c.fetch, crate::external::FetchConfig::Synthetic { .. }))
+            .collect();
+        Self {
+            rng,
+            next_at_ms: first_at_ms,
+            mean_gap_ms,
+            sources,
+            next_source: 0,
+            batch: std::collections::VecDeque::new(),
+            batches: 0,
+        }
+    }
+
+    fn fetch_batch(&mut self, now: i64) {
+        if self.sources.is_empty() {
+            return;
+        }
+        let config = &self.sources[self.next_source % self.sources.len()];
+        self.next_source += 1;
+        self.batches += 1;
+        let crate::external::FetchConfig::Synthetic { fields } = &config.fetch else {
+            return;
+        };
+        let size = self.rng.random_range(EXTERNAL_BATCH);
+        let source_type =
+            ExternalSource::from_symbol(&config.source_type).unwrap_or(ExternalSource::Other);
+        for _ in 0..size {
+            let location = config.locations.choose(&mut self.rng).cloned();
+            let raw = crate::external::synthesize_fields(fields, &mut self.rng);
+            let payload = crate::external::transform_record(config, location.as_deref(), raw);
+            let Ok(quality_warnings) = crate::external::validate_record(&config.validate, &payload)
+            else {
+                continue;
+            };
+            self.batch.push_back(ExternalRecord {
+                record_id: uuid(&mut self.rng),
+                source_type,
+                pipeline: format!("{}-stream", config.name),
+                location,
+                observed_at_ms: now,
+                fetched_at_ms: now,
+                payload_json: serde_json::Value::Object(payload).to_string(),
+                quality_warnings,
+            });
+        }
+    }
+
+    fn emit(&mut self) -> Option<Event> {
+        let now = self.next_at_ms;
+        if self.batch.is_empty() {
+            self.fetch_batch(now);
+        }
+        let gap = self.mean_gap_ms * self.rng.random_range(0.75..1.25);
+        self.next_at_ms += (gap.round() as i64).max(1);
+        let mut record = self.batch.pop_front()?;
+        record.observed_at_ms = now;
+        Some(Event::External(record))
+    }
+}
+
 enum Stream {
     Visits(VisitStream),
     Bookings(BookingStream),
     Clicks(ClickStream),
     Logs(LogStream),
+    External(ExternalStream),
 }
 
 impl Stream {
@@ -898,6 +989,7 @@ impl Stream {
             Self::Bookings(s) => s.next_at_ms,
             Self::Clicks(s) => s.next_at_ms,
             Self::Logs(s) => s.next_at_ms,
+            Self::External(s) => s.next_at_ms,
         }
     }
 }
@@ -946,6 +1038,9 @@ impl Traffic {
                         next_at_ms: first,
                         mean_gap_ms,
                     }),
+                    StreamKind::External => {
+                        Stream::External(ExternalStream::new(rng, first, mean_gap_ms))
+                    }
                 }
             })
             .collect();
@@ -973,7 +1068,16 @@ impl Traffic {
             Stream::Bookings(s) => Some(s.emit(shared)),
             Stream::Clicks(s) => Some(s.emit(shared)),
             Stream::Logs(s) => Some(s.emit(shared)),
+            Stream::External(s) => s.emit(),
         }
+    }
+
+    /// Batches the external simulator has fetched, if it is enabled.
+    pub fn external_batches(&self) -> Option<u64> {
+        self.streams.iter().find_map(|s| match s {
+            Stream::External(e) => Some(e.batches),
+            _ => None,
+        })
     }
 
     /// (journeys started, journeys converted) of the mobile stream, if enabled.
