@@ -56,9 +56,11 @@ struct Args {
         default_value = "postgres://postgres@127.0.0.1:55432/travel"
     )]
     pg_url: String,
-    /// OLTP operations per second; 0 runs as fast as possible.
-    #[arg(long, global = true, env = "WORKLOAD_RATE", default_value_t = 20.0)]
-    rate: f64,
+    /// OLTP operations per second; 0 runs as fast as possible [default: 20 for `oltp`; for
+    /// `all --with-oltp`, 0.4 times --rate-scale: the seed's 20-30 CDC changes per minute beside
+    /// the other simulators].
+    #[arg(long, global = true, env = "WORKLOAD_RATE")]
+    rate: Option<f64>,
     /// OLTP connections working at once (one user's operations always stay in order).
     #[arg(long, global = true, env = "WORKLOAD_CONCURRENCY", default_value_t = 4)]
     concurrency: usize,
@@ -265,12 +267,22 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Operations per second of `workload oltp` when --rate is not given.
+const OLTP_RATE: f64 = 20.0;
+/// Operations per second of the OLTP driver inside `workload all`: about 1.1 changes per
+/// operation, so 0.4/s is the seed's 20-30 CDC changes per minute.
+const ALL_OLTP_RATE: f64 = 0.4;
+
 async fn run_oltp(args: &Args, seed: u64) -> anyhow::Result<()> {
     let settings = oltp::OltpSettings {
         pg_url: args.pg_url.clone(),
         seed,
         mix: args.mix,
-        rate: args.rate,
+        rate: args.rate.unwrap_or(if args.command == Command::All {
+            ALL_OLTP_RATE * args.rate_scale
+        } else {
+            OLTP_RATE
+        }),
         concurrency: args.concurrency,
         count: args.count,
         duration: args.duration_secs.map(Duration::from_secs),
