@@ -369,3 +369,42 @@ pub enum Output {
         routed: Routed,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The symbols of the enum field `field` of a schema file, in order.
+    fn symbols(schema: &str, field: &str) -> Vec<String> {
+        let schema: serde_json::Value = serde_json::from_str(schema).unwrap();
+        let fields = schema["fields"].as_array().unwrap();
+        let field = fields.iter().find(|f| f["name"] == field).unwrap();
+        field["type"]["symbols"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// The records are built with enum positions: they must be the schema's, symbol for symbol.
+    #[test]
+    fn enum_positions_are_the_schemas() {
+        assert_eq!(
+            symbols(platform::schemas::PROCESSED_RESULT, "kind"),
+            ResultKind::SYMBOLS
+        );
+        for (index, kind) in ResultKind::ALL.into_iter().enumerate() {
+            assert_eq!(kind.index(), index);
+        }
+        assert_eq!(
+            symbols(platform::schemas::PROCESSOR_ALERT, "kind"),
+            AlertKind::SYMBOLS
+        );
+        assert_eq!(
+            symbols(platform::schemas::PROCESSOR_ALERT, "severity"),
+            ["WARNING", "CRITICAL"],
+            "severity is written as index 0 for WARNING, 1 for CRITICAL"
+        );
+    }
+}
