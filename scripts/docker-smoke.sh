@@ -35,11 +35,13 @@ done
 
 export COMPOSE_PROJECT_NAME="${COMPOSE_PROJECT_NAME:-travelsmoke}"
 # Short windows so that the processor emits results (and its dashboard panels fill) within the
-# smoke's minutes; everything else runs with the stack's defaults.
+# smoke's minutes; everything else runs with the stack's defaults, except the OLTP rate below.
 export PROCESSOR_APP_EVENTS_WINDOW_SECS="${PROCESSOR_APP_EVENTS_WINDOW_SECS:-10}"
 export PROCESSOR_CLICKSTREAM_WINDOW_SECS="${PROCESSOR_CLICKSTREAM_WINDOW_SECS:-10}"
 export PROCESSOR_CDC_WINDOW_SECS="${PROCESSOR_CDC_WINDOW_SECS:-10}"
 export PROCESSOR_LOGS_WINDOW_SECS="${PROCESSOR_LOGS_WINDOW_SECS:-10}"
+# OLTP faster than the seed's 20-30 changes/min, so every table has changes within the smoke.
+export WORKLOAD_OLTP_RATE="${WORKLOAD_OLTP_RATE:-20}"
 GATEWAY_URL="http://127.0.0.1:${GATEWAY_PORT:-25080}"
 PROMETHEUS_URL="http://127.0.0.1:${PROMETHEUS_PORT:-25090}"
 REGISTRY_URL="http://127.0.0.1:${SCHEMA_REGISTRY_PORT:-25081}"
