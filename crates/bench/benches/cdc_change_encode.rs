@@ -85,6 +85,7 @@ fn encode(c: &mut Criterion) {
         let mut out = Vec::with_capacity(512);
         record::encode_change(
             event,
+            &record::kafka_key(event),
             &layout,
             schema.id,
             "travel",

@@ -208,8 +208,9 @@ pub const CONNECTOR: &[TopicSpec] = &[CDC_CHANGES, CDC_TRANSACTIONS, CDC_MESSAGE
 /// answered with an error, never stored).
 pub const GATEWAY: &[TopicSpec] = &[APP_EVENTS, CLICKSTREAM, APP_LOGS, EXTERNAL_DATA];
 
-/// The topics the workload's Kafka sink writes.
-pub const WORKLOAD: &[TopicSpec] = &[APP_EVENTS, CLICKSTREAM, APP_LOGS, EXTERNAL_DATA];
+/// The topics the workload's Kafka sink writes: the gateway's, since it publishes what the gateway
+/// would.
+pub const WORKLOAD: &[TopicSpec] = GATEWAY;
 
 /// The topics the processor consumes that other services write.
 pub const PROCESSOR_INPUTS: &[TopicSpec] = &[

@@ -8,7 +8,7 @@
 
 use pgoutput::row::{ColumnValue, TypedValue};
 
-use super::{ChangeLayout, change_id};
+use super::{ChangeLayout, change_id_with_key};
 use crate::changes::{ChangeEvent, Columns};
 
 /// The fields of `CDCChange`, in the order they are written.
@@ -34,9 +34,15 @@ pub const SOURCE_FIELDS: [&str; 6] = [
     "slot_name",
 ];
 
-/// Appends the change, framed for the registry's schema `schema_id` (magic byte, id), to `out`.
+/// Appends the change, framed for the registry's schema `schema_id` (magic byte, id), to `out`;
+/// `key` is its Kafka key ([`super::kafka_key`]), part of a snapshot row's `change_id`.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the record's parts, passed as the session has them"
+)]
 pub fn encode_change(
     event: &ChangeEvent,
+    key: &str,
     layout: &ChangeLayout,
     schema_id: u32,
     source_database: &str,
@@ -46,7 +52,7 @@ pub fn encode_change(
 ) {
     out.push(0);
     out.extend_from_slice(&schema_id.to_be_bytes());
-    string(out, &change_id(event));
+    string(out, &change_id_with_key(event, key));
     string(out, &event.table);
     long(out, i64::from(layout.operation_symbol(event.operation).0));
     columns(out, layout, &event.primary_key);

@@ -172,6 +172,7 @@ fn ours(event: &ChangeEvent, layout: &ChangeLayout) -> Vec<u8> {
     let mut out = Vec::new();
     encode_change(
         event,
+        &super::kafka_key(event),
         layout,
         7,
         "travel",

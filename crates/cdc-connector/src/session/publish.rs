@@ -189,9 +189,11 @@ pub fn encode_change(
         )
     })?;
     // Straight into Avro binary (record::binary), checked against apache-avro by a property test.
+    let key = record::kafka_key(change);
     let mut payload = Vec::with_capacity(512);
     record::encode_change(
         change,
+        &key,
         &schemas.change_layout,
         schemas.change.id,
         &config.target.database,
@@ -199,7 +201,7 @@ pub fn encode_change(
         crate::unix_micros_now() / 1000,
         &mut payload,
     );
-    Ok((record::kafka_key(change), payload))
+    Ok((key, payload))
 }
 
 pub fn encode(
