@@ -24,6 +24,6 @@ fuzz_target!(|data: &[u8]| {
     // The first byte picks the type so one input exercises one conversion.
     if let Some((&selector, text)) = data.split_first() {
         let oid = TYPED_OIDS[usize::from(selector) % TYPED_OIDS.len()];
-        let _ = typed_value(oid, text, &TypeNames::new());
+        let _ = typed_value(oid, -1, text, &TypeNames::new());
     }
 });

@@ -78,7 +78,8 @@ fn encode(c: &mut Criterion) {
     };
     let layout = ChangeLayout::from_schema(&schema.schema).expect("the layout of CDCChange");
     let value_tree = |event: &ChangeEvent| {
-        let value = record::to_avro(event, &layout, "travel", "cdc_connector", 1_751_328_123_457);
+        let value = record::to_avro(event, &layout, "travel", "cdc_connector", 1_751_328_123_457)
+            .expect("the layout writes every value");
         schema.encode(value).expect("the record fits the schema")
     };
     let binary = |event: &ChangeEvent| {
@@ -92,7 +93,8 @@ fn encode(c: &mut Criterion) {
             "cdc_connector",
             1_751_328_123_457,
             &mut out,
-        );
+        )
+        .expect("the layout writes every value");
         out
     };
     let mut group = c.benchmark_group("cdc_change_encode");

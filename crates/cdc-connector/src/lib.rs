@@ -63,7 +63,7 @@ pub async fn run(
     let config = options.session_config()?;
     let max_backoff = Duration::from_secs(options.max_retry_backoff_secs);
     let schemas = retry("registering the CDC schemas", max_backoff, health, || {
-        metadata::register_schemas(&options.schema_registry_url)
+        metadata::register_schemas(&options.schema_registry_url, options.decimal_handling)
     })
     .await?;
     retry("provisioning Kafka topics", max_backoff, health, || async {

@@ -1,10 +1,13 @@
 //! Transaction boundaries (`CDCTransaction`) and logical decoding messages (`CDCMessage`) as
 //! Avro records, beside the row changes.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::{Arc, RwLock},
+};
 
 use apache_avro::types::Value;
-use pgoutput::copy::Lsn;
+use pgoutput::{copy::Lsn, message::Relation, row::TypeNames};
 
 use platform::{
     registry::{RegistryClient, register_topic_schema},
@@ -14,19 +17,149 @@ use platform::{
 use crate::{
     changes::{MessageEvent, TransactionEnd},
     error::{ConnectorError, ErrorKind},
+    record::{
+        ChangeLayout,
+        decimal::{DecimalHandling, DecimalType},
+    },
 };
 
-/// The registered schemas of the three topics the connector writes.
+/// The registered `CDCChange` schema as the encoder uses it: its id and where values go.
+pub struct ChangeSchema {
+    pub id: u32,
+    pub layout: ChangeLayout,
+    /// The `Decimal_p_s` branches it has (precise mode).
+    decimals: BTreeSet<DecimalType>,
+}
+
+/// The registered schemas of the topics the connector writes. The change schema grows in
+/// `--decimal-handling precise`: a `Decimal_p_s` branch is added (and the new version
+/// registered) the first time a column declares that precision and scale.
 pub struct Schemas {
-    pub change: platform::avro::RegisteredSchema,
-    /// Where values go in `change`, read from it by name.
-    pub change_layout: crate::record::ChangeLayout,
+    change: RwLock<Arc<ChangeSchema>>,
+    /// Where to register a grown change schema; None where nothing may grow (unit tests).
+    registry: Option<RegistryClient>,
     pub transaction: platform::avro::RegisteredSchema,
     pub message: platform::avro::RegisteredSchema,
 }
 
-/// Registers the schemas of the connector's three topics under their value subjects.
-pub async fn register_schemas(registry_url: &str) -> Result<Schemas, ConnectorError> {
+impl Schemas {
+    pub fn new(
+        change: platform::avro::RegisteredSchema,
+        decimal_handling: DecimalHandling,
+        transaction: platform::avro::RegisteredSchema,
+        message: platform::avro::RegisteredSchema,
+        registry: Option<RegistryClient>,
+    ) -> Result<Self, ConnectorError> {
+        Ok(Self {
+            change: RwLock::new(Arc::new(change_schema(
+                &change,
+                decimal_handling,
+                BTreeSet::new(),
+            )?)),
+            registry,
+            transaction,
+            message,
+        })
+    }
+
+    /// The change schema as it is now; a session keeps it until it needs a new branch.
+    pub fn change(&self) -> Arc<ChangeSchema> {
+        self.change
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// In precise mode, the change schema with a `Decimal_p_s` branch for each declared decimal
+    /// of `relations` (registering the grown schema if one is missing); otherwise as it is.
+    pub async fn for_relations<'r>(
+        &self,
+        relations: impl IntoIterator<Item = &'r Relation>,
+        types: &TypeNames,
+    ) -> Result<Arc<ChangeSchema>, ConnectorError> {
+        let current = self.change();
+        if current.layout.decimal_handling != DecimalHandling::Precise {
+            return Ok(current);
+        }
+        let needed: BTreeSet<DecimalType> = relations
+            .into_iter()
+            .flat_map(|relation| &relation.columns)
+            .filter_map(|column| {
+                declared_decimal(&types.name(column.type_id), column.type_modifier)
+            })
+            .collect();
+        if current.layout.has_decimals(needed.iter()) {
+            return Ok(current);
+        }
+        let registry = self.registry.as_ref().ok_or_else(|| {
+            ConnectorError::new(
+                ErrorKind::Unpublishable,
+                "growing the CDCChange schema",
+                "no schema registry to register it with",
+            )
+        })?;
+        let decimals: BTreeSet<DecimalType> = current.decimals.union(&needed).copied().collect();
+        let text =
+            crate::record::decimal::schema_with_decimals(platform::schemas::CDC_CHANGE, &decimals)
+                .map_err(|e| {
+                    ConnectorError::new(ErrorKind::Unpublishable, "the CDCChange schema", e)
+                })?;
+        let registered = register_topic_schema(registry, &topics::CDC_CHANGES, &text)
+            .await
+            .map_err(|e| {
+                ConnectorError::registry(
+                    format!("registering CDCChange with the branches {decimals:?}"),
+                    &e,
+                )
+            })?;
+        tracing::info!(
+            id = registered.id,
+            ?decimals,
+            "registered CDCChange with decimal branches"
+        );
+        let grown = Arc::new(change_schema(
+            &registered,
+            current.layout.decimal_handling,
+            decimals,
+        )?);
+        *self
+            .change
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = grown.clone();
+        Ok(grown)
+    }
+}
+
+/// The precision and scale of a `numeric(p,s)` column (or array of them) that an Avro decimal
+/// can carry: scale from 0 to the precision.
+fn declared_decimal(type_name: &str, type_modifier: i32) -> Option<DecimalType> {
+    if type_name != "numeric" && type_name != "_numeric" {
+        return None;
+    }
+    let (precision, scale) = pgoutput::row::numeric_modifier(type_modifier)?;
+    (scale >= 0 && scale as u16 <= precision).then_some((precision, scale as u16))
+}
+
+fn change_schema(
+    registered: &platform::avro::RegisteredSchema,
+    decimal_handling: DecimalHandling,
+    decimals: BTreeSet<DecimalType>,
+) -> Result<ChangeSchema, ConnectorError> {
+    let layout = ChangeLayout::from_schema(&registered.schema)
+        .map_err(|e| ConnectorError::new(ErrorKind::Unpublishable, "the CDCChange schema", e))?
+        .with_decimal_handling(decimal_handling);
+    Ok(ChangeSchema {
+        id: registered.id,
+        layout,
+        decimals,
+    })
+}
+
+/// Registers the schemas of the connector's topics under their value subjects.
+pub async fn register_schemas(
+    registry_url: &str,
+    decimal_handling: DecimalHandling,
+) -> Result<Schemas, ConnectorError> {
     let registry = RegistryClient::new(registry_url);
     let register = async |topic: &topics::TopicSpec, text: &str| {
         let registered = register_topic_schema(&registry, topic, text)
@@ -38,18 +171,19 @@ pub async fn register_schemas(registry_url: &str) -> Result<Schemas, ConnectorEr
         Ok::<_, ConnectorError>(registered)
     };
     let change = register(&topics::CDC_CHANGES, platform::schemas::CDC_CHANGE).await?;
-    let change_layout = crate::record::ChangeLayout::from_schema(&change.schema)
-        .map_err(|e| ConnectorError::new(ErrorKind::Unpublishable, "the CDCChange schema", e))?;
-    Ok(Schemas {
+    let transaction = register(
+        &topics::CDC_TRANSACTIONS,
+        platform::schemas::CDC_TRANSACTION,
+    )
+    .await?;
+    let message = register(&topics::CDC_MESSAGES, platform::schemas::CDC_MESSAGE).await?;
+    Schemas::new(
         change,
-        change_layout,
-        transaction: register(
-            &topics::CDC_TRANSACTIONS,
-            platform::schemas::CDC_TRANSACTION,
-        )
-        .await?,
-        message: register(&topics::CDC_MESSAGES, platform::schemas::CDC_MESSAGE).await?,
-    })
+        decimal_handling,
+        transaction,
+        message,
+        Some(registry),
+    )
 }
 
 /// Counts what one transaction published, for its boundary record.

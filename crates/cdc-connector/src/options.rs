@@ -107,6 +107,13 @@ pub struct Options {
     /// `SELECT pg_logical_emit_message(true, 'cdc_connector.signal', '{"type": "execute-snapshot", "tables": ["public.bookings"]}')`.
     #[arg(long, env = "CDC_RESNAPSHOT_CHUNK_ROWS", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub resnapshot_chunk_rows: u64,
+    /// How numeric values are written: `text` (the `Numeric` record with the exact decimal
+    /// text), `precise` (an Avro decimal: a `Decimal_p_s` fixed branch with the column's
+    /// declared precision and scale, `VariableDecimal` where it declares none), `string` (the
+    /// exact text as a plain string) or `double` (approximate). NaN and ±Infinity stay
+    /// representable in every mode (as `Numeric` text in `text` and `precise`).
+    #[arg(long, env = "CDC_DECIMAL_HANDLING", value_enum, default_value = "text")]
+    pub decimal_handling: crate::record::decimal::DecimalHandling,
     #[command(flatten)]
     pub filter: privacy::FilterOptions,
 }

@@ -32,6 +32,9 @@ pub async fn publish_snapshot(
         &config.filter,
     )
     .await?;
+    let change_schema = schemas
+        .for_relations(tables.iter().map(|t| &t.relation), &types)
+        .await?;
     let sink = OrderedSink::new(producer, consistent_point, health.clone());
     let (changes, mut received) = tokio::sync::mpsc::channel(1024);
     let reading = snapshot::read_tables(
@@ -46,7 +49,8 @@ pub async fn publish_snapshot(
     let publishing = async {
         let mut published = 0u64;
         while let Some(mut change) = received.recv().await {
-            let (key, payload) = encode_change(config, schemas, &mut change, "a snapshot row")?;
+            let (key, payload) =
+                encode_change(config, &change_schema, &mut change, "a snapshot row")?;
             loop {
                 match sink.try_send(
                     topics::CDC_CHANGES.name,

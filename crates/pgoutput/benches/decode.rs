@@ -158,7 +158,7 @@ fn decode(c: &mut Criterion) {
         ("enum", BOOKING_STATUS_OID, "confirmed"),
     ] {
         values.bench_function(name, |b| {
-            b.iter(|| typed_value(type_id, black_box(text.as_bytes()), &types).expect("valid"))
+            b.iter(|| typed_value(type_id, -1, black_box(text.as_bytes()), &types).expect("valid"))
         });
     }
     values.finish();

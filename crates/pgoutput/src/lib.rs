@@ -17,6 +17,7 @@ pub mod error;
 pub mod message;
 mod reader;
 pub mod row;
+mod special;
 mod temporal;
 mod text;
 

@@ -16,7 +16,9 @@ use std::str::FromStr;
 use crate::array;
 use crate::error::DecodeError;
 use crate::message::{Relation, TupleData, TupleValue};
-use crate::temporal;
+use crate::{special, temporal};
+
+pub use crate::special::numeric_modifier;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ColumnValue {
@@ -50,13 +52,13 @@ pub enum TypedValue {
     Json(String),
     /// Lower-case hyphenated form, as PostgreSQL printed it.
     Uuid(String),
-    /// Days since 1970-01-01; `infinity` is `i32::MAX`, `-infinity` `i32::MIN`.
+    /// Days since 1970-01-01 (±infinity are [`TypedValue::Infinity`]).
     Date(i32),
-    /// Wall-clock microseconds since 1970-01-01 00:00 (no time zone);
-    /// `infinity` is `i64::MAX`, `-infinity` `i64::MIN`.
+    /// Wall-clock microseconds since 1970-01-01 00:00 (no time zone); ±infinity are
+    /// [`TypedValue::Infinity`], years after 294247 [`TypedValue::WideTimestamp`].
     Timestamp(i64),
-    /// Microseconds since 1970-01-01 00:00 UTC; `infinity` is `i64::MAX`,
-    /// `-infinity` `i64::MIN`.
+    /// Microseconds since 1970-01-01 00:00 UTC; ±infinity and years after 294247 as for
+    /// [`TypedValue::Timestamp`].
     TimestampTz(i64),
     /// time: microseconds since midnight, up to 24:00:00 inclusive.
     Time(i64),
@@ -87,6 +89,69 @@ pub enum TypedValue {
         type_name: String,
         text: String,
     },
+    /// numeric with a declared precision and scale (`numeric(10,2)`, scale from 0 to the
+    /// precision), as its exact text; its NaN and ±Infinity stay [`TypedValue::Numeric`].
+    Decimal {
+        text: String,
+        precision: u16,
+        scale: u16,
+    },
+    /// A label of an enum type (known from the catalog: [`TypeNames::learn_enum`]).
+    Enum {
+        type_name: String,
+        label: String,
+    },
+    /// money as the stored count of the currency's minor units (cents), independent of
+    /// `lc_monetary`.
+    Money(i64),
+    /// bit and varbit: the length in bits and the bits, first bit highest, last byte padded.
+    Bits {
+        length: u32,
+        bytes: Vec<u8>,
+    },
+    Point {
+        x: f64,
+        y: f64,
+    },
+    /// A range; `bounds` is None for the empty range.
+    Range {
+        type_name: String,
+        bounds: Option<Box<RangeBounds>>,
+    },
+    /// hstore's pairs in the order PostgreSQL prints them; a None value is NULL.
+    Hstore(Vec<(String, Option<String>)>),
+    /// PostGIS geometry or geography: WKB without the SRID, and the SRID (None when 0).
+    Geometry {
+        type_name: String,
+        wkb: Vec<u8>,
+        srid: Option<i32>,
+    },
+    /// `infinity` or `-infinity` of a date, timestamp or timestamptz: explicit, never a value
+    /// that is also a real day or instant.
+    Infinity {
+        type_name: &'static str,
+        negative: bool,
+    },
+    /// A timestamp or timestamptz whose microseconds since 1970 do not fit 64 bits (years after
+    /// 294247): seconds since 1970 and the microseconds within the second (0 to 999,999).
+    WideTimestamp {
+        type_name: &'static str,
+        epoch_seconds: i64,
+        micros_of_second: u32,
+    },
+}
+
+/// The two ends of a non-empty range; None is unbounded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RangeBounds {
+    pub lower: Option<RangeBound>,
+    pub upper: Option<RangeBound>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RangeBound {
+    pub value: TypedValue,
+    pub inclusive: bool,
 }
 
 /// Type OID to name. Built-in types are known up front; others are learned
@@ -94,6 +159,10 @@ pub enum TypedValue {
 #[derive(Debug, Clone, Default)]
 pub struct TypeNames {
     learned: HashMap<u32, String>,
+    /// Names of enum types, and of user-defined range types with their subtype's name: what
+    /// pgoutput cannot tell, learned from the catalog.
+    enums: std::collections::HashSet<String>,
+    range_subtypes: HashMap<String, String>,
 }
 
 impl TypeNames {
@@ -112,6 +181,24 @@ impl TypeNames {
             format!("{namespace}.{name}")
         };
         self.learned.insert(type_id, qualified);
+    }
+
+    /// Records that the type called `type_name` (as [`TypeNames::name`] spells it) is an enum,
+    /// so its values become [`TypedValue::Enum`].
+    pub fn learn_enum(&mut self, type_name: &str) {
+        self.enums.insert(type_name.to_owned());
+    }
+
+    /// Records a user-defined range type and its subtype (both as [`TypeNames::name`] spells
+    /// them); built-in ranges are known.
+    pub fn learn_range(&mut self, type_name: &str, subtype_name: &str) {
+        self.range_subtypes
+            .insert(type_name.to_owned(), subtype_name.to_owned());
+    }
+
+    fn range_subtype<'a>(&'a self, type_name: &str) -> Option<&'a str> {
+        special::builtin_range_subtype(type_name)
+            .or_else(|| self.range_subtypes.get(type_name).map(String::as_str))
     }
 
     /// The type's name, or `oid:1234` for a type never described. Borrowed for every known
@@ -244,15 +331,15 @@ pub fn decode_tuple(
                 TupleValue::Null if key_only && !column.is_key => ColumnValue::NotInReplicaIdentity,
                 TupleValue::Null => ColumnValue::Null,
                 TupleValue::UnchangedToast => ColumnValue::UnchangedToast,
-                TupleValue::Text(text) => {
-                    ColumnValue::Value(typed_value(column.type_id, text, types).map_err(
+                TupleValue::Text(text) => ColumnValue::Value(
+                    typed_value(column.type_id, column.type_modifier, text, types).map_err(
                         |source| DecodeError::InvalidColumn {
                             relation: qualified_relation_name(relation),
                             column: column.name.clone(),
                             source: Box::new(source),
                         },
-                    )?)
-                }
+                    )?,
+                ),
                 TupleValue::Binary(bytes) => ColumnValue::Value(TypedValue::Other {
                     type_name: types.name(column.type_id).into_owned(),
                     text: bytea_hex(bytes),
@@ -289,8 +376,12 @@ fn bytea_hex(bytes: &[u8]) -> String {
 /// built-in array that is certain; a user type could be named `_x` without
 /// being an array, so a learned `_` type whose text is not array output is
 /// kept as [`TypedValue::Other`] instead of stopping the stream.
+///
+/// `type_modifier` is the column's (`atttypmod`, -1 for none): a `numeric(p,s)` value (or
+/// array element) becomes a [`TypedValue::Decimal`] with its declared precision and scale.
 pub fn typed_value(
     type_id: u32,
+    type_modifier: i32,
     text: &[u8],
     types: &TypeNames,
 ) -> Result<TypedValue, DecodeError> {
@@ -298,7 +389,11 @@ pub fn typed_value(
     let utf8 = std::str::from_utf8(text)
         .map_err(|_| DecodeError::invalid_value(&type_name, text, "not valid UTF-8"))?;
     let builtin = !types.learned.contains_key(&type_id) && builtin_type_name(type_id).is_some();
-    match typed_text(&type_name, utf8, 0) {
+    let context = Context {
+        types,
+        type_modifier,
+    };
+    match context.typed_text(&type_name, utf8, 0) {
         Err(_) if !builtin && array_element_type(&type_name).is_some() => Ok(TypedValue::Other {
             type_name: type_name.into_owned(),
             text: utf8.to_owned(),
@@ -318,106 +413,260 @@ fn array_element_type(type_name: &str) -> Option<String> {
     }
 }
 
-/// `depth` counts the arrays this value is an element of.
-fn typed_text(type_name: &str, utf8: &str, depth: usize) -> Result<TypedValue, DecodeError> {
-    let invalid = |reason| DecodeError::invalid_value(type_name, utf8.as_bytes(), reason);
-    if let Some(element_type) = array_element_type(type_name) {
-        if depth > 0 {
-            // PostgreSQL has no arrays of array types (a multi-dimensional
-            // array has the scalar element type); refusing bounds the recursion.
-            return Err(invalid("an array type as an array element"));
+/// What decoding one value needs beyond its text: the learned types, and the column's type
+/// modifier (array elements share their column's).
+struct Context<'a> {
+    types: &'a TypeNames,
+    type_modifier: i32,
+}
+
+/// The unqualified name of a learned extension type (`public.hstore` → `hstore`).
+fn unqualified(type_name: &str) -> &str {
+    type_name
+        .rsplit_once('.')
+        .map_or(type_name, |(_, name)| name)
+}
+
+impl Context<'_> {
+    /// `depth` counts the arrays (or ranges) this value is an element of.
+    fn typed_text(
+        &self,
+        type_name: &str,
+        utf8: &str,
+        depth: usize,
+    ) -> Result<TypedValue, DecodeError> {
+        let invalid = |reason| DecodeError::invalid_value(type_name, utf8.as_bytes(), reason);
+        if let Some(element_type) = array_element_type(type_name) {
+            if depth > 0 {
+                // PostgreSQL has no arrays of array types (a multi-dimensional
+                // array has the scalar element type); refusing bounds the recursion.
+                return Err(invalid("an array type as an array element"));
+            }
+            return array::parse_array(type_name, &element_type, utf8, |text| {
+                self.typed_text(&element_type, text, depth + 1)
+            })
+            .map_err(|error| match error {
+                array::ArrayError::Syntax(reason) => invalid(reason),
+                array::ArrayError::Element(error) => error,
+            });
         }
-        return array::parse_array(type_name, &element_type, utf8, |text| {
-            typed_text(&element_type, text, depth + 1)
-        })
-        .map_err(|error| match error {
-            array::ArrayError::Syntax(reason) => invalid(reason),
-            array::ArrayError::Element(error) => error,
-        });
+        if let Some(subtype) = self.types.range_subtype(type_name) {
+            if depth > 1 {
+                return Err(invalid("a range nested too deep"));
+            }
+            return self
+                .range(type_name, subtype, utf8, depth)
+                .map_err(|error| match error {
+                    RangeError::Syntax(reason) => invalid(reason),
+                    RangeError::Bound(error) => error,
+                });
+        }
+        if self.types.enums.contains(type_name) {
+            return Ok(TypedValue::Enum {
+                type_name: type_name.to_owned(),
+                label: utf8.to_owned(),
+            });
+        }
+        let value = match type_name {
+            "bool" => match utf8 {
+                "t" | "true" => TypedValue::Bool(true),
+                "f" | "false" => TypedValue::Bool(false),
+                _ => return Err(invalid("expected t or f")),
+            },
+            "int2" | "int4" => {
+                TypedValue::Int(utf8.parse().map_err(|_| invalid("not a 32-bit integer"))?)
+            }
+            "int8" => TypedValue::Long(utf8.parse().map_err(|_| invalid("not a 64-bit integer"))?),
+            "oid" => {
+                let oid: u32 = utf8
+                    .parse()
+                    .map_err(|_| invalid("not an unsigned 32-bit OID"))?;
+                TypedValue::Long(i64::from(oid))
+            }
+            "float4" => TypedValue::Float(
+                parse_float(utf8, f32::NAN, f32::INFINITY)
+                    .ok_or_else(|| invalid("not a float4"))?,
+            ),
+            "float8" => TypedValue::Double(
+                parse_float(utf8, f64::NAN, f64::INFINITY)
+                    .ok_or_else(|| invalid("not a float8"))?,
+            ),
+            "text" | "varchar" | "bpchar" | "name" | "char" => TypedValue::Text(utf8.to_owned()),
+            "bytea" => TypedValue::Bytes(
+                parse_bytea(utf8).ok_or_else(|| invalid("not bytea hex or escape output"))?,
+            ),
+            "numeric" => {
+                if !is_numeric_text(utf8) {
+                    return Err(invalid("not a plain decimal, NaN or Infinity"));
+                }
+                match special::numeric_modifier(self.type_modifier) {
+                    Some((precision, scale))
+                        if scale >= 0
+                            && scale as u16 <= precision
+                            && !utf8.ends_with("Infinity")
+                            && utf8 != "NaN" =>
+                    {
+                        TypedValue::Decimal {
+                            text: utf8.to_owned(),
+                            precision,
+                            scale: scale as u16,
+                        }
+                    }
+                    _ => TypedValue::Numeric(utf8.to_owned()),
+                }
+            }
+            "money" => TypedValue::Money(special::parse_money(utf8).map_err(invalid)?),
+            "bit" | "varbit" => {
+                let (length, bytes) = special::parse_bits(utf8).map_err(invalid)?;
+                TypedValue::Bits { length, bytes }
+            }
+            "point" => {
+                let (x, y) = special::parse_point(utf8).map_err(invalid)?;
+                TypedValue::Point { x, y }
+            }
+            "json" | "jsonb" => TypedValue::Json(utf8.to_owned()),
+            "uuid" => {
+                if !is_uuid_text(utf8) {
+                    return Err(invalid("not a hyphenated 36-character UUID"));
+                }
+                TypedValue::Uuid(utf8.to_owned())
+            }
+            "date" => match infinity("date", utf8) {
+                Some(value) => value,
+                None => {
+                    let days = temporal::parse_date(utf8).map_err(invalid)?;
+                    TypedValue::Date(
+                        i32::try_from(days).map_err(|_| invalid("outside the 32-bit day range"))?,
+                    )
+                }
+            },
+            "timestamp" => match infinity("timestamp", utf8) {
+                Some(value) => value,
+                None => timestamp(
+                    "timestamp",
+                    temporal::parse_timestamp(utf8).map_err(invalid)?,
+                    TypedValue::Timestamp,
+                ),
+            },
+            "timestamptz" => match infinity("timestamptz", utf8) {
+                Some(value) => value,
+                None => timestamp(
+                    "timestamptz",
+                    temporal::parse_timestamptz(utf8).map_err(invalid)?,
+                    TypedValue::TimestampTz,
+                ),
+            },
+            "time" => TypedValue::Time(temporal::parse_time(utf8).map_err(invalid)?),
+            "timetz" => {
+                let (micros, offset_seconds) = temporal::parse_timetz(utf8).map_err(invalid)?;
+                TypedValue::TimeTz {
+                    micros,
+                    offset_seconds,
+                }
+            }
+            "interval" => {
+                let temporal::Interval {
+                    months,
+                    days,
+                    micros,
+                } = temporal::parse_interval(utf8).map_err(invalid)?;
+                TypedValue::Interval {
+                    months,
+                    days,
+                    micros,
+                }
+            }
+            learned => match unqualified(learned) {
+                "hstore" => TypedValue::Hstore(special::parse_hstore(utf8).map_err(invalid)?),
+                "geometry" | "geography" => {
+                    let (wkb, srid) = special::parse_ewkb_hex(utf8).map_err(invalid)?;
+                    TypedValue::Geometry {
+                        type_name: unqualified(learned).to_owned(),
+                        wkb,
+                        srid,
+                    }
+                }
+                _ => TypedValue::Other {
+                    type_name: type_name.to_owned(),
+                    text: utf8.to_owned(),
+                },
+            },
+        };
+        Ok(value)
     }
-    let value = match type_name {
-        "bool" => match utf8 {
-            "t" | "true" => TypedValue::Bool(true),
-            "f" | "false" => TypedValue::Bool(false),
-            _ => return Err(invalid("expected t or f")),
-        },
-        "int2" | "int4" => {
-            TypedValue::Int(utf8.parse().map_err(|_| invalid("not a 32-bit integer"))?)
-        }
-        "int8" => TypedValue::Long(utf8.parse().map_err(|_| invalid("not a 64-bit integer"))?),
-        "oid" => {
-            let oid: u32 = utf8
-                .parse()
-                .map_err(|_| invalid("not an unsigned 32-bit OID"))?;
-            TypedValue::Long(i64::from(oid))
-        }
-        "float4" => TypedValue::Float(
-            parse_float(utf8, f32::NAN, f32::INFINITY).ok_or_else(|| invalid("not a float4"))?,
-        ),
-        "float8" => TypedValue::Double(
-            parse_float(utf8, f64::NAN, f64::INFINITY).ok_or_else(|| invalid("not a float8"))?,
-        ),
-        "text" | "varchar" | "bpchar" | "name" | "char" => TypedValue::Text(utf8.to_owned()),
-        "bytea" => TypedValue::Bytes(
-            parse_bytea(utf8).ok_or_else(|| invalid("not bytea hex or escape output"))?,
-        ),
-        "numeric" => {
-            if !is_numeric_text(utf8) {
-                return Err(invalid("not a plain decimal, NaN or Infinity"));
-            }
-            TypedValue::Numeric(utf8.to_owned())
-        }
-        "json" | "jsonb" => TypedValue::Json(utf8.to_owned()),
-        "uuid" => {
-            if !is_uuid_text(utf8) {
-                return Err(invalid("not a hyphenated 36-character UUID"));
-            }
-            TypedValue::Uuid(utf8.to_owned())
-        }
-        "date" => TypedValue::Date(match utf8 {
-            "infinity" => i32::MAX,
-            "-infinity" => i32::MIN,
-            _ => {
-                let days = temporal::parse_date(utf8).map_err(invalid)?;
-                i32::try_from(days).map_err(|_| invalid("outside the 32-bit day range"))?
-            }
-        }),
-        "timestamp" => TypedValue::Timestamp(match utf8 {
-            "infinity" => i64::MAX,
-            "-infinity" => i64::MIN,
-            _ => temporal::parse_timestamp(utf8).map_err(invalid)?,
-        }),
-        "timestamptz" => TypedValue::TimestampTz(match utf8 {
-            "infinity" => i64::MAX,
-            "-infinity" => i64::MIN,
-            _ => temporal::parse_timestamptz(utf8).map_err(invalid)?,
-        }),
-        "time" => TypedValue::Time(temporal::parse_time(utf8).map_err(invalid)?),
-        "timetz" => {
-            let (micros, offset_seconds) = temporal::parse_timetz(utf8).map_err(invalid)?;
-            TypedValue::TimeTz {
-                micros,
-                offset_seconds,
-            }
-        }
-        "interval" => {
-            let temporal::Interval {
-                months,
-                days,
-                micros,
-            } = temporal::parse_interval(utf8).map_err(invalid)?;
-            TypedValue::Interval {
-                months,
-                days,
-                micros,
-            }
-        }
-        _ => TypedValue::Other {
+
+    fn range(
+        &self,
+        type_name: &str,
+        subtype: &str,
+        utf8: &str,
+        depth: usize,
+    ) -> Result<TypedValue, RangeError> {
+        let Some((lower, upper)) = special::parse_range(utf8).map_err(RangeError::Syntax)? else {
+            return Ok(TypedValue::Range {
+                type_name: type_name.to_owned(),
+                bounds: None,
+            });
+        };
+        // A range's subtype carries no type modifier: its bounds are plain numerics.
+        let bounds = Context {
+            types: self.types,
+            type_modifier: -1,
+        };
+        let bound = |bound: special::BoundText| -> Result<Option<RangeBound>, RangeError> {
+            bound
+                .text
+                .map(|text| {
+                    Ok(RangeBound {
+                        value: bounds
+                            .typed_text(subtype, &text, depth + 1)
+                            .map_err(RangeError::Bound)?,
+                        inclusive: bound.inclusive,
+                    })
+                })
+                .transpose()
+        };
+        Ok(TypedValue::Range {
             type_name: type_name.to_owned(),
-            text: utf8.to_owned(),
+            bounds: Some(Box::new(RangeBounds {
+                lower: bound(lower)?,
+                upper: bound(upper)?,
+            })),
+        })
+    }
+}
+
+enum RangeError {
+    Syntax(&'static str),
+    Bound(DecodeError),
+}
+
+/// The explicit ±infinity of the date and timestamp types.
+fn infinity(type_name: &'static str, utf8: &str) -> Option<TypedValue> {
+    match utf8 {
+        "infinity" => Some(TypedValue::Infinity {
+            type_name,
+            negative: false,
+        }),
+        "-infinity" => Some(TypedValue::Infinity {
+            type_name,
+            negative: true,
+        }),
+        _ => None,
+    }
+}
+
+/// Microseconds since 1970 as `fits` when they fit 64 bits, else as a [`TypedValue::WideTimestamp`].
+fn timestamp(type_name: &'static str, micros: i128, fits: fn(i64) -> TypedValue) -> TypedValue {
+    match i64::try_from(micros) {
+        Ok(micros) => fits(micros),
+        Err(_) => TypedValue::WideTimestamp {
+            type_name,
+            // PostgreSQL's years stop at 294276 (and 4713 BC), far inside 64-bit seconds.
+            epoch_seconds: micros.div_euclid(1_000_000) as i64,
+            micros_of_second: micros.rem_euclid(1_000_000) as u32,
         },
-    };
-    Ok(value)
+    }
 }
 
 /// PostgreSQL spells the special values `NaN`, `Infinity` and `-Infinity`;

@@ -22,8 +22,9 @@ pub(crate) fn parse_date(text: &str) -> Result<i64, Reason> {
 }
 
 /// `YYYY-MM-DD HH:MM:SS[.ffffff][ BC]` to microseconds since 1970-01-01,
-/// reading the wall-clock time as if it were UTC.
-pub(crate) fn parse_timestamp(text: &str) -> Result<i64, Reason> {
+/// reading the wall-clock time as if it were UTC. 128 bits: PostgreSQL's last years (after
+/// 294247) do not fit 64-bit microseconds since 1970; the caller decides their form.
+pub(crate) fn parse_timestamp(text: &str) -> Result<i128, Reason> {
     let (body, before_christ) = split_era(text);
     let mut cursor = Cursor::new(body);
     let micros = cursor.date_time(before_christ)?;
@@ -32,19 +33,15 @@ pub(crate) fn parse_timestamp(text: &str) -> Result<i64, Reason> {
 }
 
 /// `YYYY-MM-DD HH:MM:SS[.ffffff]±HH[:MM[:SS]][ BC]` to microseconds since
-/// 1970-01-01 UTC.
-pub(crate) fn parse_timestamptz(text: &str) -> Result<i64, Reason> {
+/// 1970-01-01 UTC (128 bits, as [`parse_timestamp`]).
+pub(crate) fn parse_timestamptz(text: &str) -> Result<i128, Reason> {
     let (body, before_christ) = split_era(text);
     let mut cursor = Cursor::new(body);
     let local_micros = cursor.date_time(before_christ)?;
     let offset_seconds = cursor.utc_offset_seconds()?;
     cursor.end()?;
-    local_micros
-        .checked_sub(offset_seconds * MICROS_PER_SECOND)
-        .ok_or(OUT_OF_RANGE)
+    Ok(local_micros - i128::from(offset_seconds * MICROS_PER_SECOND))
 }
-
-const OUT_OF_RANGE: Reason = "outside the range of 64-bit microseconds since 1970";
 
 /// `HH:MM:SS[.ffffff]` (time without time zone) to microseconds since
 /// midnight, `24:00:00` included.
@@ -273,16 +270,15 @@ impl<'a> Cursor<'a> {
         Ok(days_from_civil(year, month, day))
     }
 
-    fn date_time(&mut self, before_christ: bool) -> Result<i64, Reason> {
+    fn date_time(&mut self, before_christ: bool) -> Result<i128, Reason> {
         let days = self.date(before_christ)?;
         self.expect(b' ', "expected a space between date and time")?;
         let time_micros = self.time_of_day()?;
         if time_micros >= MICROS_PER_DAY {
             return Err("time of day out of range");
         }
-        days.checked_mul(MICROS_PER_DAY)
-            .and_then(|day_micros| day_micros.checked_add(time_micros))
-            .ok_or(OUT_OF_RANGE)
+        // Seven-digit years keep this far inside 128 bits.
+        Ok(i128::from(days) * i128::from(MICROS_PER_DAY) + i128::from(time_micros))
     }
 
     /// `HH:MM:SS[.ffffff]` to microseconds since midnight. `24:00:00` is
@@ -457,7 +453,7 @@ mod tests {
         );
         assert_eq!(
             parse_timestamp("0001-01-01 00:00:00 BC"),
-            Ok(-719_528 * MICROS_PER_DAY)
+            Ok(i128::from(-719_528 * MICROS_PER_DAY))
         );
         for text in [
             "1970-01-01",
@@ -491,11 +487,13 @@ mod tests {
         // Amsterdam's local mean time before 1937 was +00:19:32.
         assert_eq!(
             parse_timestamptz("1900-01-01 00:19:32+00:19:32"),
-            Ok(-25_567 * MICROS_PER_DAY)
+            Ok(i128::from(-25_567 * MICROS_PER_DAY))
         );
         assert_eq!(
             parse_timestamptz("0044-03-15 12:00:00+00 BC"),
-            Ok(days_from_civil(-43, 3, 15) * MICROS_PER_DAY + 12 * 3_600 * MICROS_PER_SECOND)
+            Ok(i128::from(
+                days_from_civil(-43, 3, 15) * MICROS_PER_DAY + 12 * 3_600 * MICROS_PER_SECOND
+            ))
         );
         for text in [
             "2024-03-01 12:34:56",
@@ -629,17 +627,20 @@ mod tests {
     }
 
     #[test]
-    fn far_future_beyond_i64_micros_is_an_error_not_a_panic() {
+    fn far_future_beyond_i64_micros_is_still_exact() {
         // PostgreSQL's own limit (294276 AD) fits its 2000-based epoch but
-        // not a 1970-based one.
+        // not 64-bit microseconds since 1970: 128 bits hold it exactly.
         assert_eq!(
             parse_timestamp("294276-12-31 23:59:59.999999"),
-            Err(OUT_OF_RANGE)
+            Ok(9_224_318_015_999_999_999)
         );
         assert_eq!(
-            parse_timestamptz("9999999-12-31 23:59:59-15"),
-            Err(OUT_OF_RANGE)
+            parse_timestamptz("294247-01-10 04:00:54.775807+00"),
+            Ok(i128::from(i64::MAX))
         );
-        assert!(parse_timestamptz("294247-01-10 04:00:54.775807+00").is_ok());
+        assert_eq!(
+            parse_timestamptz("294247-01-10 04:00:54.775808+00"),
+            Ok(i128::from(i64::MAX) + 1)
+        );
     }
 }

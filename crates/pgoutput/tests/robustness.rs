@@ -83,7 +83,7 @@ proptest! {
         oid in proptest::sample::select(TYPED_OIDS),
         text in proptest::collection::vec(any::<u8>(), 0..64),
     ) {
-        let _ = typed_value(oid, &text, &TypeNames::new());
+        let _ = typed_value(oid, -1, &text, &TypeNames::new());
     }
 
     #[test]
@@ -91,7 +91,7 @@ proptest! {
         oid in proptest::sample::select(TYPED_OIDS),
         text in value_like_text(),
     ) {
-        let _ = typed_value(oid, text.as_bytes(), &TypeNames::new());
+        let _ = typed_value(oid, -1, text.as_bytes(), &TypeNames::new());
     }
 
     #[test]
@@ -99,7 +99,7 @@ proptest! {
         oid in proptest::sample::select(ARRAY_OIDS),
         text in array_like_text(),
     ) {
-        let _ = typed_value(oid, text.as_bytes(), &TypeNames::new());
+        let _ = typed_value(oid, -1, text.as_bytes(), &TypeNames::new());
     }
 
     #[test]
@@ -107,7 +107,7 @@ proptest! {
         elements in proptest::collection::vec(proptest::option::of("[a-z{}\",\\\\ é]{0,6}"), 0..8),
     ) {
         let text = format!("{{{}}}", elements.iter().map(array_out_element).collect::<Vec<_>>().join(","));
-        let parsed = typed_value(TEXT_ARRAY, text.as_bytes(), &TypeNames::new());
+        let parsed = typed_value(TEXT_ARRAY, -1, text.as_bytes(), &TypeNames::new());
         let expected = TypedValue::Array {
             type_name: "_text".into(),
             lower_bound: 1,
@@ -118,7 +118,7 @@ proptest! {
 
     #[test]
     fn interval_like_text_never_panics(text in "-?P(-?[0-9]{1,20}[YMDW]){0,4}(T(-?[0-9]{1,20}(\\.[0-9]{0,8})?[HMS]){0,4})?") {
-        let _ = typed_value(1186, text.as_bytes(), &TypeNames::new());
+        let _ = typed_value(1186, -1, text.as_bytes(), &TypeNames::new());
     }
 
     #[test]
@@ -135,9 +135,9 @@ proptest! {
     ) {
         let era = if bc { " BC" } else { "" };
         let text = format!("{year:04}-{month:02}-{day:02} {hour:02}:{minute:02}:{second:02}.{fraction}{offset}{era}");
-        let _ = typed_value(1184, text.as_bytes(), &TypeNames::new());
+        let _ = typed_value(1184, -1, text.as_bytes(), &TypeNames::new());
         let date = format!("{year:04}-{month:02}-{day:02}{era}");
-        let _ = typed_value(1082, date.as_bytes(), &TypeNames::new());
+        let _ = typed_value(1082, -1, date.as_bytes(), &TypeNames::new());
     }
 
     #[test]

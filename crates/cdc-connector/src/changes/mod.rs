@@ -76,6 +76,11 @@ impl ChangeAssembler {
         self.open.is_none() && self.streaming.is_none()
     }
 
+    /// The types learned from the stream's Type messages.
+    pub fn types(&self) -> &TypeNames {
+        &self.types
+    }
+
     /// Whether the next message is inside a streamed chunk (it then carries an xid).
     pub fn in_stream(&self) -> bool {
         self.streaming.is_some()

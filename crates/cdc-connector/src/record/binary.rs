@@ -6,9 +6,12 @@
 //! writes with apache-avro and compares it with the value `to_avro` builds, for every type of the
 //! type matrix.
 
-use pgoutput::row::{ColumnValue, TypedValue};
+use pgoutput::row::{ColumnValue, RangeBound, TypedValue};
 
-use super::{ChangeLayout, change_id_with_key};
+use super::{
+    ChangeLayout, change_id_with_key,
+    decimal::{self, DecimalHandling},
+};
 use crate::changes::{ChangeEvent, Columns};
 
 /// The fields of `CDCChange`, in the order they are written.
@@ -35,7 +38,9 @@ pub const SOURCE_FIELDS: [&str; 6] = [
 ];
 
 /// Appends the change, framed for the registry's schema `schema_id` (magic byte, id), to `out`;
-/// `key` is its Kafka key ([`super::kafka_key`]), part of a snapshot row's `change_id`.
+/// `key` is its Kafka key ([`super::kafka_key`]), part of a snapshot row's `change_id`. An error
+/// names the column whose value the layout cannot write (a `numeric(p,s)` in precise mode
+/// without its `Decimal_p_s` branch); `out` then holds a partial record.
 #[allow(
     clippy::too_many_arguments,
     reason = "the record's parts, passed as the session has them"
@@ -49,15 +54,15 @@ pub fn encode_change(
     slot_name: &str,
     now_unix_millis: i64,
     out: &mut Vec<u8>,
-) {
+) -> Result<(), String> {
     out.push(0);
     out.extend_from_slice(&schema_id.to_be_bytes());
     string(out, &change_id_with_key(event, key));
     string(out, &event.table);
     long(out, i64::from(layout.operation_symbol(event.operation).0));
-    columns(out, layout, &event.primary_key);
-    optional_columns(out, layout, event.before.as_ref());
-    optional_columns(out, layout, event.after.as_ref());
+    columns(out, layout, &event.primary_key)?;
+    optional_columns(out, layout, event.before.as_ref())?;
+    optional_columns(out, layout, event.after.as_ref())?;
     long(out, now_unix_millis);
     string(out, source_database);
     let position = &event.position;
@@ -70,31 +75,36 @@ pub fn encode_change(
     );
     long(out, position.commit_time_unix_micros);
     string(out, slot_name);
+    Ok(())
 }
 
-fn optional_columns(out: &mut Vec<u8>, layout: &ChangeLayout, values: Option<&Columns>) {
+type Written = Result<(), String>;
+
+fn optional_columns(out: &mut Vec<u8>, layout: &ChangeLayout, values: Option<&Columns>) -> Written {
     match values {
         None => long(out, i64::from(layout.absent_columns)),
         Some(values) => {
             long(out, i64::from(layout.present_columns));
-            columns(out, layout, values);
+            columns(out, layout, values)?;
         }
     }
+    Ok(())
 }
 
 /// A map as one block: its count, the entries, then the empty block that ends it.
-fn columns(out: &mut Vec<u8>, layout: &ChangeLayout, values: &Columns) {
+fn columns(out: &mut Vec<u8>, layout: &ChangeLayout, values: &Columns) -> Written {
     if !values.is_empty() {
         long(out, values.len() as i64);
         for (name, value) in values {
             string(out, name);
-            column_value(out, layout, value);
+            column_value(out, layout, value).map_err(|e| format!("column {name}: {e}"))?;
         }
     }
     long(out, 0);
+    Ok(())
 }
 
-fn column_value(out: &mut Vec<u8>, layout: &ChangeLayout, value: &ColumnValue) {
+fn column_value(out: &mut Vec<u8>, layout: &ChangeLayout, value: &ColumnValue) -> Written {
     match value {
         ColumnValue::Null => long(out, i64::from(layout.null)),
         ColumnValue::UnchangedToast => {
@@ -105,11 +115,21 @@ fn column_value(out: &mut Vec<u8>, layout: &ChangeLayout, value: &ColumnValue) {
             long(out, i64::from(layout.unavailable));
             long(out, i64::from(layout.not_in_replica_identity));
         }
-        ColumnValue::Value(typed) => typed_value(out, layout, typed),
+        ColumnValue::Value(typed) => typed_value(out, layout, typed)?,
     }
+    Ok(())
 }
 
-fn typed_value(out: &mut Vec<u8>, layout: &ChangeLayout, value: &TypedValue) {
+/// A value of the column-value union, or its null branch.
+fn optional_value(out: &mut Vec<u8>, layout: &ChangeLayout, value: Option<&TypedValue>) -> Written {
+    match value {
+        None => long(out, i64::from(layout.null)),
+        Some(typed) => typed_value(out, layout, typed)?,
+    }
+    Ok(())
+}
+
+fn typed_value(out: &mut Vec<u8>, layout: &ChangeLayout, value: &TypedValue) -> Written {
     match value {
         TypedValue::Bool(b) => {
             long(out, i64::from(layout.boolean));
@@ -139,10 +159,12 @@ fn typed_value(out: &mut Vec<u8>, layout: &ChangeLayout, value: &TypedValue) {
             long(out, i64::from(layout.bytes));
             bytes(out, b);
         }
-        TypedValue::Numeric(s) => {
-            long(out, i64::from(layout.numeric));
-            string(out, s);
-        }
+        TypedValue::Numeric(text) => numeric(out, layout, text, None)?,
+        TypedValue::Decimal {
+            text,
+            precision,
+            scale,
+        } => numeric(out, layout, text, Some((*precision, *scale)))?,
         TypedValue::Json(s) => {
             long(out, i64::from(layout.json));
             string(out, s);
@@ -196,10 +218,7 @@ fn typed_value(out: &mut Vec<u8>, layout: &ChangeLayout, value: &TypedValue) {
             if !elements.is_empty() {
                 long(out, elements.len() as i64);
                 for element in elements {
-                    match element {
-                        None => long(out, i64::from(layout.null)),
-                        Some(typed) => typed_value(out, layout, typed),
-                    }
+                    optional_value(out, layout, element.as_ref())?;
                 }
             }
             long(out, 0);
@@ -209,7 +228,159 @@ fn typed_value(out: &mut Vec<u8>, layout: &ChangeLayout, value: &TypedValue) {
             string(out, type_name);
             string(out, text);
         }
+        TypedValue::Enum { type_name, label } => {
+            long(out, i64::from(layout.enum_value));
+            string(out, type_name);
+            string(out, label);
+        }
+        TypedValue::Money(minor_units) => {
+            long(out, i64::from(layout.money));
+            long(out, *minor_units);
+        }
+        TypedValue::Hstore(pairs) => {
+            long(out, i64::from(layout.hstore));
+            if !pairs.is_empty() {
+                long(out, pairs.len() as i64);
+                for (key, value) in pairs {
+                    string(out, key);
+                    // The entries' union is ["null", "string"].
+                    match value {
+                        None => long(out, 0),
+                        Some(value) => {
+                            long(out, 1);
+                            string(out, value);
+                        }
+                    }
+                }
+            }
+            long(out, 0);
+        }
+        TypedValue::Point { x, y } => {
+            long(out, i64::from(layout.point));
+            out.extend_from_slice(&x.to_le_bytes());
+            out.extend_from_slice(&y.to_le_bytes());
+        }
+        TypedValue::Bits {
+            length,
+            bytes: bits,
+        } => {
+            long(out, i64::from(layout.bits));
+            long(out, i64::from(*length));
+            bytes(out, bits);
+        }
+        TypedValue::Geometry {
+            type_name,
+            wkb,
+            srid,
+        } => {
+            long(out, i64::from(layout.geometry));
+            string(out, type_name);
+            bytes(out, wkb);
+            // srid is ["null", "int"].
+            match srid {
+                None => long(out, 0),
+                Some(srid) => {
+                    long(out, 1);
+                    long(out, i64::from(*srid));
+                }
+            }
+        }
+        TypedValue::Infinity {
+            type_name,
+            negative,
+        } => {
+            long(out, i64::from(layout.infinity));
+            string(out, type_name);
+            out.push(u8::from(*negative));
+        }
+        TypedValue::WideTimestamp {
+            type_name,
+            epoch_seconds,
+            micros_of_second,
+        } => {
+            long(out, i64::from(layout.wide_timestamp));
+            string(out, type_name);
+            long(out, *epoch_seconds);
+            long(out, i64::from(*micros_of_second));
+        }
+        TypedValue::Range { type_name, bounds } => {
+            long(out, i64::from(layout.range));
+            string(out, type_name);
+            out.push(u8::from(bounds.is_none()));
+            let (lower, upper) = match bounds {
+                Some(bounds) => (bounds.lower.as_ref(), bounds.upper.as_ref()),
+                None => (None, None),
+            };
+            for bound in [lower, upper] {
+                range_bound(out, layout, bound, bounds.is_some())?;
+            }
+        }
     }
+    Ok(())
+}
+
+/// A bound's value (null when unbounded or empty), inclusivity, and whether it is unbounded.
+fn range_bound(
+    out: &mut Vec<u8>,
+    layout: &ChangeLayout,
+    bound: Option<&RangeBound>,
+    non_empty: bool,
+) -> Written {
+    optional_value(out, layout, bound.map(|bound| &bound.value))?;
+    out.push(u8::from(bound.is_some_and(|bound| bound.inclusive)));
+    out.push(u8::from(non_empty && bound.is_none()));
+    Ok(())
+}
+
+/// A numeric as `--decimal-handling` says; `declared` is the column's precision and scale.
+fn numeric(
+    out: &mut Vec<u8>,
+    layout: &ChangeLayout,
+    text: &str,
+    declared: Option<decimal::DecimalType>,
+) -> Written {
+    let special = matches!(text, "NaN" | "Infinity" | "-Infinity");
+    match layout.decimal_handling {
+        DecimalHandling::Text => {
+            long(out, i64::from(layout.numeric));
+            string(out, text);
+        }
+        DecimalHandling::String => {
+            long(out, i64::from(layout.string));
+            string(out, text);
+        }
+        DecimalHandling::Double => {
+            long(out, i64::from(layout.double));
+            out.extend_from_slice(&decimal::to_double(text).to_le_bytes());
+        }
+        DecimalHandling::Precise if special => {
+            long(out, i64::from(layout.numeric));
+            string(out, text);
+        }
+        DecimalHandling::Precise => match declared {
+            Some(declared) => {
+                let (branch, size) = layout.decimal_branch(declared).ok_or_else(|| {
+                    format!(
+                        "the registered schema has no {} branch",
+                        decimal::branch_name(declared)
+                    )
+                })?;
+                let unscaled = decimal::unscaled_bytes(text, declared.1, Some(size))
+                    .ok_or_else(|| format!("{text} does not fit numeric{declared:?}"))?;
+                long(out, i64::from(branch));
+                out.extend_from_slice(&unscaled);
+            }
+            None => {
+                let scale = decimal::text_scale(text);
+                let unscaled = decimal::unscaled_bytes(text, scale, None)
+                    .ok_or_else(|| format!("{text} is not a decimal"))?;
+                long(out, i64::from(layout.variable_decimal));
+                long(out, i64::from(scale));
+                bytes(out, &unscaled);
+            }
+        },
+    }
+    Ok(())
 }
 
 /// Avro `long` (and `int`, `enum`, union index, counts): zig-zag, then a base-128 varint.

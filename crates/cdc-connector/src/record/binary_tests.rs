@@ -9,14 +9,120 @@ use apache_avro::{Schema, types::Value};
 use pgoutput::row::{ColumnValue, TypedValue};
 use proptest::{collection, option, prelude::*};
 
-use super::{ChangeLayout, encode_change, to_avro};
+use super::{
+    ChangeLayout,
+    decimal::{DecimalHandling, schema_with_decimals},
+    encode_change, to_avro,
+};
 use crate::changes::{ChangeEvent, Columns, Operation, Position};
 
+/// The declared decimals the test schema has branches for (precise mode).
+const DECIMALS: [(u16, u16); 3] = [(10, 2), (1, 0), (38, 9)];
+
 fn schema() -> Schema {
-    platform::schemas::parse(platform::schemas::CDC_CHANGE).unwrap()
+    let text = schema_with_decimals(
+        platform::schemas::CDC_CHANGE,
+        &DECIMALS.into_iter().collect(),
+    )
+    .unwrap();
+    platform::schemas::parse(&text).unwrap()
 }
 
-fn typed_value() -> impl Strategy<Value = TypedValue> {
+fn decimal_handling() -> impl Strategy<Value = DecimalHandling> {
+    prop_oneof![
+        Just(DecimalHandling::Text),
+        Just(DecimalHandling::Precise),
+        Just(DecimalHandling::String),
+        Just(DecimalHandling::Double),
+    ]
+}
+
+/// A value of a `numeric(p,s)` column: at most p - s integer digits and exactly s fraction
+/// digits, or a special value.
+fn declared_decimal() -> impl Strategy<Value = TypedValue> {
+    (
+        proptest::sample::select(DECIMALS.to_vec()),
+        any::<bool>(),
+        any::<u128>(),
+        0u8..4,
+    )
+        .prop_map(|((precision, scale), negative, digits, special)| {
+            let text = match special {
+                0 => "NaN".to_owned(),
+                1 => "-Infinity".to_owned(),
+                _ => {
+                    let digits = format!(
+                        "{:0width$}",
+                        digits % 10u128.pow(u32::from(precision)),
+                        width = usize::from(precision)
+                    );
+                    let (integer, fraction) = digits.split_at(usize::from(precision - scale));
+                    let integer = integer.trim_start_matches('0');
+                    let integer = if integer.is_empty() { "0" } else { integer };
+                    let sign = if negative { "-" } else { "" };
+                    if scale == 0 {
+                        format!("{sign}{integer}")
+                    } else {
+                        format!("{sign}{integer}.{fraction}")
+                    }
+                }
+            };
+            if matches!(text.as_str(), "NaN" | "-Infinity") {
+                TypedValue::Numeric(text)
+            } else {
+                TypedValue::Decimal {
+                    text,
+                    precision,
+                    scale,
+                }
+            }
+        })
+}
+
+/// `max_map`: the most entries of an hstore (its map's order is the decoder's to choose).
+fn scalar_extras(max_map: usize) -> impl Strategy<Value = TypedValue> {
+    prop_oneof![
+        declared_decimal(),
+        ("[a-z.]{1,10}", ".{0,8}")
+            .prop_map(|(type_name, label)| TypedValue::Enum { type_name, label }),
+        any::<i64>().prop_map(TypedValue::Money),
+        // hstore keys are unique.
+        collection::btree_map(".{0,6}", option::of(".{0,6}"), 0..=max_map)
+            .prop_map(|pairs| TypedValue::Hstore(pairs.into_iter().collect())),
+        (any::<f64>(), any::<f64>()).prop_map(|(x, y)| TypedValue::Point { x, y }),
+        collection::vec(any::<u8>(), 0..4).prop_map(|bytes| TypedValue::Bits {
+            length: bytes.len() as u32 * 8,
+            bytes
+        }),
+        (
+            "geometry|geography",
+            collection::vec(any::<u8>(), 0..24),
+            option::of(any::<i32>())
+        )
+            .prop_map(|(type_name, wkb, srid)| TypedValue::Geometry {
+                type_name,
+                wkb,
+                srid
+            }),
+        (
+            proptest::sample::select(vec!["date", "timestamp", "timestamptz"]),
+            any::<bool>()
+        )
+            .prop_map(|(type_name, negative)| TypedValue::Infinity {
+                type_name,
+                negative
+            }),
+        (any::<i64>(), 0u32..1_000_000).prop_map(|(epoch_seconds, micros_of_second)| {
+            TypedValue::WideTimestamp {
+                type_name: "timestamp",
+                epoch_seconds,
+                micros_of_second,
+            }
+        }),
+    ]
+}
+
+fn typed_value(max_map: usize) -> impl Strategy<Value = TypedValue> {
     let leaf = prop_oneof![
         any::<bool>().prop_map(TypedValue::Bool),
         any::<i32>().prop_map(TypedValue::Int),
@@ -47,32 +153,57 @@ fn typed_value() -> impl Strategy<Value = TypedValue> {
         }),
         ("[a-z_.]{1,12}", ".{0,12}")
             .prop_map(|(type_name, text)| TypedValue::Other { type_name, text }),
+        scalar_extras(max_map),
     ];
     leaf.prop_recursive(3, 24, 4, |inner| {
-        (
-            "[a-z_]{1,8}",
-            any::<i32>(),
-            collection::vec(option::of(inner), 0..4),
-        )
-            .prop_map(|(type_name, lower_bound, elements)| TypedValue::Array {
-                type_name,
-                lower_bound,
-                elements,
-            })
+        prop_oneof![
+            (
+                "[a-z_]{1,8}",
+                any::<i32>(),
+                collection::vec(option::of(inner.clone()), 0..4),
+            )
+                .prop_map(|(type_name, lower_bound, elements)| TypedValue::Array {
+                    type_name,
+                    lower_bound,
+                    elements,
+                }),
+            (
+                "[a-z_]{1,8}",
+                option::of((
+                    option::of((inner.clone(), any::<bool>())),
+                    option::of((inner, any::<bool>()))
+                ))
+            )
+                .prop_map(|(type_name, bounds)| TypedValue::Range {
+                    type_name,
+                    bounds: bounds.map(|(lower, upper)| {
+                        let bound = |b: Option<(TypedValue, bool)>| {
+                            b.map(|(value, inclusive)| pgoutput::row::RangeBound {
+                                value,
+                                inclusive,
+                            })
+                        };
+                        Box::new(pgoutput::row::RangeBounds {
+                            lower: bound(lower),
+                            upper: bound(upper),
+                        })
+                    }),
+                }),
+        ]
     })
 }
 
-fn column_value() -> impl Strategy<Value = ColumnValue> {
+fn column_value(max_map: usize) -> impl Strategy<Value = ColumnValue> {
     prop_oneof![
         Just(ColumnValue::Null),
         Just(ColumnValue::UnchangedToast),
         Just(ColumnValue::NotInReplicaIdentity),
-        typed_value().prop_map(ColumnValue::Value),
+        typed_value(max_map).prop_map(ColumnValue::Value),
     ]
 }
 
 fn columns(max: usize) -> impl Strategy<Value = Columns> {
-    collection::btree_map("[a-z_]{1,10}", column_value(), 0..=max)
+    collection::btree_map("[a-z_]{1,10}", column_value(max), 0..=max)
         .prop_map(|map: BTreeMap<String, ColumnValue>| map.into_iter().collect())
 }
 
@@ -142,6 +273,17 @@ fn canonical(value: &Value) -> String {
         ),
         Value::Float(f) => format!("Float({:08x})", f.to_bits()),
         Value::Double(f) => format!("Double({:016x})", f.to_bits()),
+        // The decoder reads a fixed decimal's bytes as they are; compare their integer value.
+        Value::Decimal(decimal) => {
+            let bytes: Vec<u8> = decimal.try_into().expect("decimal bytes");
+            let negative = bytes.first().is_some_and(|b| b & 0x80 != 0);
+            let significant: Vec<u8> = bytes
+                .iter()
+                .copied()
+                .skip_while(|&b| b == if negative { 0xff } else { 0 })
+                .collect();
+            format!("Decimal({negative},{significant:02x?})")
+        }
         other => format!("{other:?}"),
     }
 }
@@ -164,7 +306,7 @@ fn oracle(schema: &Schema, event: &ChangeEvent, layout: &ChangeLayout) -> Vec<u8
         schema: schema.clone(),
     };
     registered
-        .encode(to_avro(event, layout, "travel", "slot", 1_751_328_123_457))
+        .encode(to_avro(event, layout, "travel", "slot", 1_751_328_123_457).expect("writable"))
         .expect("the oracle's value fits the schema")
 }
 
@@ -179,7 +321,8 @@ fn ours(event: &ChangeEvent, layout: &ChangeLayout) -> Vec<u8> {
         "slot",
         1_751_328_123_457,
         &mut out,
-    );
+    )
+    .expect("writable");
     out
 }
 
@@ -187,18 +330,18 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
     #[test]
-    fn the_binary_encoder_writes_what_apache_avro_would(event in change(4)) {
+    fn the_binary_encoder_writes_what_apache_avro_would(event in change(4), mode in decimal_handling()) {
         let schema = schema();
-        let layout = ChangeLayout::from_schema(&schema).unwrap();
+        let layout = ChangeLayout::from_schema(&schema).unwrap().with_decimal_handling(mode);
         let expected = decode(&schema, &oracle(&schema, &event, &layout));
         let actual = decode(&schema, &ours(&event, &layout));
         prop_assert_eq!(canonical(&actual), canonical(&expected));
     }
 
     #[test]
-    fn with_single_entry_maps_the_bytes_are_identical(event in change(1)) {
+    fn with_single_entry_maps_the_bytes_are_identical(event in change(1), mode in decimal_handling()) {
         let schema = schema();
-        let layout = ChangeLayout::from_schema(&schema).unwrap();
+        let layout = ChangeLayout::from_schema(&schema).unwrap().with_decimal_handling(mode);
         prop_assert_eq!(ours(&event, &layout), oracle(&schema, &event, &layout));
     }
 }

@@ -1,7 +1,10 @@
 //! Where each value goes in the `CDCChange` schema, read by name from the schema itself.
 
-use apache_avro::{Schema, types::Value};
+use std::collections::HashMap;
 
+use apache_avro::{Schema, schema::InnerDecimalSchema, types::Value};
+
+use super::decimal::{DecimalHandling, DecimalType};
 use crate::changes::Operation;
 
 /// Where each value goes in the `CDCChange` schema: union branch indexes and enum symbol
@@ -29,6 +32,20 @@ pub struct ChangeLayout {
     pub(super) time_tz: u32,
     pub(super) interval: u32,
     pub(super) array: u32,
+    pub(super) enum_value: u32,
+    pub(super) money: u32,
+    pub(super) hstore: u32,
+    pub(super) point: u32,
+    pub(super) bits: u32,
+    pub(super) geometry: u32,
+    pub(super) infinity: u32,
+    pub(super) wide_timestamp: u32,
+    pub(super) variable_decimal: u32,
+    pub(super) range: u32,
+    /// `Decimal_p_s` branches (precise mode) by precision and scale: position and fixed size.
+    decimals: HashMap<DecimalType, (u32, usize)>,
+    /// How numeric values are written; the schema must have the branches the mode needs.
+    pub decimal_handling: DecimalHandling,
     /// `before_values`/`after_values`: the null and the map branch.
     pub(super) absent_columns: u32,
     pub(super) present_columns: u32,
@@ -111,6 +128,18 @@ impl ChangeLayout {
             time_tz: branch("TimeTz")?,
             interval: branch("Interval")?,
             array: branch("Array")?,
+            enum_value: branch("EnumValue")?,
+            money: branch("Money")?,
+            hstore: branch("Hstore")?,
+            point: branch("Point")?,
+            bits: branch("Bits")?,
+            geometry: branch("Geometry")?,
+            infinity: branch("Infinity")?,
+            wide_timestamp: branch("WideTimestamp")?,
+            variable_decimal: branch("VariableDecimal")?,
+            range: branch("Range")?,
+            decimals: decimal_branches(schema, values.variants())?,
+            decimal_handling: DecimalHandling::default(),
             absent_columns: position(optional.variants(), "null", "before_values")?,
             present_columns: position(optional.variants(), "map", "before_values")?,
             operations: [
@@ -123,6 +152,22 @@ impl ChangeLayout {
             unchanged_toast: symbol_position(reasons, "UNCHANGED_TOAST")?,
             not_in_replica_identity: symbol_position(reasons, "NOT_IN_REPLICA_IDENTITY")?,
         })
+    }
+
+    /// The layout writing numerics as `mode` says.
+    pub fn with_decimal_handling(mut self, mode: DecimalHandling) -> Self {
+        self.decimal_handling = mode;
+        self
+    }
+
+    /// The position and fixed size of the `Decimal_p_s` branch, if the schema has it.
+    pub fn decimal_branch(&self, decimal: DecimalType) -> Option<(u32, usize)> {
+        self.decimals.get(&decimal).copied()
+    }
+
+    /// Whether the schema has a branch for each of `decimals`.
+    pub fn has_decimals<'a>(&self, mut decimals: impl Iterator<Item = &'a DecimalType>) -> bool {
+        decimals.all(|decimal| self.decimals.contains_key(decimal))
     }
 
     pub(super) fn operation(&self, operation: Operation) -> Value {
@@ -141,6 +186,31 @@ impl ChangeLayout {
         };
         self.operations[index]
     }
+}
+
+/// The `Decimal_p_s` branches of the column-value union: their definitions are found anywhere
+/// in the schema (the union names most of them by reference).
+fn decimal_branches(
+    schema: &Schema,
+    variants: &[Schema],
+) -> Result<HashMap<DecimalType, (u32, usize)>, String> {
+    let resolved = apache_avro::schema::ResolvedSchema::try_from(schema)
+        .map_err(|e| format!("the schema's names do not resolve: {e}"))?;
+    let mut decimals = HashMap::new();
+    for (index, variant) in variants.iter().enumerate() {
+        let definition = match variant {
+            Schema::Ref { name } => resolved.get_names().get(name).copied(),
+            other => Some(other),
+        };
+        if let Some(Schema::Decimal(decimal)) = definition
+            && let InnerDecimalSchema::Fixed(fixed) = &decimal.inner
+        {
+            let precision = u16::try_from(decimal.precision).map_err(|e| e.to_string())?;
+            let scale = u16::try_from(decimal.scale).map_err(|e| e.to_string())?;
+            decimals.insert((precision, scale), (index as u32, fixed.size));
+        }
+    }
+    Ok(decimals)
 }
 
 /// The binary encoder writes fields in the schema's order: a schema whose fields moved is
@@ -182,6 +252,11 @@ fn branch_name(schema: &Schema) -> Option<&str> {
         Schema::Map(_) => "map",
         Schema::Array(_) => "array",
         Schema::Record(record) => record.name.name(),
+        Schema::Fixed(fixed) => fixed.name.name(),
+        Schema::Decimal(decimal) => match &decimal.inner {
+            InnerDecimalSchema::Fixed(fixed) => fixed.name.name(),
+            InnerDecimalSchema::Bytes => return None,
+        },
         Schema::Ref { name } => name.name(),
         _ => return None,
     })

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 mod binary;
+pub mod decimal;
 mod key;
 mod layout;
 
@@ -31,29 +32,30 @@ pub fn change_id_with_key(event: &ChangeEvent, key: &str) -> String {
     }
 }
 
+/// The change as an apache-avro value: the oracle the binary encoder is tested against.
 pub fn to_avro(
     event: &ChangeEvent,
     layout: &ChangeLayout,
     source_database: &str,
     slot_name: &str,
     now_unix_millis: i64,
-) -> Value {
+) -> Result<Value, String> {
     let position = &event.position;
-    Value::Record(vec![
+    Ok(Value::Record(vec![
         ("change_id".into(), Value::String(change_id(event))),
         ("table_name".into(), Value::String(event.table.to_string())),
         ("operation".into(), layout.operation(event.operation)),
         (
             "primary_key".into(),
-            columns_map(layout, &event.primary_key),
+            columns_map(layout, &event.primary_key)?,
         ),
         (
             "before_values".into(),
-            optional_columns(layout, event.before.as_ref()),
+            optional_columns(layout, event.before.as_ref())?,
         ),
         (
             "after_values".into(),
-            optional_columns(layout, event.after.as_ref()),
+            optional_columns(layout, event.after.as_ref())?,
         ),
         ("timestamp".into(), Value::TimestampMillis(now_unix_millis)),
         (
@@ -86,7 +88,7 @@ pub fn to_avro(
                 ("slot_name".into(), Value::String(slot_name.into())),
             ]),
         ),
-    ])
+    ]))
 }
 
 /// LSNs are unsigned 64-bit; Avro longs are signed. Real LSNs stay far below 2^63.
@@ -94,23 +96,23 @@ fn lsn_long(lsn: u64) -> i64 {
     i64::try_from(lsn).unwrap_or(i64::MAX)
 }
 
-fn optional_columns(layout: &ChangeLayout, columns: Option<&Columns>) -> Value {
-    match columns {
+fn optional_columns(layout: &ChangeLayout, columns: Option<&Columns>) -> Result<Value, String> {
+    Ok(match columns {
         None => Value::Union(layout.absent_columns, Box::new(Value::Null)),
         Some(columns) => Value::Union(
             layout.present_columns,
-            Box::new(columns_map(layout, columns)),
+            Box::new(columns_map(layout, columns)?),
         ),
-    }
+    })
 }
 
-fn columns_map(layout: &ChangeLayout, columns: &Columns) -> Value {
-    Value::Map(
+fn columns_map(layout: &ChangeLayout, columns: &Columns) -> Result<Value, String> {
+    Ok(Value::Map(
         columns
             .iter()
-            .map(|(name, value)| (name.clone(), column_value(layout, value)))
-            .collect::<HashMap<_, _>>(),
-    )
+            .map(|(name, value)| Ok((name.clone(), column_value(layout, value)?)))
+            .collect::<Result<HashMap<_, _>, String>>()?,
+    ))
 }
 
 fn record(fields: Vec<(&str, Value)>) -> Value {
@@ -122,7 +124,7 @@ fn record(fields: Vec<(&str, Value)>) -> Value {
     )
 }
 
-fn column_value(layout: &ChangeLayout, value: &ColumnValue) -> Value {
+fn column_value(layout: &ChangeLayout, value: &ColumnValue) -> Result<Value, String> {
     let (index, inner) = match value {
         ColumnValue::Null => (layout.null, Value::Null),
         ColumnValue::UnchangedToast => (
@@ -142,21 +144,25 @@ fn column_value(layout: &ChangeLayout, value: &ColumnValue) -> Value {
                 ),
             )]),
         ),
-        ColumnValue::Value(typed) => typed_value(layout, typed),
+        ColumnValue::Value(typed) => typed_value(layout, typed)?,
     };
-    Value::Union(index, Box::new(inner))
+    Ok(Value::Union(index, Box::new(inner)))
 }
 
-fn array_element(layout: &ChangeLayout, element: &Option<TypedValue>) -> Value {
-    let (index, inner) = match element {
+fn optional_value(layout: &ChangeLayout, value: Option<&TypedValue>) -> Result<Value, String> {
+    let (index, inner) = match value {
         None => (layout.null, Value::Null),
-        Some(typed) => typed_value(layout, typed),
+        Some(typed) => typed_value(layout, typed)?,
     };
-    Value::Union(index, Box::new(inner))
+    Ok(Value::Union(index, Box::new(inner)))
 }
 
-fn typed_value(layout: &ChangeLayout, value: &TypedValue) -> (u32, Value) {
-    match value {
+fn text_record(text: &str) -> Value {
+    record(vec![("value", Value::String(text.to_owned()))])
+}
+
+fn typed_value(layout: &ChangeLayout, value: &TypedValue) -> Result<(u32, Value), String> {
+    Ok(match value {
         TypedValue::Bool(b) => (layout.boolean, Value::Boolean(*b)),
         TypedValue::Int(i) => (layout.int, Value::Int(*i)),
         TypedValue::Long(i) => (layout.long, Value::Long(*i)),
@@ -164,18 +170,14 @@ fn typed_value(layout: &ChangeLayout, value: &TypedValue) -> (u32, Value) {
         TypedValue::Double(f) => (layout.double, Value::Double(*f)),
         TypedValue::Text(s) => (layout.string, Value::String(s.clone())),
         TypedValue::Bytes(b) => (layout.bytes, Value::Bytes(b.clone())),
-        TypedValue::Numeric(s) => (
-            layout.numeric,
-            record(vec![("value", Value::String(s.clone()))]),
-        ),
-        TypedValue::Json(s) => (
-            layout.json,
-            record(vec![("value", Value::String(s.clone()))]),
-        ),
-        TypedValue::Uuid(s) => (
-            layout.uuid,
-            record(vec![("value", Value::String(s.clone()))]),
-        ),
+        TypedValue::Numeric(text) => numeric(layout, text, None)?,
+        TypedValue::Decimal {
+            text,
+            precision,
+            scale,
+        } => numeric(layout, text, Some((*precision, *scale)))?,
+        TypedValue::Json(s) => (layout.json, text_record(s)),
+        TypedValue::Uuid(s) => (layout.uuid, text_record(s)),
         TypedValue::Date(days) => (layout.date, record(vec![("days", Value::Date(*days))])),
         TypedValue::Timestamp(micros) => (
             layout.timestamp,
@@ -226,8 +228,8 @@ fn typed_value(layout: &ChangeLayout, value: &TypedValue) -> (u32, Value) {
                     Value::Array(
                         elements
                             .iter()
-                            .map(|element| array_element(layout, element))
-                            .collect(),
+                            .map(|element| optional_value(layout, element.as_ref()))
+                            .collect::<Result<_, _>>()?,
                     ),
                 ),
             ]),
@@ -239,7 +241,153 @@ fn typed_value(layout: &ChangeLayout, value: &TypedValue) -> (u32, Value) {
                 ("text", Value::String(text.clone())),
             ]),
         ),
-    }
+        TypedValue::Enum { type_name, label } => (
+            layout.enum_value,
+            record(vec![
+                ("type_name", Value::String(type_name.clone())),
+                ("label", Value::String(label.clone())),
+            ]),
+        ),
+        TypedValue::Money(minor_units) => (
+            layout.money,
+            record(vec![("minor_units", Value::Long(*minor_units))]),
+        ),
+        TypedValue::Hstore(pairs) => (
+            layout.hstore,
+            record(vec![(
+                "entries",
+                Value::Map(
+                    pairs
+                        .iter()
+                        .map(|(key, value)| {
+                            let value = match value {
+                                None => Value::Union(0, Box::new(Value::Null)),
+                                Some(value) => {
+                                    Value::Union(1, Box::new(Value::String(value.clone())))
+                                }
+                            };
+                            (key.clone(), value)
+                        })
+                        .collect(),
+                ),
+            )]),
+        ),
+        TypedValue::Point { x, y } => (
+            layout.point,
+            record(vec![("x", Value::Double(*x)), ("y", Value::Double(*y))]),
+        ),
+        TypedValue::Bits { length, bytes } => (
+            layout.bits,
+            record(vec![
+                ("length", Value::Int(*length as i32)),
+                ("bits", Value::Bytes(bytes.clone())),
+            ]),
+        ),
+        TypedValue::Geometry {
+            type_name,
+            wkb,
+            srid,
+        } => (
+            layout.geometry,
+            record(vec![
+                ("type_name", Value::String(type_name.clone())),
+                ("wkb", Value::Bytes(wkb.clone())),
+                (
+                    "srid",
+                    match srid {
+                        None => Value::Union(0, Box::new(Value::Null)),
+                        Some(srid) => Value::Union(1, Box::new(Value::Int(*srid))),
+                    },
+                ),
+            ]),
+        ),
+        TypedValue::Infinity {
+            type_name,
+            negative,
+        } => (
+            layout.infinity,
+            record(vec![
+                ("type_name", Value::String((*type_name).to_owned())),
+                ("negative", Value::Boolean(*negative)),
+            ]),
+        ),
+        TypedValue::WideTimestamp {
+            type_name,
+            epoch_seconds,
+            micros_of_second,
+        } => (
+            layout.wide_timestamp,
+            record(vec![
+                ("type_name", Value::String((*type_name).to_owned())),
+                ("epoch_seconds", Value::Long(*epoch_seconds)),
+                ("micros_of_second", Value::Int(*micros_of_second as i32)),
+            ]),
+        ),
+        TypedValue::Range { type_name, bounds } => {
+            let (lower, upper) = match bounds {
+                Some(bounds) => (bounds.lower.as_ref(), bounds.upper.as_ref()),
+                None => (None, None),
+            };
+            let mut fields = vec![
+                ("type_name", Value::String(type_name.clone())),
+                ("empty", Value::Boolean(bounds.is_none())),
+            ];
+            for (value, inclusive, infinite, bound) in [
+                ("lower", "lower_inclusive", "lower_infinite", lower),
+                ("upper", "upper_inclusive", "upper_infinite", upper),
+            ] {
+                fields.push((value, optional_value(layout, bound.map(|b| &b.value))?));
+                fields.push((
+                    inclusive,
+                    Value::Boolean(bound.is_some_and(|b| b.inclusive)),
+                ));
+                fields.push((
+                    infinite,
+                    Value::Boolean(bounds.is_some() && bound.is_none()),
+                ));
+            }
+            (layout.range, record(fields))
+        }
+    })
+}
+
+/// A numeric as `--decimal-handling` says (see [`decimal`]).
+fn numeric(
+    layout: &ChangeLayout,
+    text: &str,
+    declared: Option<decimal::DecimalType>,
+) -> Result<(u32, Value), String> {
+    let special = matches!(text, "NaN" | "Infinity" | "-Infinity");
+    Ok(match layout.decimal_handling {
+        decimal::DecimalHandling::Text => (layout.numeric, text_record(text)),
+        decimal::DecimalHandling::String => (layout.string, Value::String(text.to_owned())),
+        decimal::DecimalHandling::Double => {
+            (layout.double, Value::Double(decimal::to_double(text)))
+        }
+        decimal::DecimalHandling::Precise if special => (layout.numeric, text_record(text)),
+        decimal::DecimalHandling::Precise => match declared {
+            Some(declared) => {
+                let (branch, size) = layout
+                    .decimal_branch(declared)
+                    .ok_or_else(|| format!("no {} branch", decimal::branch_name(declared)))?;
+                let unscaled = decimal::unscaled_bytes(text, declared.1, Some(size))
+                    .ok_or_else(|| format!("{text} does not fit numeric{declared:?}"))?;
+                (branch, Value::Decimal(apache_avro::Decimal::from(unscaled)))
+            }
+            None => {
+                let scale = decimal::text_scale(text);
+                let unscaled = decimal::unscaled_bytes(text, scale, None)
+                    .ok_or_else(|| format!("{text} is not a decimal"))?;
+                (
+                    layout.variable_decimal,
+                    record(vec![
+                        ("scale", Value::Int(i32::from(scale))),
+                        ("value", Value::Bytes(unscaled)),
+                    ]),
+                )
+            }
+        },
+    })
 }
 
 #[cfg(test)]

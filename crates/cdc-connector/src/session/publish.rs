@@ -12,7 +12,7 @@ use crate::{
     changes::{ChangeEvent, Operation, Output},
     error::{ConnectorError, ErrorKind},
     incremental,
-    metadata::{self, Schemas},
+    metadata::{self, ChangeSchema},
     record,
     sink::{RecordProducer, SendError},
     source::{catalog::Catalog, replication::ReplicationStream},
@@ -103,7 +103,8 @@ where
         if !self.config.filter.includes_table(&change.table) {
             return Ok(());
         }
-        let (key, payload) = encode_change(self.config, self.schemas, &mut change, "a change")?;
+        let (key, payload) =
+            encode_change(self.config, &self.change_schema, &mut change, "a change")?;
         if in_transaction {
             self.tally.count_change(&change.table);
         }
@@ -177,7 +178,7 @@ where
 /// Filters a row change and encodes it: its Kafka key and its Confluent-framed Avro value.
 pub fn encode_change(
     config: &super::SessionConfig,
-    schemas: &Schemas,
+    schema: &ChangeSchema,
     change: &mut ChangeEvent,
     what: &str,
 ) -> Result<(String, Vec<u8>), ConnectorError> {
@@ -194,13 +195,20 @@ pub fn encode_change(
     record::encode_change(
         change,
         &key,
-        &schemas.change_layout,
-        schemas.change.id,
+        &schema.layout,
+        schema.id,
         &config.target.database,
         &config.source.slot_name,
         crate::unix_micros_now() / 1000,
         &mut payload,
-    );
+    )
+    .map_err(|e| {
+        ConnectorError::new(
+            ErrorKind::Unpublishable,
+            format!("{what} of {} with key {key}", change.table),
+            e,
+        )
+    })?;
     Ok((key, payload))
 }
 

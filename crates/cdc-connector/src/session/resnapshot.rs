@@ -42,6 +42,10 @@ where
             .filter(|t| requested.iter().any(|r| **r == *t.qualified_name))
             .collect();
         tracing::info!(?requested, found = tables.len(), "re-snapshot requested");
+        self.change_schema = self
+            .schemas
+            .for_relations(tables.iter().map(|t| &t.relation), &types)
+            .await?;
         match &mut self.resnapshot {
             Some(running) => running.add_tables(tables),
             None => {

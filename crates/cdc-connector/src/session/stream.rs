@@ -11,7 +11,7 @@ use crate::{
     changes::{ChangeAssembler, Output},
     error::{ConnectorError, ErrorKind},
     incremental::IncrementalSnapshot,
-    metadata::{Schemas, TransactionTally},
+    metadata::{ChangeSchema, Schemas, TransactionTally},
     sink::{OrderedSink, RecordProducer, tracker_stopped},
     source::{catalog::Catalog, replication::ReplicationStream},
 };
@@ -21,6 +21,8 @@ pub struct Session<'a, S, P: RecordProducer, C> {
     pub(super) stream: S,
     pub(super) sink: OrderedSink<P>,
     pub(super) schemas: &'a Schemas,
+    /// The change schema this session encodes with (it grows in precise decimal mode).
+    pub(super) change_schema: std::sync::Arc<ChangeSchema>,
     pub(super) assembler: ChangeAssembler,
     pub(super) tally: TransactionTally,
     /// An ad-hoc re-snapshot in progress, requested by a signal.
@@ -55,6 +57,7 @@ where
             stream,
             sink: OrderedSink::new(producer, start, health.clone()),
             schemas,
+            change_schema: schemas.change(),
             assembler: ChangeAssembler::new(config.spill_directory.clone()),
             tally: TransactionTally::default(),
             resnapshot: None,
@@ -117,7 +120,7 @@ where
             } => {
                 self.received_lsn = self.received_lsn.max(wal_end).max(wal_start);
                 if data.first() == Some(&b'R') {
-                    self.learn_primary_key(data).await?;
+                    self.describe_relation(data).await?;
                 }
                 self.assembler
                     .apply(data, wal_start, outputs)
@@ -170,15 +173,21 @@ where
         Ok(())
     }
 
-    /// For a REPLICA IDENTITY FULL table, looks its primary key up in the catalog (pgoutput
-    /// flags every column as key there). Relation messages are rare: once per table and
-    /// schema change.
-    async fn learn_primary_key(&mut self, data: &[u8]) -> Result<(), ConnectorError> {
+    /// What a Relation message (once per table and schema change, before its first row)
+    /// needs beyond itself: in precise decimal mode the schema branches of its decimals, and for
+    /// a REPLICA IDENTITY FULL table its primary key from the catalog (pgoutput flags every
+    /// column as key there).
+    async fn describe_relation(&mut self, data: &[u8]) -> Result<(), ConnectorError> {
         let Ok(pgoutput::message::LogicalMessage::Relation(relation)) =
             pgoutput::message::decode_message(data, self.assembler.in_stream())
         else {
             return Ok(());
         };
+        self.change_schema = self
+            .schemas
+            .for_relations([&relation], self.assembler.types())
+            .await
+            .map_err(|e| e.within(&format!("table {}.{}", relation.namespace, relation.name)))?;
         if !matches!(
             relation.replica_identity,
             pgoutput::message::ReplicaIdentity::Full

@@ -87,13 +87,14 @@ fn schemas() -> Schemas {
         id,
         schema: platform::schemas::parse(text).unwrap(),
     };
-    let change = schema(1, platform::schemas::CDC_CHANGE);
-    Schemas {
-        change_layout: crate::record::ChangeLayout::from_schema(&change.schema).unwrap(),
-        change,
-        transaction: schema(2, platform::schemas::CDC_TRANSACTION),
-        message: schema(3, platform::schemas::CDC_MESSAGE),
-    }
+    Schemas::new(
+        schema(1, platform::schemas::CDC_CHANGE),
+        crate::record::decimal::DecimalHandling::Text,
+        schema(2, platform::schemas::CDC_TRANSACTION),
+        schema(3, platform::schemas::CDC_MESSAGE),
+        None,
+    )
+    .unwrap()
 }
 
 /// What the test holds: the server's side of the stream and the producer's answers.

@@ -10,13 +10,15 @@ use crate::error::{ConnectorError, ErrorKind};
 
 /// The output settings of every connection to the source (replication, catalog, snapshot
 /// workers, re-snapshot): the decoders parse values in exactly these formats, so a connection
-/// without them would turn values undecodable.
-pub const SESSION_SETTINGS: [(&str, &str); 5] = [
+/// without them would turn values undecodable. `lc_monetary=C` fixes money's output format
+/// (`$1,234.56`), whatever the server's locale.
+pub const SESSION_SETTINGS: [(&str, &str); 6] = [
     ("DateStyle", "ISO"),
     ("TimeZone", "UTC"),
     ("IntervalStyle", "iso_8601"),
     ("extra_float_digits", "3"),
     ("bytea_output", "hex"),
+    ("lc_monetary", "C"),
 ];
 
 /// [`SESSION_SETTINGS`] as the startup packet's `options` (`-c name=value ...`).

@@ -5,7 +5,7 @@ const INT4: u32 = 23;
 const TEXT: u32 = 25;
 
 fn typed(type_id: u32, text: &str) -> Result<TypedValue, DecodeError> {
-    typed_value(type_id, text.as_bytes(), &TypeNames::new())
+    typed_value(type_id, -1, text.as_bytes(), &TypeNames::new())
 }
 
 fn ok(type_id: u32, text: &str) -> TypedValue {
@@ -141,18 +141,18 @@ fn learned_domain_decodes_like_its_base_type() {
     types.learn(70_001, "", "int8");
     types.learn(70_000, "public", "mood");
     assert_eq!(
-        typed_value(70_001, b"-5", &types).unwrap(),
+        typed_value(70_001, -1, b"-5", &types).unwrap(),
         TypedValue::Long(-5)
     );
     assert_eq!(
-        typed_value(70_000, b"happy", &types).unwrap(),
+        typed_value(70_000, -1, b"happy", &types).unwrap(),
         TypedValue::Other {
             type_name: "public.mood".into(),
             text: "happy".into()
         }
     );
     assert_eq!(
-        typed_value(99_999, b"x", &types).unwrap(),
+        typed_value(99_999, -1, b"x", &types).unwrap(),
         TypedValue::Other {
             type_name: "oid:99999".into(),
             text: "x".into()
@@ -214,7 +214,7 @@ fn text_like_types_keep_text() {
         assert_eq!(ok(type_id, "héllo  "), TypedValue::Text("héllo  ".into()));
     }
     assert_eq!(ok(25, ""), TypedValue::Text(String::new()));
-    assert!(typed_value(25, b"\xff", &TypeNames::new()).is_err());
+    assert!(typed_value(25, -1, b"\xff", &TypeNames::new()).is_err());
 }
 
 #[test]
@@ -278,8 +278,20 @@ fn dates_including_infinity_and_bc() {
     assert_eq!(ok(1082, "1900-01-01"), TypedValue::Date(-25_567));
     assert_eq!(ok(1082, "0001-12-31 BC"), TypedValue::Date(-719_163));
     assert_eq!(ok(1082, "4714-11-24 BC"), TypedValue::Date(-2_440_588));
-    assert_eq!(ok(1082, "infinity"), TypedValue::Date(i32::MAX));
-    assert_eq!(ok(1082, "-infinity"), TypedValue::Date(i32::MIN));
+    assert_eq!(
+        ok(1082, "infinity"),
+        TypedValue::Infinity {
+            type_name: "date",
+            negative: false
+        }
+    );
+    assert_eq!(
+        ok(1082, "-infinity"),
+        TypedValue::Infinity {
+            type_name: "date",
+            negative: true
+        }
+    );
     for bad in [
         "2023-02-29",
         "Infinity",
@@ -301,8 +313,33 @@ fn timestamps_without_time_zone() {
         ok(1114, "1969-12-31 23:59:59.999999"),
         TypedValue::Timestamp(-1)
     );
-    assert_eq!(ok(1114, "infinity"), TypedValue::Timestamp(i64::MAX));
-    assert_eq!(ok(1114, "-infinity"), TypedValue::Timestamp(i64::MIN));
+    assert_eq!(
+        ok(1114, "infinity"),
+        TypedValue::Infinity {
+            type_name: "timestamp",
+            negative: false
+        }
+    );
+    assert_eq!(
+        ok(1114, "-infinity"),
+        TypedValue::Infinity {
+            type_name: "timestamp",
+            negative: true
+        }
+    );
+    // Real instants at the 64-bit ends stay timestamps; PostgreSQL's last years do not fit.
+    assert_eq!(
+        ok(1114, "294247-01-10 04:00:54.775807"),
+        TypedValue::Timestamp(i64::MAX)
+    );
+    assert_eq!(
+        ok(1114, "294276-12-31 23:59:59.999999"),
+        TypedValue::WideTimestamp {
+            type_name: "timestamp",
+            epoch_seconds: 9_224_318_015_999,
+            micros_of_second: 999_999
+        }
+    );
     assert!(typed(1114, "2024-03-01 12:34:56+00").is_err());
 }
 
@@ -320,13 +357,29 @@ fn timestamps_with_time_zone() {
         ok(1184, "0001-01-01 00:00:00+00 BC"),
         TypedValue::TimestampTz(-719_528 * 86_400_000_000)
     );
-    assert_eq!(ok(1184, "infinity"), TypedValue::TimestampTz(i64::MAX));
-    assert_eq!(ok(1184, "-infinity"), TypedValue::TimestampTz(i64::MIN));
-    for bad in [
-        "2024-03-01 12:34:56",
-        "294276-12-31 23:59:59.999999+00",
-        "2024-03-01 12:34:56+00 AD",
-    ] {
+    assert_eq!(
+        ok(1184, "infinity"),
+        TypedValue::Infinity {
+            type_name: "timestamptz",
+            negative: false
+        }
+    );
+    assert_eq!(
+        ok(1184, "-infinity"),
+        TypedValue::Infinity {
+            type_name: "timestamptz",
+            negative: true
+        }
+    );
+    assert_eq!(
+        ok(1184, "294276-12-31 23:59:59.999999+00"),
+        TypedValue::WideTimestamp {
+            type_name: "timestamptz",
+            epoch_seconds: 9_224_318_015_999,
+            micros_of_second: 999_999
+        }
+    );
+    for bad in ["2024-03-01 12:34:56", "2024-03-01 12:34:56+00 AD"] {
         assert!(typed(1184, bad).is_err(), "{bad:?}");
     }
 }
@@ -337,8 +390,7 @@ fn other_types_are_verbatim() {
         (869, "inet", "10.0.0.1/8"),
         (650, "cidr", "10.0.0.0/8"),
         (829, "macaddr", "08:00:2b:01:02:03"),
-        (790, "money", "$1,000.00"),
-        (3904, "int4range", "[1,5)"),
+        (718, "circle", "<(1,2),3>"),
     ] {
         assert_eq!(
             ok(type_id, text),
@@ -426,7 +478,10 @@ fn one_dimensional_arrays_have_typed_elements_and_nulls() {
             1,
             vec![
                 Some(TypedValue::TimestampTz(1_709_296_496_789_000)),
-                Some(TypedValue::TimestampTz(i64::MAX)),
+                Some(TypedValue::Infinity {
+                    type_name: "timestamptz",
+                    negative: false
+                }),
             ]
         )
     );
@@ -583,7 +638,7 @@ fn user_arrays_type_their_elements_by_name_and_fall_back_to_text() {
     types.learn(70_002, "public", "_not_an_array");
     types.learn(70_003, "", "_int4");
     assert_eq!(
-        typed_value(70_001, b"{happy,NULL}", &types).unwrap(),
+        typed_value(70_001, -1, b"{happy,NULL}", &types).unwrap(),
         array(
             "public._mood",
             1,
@@ -597,7 +652,7 @@ fn user_arrays_type_their_elements_by_name_and_fall_back_to_text() {
         )
     );
     assert_eq!(
-        typed_value(70_002, b"(1,2)", &types).unwrap(),
+        typed_value(70_002, -1, b"(1,2)", &types).unwrap(),
         TypedValue::Other {
             type_name: "public._not_an_array".into(),
             text: "(1,2)".into()
@@ -605,7 +660,188 @@ fn user_arrays_type_their_elements_by_name_and_fall_back_to_text() {
     );
     // A domain over int4[] is described by its base type and decodes as one.
     assert_eq!(
-        typed_value(70_003, b"{5}", &types).unwrap(),
+        typed_value(70_003, -1, b"{5}", &types).unwrap(),
         array("_int4", 1, vec![Some(TypedValue::Int(5))])
     );
+}
+
+#[test]
+fn declared_numerics_keep_precision_and_scale() {
+    let numeric_10_2 = (10 << 16 | 2) + 4;
+    let types = TypeNames::new();
+    assert_eq!(
+        typed_value(1700, numeric_10_2, b"-12.50", &types).unwrap(),
+        TypedValue::Decimal {
+            text: "-12.50".into(),
+            precision: 10,
+            scale: 2
+        }
+    );
+    // Special values and undeclared or unusual scales stay exact text.
+    for (modifier, text) in [
+        (numeric_10_2, "NaN"),
+        (numeric_10_2, "-Infinity"),
+        (-1, "1.5"),
+        ((3 << 16 | (0x7ff & -2i32)) + 4, "1200"),
+        ((2 << 16 | 5) + 4, "0.00012"),
+    ] {
+        assert_eq!(
+            typed_value(1700, modifier, text.as_bytes(), &types).unwrap(),
+            TypedValue::Numeric(text.into()),
+            "{text}"
+        );
+    }
+    // An array's elements share the column's modifier.
+    assert_eq!(
+        typed_value(1231, numeric_10_2, b"{1.00,NULL}", &types).unwrap(),
+        TypedValue::Array {
+            type_name: "_numeric".into(),
+            lower_bound: 1,
+            elements: vec![
+                Some(TypedValue::Decimal {
+                    text: "1.00".into(),
+                    precision: 10,
+                    scale: 2
+                }),
+                None
+            ]
+        }
+    );
+}
+
+#[test]
+fn money_bits_and_points_are_structured() {
+    assert_eq!(ok(790, "-$1,234.56"), TypedValue::Money(-123_456));
+    assert_eq!(
+        ok(1560, "101"),
+        TypedValue::Bits {
+            length: 3,
+            bytes: vec![0b1010_0000]
+        }
+    );
+    assert_eq!(
+        ok(1562, ""),
+        TypedValue::Bits {
+            length: 0,
+            bytes: vec![]
+        }
+    );
+    assert_eq!(ok(600, "(1.5,-2)"), TypedValue::Point { x: 1.5, y: -2.0 });
+    for (type_id, bad) in [(790, "free"), (1560, "12"), (600, "1,2")] {
+        assert!(typed(type_id, bad).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn ranges_have_typed_bounds() {
+    use crate::row::{RangeBound, RangeBounds};
+    let range = |type_name: &str, lower, upper| TypedValue::Range {
+        type_name: type_name.into(),
+        bounds: Some(Box::new(RangeBounds { lower, upper })),
+    };
+    let bound = |value, inclusive| Some(RangeBound { value, inclusive });
+    assert_eq!(
+        ok(3904, "[1,10)"),
+        range(
+            "int4range",
+            bound(TypedValue::Int(1), true),
+            bound(TypedValue::Int(10), false)
+        )
+    );
+    assert_eq!(
+        ok(3904, "empty"),
+        TypedValue::Range {
+            type_name: "int4range".into(),
+            bounds: None
+        }
+    );
+    assert_eq!(
+        ok(3908, "[\"2020-01-01 00:00:00\",infinity]"),
+        range(
+            "tsrange",
+            bound(TypedValue::Timestamp(1_577_836_800_000_000), true),
+            bound(
+                TypedValue::Infinity {
+                    type_name: "timestamp",
+                    negative: false
+                },
+                true
+            )
+        )
+    );
+    assert_eq!(
+        ok(3906, "(,2.25]"),
+        range(
+            "numrange",
+            None,
+            bound(TypedValue::Numeric("2.25".into()), true)
+        )
+    );
+    let mut types = TypeNames::new();
+    types.learn(70_010, "public", "floatrange");
+    types.learn_range("public.floatrange", "float8");
+    assert_eq!(
+        typed_value(70_010, -1, b"[1.5,2)", &types).unwrap(),
+        range(
+            "public.floatrange",
+            bound(TypedValue::Double(1.5), true),
+            bound(TypedValue::Double(2.0), false)
+        )
+    );
+    for bad in ["[1,x)", "[1,2", "1,2"] {
+        assert!(typed(3904, bad).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn enums_hstore_and_geometry_by_learned_name() {
+    let mut types = TypeNames::new();
+    types.learn(70_000, "public", "mood");
+    types.learn(70_001, "public", "_mood");
+    types.learn(70_002, "public", "hstore");
+    types.learn(70_003, "public", "geometry");
+    types.learn(70_004, "public", "geography");
+    types.learn_enum("public.mood");
+    assert_eq!(
+        typed_value(70_000, -1, b"happy", &types).unwrap(),
+        TypedValue::Enum {
+            type_name: "public.mood".into(),
+            label: "happy".into()
+        }
+    );
+    assert_eq!(
+        typed_value(70_001, -1, b"{sad,NULL}", &types).unwrap(),
+        TypedValue::Array {
+            type_name: "public._mood".into(),
+            lower_bound: 1,
+            elements: vec![
+                Some(TypedValue::Enum {
+                    type_name: "public.mood".into(),
+                    label: "sad".into()
+                }),
+                None
+            ]
+        }
+    );
+    assert_eq!(
+        typed_value(70_002, -1, br#""a"=>"1", "b"=>NULL"#, &types).unwrap(),
+        TypedValue::Hstore(vec![("a".into(), Some("1".into())), ("b".into(), None)])
+    );
+    assert_eq!(
+        typed_value(
+            70_004,
+            -1,
+            b"0101000020E6100000000000000000F03F0000000000000040",
+            &types
+        )
+        .unwrap(),
+        TypedValue::Geometry {
+            type_name: "geography".into(),
+            wkb: vec![
+                1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f, 0, 0, 0, 0, 0, 0, 0, 0x40
+            ],
+            srid: Some(4326)
+        }
+    );
+    assert!(typed_value(70_003, -1, b"POINT(1 2)", &types).is_err());
 }
