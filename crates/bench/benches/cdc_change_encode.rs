@@ -67,6 +67,7 @@ fn change(operation: Operation) -> ChangeEvent {
             sequence: 3,
             commit_time_unix_micros: 1_751_328_123_456_789,
         },
+        table_schema: None,
     }
 }
 

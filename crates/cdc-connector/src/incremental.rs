@@ -334,6 +334,7 @@ mod tests {
                 sequence: 0,
                 commit_time_unix_micros: 0,
             },
+            table_schema: None,
         }
     }
 

@@ -28,6 +28,7 @@ pub mod snapshot;
 pub mod snapshot_publish;
 pub mod source;
 pub mod state;
+pub mod table_schema;
 #[cfg(test)]
 pub mod test_wire;
 

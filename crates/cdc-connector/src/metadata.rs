@@ -40,6 +40,7 @@ pub struct Schemas {
     registry: Option<RegistryClient>,
     pub transaction: platform::avro::RegisteredSchema,
     pub message: platform::avro::RegisteredSchema,
+    pub table_schema: platform::avro::RegisteredSchema,
 }
 
 impl Schemas {
@@ -48,6 +49,7 @@ impl Schemas {
         decimal_handling: DecimalHandling,
         transaction: platform::avro::RegisteredSchema,
         message: platform::avro::RegisteredSchema,
+        table_schema: platform::avro::RegisteredSchema,
         registry: Option<RegistryClient>,
     ) -> Result<Self, ConnectorError> {
         Ok(Self {
@@ -59,6 +61,7 @@ impl Schemas {
             registry,
             transaction,
             message,
+            table_schema,
         })
     }
 
@@ -177,11 +180,17 @@ pub async fn register_schemas(
     )
     .await?;
     let message = register(&topics::CDC_MESSAGES, platform::schemas::CDC_MESSAGE).await?;
+    let table_schema = register(
+        &topics::CDC_TABLE_SCHEMAS,
+        platform::schemas::CDC_TABLE_SCHEMA,
+    )
+    .await?;
     Schemas::new(
         change,
         decimal_handling,
         transaction,
         message,
+        table_schema,
         Some(registry),
     )
 }

@@ -183,7 +183,18 @@ enum Treatment<'a> {
 }
 
 /// The table and column filters and value transformations, validated.
-#[derive(Debug)]
+/// What the filter does to one column, as the table metadata reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnTreatment {
+    /// Not published.
+    Dropped,
+    /// Published as decoded.
+    Kept,
+    /// Published as text: masked or hashed.
+    Rewritten,
+}
+
+#[derive(Debug, Default)]
 pub struct ChangeFilter {
     table_include: Vec<Pattern>,
     table_exclude: Vec<Pattern>,
@@ -232,6 +243,22 @@ impl ChangeFilter {
     pub fn includes_table(&self, table: &str) -> bool {
         (self.table_include.is_empty() || any_matches(&self.table_include, table))
             && !any_matches(&self.table_exclude, table)
+    }
+
+    /// What happens to column `column` of `table`; `is_key` for a column of the change's key.
+    pub fn column_treatment(
+        &self,
+        table: &str,
+        column: &str,
+        is_key: bool,
+    ) -> Result<ColumnTreatment, FilterError> {
+        Ok(
+            match self.treatment(&format!("{table}.{column}"), is_key)? {
+                Treatment::Drop => ColumnTreatment::Dropped,
+                Treatment::Keep => ColumnTreatment::Kept,
+                Treatment::Mask | Treatment::Hash(_) => ColumnTreatment::Rewritten,
+            },
+        )
     }
 
     /// Filters, masks and hashes the columns of `event`'s key, old and new row. An error is a
@@ -397,6 +424,7 @@ mod tests {
                 sequence: 0,
                 commit_time_unix_micros: 0,
             },
+            table_schema: None,
         }
     }
 

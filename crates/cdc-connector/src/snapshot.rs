@@ -58,6 +58,8 @@ pub struct SnapshotTable {
     pub qualified_name: Arc<str>,
     /// SQL type of each column (`format_type`), for typed literals in keyset queries.
     pub column_types: Vec<String>,
+    /// The table's column metadata, published before its rows, which name it.
+    pub table_schema: Arc<crate::table_schema::TableSchema>,
     pages: u64,
     estimated_rows: u64,
 }
@@ -119,6 +121,7 @@ impl SnapshotTable {
             before: None,
             after: Some(after),
             position,
+            table_schema: Some(self.table_schema.id.clone()),
         })
     }
 }
@@ -203,16 +206,38 @@ pub async fn plan(
                 }
             })
             .collect();
+        let relation = Relation {
+            id: oid,
+            namespace,
+            name,
+            replica_identity: ReplicaIdentity::Default,
+            columns,
+        };
+        let catalog = crate::table_schema::read_catalog(client, oid)
+            .await
+            .map_err(failed)?;
+        catalog.teach(&mut types);
+        let table_schema = crate::table_schema::describe(
+            &qualified_name,
+            &relation,
+            &catalog,
+            &types,
+            filter,
+            |name| relation.columns.iter().any(|c| c.is_key && c.name == name),
+            0,
+        )
+        .map_err(|e| {
+            ConnectorError::new(
+                ErrorKind::Config,
+                format!("the change filter on {qualified_name}"),
+                e.to_string(),
+            )
+        })?;
         planned.push(SnapshotTable {
-            relation: Relation {
-                id: oid,
-                namespace,
-                name,
-                replica_identity: ReplicaIdentity::Default,
-                columns,
-            },
+            relation,
             qualified_name,
             column_types,
+            table_schema: Arc::new(table_schema),
             pages: u64::try_from(table.get::<_, i64>(3)).unwrap_or(0),
             estimated_rows: u64::try_from(table.get::<_, i64>(4)).unwrap_or(0),
         });
@@ -439,6 +464,13 @@ mod tests {
             },
             qualified_name: Arc::from("public.t"),
             column_types: vec![],
+            table_schema: Arc::new(crate::table_schema::TableSchema {
+                id: "public.t/0".into(),
+                table: "public.t".into(),
+                version: "0".into(),
+                columns: vec![],
+                source_lsn: 0,
+            }),
             pages,
             estimated_rows: 0,
         }

@@ -36,6 +36,18 @@ pub async fn publish_snapshot(
         .for_relations(tables.iter().map(|t| &t.relation), &types)
         .await?;
     let sink = OrderedSink::new(producer, consistent_point, health.clone());
+    // Each table's metadata is stored before its rows, which name it.
+    for table in &tables {
+        let mut schema = (*table.table_schema).clone();
+        schema.source_lsn = consistent_point;
+        let payload = crate::session::publish::encode(
+            &schemas.table_schema,
+            schema.to_avro(crate::unix_micros_now() / 1000),
+            "a table's metadata",
+        )?;
+        send(&sink, topics::CDC_TABLE_SCHEMAS.name, &schema.id, &payload, None).await?;
+    }
+    sink.drained().await?;
     let (changes, mut received) = tokio::sync::mpsc::channel(1024);
     let reading = snapshot::read_tables(
         &config.target,
@@ -51,18 +63,14 @@ pub async fn publish_snapshot(
         while let Some(mut change) = received.recv().await {
             let (key, payload) =
                 encode_change(config, &change_schema, &mut change, "a snapshot row")?;
-            loop {
-                match sink.try_send(
-                    topics::CDC_CHANGES.name,
-                    &key,
-                    &payload,
-                    Some((change.table.clone(), change.operation)),
-                ) {
-                    Ok(()) => break,
-                    Err(SendError::QueueFull) => tokio::time::sleep(Duration::from_millis(5)).await,
-                    Err(SendError::Failed(error)) => return Err(error),
-                }
-            }
+            send(
+                &sink,
+                topics::CDC_CHANGES.name,
+                &key,
+                &payload,
+                Some((change.table.clone(), change.operation)),
+            )
+            .await?;
             published += 1;
         }
         Ok(published)
@@ -78,6 +86,23 @@ pub async fn publish_snapshot(
         "snapshot published and acknowledged"
     );
     Ok(published)
+}
+
+/// Hands a record to the sink, waiting while the producer's queue is full.
+async fn send(
+    sink: &OrderedSink<KafkaProducer>,
+    topic: &str,
+    key: &str,
+    payload: &[u8],
+    change: Option<(std::sync::Arc<str>, crate::changes::Operation)>,
+) -> Result<(), ConnectorError> {
+    loop {
+        match sink.try_send(topic, key, payload, change.clone()) {
+            Ok(()) => return Ok(()),
+            Err(SendError::QueueFull) => tokio::time::sleep(Duration::from_millis(5)).await,
+            Err(SendError::Failed(error)) => return Err(error),
+        }
+    }
 }
 
 /// `initial_only`: a consistent snapshot without a slot (nothing will stream after it), taken

@@ -7,6 +7,7 @@ use crate::topics::{self, TopicSpec};
 pub const CDC_CHANGE: &str = include_str!("../../../schemas/CDCChange.avsc");
 pub const CDC_TRANSACTION: &str = include_str!("../../../schemas/CDCTransaction.avsc");
 pub const CDC_MESSAGE: &str = include_str!("../../../schemas/CDCMessage.avsc");
+pub const CDC_TABLE_SCHEMA: &str = include_str!("../../../schemas/CDCTableSchema.avsc");
 pub const APP_EVENT: &str = include_str!("../../../schemas/AppEvent.avsc");
 pub const CLICKSTREAM: &str = include_str!("../../../schemas/Clickstream.avsc");
 pub const APP_LOG: &str = include_str!("../../../schemas/AppLog.avsc");
@@ -21,6 +22,7 @@ pub const BY_TOPIC: &[(TopicSpec, &str)] = &[
     (topics::CDC_CHANGES, CDC_CHANGE),
     (topics::CDC_TRANSACTIONS, CDC_TRANSACTION),
     (topics::CDC_MESSAGES, CDC_MESSAGE),
+    (topics::CDC_TABLE_SCHEMAS, CDC_TABLE_SCHEMA),
     (topics::APP_EVENTS, APP_EVENT),
     (topics::CLICKSTREAM, CLICKSTREAM),
     (topics::APP_LOGS, APP_LOG),

@@ -41,6 +41,16 @@ pub const CDC_MESSAGES: TopicSpec = TopicSpec {
     cleanup_policy: "delete",
 };
 
+/// The column metadata of each version of each published table (`CDCTableSchema`), keyed
+/// `schema.table/version` and compacted: every version stays, for the changes that name it.
+pub const CDC_TABLE_SCHEMAS: TopicSpec = TopicSpec {
+    name: "topic_cdc_table_schemas",
+    partitions: 1,
+    replication_factor: 3,
+    retention_ms: -1,
+    cleanup_policy: "compact",
+};
+
 /// Services' own durable state (the connector's snapshot progress), keyed, compacted.
 pub const CONNECTOR_STATE: TopicSpec = TopicSpec {
     name: "topic_connector_state",
@@ -178,6 +188,7 @@ pub const ALL: &[TopicSpec] = &[
     CDC_CHANGES,
     CDC_TRANSACTIONS,
     CDC_MESSAGES,
+    CDC_TABLE_SCHEMAS,
     CONNECTOR_STATE,
     APP_EVENTS,
     CLICKSTREAM,
@@ -201,8 +212,14 @@ pub const ALL: &[TopicSpec] = &[
 // Kafka sink publishes what the gateway would.
 
 /// The topics the CDC connector writes: changes, transaction boundaries, logical decoding
-/// messages and its own state (snapshot progress).
-pub const CONNECTOR: &[TopicSpec] = &[CDC_CHANGES, CDC_TRANSACTIONS, CDC_MESSAGES, CONNECTOR_STATE];
+/// messages, table metadata and its own state (snapshot progress).
+pub const CONNECTOR: &[TopicSpec] = &[
+    CDC_CHANGES,
+    CDC_TRANSACTIONS,
+    CDC_MESSAGES,
+    CDC_TABLE_SCHEMAS,
+    CONNECTOR_STATE,
+];
 
 /// The topics the gateway writes (it has no dead-letter topic: an event that does not fit is
 /// answered with an error, never stored).

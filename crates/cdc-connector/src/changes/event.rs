@@ -50,6 +50,9 @@ pub struct ChangeEvent {
     pub before: Option<Columns>,
     pub after: Option<Columns>,
     pub position: Position,
+    /// The id of the table's column metadata (`schema.table/version`, [`crate::table_schema`])
+    /// this change was decoded with; None where none was read.
+    pub table_schema: Option<Arc<str>>,
 }
 
 /// A `pg_logical_emit_message` message. Transactional ones carry their transaction's position.

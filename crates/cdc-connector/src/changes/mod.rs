@@ -60,6 +60,8 @@ pub struct ChangeAssembler {
     spill_directory: Option<PathBuf>,
     /// Primary-key columns by relation id, from the catalog, for REPLICA IDENTITY FULL tables.
     primary_keys: HashMap<u32, Vec<String>>,
+    /// The current column-metadata id of each table, set as its Relation message arrives.
+    table_schemas: HashMap<Arc<str>, Arc<str>>,
 }
 
 impl ChangeAssembler {
@@ -91,6 +93,16 @@ impl ChangeAssembler {
     /// UPDATE and scatter one row over partitions). Empty for a table without primary key.
     pub fn set_primary_key(&mut self, relation_id: u32, columns: Vec<String>) {
         self.primary_keys.insert(relation_id, columns);
+    }
+
+    /// The column metadata the table's next changes carry (from its Relation message on).
+    pub fn set_table_schema(&mut self, table: Arc<str>, id: Arc<str>) {
+        self.table_schemas.insert(table, id);
+    }
+
+    /// Teaches the decoder types pgoutput cannot classify (enums, user-defined ranges).
+    pub fn types_mut(&mut self) -> &mut TypeNames {
+        &mut self.types
     }
 
     /// pgoutput messages staged on disk for in-progress streamed transactions.
@@ -433,6 +445,7 @@ impl ChangeAssembler {
     ) -> Result<(), AssembleError> {
         let position =
             self.next_position(event_lsn, &format!("a {} change", operation.as_str()))?;
+        let table_schema = self.table_schemas.get(&table).cloned();
         out.push(Output::Change(ChangeEvent {
             table,
             operation,
@@ -440,6 +453,7 @@ impl ChangeAssembler {
             before,
             after,
             position,
+            table_schema,
         }));
         Ok(())
     }

@@ -15,7 +15,7 @@ use super::{
 use crate::changes::{ChangeEvent, Columns};
 
 /// The fields of `CDCChange`, in the order they are written.
-pub const FIELDS: [&str; 9] = [
+pub const FIELDS: [&str; 10] = [
     "change_id",
     "table_name",
     "operation",
@@ -25,6 +25,7 @@ pub const FIELDS: [&str; 9] = [
     "timestamp",
     "source_database",
     "source",
+    "table_schema",
 ];
 
 /// The fields of its `source` record, in the order they are written.
@@ -75,6 +76,14 @@ pub fn encode_change(
     );
     long(out, position.commit_time_unix_micros);
     string(out, slot_name);
+    // table_schema is ["null", "string"].
+    match &event.table_schema {
+        None => long(out, 0),
+        Some(id) => {
+            long(out, 1);
+            string(out, id);
+        }
+    }
     Ok(())
 }
 

@@ -246,6 +246,8 @@ fn change(max_columns: usize) -> impl Strategy<Value = ChangeEvent> {
                     sequence: position.3,
                     commit_time_unix_micros: position.4,
                 },
+                table_schema: (position.3 % 2 == 0)
+                    .then(|| Arc::from(format!("{table}/00ff").as_str())),
             },
         )
 }

@@ -88,6 +88,13 @@ pub fn to_avro(
                 ("slot_name".into(), Value::String(slot_name.into())),
             ]),
         ),
+        (
+            "table_schema".into(),
+            match &event.table_schema {
+                None => Value::Union(0, Box::new(Value::Null)),
+                Some(id) => Value::Union(1, Box::new(Value::String(id.to_string()))),
+            },
+        ),
     ]))
 }
 

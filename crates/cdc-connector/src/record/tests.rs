@@ -103,6 +103,7 @@ fn event(operation: Operation) -> ChangeEvent {
             sequence: 3,
             commit_time_unix_micros: 1,
         },
+        table_schema: None,
     }
 }
 

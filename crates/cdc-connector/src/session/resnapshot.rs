@@ -46,6 +46,8 @@ where
             .schemas
             .for_relations(tables.iter().map(|t| &t.relation), &types)
             .await?;
+        let table_schemas: Vec<_> = tables.iter().map(|t| (*t.table_schema).clone()).collect();
+        self.publish_table_schemas(&table_schemas).await?;
         match &mut self.resnapshot {
             Some(running) => running.add_tables(tables),
             None => {

@@ -35,6 +35,8 @@ pub struct Session<'a, S, P: RecordProducer, C> {
     pub(super) checkpointed_lsn: Lsn,
     pub(super) reported_flush: Lsn,
     pub(super) status_due: Instant,
+    /// Table-metadata records this session has published and Kafka acknowledged.
+    pub(super) published_table_schemas: std::collections::HashSet<std::sync::Arc<str>>,
 }
 
 impl<'a, S, P, C> Session<'a, S, P, C>
@@ -66,6 +68,7 @@ where
             checkpointed_lsn: start,
             reported_flush: start,
             status_due: Instant::now() + config.status_interval,
+            published_table_schemas: Default::default(),
         }
     }
 
@@ -120,7 +123,7 @@ where
             } => {
                 self.received_lsn = self.received_lsn.max(wal_end).max(wal_start);
                 if data.first() == Some(&b'R') {
-                    self.describe_relation(data).await?;
+                    self.describe_relation(data, wal_start).await?;
                 }
                 self.assembler
                     .apply(data, wal_start, outputs)
@@ -174,31 +177,101 @@ where
     }
 
     /// What a Relation message (once per table and schema change, before its first row)
-    /// needs beyond itself: in precise decimal mode the schema branches of its decimals, and for
-    /// a REPLICA IDENTITY FULL table its primary key from the catalog (pgoutput flags every
-    /// column as key there).
-    async fn describe_relation(&mut self, data: &[u8]) -> Result<(), ConnectorError> {
+    /// needs beyond itself: the table's catalog description (enums and user ranges for the
+    /// decoder, and its metadata record, acknowledged by Kafka before the first change that
+    /// names it), in precise decimal mode the schema branches of its decimals, and for a
+    /// REPLICA IDENTITY FULL table its primary key (pgoutput flags every column as key there).
+    async fn describe_relation(&mut self, data: &[u8], at: Lsn) -> Result<(), ConnectorError> {
         let Ok(pgoutput::message::LogicalMessage::Relation(relation)) =
             pgoutput::message::decode_message(data, self.assembler.in_stream())
         else {
             return Ok(());
         };
+        let table: std::sync::Arc<str> = format!("{}.{}", relation.namespace, relation.name).into();
+        if !self.config.filter.includes_table(&table) {
+            return Ok(());
+        }
+        let within = |e: ConnectorError| e.within(&format!("table {table}"));
+        let catalog = self
+            .catalog
+            .describe_table(relation.id)
+            .await
+            .map_err(within)?;
+        catalog.teach(self.assembler.types_mut());
         self.change_schema = self
             .schemas
             .for_relations([&relation], self.assembler.types())
             .await
-            .map_err(|e| e.within(&format!("table {}.{}", relation.namespace, relation.name)))?;
-        if !matches!(
+            .map_err(within)?;
+        let full_identity_key = if matches!(
             relation.replica_identity,
             pgoutput::message::ReplicaIdentity::Full
         ) {
-            return Ok(());
+            let columns = self
+                .catalog
+                .primary_key(relation.id)
+                .await
+                .map_err(within)?;
+            self.assembler.set_primary_key(relation.id, columns.clone());
+            Some(columns)
+        } else {
+            None
+        };
+        let schema = crate::table_schema::describe(
+            &table,
+            &relation,
+            &catalog,
+            self.assembler.types(),
+            &self.config.filter,
+            |name| match &full_identity_key {
+                Some(key) => key.iter().any(|k| k == name),
+                None => relation.columns.iter().any(|c| c.is_key && c.name == name),
+            },
+            at,
+        )
+        .map_err(|e| {
+            ConnectorError::new(
+                ErrorKind::Unpublishable,
+                format!("the metadata of {table}"),
+                e.to_string(),
+            )
+        })?;
+        self.publish_table_schemas(std::slice::from_ref(&schema))
+            .await?;
+        self.assembler.set_table_schema(table, schema.id);
+        Ok(())
+    }
+
+    /// Publishes the metadata records this session has not published yet, and waits until
+    /// Kafka acknowledged them (and everything before them): a change is produced only after
+    /// the metadata it names is stored.
+    pub(super) async fn publish_table_schemas(
+        &mut self,
+        schemas: &[crate::table_schema::TableSchema],
+    ) -> Result<(), ConnectorError> {
+        let mut sent = false;
+        for schema in schemas {
+            if self.published_table_schemas.contains(&schema.id) {
+                continue;
+            }
+            let payload = super::publish::encode(
+                &self.schemas.table_schema,
+                schema.to_avro(crate::unix_micros_now() / 1000),
+                "a table's metadata",
+            )?;
+            self.send(
+                platform::topics::CDC_TABLE_SCHEMAS.name,
+                &schema.id,
+                &payload,
+                None,
+            )
+            .await?;
+            self.published_table_schemas.insert(schema.id.clone());
+            sent = true;
         }
-        let columns =
-            self.catalog.primary_key(relation.id).await.map_err(|e| {
-                e.within(&format!("table {}.{}", relation.namespace, relation.name))
-            })?;
-        self.assembler.set_primary_key(relation.id, columns);
+        if sent {
+            self.sink.drained().await?;
+        }
         Ok(())
     }
 }

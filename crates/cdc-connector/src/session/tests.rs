@@ -56,6 +56,13 @@ impl Catalog for FakeCatalog {
         Ok(vec!["booking_id".into()])
     }
 
+    async fn describe_table(
+        &self,
+        _relation_id: u32,
+    ) -> Result<crate::table_schema::CatalogTable, ConnectorError> {
+        Ok(Default::default())
+    }
+
     async fn published_tables(
         &self,
         _target: &PgTarget,
@@ -92,6 +99,7 @@ fn schemas() -> Schemas {
         crate::record::decimal::DecimalHandling::Text,
         schema(2, platform::schemas::CDC_TRANSACTION),
         schema(3, platform::schemas::CDC_MESSAGE),
+        schema(4, platform::schemas::CDC_TABLE_SCHEMA),
         None,
     )
     .unwrap()
@@ -153,8 +161,25 @@ impl Server {
     }
 }
 
-/// Runs a session against the script until the script ends (None) or the session fails.
+/// Runs a session against the script until the script ends (None) or the session fails. The
+/// producer acknowledges table-metadata records at once: the tests below are about changes.
 async fn drive<F, Fut>(
+    spill_directory: Option<std::path::PathBuf>,
+    catalog: FakeCatalog,
+    script: F,
+) -> Option<Result<(), ConnectorError>>
+where
+    F: FnOnce(Server) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let producer = FakeProducer::default();
+    *producer.answer_at_once.lock().unwrap() =
+        Some(platform::topics::CDC_TABLE_SCHEMAS.name.to_owned());
+    drive_with(producer, spill_directory, catalog, script).await
+}
+
+async fn drive_with<F, Fut>(
+    producer: FakeProducer,
     spill_directory: Option<std::path::PathBuf>,
     catalog: FakeCatalog,
     script: F,
@@ -167,7 +192,6 @@ where
     let schemas = schemas();
     let (incoming, incoming_rx) = mpsc::unbounded_channel();
     let (statuses_tx, statuses) = mpsc::unbounded_channel();
-    let producer = FakeProducer::default();
     let stream = FakeStream {
         incoming: incoming_rx,
         statuses: statuses_tx,
@@ -215,6 +239,43 @@ async fn a_keepalive_between_transactions_is_confirmed_after_the_records_before_
         server.producer.acknowledge(1);
         server.expect_flush(300, 300).await;
     })
+    .await;
+    assert!(ended.is_none(), "{ended:?}");
+}
+
+#[tokio::test]
+async fn a_table_metadata_record_is_acknowledged_before_the_first_change_naming_it() {
+    let ended = drive_with(
+        FakeProducer::default(),
+        None,
+        FakeCatalog::default(),
+        |mut server| async move {
+            server.send_wal(100, vec![relation(None)]);
+            server.send_wal(101, transaction(7, &["1"], 200));
+            server.settle().await;
+            // Only the metadata record: the change waits for its acknowledgement.
+            assert_eq!(
+                server.producer.keys(),
+                [(
+                    platform::topics::CDC_TABLE_SCHEMAS.name.to_owned(),
+                    "public.bookings/d6d6cb7e17c0a0ac".to_owned()
+                )]
+            );
+            server.producer.acknowledge(0);
+            server.settle().await;
+            assert_eq!(server.producer.count(), 3);
+            let change = server.producer.sent.lock().unwrap()[1].payload.clone();
+            let text = String::from_utf8_lossy(&change);
+            assert!(text.contains("public.bookings/d6d6cb7e17c0a0ac"), "{text}");
+            // The same table again (a second Relation message) publishes nothing new.
+            server.send_wal(300, vec![relation(None)]);
+            server.send_wal(301, transaction(8, &["2"], 400));
+            server.settle().await;
+            assert_eq!(server.producer.count(), 5);
+            server.producer.acknowledge_all();
+            server.expect_flush(410, 410).await;
+        },
+    )
     .await;
     assert!(ended.is_none(), "{ended:?}");
 }

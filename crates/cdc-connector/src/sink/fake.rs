@@ -36,6 +36,10 @@ pub struct FakeProducer {
     pub sent: Arc<Mutex<Vec<SentRecord>>>,
     /// Sends refused with `QueueFull` before the next one is taken.
     pub queue_full_for: Arc<Mutex<usize>>,
+    /// A topic whose records the fake acknowledges at once, kept apart in `answered` (so a
+    /// test about change records can ignore the metadata records around them).
+    pub answer_at_once: Arc<Mutex<Option<String>>>,
+    pub answered: Arc<Mutex<Vec<SentRecord>>>,
 }
 
 pub struct FakeDelivery(oneshot::Receiver<Result<(), ConnectorError>>);
@@ -97,12 +101,18 @@ impl RecordProducer for FakeProducer {
             }
         }
         let (answer, delivery) = oneshot::channel();
-        self.sent.lock().unwrap().push(SentRecord {
+        let mut record = SentRecord {
             topic: topic.to_string(),
             key: key.to_string(),
             payload: payload.to_vec(),
             answer: Some(answer),
-        });
+        };
+        if self.answer_at_once.lock().unwrap().as_deref() == Some(topic) {
+            record.acknowledge();
+            self.answered.lock().unwrap().push(record);
+        } else {
+            self.sent.lock().unwrap().push(record);
+        }
         Ok(FakeDelivery(delivery))
     }
 

@@ -12,6 +12,7 @@ use crate::{
     incremental::IncrementalSnapshot,
     privacy::ChangeFilter,
     snapshot::{self, SnapshotTable},
+    table_schema::CatalogTable,
 };
 
 pub trait Catalog {
@@ -20,6 +21,13 @@ pub trait Catalog {
         &self,
         relation_id: u32,
     ) -> impl Future<Output = Result<Vec<String>, ConnectorError>>;
+
+    /// What the catalog says about a table's columns and user types, for its metadata record
+    /// and for decoding enums and user-defined ranges.
+    fn describe_table(
+        &self,
+        relation_id: u32,
+    ) -> impl Future<Output = Result<CatalogTable, ConnectorError>>;
 
     /// The tables of the publication the filter keeps, with the types of their columns.
     fn published_tables(
@@ -55,6 +63,17 @@ impl Catalog for tokio_postgres::Client {
                 )
             })?;
         Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+
+    async fn describe_table(&self, relation_id: u32) -> Result<CatalogTable, ConnectorError> {
+        crate::table_schema::read_catalog(self, relation_id)
+            .await
+            .map_err(|e| {
+                ConnectorError::postgres(
+                    format!("describing the columns of relation {relation_id}"),
+                    &e,
+                )
+            })
     }
 
     async fn published_tables(
