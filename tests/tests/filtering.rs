@@ -231,7 +231,7 @@ async fn filtered_masked_and_hashed_changes_reach_kafka() {
     let update = find(&records, "public.payments", "UPDATE", &payment_key);
     assert_eq!(
         update.value["after_values"]["status"],
-        json!({"type_name": "public.payment_status", "text": "authorized"})
+        json!({"type_name": "public.payment_status", "label": "authorized"})
     );
     let delete = find(&records, "public.payments", "DELETE", &payment_key);
     assert_eq!(

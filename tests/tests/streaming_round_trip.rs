@@ -171,7 +171,7 @@ async fn changes_on_every_table_arrive_typed_and_in_commit_order() {
     );
     assert_eq!(
         after["status"],
-        json!({"type_name": "public.booking_status", "text": "pending"})
+        json!({"type_name": "public.booking_status", "label": "pending"})
     );
     assert_eq!(after["details"], json!({"value": "{}"}));
 
@@ -192,7 +192,7 @@ async fn changes_on_every_table_arrive_typed_and_in_commit_order() {
     let update = find(&records, "public.bookings", "UPDATE");
     assert_eq!(
         update["after_values"]["status"],
-        json!({"type_name": "public.booking_status", "text": "confirmed"})
+        json!({"type_name": "public.booking_status", "label": "confirmed"})
     );
     assert_eq!(
         update["after_values"]["updated_at"],
@@ -200,7 +200,7 @@ async fn changes_on_every_table_arrive_typed_and_in_commit_order() {
     );
     assert_eq!(
         find(&records, "public.payments", "UPDATE")["after_values"]["status"],
-        json!({"type_name": "public.payment_status", "text": "authorized"})
+        json!({"type_name": "public.payment_status", "label": "authorized"})
     );
 
     // DELETEs: the key, the other columns explicitly unavailable (never a fake NULL).

@@ -10,6 +10,8 @@ use local_stack::Stack;
 use serde_json::{Value, json};
 
 const SETUP: &str = r#"
+CREATE EXTENSION IF NOT EXISTS hstore;
+CREATE TYPE floatrange AS RANGE (subtype = float8);
 CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
 CREATE DOMAIN posint AS integer CHECK (VALUE > 0);
 CREATE DOMAIN short_text AS varchar(20);
@@ -49,7 +51,18 @@ CREATE TABLE type_matrix (
     c_cidr             cidr,
     c_macaddr          macaddr,
     c_money            money,
-    c_generated        bigint GENERATED ALWAYS AS (c_int8 / 2) STORED
+    c_generated        bigint GENERATED ALWAYS AS (c_int8 / 2) STORED,
+    c_hstore           hstore,
+    c_point            point,
+    c_int4range        int4range,
+    c_int8range        int8range,
+    c_numrange         numrange,
+    c_tsrange          tsrange,
+    c_tstzrange        tstzrange,
+    c_daterange        daterange,
+    c_floatrange       floatrange,
+    c_bit              bit(5),
+    c_varbit           varbit(16)
 );
 ALTER PUBLICATION cdc_publication ADD TABLE type_matrix;
 "#;
@@ -90,8 +103,23 @@ const INSERTS: &[&str] = &[
         '178956970 years 7 months 2147483647 days'::interval
             + make_interval(secs => 9223372036854.775807),
         '12:00:00+00')"#,
+    // The structured types, and the last years of timestamps, beyond 64-bit microseconds.
+    r#"INSERT INTO type_matrix (id, c_date, c_timestamp, c_timestamptz, c_money, c_hstore,
+        c_point, c_int4range, c_int8range, c_numrange, c_tsrange, c_tstzrange, c_daterange,
+        c_floatrange, c_bit, c_varbit)
+        VALUES (7, '5874897-12-31', '294276-12-31 23:59:59.999999',
+        '294276-12-31 23:59:59.999999+00', '92233720368547758.07',
+        '"a"=>"1", "b"=>NULL, "c d"=>"x\"y\\z", ""=>""', '(1.5,-2)', '[1,10]',
+        '(,9223372036854775807)', '[1.50,2.25]', '["2020-01-01 00:00:00","2020-02-01 00:00:00")',
+        '["2020-01-01 00:00:00+07",infinity)', '[2020-01-01,)', '[-0.5,1e300)', B'10101',
+        B'1101000000000001')"#,
+    r#"INSERT INTO type_matrix (id, c_timestamp, c_money, c_hstore, c_point, c_int4range,
+        c_numrange, c_tsrange, c_tstzrange, c_daterange, c_bit, c_varbit)
+        VALUES (8, '294247-01-10 04:00:54.775807', '-92233720368547758.08', '', '(NaN,-Infinity)',
+        'empty', '(,)', '[-infinity,infinity]', '(,"2020-01-01 00:00:00+00"]', 'empty',
+        B'00000', B'')"#,
 ];
-const ROW_IDS: [i64; 6] = [1, 2, 3, 4, 5, 6];
+const ROW_IDS: [i64; 8] = [1, 2, 3, 4, 5, 6, 7, 8];
 
 /// How a column's expected value is derived from PostgreSQL.
 enum Expect {
@@ -101,20 +129,68 @@ enum Expect {
     Float4,
     /// double precision, likewise as f64.
     Float8,
+    /// point: `x` and `y` each compared like [`Expect::Float8`].
+    Point,
     /// An array column: `type_name`, then a SQL expression giving the elements as nested JSON
     /// arrays, and how one record element is turned into that JSON.
     Array(&'static str, &'static str, fn(&Value) -> Value),
 }
 
-const MICROS: &str = "CASE WHEN isfinite(c) THEN (extract(epoch FROM c) * 1000000)::bigint \
-                      WHEN c > 'epoch' THEN 9223372036854775807 ELSE -9223372036854775808 END";
+/// A timestamp or timestamptz `value` (of type `type_name`) as the record's branch: microseconds
+/// since 1970 in the `micros` record, `Infinity` for ±infinity, `WideTimestamp` beyond 64 bits.
+///
+/// `extract(epoch ...)` loses digits near the 64-bit limit (its numeric division keeps about 16),
+/// so the count comes from the day number and the time of day, which are exact.
+fn timestamp_json(value: &str, type_name: &str) -> String {
+    let wall = if type_name == "timestamptz" {
+        format!("({value} AT TIME ZONE 'UTC')")
+    } else {
+        value.to_owned()
+    };
+    format!(
+        "CASE WHEN NOT isfinite({value}) THEN \
+           json_build_object('type_name', '{type_name}', 'negative', {value} < 'epoch') \
+         WHEN {wall} > '294247-01-10 04:00:54.775807'::timestamp THEN \
+           json_build_object('type_name', '{type_name}', \
+             'epoch_seconds', ({wall}::date - DATE '1970-01-01')::bigint * 86400 \
+               + floor(extract(epoch FROM {wall}::time))::bigint, \
+             'micros_of_second', (extract(microseconds FROM {wall}::time) % 1000000)::int) \
+         ELSE json_build_object('micros', (({wall}::date - DATE '1970-01-01')::numeric \
+           * 86400000000 + extract(epoch FROM {wall}::time) * 1000000)::bigint) END"
+    )
+}
+
+/// A date `value` as the record's branch: days since 1970, or `Infinity`.
+fn date_json(value: &str) -> String {
+    format!(
+        "CASE WHEN isfinite({value}) THEN json_build_object('days', {value} - DATE '1970-01-01') \
+         ELSE json_build_object('type_name', 'date', 'negative', {value} < 'epoch') END"
+    )
+}
+
+/// A range `c` as the record's `Range`, each bound rendered by `bound` (given the bound's SQL).
+fn range_json(type_name: &str, bound: impl Fn(&str) -> String) -> String {
+    format!(
+        "json_build_object('type_name', '{type_name}', 'empty', isempty(c), \
+          'lower', CASE WHEN lower(c) IS NULL THEN NULL ELSE ({lower})::json END, \
+          'lower_inclusive', lower_inc(c), 'lower_infinite', NOT isempty(c) AND lower_inf(c), \
+          'upper', CASE WHEN upper(c) IS NULL THEN NULL ELSE ({upper})::json END, \
+          'upper_inclusive', upper_inc(c), 'upper_infinite', NOT isempty(c) AND upper_inf(c))",
+        lower = bound("lower(c)"),
+        upper = bound("upper(c)"),
+    )
+}
+
+/// Expectations are built once per test run; leaking them gives the `'static` the table holds.
+fn leak(text: String) -> &'static str {
+    Box::leak(text.into_boxed_str())
+}
 
 fn columns() -> Vec<(&'static str, Expect)> {
     use Expect::*;
     let same = |element: &Value| element.clone();
     let value_field = |element: &Value| element.get("value").cloned().unwrap_or(Value::Null);
-    let text_field = |element: &Value| element.get("text").cloned().unwrap_or(Value::Null);
-    let micros_field = |element: &Value| element.get("micros").cloned().unwrap_or(Value::Null);
+    let label_field = |element: &Value| element.get("label").cloned().unwrap_or(Value::Null);
     vec![
         ("id", Json("to_json(c)")),
         ("c_int2", Json("to_json(c)")),
@@ -136,13 +212,7 @@ fn columns() -> Vec<(&'static str, Expect)> {
         ("c_json", Json("json_build_object('value', c::text)")),
         ("c_jsonb", Json("json_build_object('value', c::text)")),
         ("c_bytea", Json("to_json(encode(c, 'hex'))")),
-        (
-            "c_date",
-            Json(
-                "json_build_object('days', CASE WHEN isfinite(c) THEN c - DATE '1970-01-01' \
-                  WHEN c > 'epoch' THEN 2147483647 ELSE -2147483648 END)",
-            ),
-        ),
+        ("c_date", Json(leak(date_json("c")))),
         (
             "c_time",
             Json("json_build_object('micros', (extract(epoch FROM c) * 1000000)::bigint)"),
@@ -154,8 +224,11 @@ fn columns() -> Vec<(&'static str, Expect)> {
                   'offset_seconds', extract(timezone FROM c)::int)",
             ),
         ),
-        ("c_timestamp", Json("json_build_object('micros', MICROS)")),
-        ("c_timestamptz", Json("json_build_object('micros', MICROS)")),
+        ("c_timestamp", Json(leak(timestamp_json("c", "timestamp")))),
+        (
+            "c_timestamptz",
+            Json(leak(timestamp_json("c", "timestamptz"))),
+        ),
         (
             "c_interval",
             Json(
@@ -176,20 +249,22 @@ fn columns() -> Vec<(&'static str, Expect)> {
             "c_tstz_array",
             Array(
                 "_timestamptz",
-                "(SELECT coalesce(json_agg(CASE WHEN e IS NULL THEN NULL ELSE \
-                 (CASE WHEN isfinite(e) THEN (extract(epoch FROM e) * 1000000)::bigint \
-                 WHEN e > 'epoch' THEN 9223372036854775807 ELSE -9223372036854775808 END) END \
-                 ORDER BY n), '[]') FROM unnest(c) WITH ORDINALITY AS u(e, n))",
-                micros_field,
+                leak(format!(
+                    "(SELECT coalesce(json_agg(CASE WHEN e IS NULL THEN NULL ELSE ({})::json END \
+                     ORDER BY n), '[]') FROM unnest(c) WITH ORDINALITY AS u(e, n))",
+                    timestamp_json("e", "timestamptz")
+                )),
+                same,
             ),
         ),
+        // Enums are recognised from the catalog: their own branch, the label.
         (
             "c_mood",
-            Json("json_build_object('type_name', 'public.mood', 'text', format('%s', c))"),
+            Json("json_build_object('type_name', 'public.mood', 'label', format('%s', c))"),
         ),
         (
             "c_mood_array",
-            Array("public._mood", "array_to_json(c::text[])", text_field),
+            Array("public._mood", "array_to_json(c::text[])", label_field),
         ),
         // Domains arrive as their base type.
         ("c_posint", Json("to_json(c::integer)")),
@@ -208,10 +283,67 @@ fn columns() -> Vec<(&'static str, Expect)> {
             "c_macaddr",
             Json("json_build_object('type_name', 'macaddr', 'text', format('%s', c))"),
         ),
-        // money's text depends on lc_monetary; it is kept as PostgreSQL printed it.
+        // money as its stored minor units, whatever lc_monetary prints.
         (
             "c_money",
-            Json("json_build_object('type_name', 'money', 'text', format('%s', c))"),
+            Json("json_build_object('minor_units', (c::numeric * 100)::bigint)"),
+        ),
+        (
+            "c_hstore",
+            Json("json_build_object('entries', hstore_to_json(c))"),
+        ),
+        ("c_point", Point),
+        (
+            "c_int4range",
+            Json(leak(range_json("int4range", |b| format!("to_json({b})")))),
+        ),
+        (
+            "c_int8range",
+            Json(leak(range_json("int8range", |b| format!("to_json({b})")))),
+        ),
+        (
+            "c_numrange",
+            Json(leak(range_json("numrange", |b| {
+                format!("json_build_object('value', {b}::text)")
+            }))),
+        ),
+        (
+            "c_tsrange",
+            Json(leak(range_json("tsrange", |b| {
+                timestamp_json(b, "timestamp")
+            }))),
+        ),
+        (
+            "c_tstzrange",
+            Json(leak(range_json("tstzrange", |b| {
+                timestamp_json(b, "timestamptz")
+            }))),
+        ),
+        (
+            "c_daterange",
+            Json(leak(range_json("daterange", date_json))),
+        ),
+        // A user-defined range: its subtype comes from the catalog.
+        (
+            "c_floatrange",
+            Json(leak(range_json("public.floatrange", |b| {
+                format!("to_json({b})")
+            }))),
+        ),
+        // The bits packed first bit highest (varbit_send's body, after its 4-byte length).
+        (
+            "c_bit",
+            Json(
+                "json_build_object('length', length(c), \
+                 'bits', encode(substring(varbit_send(c::varbit) FROM 5), 'hex'))",
+            ),
+        ),
+        (
+            "c_varbit",
+            Json(
+                "json_build_object('length', length(c), \
+                 'bits', encode(substring(varbit_send(c) FROM 5), 'hex'))",
+            ),
         ),
     ]
 }
@@ -219,8 +351,9 @@ fn columns() -> Vec<(&'static str, Expect)> {
 /// The SQL giving, for one column, what the record must hold (or the raw material for it).
 fn expected_sql(column: &str, expect: &Expect) -> String {
     let json = match expect {
-        Expect::Json(expression) => expression.replace("MICROS", MICROS),
+        Expect::Json(expression) => (*expression).to_owned(),
         Expect::Float4 | Expect::Float8 => "to_json(c::text)".into(),
+        Expect::Point => "json_build_object('x', c[0]::text, 'y', c[1]::text)".into(),
         Expect::Array(_, elements, _) => format!(
             "json_build_object('elements', {elements}, 'lower_bounds', \
              (SELECT coalesce(json_agg(array_lower(c, d) ORDER BY d), '[]') \
@@ -347,6 +480,11 @@ async fn assert_rows_match_postgres(
                 }
                 Expect::Float4 => assert_float(column, actual, &expected, true),
                 Expect::Float8 => assert_float(column, actual, &expected, false),
+                Expect::Point => {
+                    for axis in ["x", "y"] {
+                        assert_float(column, &actual[axis], &expected[axis], false);
+                    }
+                }
                 Expect::Array(type_name, _, element) => {
                     let mut bounds = Vec::new();
                     let elements = plain_array(actual, type_name, *element, &mut bounds);
@@ -382,7 +520,21 @@ async fn assert_rows_match_postgres(
             .as_f64()
             .is_some_and(|f| f == 0.0 && f.is_sign_negative())
     );
-    assert_eq!(row(2)["c_timestamptz"], json!({"micros": i64::MAX}));
+    assert_eq!(
+        row(2)["c_timestamptz"],
+        json!({"type_name": "timestamptz", "negative": false})
+    );
+    assert_eq!(
+        row(8)["c_timestamp"],
+        json!({"micros": i64::MAX}),
+        "the last instant of 64-bit microseconds is a real one"
+    );
+    assert_eq!(
+        row(7)["c_timestamp"]["epoch_seconds"],
+        json!(9_224_318_015_999_i64)
+    );
+    assert_eq!(row(7)["c_money"], json!({"minor_units": i64::MAX}));
+    assert_eq!(row(1)["c_mood"]["label"], "happy");
     assert_eq!(
         row(1)["c_interval"],
         json!({"months": 14, "days": 3, "micros": 14_706_500_000_i64})

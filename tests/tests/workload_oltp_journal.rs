@@ -23,9 +23,9 @@ fn plain(value: &Value) -> Value {
             }
         }
         Value::Object(fields)
-            if fields.contains_key("type_name") && fields.contains_key("text") =>
+            if fields.contains_key("type_name") && fields.contains_key("label") =>
         {
-            fields["text"].clone()
+            fields["label"].clone()
         }
         other => other.clone(),
     }

@@ -45,7 +45,14 @@ pub async fn publish_snapshot(
             schema.to_avro(crate::unix_micros_now() / 1000),
             "a table's metadata",
         )?;
-        send(&sink, topics::CDC_TABLE_SCHEMAS.name, &schema.id, &payload, None).await?;
+        send(
+            &sink,
+            topics::CDC_TABLE_SCHEMAS.name,
+            &schema.id,
+            &payload,
+            None,
+        )
+        .await?;
     }
     sink.drained().await?;
     let (changes, mut received) = tokio::sync::mpsc::channel(1024);

@@ -207,6 +207,8 @@ pub struct StackOptions {
     pub bin_dir: PathBuf,
     pub ports: Ports,
     pub start_connector: bool,
+    /// Extra arguments for the connector, after [`Stack::connector_args`](crate::Stack::connector_args) (later flags win).
+    pub connector_extra_args: Vec<String>,
     /// Start the ingestion gateway (needs the registry).
     pub start_gateway: bool,
     /// Extra arguments for the gateway, after [`Stack::gateway_args`](crate::Stack::gateway_args) (later flags win).
@@ -274,6 +276,7 @@ impl StackOptions {
             ports: Ports::free(),
             start_connector: true,
             start_gateway: false,
+            connector_extra_args: Vec::new(),
             gateway_extra_args: Vec::new(),
             start_processor: false,
             processor_extra_args: Vec::new(),
@@ -310,6 +313,7 @@ impl StackOptions {
             ports: Ports::local_defaults(),
             start_connector: true,
             start_gateway: true,
+            connector_extra_args: Vec::new(),
             gateway_extra_args: Vec::new(),
             start_processor: true,
             processor_extra_args: Vec::new(),

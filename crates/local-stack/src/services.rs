@@ -19,9 +19,10 @@ impl Stack {
         format!("http://127.0.0.1:{}", self.opts.ports.connector)
     }
 
-    /// Arguments the connector is started with (tests may append their own and spawn it).
+    /// Arguments the connector is started with (tests may append their own and spawn it),
+    /// [`StackOptions::connector_extra_args`](crate::StackOptions::connector_extra_args) last.
     pub fn connector_args(&self) -> Vec<String> {
-        vec![
+        let mut args: Vec<String> = vec![
             "--pg-url".into(),
             self.pg_url(),
             "--kafka-brokers".into(),
@@ -34,7 +35,9 @@ impl Stack {
             self.opts.publication_name.clone(),
             "--listen".into(),
             format!("127.0.0.1:{}", self.opts.ports.connector),
-        ]
+        ];
+        args.extend(self.opts.connector_extra_args.iter().cloned());
+        args
     }
 
     /// Path of the `cdc-connector` binary used by [`Stack::start_connector`].

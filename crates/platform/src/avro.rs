@@ -110,6 +110,11 @@ pub fn to_json(value: &Value) -> Json {
                 .collect::<Map<_, _>>(),
         ),
         Value::Uuid(uuid) => Json::String(uuid.to_string()),
+        // A fixed or bytes decimal: its unscaled two's-complement bytes, as hex.
+        Value::Decimal(decimal) => match Vec::<u8>::try_from(decimal) {
+            Ok(bytes) => Json::String(hex(&bytes)),
+            Err(error) => Json::String(format!("undecodable decimal: {error}")),
+        },
         other => Json::String(format!("{other:?}")),
     }
 }

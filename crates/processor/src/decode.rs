@@ -298,17 +298,20 @@ fn unwrap_union(value: &Value) -> &Value {
     }
 }
 
-/// A column value of a CDCChange as text: numbers, strings, and the one-field records
-/// (Numeric, Uuid, Json, Other's `text`). None for NULL and the unavailable markers.
+/// A column value of a CDCChange as text: numbers, strings, and the records with a text
+/// (Numeric, Uuid, Json `value`, Other's `text`, an EnumValue's `label`). None for NULL and
+/// the unavailable markers.
 fn column_text(value: &Value) -> Option<String> {
     match unwrap_union(value) {
         Value::String(s) | Value::Enum(_, s) => Some(s.clone()),
         Value::Int(i) => Some(i.to_string()),
         Value::Long(i) => Some(i.to_string()),
         Value::Boolean(b) => Some(b.to_string()),
+        // A numeric under the connector's --decimal-handling double.
+        Value::Double(d) => Some(d.to_string()),
         Value::Record(fields) => fields
             .iter()
-            .find(|(k, _)| k == "value" || k == "text")
+            .find(|(k, _)| k == "value" || k == "text" || k == "label")
             .and_then(|(_, v)| column_text(v)),
         _ => None,
     }

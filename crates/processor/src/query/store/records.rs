@@ -113,9 +113,10 @@ fn column_cell(value: &Value, ty: ColType) -> Result<Cell, String> {
     let inner = |v: &Value| -> Option<Value> {
         match v {
             Value::Record(fields) if fields.len() == 1 => Some(unwrap_union(&fields[0].1).clone()),
+            // Other's text, an EnumValue's label.
             Value::Record(fields) => fields
                 .iter()
-                .find(|(k, _)| k == "text")
+                .find(|(k, _)| k == "text" || k == "label")
                 .map(|(_, v)| unwrap_union(v).clone()),
             _ => None,
         }
@@ -153,6 +154,21 @@ fn column_cell(value: &Value, ty: ColType) -> Result<Cell, String> {
             }
             _ => return Err(format!("{v:?} is not a numeric")),
         },
+        // The connector's --decimal-handling string.
+        (ColType::Decimal { scale, .. }, Value::String(text)) => {
+            let mut d: rust_decimal::Decimal = text
+                .parse()
+                .map_err(|e| format!("numeric {text:?} is not a finite decimal: {e}"))?;
+            d.rescale(u32::try_from(scale).unwrap_or(0));
+            Cell::Decimal(d.mantissa())
+        }
+        (ColType::Decimal { .. }, Value::Decimal(_)) => {
+            return Err(
+                "an Avro decimal (--decimal-handling precise) carries its scale in the writer \
+                 schema only; run the connector with --decimal-handling text or string"
+                    .into(),
+            );
+        }
         (ty, v) => return Err(format!("{v:?} does not fit a {ty:?} column")),
     };
     Ok(cell)

@@ -148,7 +148,7 @@ fn state_rows_are_typed_and_unchanged_toast_keeps_the_previous_value() {
                     "type_name".into(),
                     Value::String("public.booking_status".into()),
                 ),
-                ("text".into(), Value::String("pending".into())),
+                ("label".into(), Value::String("pending".into())),
             ]),
         ),
         ("hotel_name", Value::Null),
