@@ -9,8 +9,8 @@ use pgoutput::row::{TypeNames, typed_value};
 
 /// OIDs with a dedicated conversion, plus one unknown OID for the fallback.
 const TYPED_OIDS: &[u32] = &[
-    16, 17, 18, 19, 20, 21, 23, 25, 26, 114, 700, 701, 1042, 1043, 1082, 1114, 1184, 1700, 2950,
-    3802, 70_000,
+    16, 17, 18, 19, 20, 21, 23, 25, 26, 114, 600, 700, 701, 790, 1042, 1043, 1082, 1114, 1184,
+    1560, 1562, 1700, 2950, 3802, 3904, 3906, 3908, 3910, 3912, 3926, 70_000,
 ];
 
 fuzz_target!(|data: &[u8]| {
@@ -24,6 +24,8 @@ fuzz_target!(|data: &[u8]| {
     // The first byte picks the type so one input exercises one conversion.
     if let Some((&selector, text)) = data.split_first() {
         let oid = TYPED_OIDS[usize::from(selector) % TYPED_OIDS.len()];
+        // A declared numeric(10,2) modifier for every type: only numeric reads it.
         let _ = typed_value(oid, -1, text, &TypeNames::new());
+        let _ = typed_value(oid, (10 << 16 | 2) + 4, text, &TypeNames::new());
     }
 });

@@ -1,6 +1,6 @@
 //! PostGIS `geometry` and `geography` arrive as the `Geometry` branch: the WKB without the SRID
 //! and the SRID, compared with what PostGIS returns for the same row (`ST_AsEWKB` of the value
-//! with SRID 0, `ST_SRID`), on the snapshot and the stream. The extension comes from Debian's
+//! with SRID 0, `ST_SRID`), on every path: snapshot, stream and re-snapshot. The extension comes from Debian's
 //! `postgresql-15-postgis-3` (scripts/install-deps.sh installs it); without it the test says it
 //! is skipped, except under CI, where it fails.
 
@@ -70,7 +70,14 @@ async fn geometries_arrive_as_wkb_and_srid() {
         .psql(&insert(100))
         .await
         .expect("rows while streaming");
-    let rows = 2 * VALUES.len();
+    stack
+        .psql(
+            r#"SELECT pg_logical_emit_message(true, 'cdc_connector.signal', '{"type": "execute-snapshot", "tables": ["public.places"]}')"#,
+        )
+        .await
+        .expect("request a re-snapshot");
+    // Snapshot READs, stream INSERTs, re-snapshot READs of both.
+    let rows = 4 * VALUES.len();
     let records = cdc_records(&stack, Duration::from_secs(60), |records| {
         records
             .iter()
@@ -84,6 +91,12 @@ async fn geometries_arrive_as_wkb_and_srid() {
         .filter(|r| r.table() == "public.places")
         .collect();
     assert_eq!(places.len(), rows);
+    let reads = places.iter().filter(|r| r.operation() == "READ").count();
+    assert_eq!(
+        reads,
+        3 * VALUES.len(),
+        "the snapshot's and the re-snapshot's rows"
+    );
     for record in places {
         let id = &record.value["after_values"]["id"];
         for (column, type_name, as_geometry) in [

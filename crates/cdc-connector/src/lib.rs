@@ -10,7 +10,8 @@
 //! - [`changes`]: pgoutput messages to row changes, transactions, staging of streamed ones;
 //! - [`session`]: one replication session, generic over its edges (stream, producer, catalog);
 //! - [`sink`]: produce in WAL order and release positions only as Kafka acknowledges;
-//! - [`record`], [`metadata`]: the Avro records; [`privacy`]: table/column filters, masks, hashes;
+//! - [`record`], [`metadata`]: the Avro records; [`table_schema`]: the tables' column metadata;
+//!   [`privacy`]: table/column filters, masks, hashes;
 //! - [`snapshot`], [`snapshot_publish`], [`incremental`]: initial and ad-hoc snapshots;
 //! - [`state`]: the connector's durable state in Kafka.
 

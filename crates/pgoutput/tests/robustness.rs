@@ -11,8 +11,9 @@ use proptest::prelude::*;
 
 const MESSAGE_TAGS: &[u8] = b"BCORYIUDTMSEcAbPKrp";
 const TYPED_OIDS: &[u32] = &[
-    16, 17, 18, 19, 20, 21, 23, 25, 26, 114, 700, 701, 1001, 1007, 1009, 1016, 1020, 1042, 1043,
-    1082, 1083, 1114, 1184, 1185, 1186, 1187, 1266, 1700, 2950, 3802, 70_000,
+    16, 17, 18, 19, 20, 21, 23, 25, 26, 114, 600, 700, 701, 790, 1001, 1007, 1009, 1016, 1020,
+    1042, 1043, 1082, 1083, 1114, 1184, 1185, 1186, 1187, 1231, 1266, 1560, 1562, 1700, 2950, 3802,
+    3904, 3906, 3908, 3910, 3912, 3926, 70_000,
 ];
 /// Array types: int4, text, timestamptz, interval, box elements.
 const ARRAY_OIDS: &[u32] = &[1007, 1009, 1185, 1187, 1020];
@@ -92,6 +93,20 @@ proptest! {
         text in value_like_text(),
     ) {
         let _ = typed_value(oid, -1, text.as_bytes(), &TypeNames::new());
+        let _ = typed_value(oid, (10 << 16 | 2) + 4, text.as_bytes(), &TypeNames::new());
+    }
+
+    #[test]
+    fn structured_types_never_panic_on_their_kind_of_text(
+        oid in proptest::sample::select(vec![600u32, 790, 1560, 1562, 3904, 3906, 3908, 3910, 3912, 3926, 70_100, 70_101, 70_102]),
+        text in "[\\[\\]()\",=>a-fA-F0-9 .:+$NULempty\\\\-]{0,48}",
+    ) {
+        let mut types = TypeNames::new();
+        types.learn(70_100, "public", "hstore");
+        types.learn(70_101, "public", "geometry");
+        types.learn(70_102, "public", "floatrange");
+        types.learn_range("public.floatrange", "float8");
+        let _ = typed_value(oid, -1, text.as_bytes(), &types);
     }
 
     #[test]
