@@ -18,13 +18,8 @@ import decimal
 import json
 import math
 import sys
-import time
-import uuid
 
-from confluent_kafka import Consumer
-from confluent_kafka.schema_registry import SchemaRegistryClient
-from confluent_kafka.schema_registry.avro import AvroDeserializer
-from confluent_kafka.serialization import MessageField, SerializationContext
+from cdc_topic import decoded_records
 
 
 def plain(value):
@@ -61,40 +56,18 @@ def column(value):
 
 def main():
     brokers, registry_url, count, timeout = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
-    deserializer = AvroDeserializer(SchemaRegistryClient({"url": registry_url}))
-    consumer = Consumer({
-        "bootstrap.servers": brokers,
-        "group.id": f"read-decimals-{uuid.uuid4()}",
-        "auto.offset.reset": "earliest",
-        "session.timeout.ms": 6000,
-    })
-    consumer.subscribe(["topic_cdc_changes"])
-    deadline = time.monotonic() + timeout
-    received = 0
-    try:
-        while received < count:
-            if time.monotonic() > deadline:
-                sys.exit(f"only {received} of {count} records within {timeout}s")
-            message = consumer.poll(1.0)
-            if message is None:
-                continue
-            if message.error():
-                sys.exit(f"consumer error: {message.error()}")
-            value = deserializer(message.value(), SerializationContext(message.topic(), MessageField.VALUE))
-            received += 1
-            after = value.get("after_values")
-            if after is None:
-                continue
-            print(json.dumps({
-                "id": after.get("id"),
-                "table": value["table_name"],
-                "operation": value["operation"],
-                "commit_lsn": value["source"]["commit_lsn"],
-                "change_id": value["change_id"],
-                "columns": {name: column(v) for name, v in after.items()},
-            }, sort_keys=True), flush=True)
-    finally:
-        consumer.close()
+    for _, value in decoded_records(brokers, registry_url, count, timeout):
+        after = value.get("after_values")
+        if after is None:
+            continue
+        print(json.dumps({
+            "id": after.get("id"),
+            "table": value["table_name"],
+            "operation": value["operation"],
+            "commit_lsn": value["source"]["commit_lsn"],
+            "change_id": value["change_id"],
+            "columns": {name: column(v) for name, v in after.items()},
+        }, sort_keys=True), flush=True)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ pub use connector::{
     stack_without_connector, wait_for_health_status, wait_until_slot_confirms_current_wal,
 };
 pub use records::{
-    CdcRecord, cdc_records, of_table, rand_suffix, read_cdc_until, read_topic_until,
+    CdcRecord, cdc_records, of_table, python_reader_lines, rand_suffix, read_cdc_until,
+    read_topic_until,
 };
 pub use sql::{json_row, psql_command, run_sql};
 pub use wait::eventually;

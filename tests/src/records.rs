@@ -133,3 +133,37 @@ pub fn of_table<'a>(records: &'a [CdcRecord], table: &str) -> Vec<&'a CdcRecord>
     changes.sort_by_key(|r| r.position());
     changes
 }
+
+/// Runs one of the independent Python readers (`tests/python/<script>`, on the project's venv)
+/// against the stack for `count` CDC records, and returns the JSON lines it printed; panics
+/// with its error output if it fails.
+pub async fn python_reader_lines(
+    stack: &Stack,
+    script: &str,
+    count: usize,
+    timeout_secs: u64,
+) -> Vec<Value> {
+    let python =
+        local_stack::python().expect("the project's Python venv (scripts/install-deps.sh)");
+    let script = format!("{}/python/{script}", env!("CARGO_MANIFEST_DIR"));
+    let output = tokio::process::Command::new(python)
+        .args([
+            script.as_str(),
+            &stack.kafka_brokers(),
+            &stack.registry_url(),
+            &count.to_string(),
+            &timeout_secs.to_string(),
+        ])
+        .output()
+        .await
+        .expect("run the Python client");
+    assert!(
+        output.status.success(),
+        "Python client {script} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect()
+}

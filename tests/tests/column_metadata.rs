@@ -28,8 +28,13 @@ CREATE TABLE trips (
 ALTER PUBLICATION cdc_publication ADD TABLE trips;
 "#;
 
-const ROW: &str = "(price, code, mood, moods, left_at, flags, fare_paid, wait) \
-    VALUES (12.50, 'HAN-SGN', 'happy', '{sad,ok}', now(), B'1010', 3.141, '1 hour')";
+/// One row of `trips`.
+fn insert_trip(id: i64) -> String {
+    format!(
+        "INSERT INTO trips (trip_id, price, code, mood, moods, left_at, flags, fare_paid, wait) \
+         VALUES ({id}, 12.50, 'HAN-SGN', 'happy', '{{sad,ok}}', now(), B'1010', 3.141, '1 hour')"
+    )
+}
 
 /// What the catalog says about each column of `trips`, in the record's terms.
 async fn catalog_columns(stack: &Stack) -> BTreeMap<String, Value> {
@@ -86,22 +91,10 @@ fn assert_matches_catalog(schema: &Value, catalog: &BTreeMap<String, Value>) {
 async fn every_change_names_metadata_that_matches_the_catalog() {
     let mut stack = stack_without_connector("column-metadata").await;
     stack.psql(SETUP).await.expect("create trips");
-    stack
-        .psql(
-            &format!("INSERT INTO trips (trip_id, {}", &ROW[1..])
-                .replace("VALUES (", "VALUES (1, "),
-        )
-        .await
-        .expect("row 1");
+    stack.psql(&insert_trip(1)).await.expect("row 1");
     let before_change = catalog_columns(&stack).await;
     stack.start_connector().await.expect("start the connector");
-    stack
-        .psql(
-            &format!("INSERT INTO trips (trip_id, {}", &ROW[1..])
-                .replace("VALUES (", "VALUES (2, "),
-        )
-        .await
-        .expect("row 2");
+    stack.psql(&insert_trip(2)).await.expect("row 2");
     stack
         .psql(
             "ALTER TABLE trips ADD COLUMN seats smallint NOT NULL DEFAULT 1; \
@@ -109,13 +102,7 @@ async fn every_change_names_metadata_that_matches_the_catalog() {
         )
         .await
         .expect("change the table");
-    stack
-        .psql(
-            &format!("INSERT INTO trips (trip_id, {}", &ROW[1..])
-                .replace("VALUES (", "VALUES (3, "),
-        )
-        .await
-        .expect("row 3");
+    stack.psql(&insert_trip(3)).await.expect("row 3");
     let after_change = catalog_columns(&stack).await;
 
     let records = cdc_records(&stack, Duration::from_secs(60), |records| {

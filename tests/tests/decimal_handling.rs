@@ -16,7 +16,7 @@ use std::{
     time::Duration,
 };
 
-use e2e::{cdc_records, json_row, run_sql};
+use e2e::{cdc_records, json_row, python_reader_lines, run_sql};
 use local_stack::{Stack, StackOptions};
 use serde_json::{Value, json};
 
@@ -106,29 +106,10 @@ struct Decoded {
 /// Runs `read_decimals.py` for `count` records; returns its lines for `public.prices`, grouped
 /// by path: snapshot READs (the earliest commit LSN of READs), INSERTs, re-snapshot READs.
 async fn python_records(stack: &Stack, count: usize) -> BTreeMap<&'static str, Vec<Decoded>> {
-    let python =
-        local_stack::python().expect("the project's Python venv (scripts/install-deps.sh)");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/read_decimals.py");
-    let output = tokio::process::Command::new(python)
-        .args([
-            script,
-            &stack.kafka_brokers(),
-            &stack.registry_url(),
-            &count.to_string(),
-            "90",
-        ])
-        .output()
+    let lines: Vec<Value> = python_reader_lines(stack, "read_decimals.py", count, 90)
         .await
-        .expect("run the Python client");
-    assert!(
-        output.status.success(),
-        "Python client failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let lines: Vec<Value> = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
-        .filter(|line: &Value| line["table"] == TABLE)
+        .into_iter()
+        .filter(|line| line["table"] == TABLE)
         .collect();
     let snapshot_lsn = lines
         .iter()

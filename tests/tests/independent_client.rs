@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use e2e::cdc_records;
+use e2e::{cdc_records, python_reader_lines};
 use local_stack::{Stack, StackOptions};
 use serde_json::{Value, json};
 
@@ -25,29 +25,7 @@ async fn confluent_kafka_avro_deserializer_decodes_cdc_records() {
     }
     let ours = cdc_records(&stack, Duration::from_secs(60), |r| r.len() >= 4).await;
 
-    let python =
-        local_stack::python().expect("the project's Python venv (scripts/install-deps.sh)");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/read_cdc.py");
-    let output = tokio::process::Command::new(python)
-        .args([
-            script,
-            &stack.kafka_brokers(),
-            &stack.registry_url(),
-            "4",
-            "60",
-        ])
-        .output()
-        .await
-        .expect("run the Python client");
-    assert!(
-        output.status.success(),
-        "Python client failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let theirs: Vec<Value> = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("a JSON line"))
-        .collect();
+    let theirs = python_reader_lines(&stack, "read_cdc.py", 4, 60).await;
     assert_eq!(theirs.len(), 4);
 
     for record in &ours {
