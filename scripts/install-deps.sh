@@ -12,7 +12,7 @@
 #           schemathesis (gateway fuzz test), fastapi + uvicorn[standard] (benchmark reference gateway)
 #   airflow: <repo>/.stack/airflow-venv with apache-airflow 2.10.5 (+ the postgres provider), pinned by
 #           airflow/constraints-2.10.5.txt (the external-data DAGs and their test, tests/tests/airflow_dags.rs)
-#   cargo:  cargo-nextest
+#   cargo:  cargo-nextest, cargo-fuzz (the fuzz targets in fuzz/, run on stable with RUSTC_BOOTSTRAP=1)
 #
 # Runs as root, or as a user with sudo for the apt part.
 set -euo pipefail
@@ -161,6 +161,13 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
     say "cargo install cargo-nextest --locked"
     cargo install cargo-nextest --locked
+fi
+CARGO_FUZZ_VERSION="0.13.2"
+if cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
+    say "cargo-fuzz present: $(cargo fuzz --version 2>/dev/null | head -n1)"
+else
+    say "cargo install cargo-fuzz --version $CARGO_FUZZ_VERSION --locked"
+    cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked
 fi
 
 say "done"

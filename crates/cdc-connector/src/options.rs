@@ -24,7 +24,10 @@ pub struct Options {
     #[arg(long, env = "CDC_CONFIG")]
     pub config: Option<std::path::PathBuf>,
     /// PostgreSQL URL; the role needs the REPLICATION attribute (and CREATE on the database if
-    /// the publication does not exist yet).
+    /// the publication does not exist yet; `sql/connector_role.sql` is the least-privilege role).
+    /// TLS as libpq: `?sslmode=disable|prefer|require|verify-ca|verify-full` (default prefer)
+    /// and `&sslrootcert=/path/ca.pem` (required by verify-ca and verify-full), for every
+    /// connection, replication included.
     #[arg(
         long,
         env = "CDC_PG_URL",
@@ -118,9 +121,79 @@ pub struct Options {
     pub filter: privacy::FilterOptions,
 }
 
+/// PostgreSQL's longest identifier (NAMEDATALEN - 1 bytes).
+const MAX_IDENTIFIER_BYTES: usize = 63;
+
+fn invalid(option: &str, message: String) -> ConnectorError {
+    ConnectorError::new(ErrorKind::Config, format!("--{option}"), message)
+}
+
+/// An identifier the connector quotes into SQL: never empty, at most 63 bytes, no NUL (which
+/// no quoting can carry). Anything else, quotes and semicolons included, is quoted safely.
+fn check_identifier(option: &str, what: &str, name: &str) -> Result<(), ConnectorError> {
+    if name.is_empty() || name.len() > MAX_IDENTIFIER_BYTES || name.contains('\0') {
+        return Err(invalid(
+            option,
+            format!("{what} {name:?} must be 1 to 63 bytes without NUL characters"),
+        ));
+    }
+    Ok(())
+}
+
 impl Options {
+    /// Names that end up in SQL: the slot by PostgreSQL's own rule for slot names, the
+    /// publication and tables as quotable identifiers, prefixes as text without NUL.
+    fn check_identifiers(&self) -> Result<(), ConnectorError> {
+        let slot = &self.slot_name;
+        if slot.is_empty()
+            || slot.len() > MAX_IDENTIFIER_BYTES
+            || !slot
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return Err(invalid(
+                "slot-name",
+                format!(
+                    "{slot:?} is not a replication slot name: 1 to 63 lower-case letters, digits \
+                     or underscores"
+                ),
+            ));
+        }
+        check_identifier(
+            "publication-name",
+            "the publication",
+            &self.publication_name,
+        )?;
+        for table in &self.tables {
+            let (schema, name) = table.split_once('.').unwrap_or(("public", table));
+            if name.contains('.') {
+                return Err(invalid(
+                    "tables",
+                    format!("{table:?} is not schema.table (names with a dot are not supported)"),
+                ));
+            }
+            check_identifier("tables", "the schema of", schema)?;
+            check_identifier("tables", "the table", name)?;
+        }
+        for (option, prefix) in self
+            .message_prefixes
+            .iter()
+            .map(|p| ("message-prefixes", p))
+            .chain([("heartbeat-prefix", &self.heartbeat_prefix)])
+        {
+            if prefix.contains('\0') {
+                return Err(invalid(
+                    option,
+                    format!("{prefix:?} contains a NUL character"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The session configuration; an option that cannot be used is a configuration error naming it.
     pub fn session_config(&self) -> Result<SessionConfig, ConnectorError> {
+        self.check_identifiers()?;
         let filter = ChangeFilter::new(&self.filter).map_err(|e| {
             ConnectorError::new(ErrorKind::Config, "the change filter", e.to_string())
         })?;
@@ -151,5 +224,50 @@ impl Options {
             heartbeat_prefix: self.heartbeat_prefix.clone(),
             filter,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_error(args: &[&str]) -> String {
+        let mut all = vec!["cdc-connector"];
+        all.extend_from_slice(args);
+        let Err(error) = Options::parse_from(all).session_config() else {
+            panic!("{args:?} was accepted");
+        };
+        assert_eq!(error.kind(), ErrorKind::Config, "{error}");
+        error.to_string()
+    }
+
+    #[test]
+    fn hostile_names_are_quotable_or_refused_with_the_option_named() {
+        // Quotes, semicolons and spaces are quoted into SQL, never refused.
+        let options = Options::parse_from([
+            "cdc-connector",
+            "--publication-name",
+            "pub\"; DROP TABLE users; --",
+            "--tables",
+            "public.Trip; DROP TABLE users; --",
+        ]);
+        assert!(options.session_config().is_ok());
+        for (args, named) in [
+            (&["--slot-name", "Slot"][..], "--slot-name"),
+            (&["--slot-name", "slot; DROP"][..], "--slot-name"),
+            (&["--slot-name", ""][..], "--slot-name"),
+            (&["--slot-name", &"s".repeat(64)][..], "--slot-name"),
+            (&["--publication-name", "a\0b"][..], "--publication-name"),
+            (
+                &["--publication-name", &"p".repeat(64)][..],
+                "--publication-name",
+            ),
+            (&["--tables", "public."][..], "--tables"),
+            (&["--tables", "a.b.c"][..], "--tables"),
+            (&["--heartbeat-prefix", "x\0"][..], "--heartbeat-prefix"),
+        ] {
+            let message = config_error(args);
+            assert!(message.contains(named), "{args:?}: {message}");
+        }
     }
 }

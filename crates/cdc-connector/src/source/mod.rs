@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod connection;
 pub mod replication;
 pub mod setup;
+pub mod tls;
 
 pub use connection::{PgTarget, SESSION_SETTINGS, connect, session_options};
 pub use setup::{SourceSettings, emit_heartbeat, prepare};

@@ -1,6 +1,7 @@
 //! A PostgreSQL connection in logical-replication mode, speaking the wire protocol directly:
 //! tokio-postgres has no replication mode. Only framing and I/O live here; the CopyData payloads
-//! are decoded by the pure `pgoutput` crate.
+//! are decoded by the pure `pgoutput` crate. TLS is negotiated first (SSLRequest, then the
+//! handshake) as the target's `sslmode` says, and everything after runs over that stream.
 
 use std::future::Future;
 
@@ -14,7 +15,7 @@ use tokio::{
     net::TcpStream,
 };
 
-use super::PgTarget;
+use super::{PgTarget, tls::PgStream};
 use crate::error::{ConnectorError, ErrorKind};
 
 /// One backend message: its tag and body.
@@ -24,13 +25,14 @@ struct Frame {
 }
 
 pub struct ReplicationConnection {
-    stream: TcpStream,
+    stream: PgStream,
     read_buf: BytesMut,
     target: String,
 }
 
 impl ReplicationConnection {
-    /// Connects, authenticates (trust, password, md5 or SCRAM-SHA-256) and waits until ready.
+    /// Connects (over TLS as the target's `sslmode` says), authenticates (trust, password, md5
+    /// or SCRAM-SHA-256) and waits until ready.
     ///
     /// The session settings make pgoutput's text output predictable for the value decoder.
     pub async fn connect(target: &PgTarget) -> Result<Self, ConnectorError> {
@@ -43,6 +45,7 @@ impl ReplicationConnection {
             )
         })?;
         stream.set_nodelay(true).ok();
+        let stream = super::tls::negotiate(stream, &target.tls, &target.host, &address).await?;
         let mut connection = Self {
             stream,
             read_buf: BytesMut::with_capacity(64 * 1024),
@@ -221,7 +224,12 @@ impl ReplicationConnection {
     }
 
     async fn write(&mut self, bytes: &[u8]) -> Result<(), ConnectorError> {
-        self.stream.write_all(bytes).await.map_err(|source| {
+        // The flush matters with TLS: the encrypted records may still be buffered.
+        let written = match self.stream.write_all(bytes).await {
+            Ok(()) => self.stream.flush().await,
+            Err(e) => Err(e),
+        };
+        written.map_err(|source| {
             ConnectorError::new(
                 ErrorKind::SourceUnavailable,
                 format!("PostgreSQL at {}", self.target),

@@ -1,0 +1,327 @@
+//! TLS to PostgreSQL with libpq's `sslmode` semantics: the server gets a certificate for
+//! `localhost` (DNS name only) signed by a test CA, and the connector, pointed at it with
+//! `sslmode` and `sslrootcert` in `--pg-url`, streams over TLS on every connection (the
+//! replication one included) when the certificate checks out, and stops with an error naming
+//! the certificate problem when it does not.
+
+use std::{
+    os::unix::fs::{MetadataExt, PermissionsExt},
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Duration,
+};
+
+use e2e::{
+    cdc_records, connector_args_with, connector_command, eventually, run_sql,
+    stack_without_connector, wait_for_health_status,
+};
+use local_stack::{Stack, containers::Backend};
+
+/// Runs `openssl` with `args` in `dir`; panics with its output when it fails.
+fn openssl(dir: &Path, args: &[&str]) {
+    let output = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl (the test makes its certificates with the openssl command)");
+    assert!(
+        output.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A self-signed CA: `<name>.pem` and `<name>.key` in `dir`.
+fn make_ca(dir: &Path, name: &str) -> PathBuf {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.pem"),
+            "-subj",
+            &format!("/CN={name}"),
+            "-days",
+            "2",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+    dir.join(format!("{name}.pem"))
+}
+
+/// `server.crt` and `server.key` in `dir`: valid for the DNS name `localhost` only (no IP
+/// address), signed by the CA `ca`.
+fn make_server_certificate(dir: &Path, ca: &str) {
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName = DNS:localhost\nbasicConstraints = CA:FALSE\n\
+         keyUsage = critical, digitalSignature\nextendedKeyUsage = serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            &format!("{ca}.pem"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ],
+    );
+}
+
+/// Gives the server its certificate and key (in its data directory, owned like it, the key
+/// 0600) and turns TLS on with a configuration reload; returns once a TLS connection works.
+async fn enable_server_tls(stack: &Stack, certificates: &Path) {
+    let data = stack.options().pg_data_dir();
+    let owner = std::fs::metadata(&data).expect("the data directory").uid();
+    let group = std::fs::metadata(&data).unwrap().gid();
+    for (file, mode) in [("server.crt", 0o644), ("server.key", 0o600)] {
+        let target = data.join(format!("tls-test-{file}"));
+        std::fs::copy(certificates.join(file), &target).unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode)).unwrap();
+        std::os::unix::fs::chown(&target, Some(owner), Some(group)).unwrap();
+    }
+    // ALTER SYSTEM cannot run in a transaction block, so one statement per psql.
+    for sql in [
+        "ALTER SYSTEM SET ssl_cert_file = 'tls-test-server.crt'",
+        "ALTER SYSTEM SET ssl_key_file = 'tls-test-server.key'",
+        "ALTER SYSTEM SET ssl = on",
+        "SELECT pg_reload_conf()",
+    ] {
+        run_sql(stack, sql).await;
+    }
+    // The stack's psql connects over TCP with libpq's default sslmode=prefer.
+    eventually(
+        "PostgreSQL accepts TLS",
+        Duration::from_secs(30),
+        || async {
+            let ssl = stack
+                .psql("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+                .await?;
+            Ok((ssl.trim() == "t").then_some(()))
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\npostgres log:\n{}", stack.log_tail("postgres", 20)));
+}
+
+fn pg_url(stack: &Stack, host: &str, query: &str) -> String {
+    format!(
+        "postgres://postgres@{host}:{}/{}?{query}",
+        stack.ports().postgres,
+        stack.options().database
+    )
+}
+
+/// Runs a connector expected to stop by itself; returns its stderr.
+async fn run_to_failure(stack: &Stack, args: &[String]) -> String {
+    let mut command = connector_command(stack, args);
+    command.stderr(Stdio::piped());
+    let output = tokio::time::timeout(Duration::from_secs(60), command.output())
+        .await
+        .expect("the connector stops on a definite error")
+        .expect("run the connector");
+    assert!(!output.status.success(), "a definite error exits non-zero");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+/// The connector's connections as (all, over TLS, replication connections over TLS).
+async fn connector_connections(stack: &Stack) -> (i64, i64, i64) {
+    let row = stack
+        .psql(
+            "SELECT count(*), count(*) FILTER (WHERE s.ssl), \
+                    count(*) FILTER (WHERE s.ssl AND a.backend_type = 'walsender') \
+             FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
+             WHERE a.application_name = 'cdc-connector'",
+        )
+        .await
+        .unwrap();
+    let numbers: Vec<i64> = row.trim().split('|').map(|n| n.parse().unwrap()).collect();
+    (numbers[0], numbers[1], numbers[2])
+}
+
+/// Runs a connector with `url` until it streams, checks that all its connections (at least the
+/// replication one and the catalog one) use TLS, and stops it.
+async fn streams_over_tls(stack: &Stack, url: &str) {
+    let (args, health) = connector_args_with(stack, &[("--pg-url", url)]);
+    let mut child = connector_command(stack, &args).spawn().unwrap();
+    wait_for_health_status(&health, "streaming", Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
+    let (all, tls, replication) = eventually(
+        "the connector's connections",
+        Duration::from_secs(20),
+        || async {
+            let counts = connector_connections(stack).await;
+            Ok((counts.0 >= 2 && counts.2 >= 1).then_some(counts))
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{url}: {e}"));
+    assert_eq!(all, tls, "{url}: every connection uses TLS");
+    assert_eq!(replication, 1, "{url}: the replication connection uses TLS");
+    child.kill().await.unwrap();
+    child.wait().await.unwrap();
+    // The slot is released when the walsender notices; wait so the next run starts clean.
+    eventually("the connector is gone", Duration::from_secs(20), || async {
+        Ok((connector_connections(stack).await.0 == 0).then_some(()))
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sslmode_and_sslrootcert_are_honoured_on_every_connection() {
+    let stack = stack_without_connector("postgres-tls").await;
+    if stack.options().backend != Backend::Native {
+        eprintln!("skipped: the test places certificates in a native PostgreSQL's data directory");
+        stack.shutdown().await.unwrap();
+        return;
+    }
+    let certificates = tempfile::tempdir().unwrap();
+    let ca = make_ca(certificates.path(), "test-ca");
+    let other_ca = make_ca(certificates.path(), "other-ca");
+    make_server_certificate(certificates.path(), "test-ca");
+    let ca = ca.display().to_string();
+    let other_ca = other_ca.display().to_string();
+
+    // Before TLS is on: require refuses a server that does not offer it.
+    let url = pg_url(&stack, "127.0.0.1", "sslmode=require");
+    let (args, _) = connector_args_with(&stack, &[("--pg-url", &url)]);
+    let stderr = run_to_failure(&stack, &args).await;
+    assert!(
+        stderr.contains("TLS") && stderr.contains("does not accept TLS"),
+        "{stderr}"
+    );
+
+    // A verifying mode without its CA file is a configuration error at start.
+    let url = pg_url(&stack, "localhost", "sslmode=verify-full");
+    let (args, _) = connector_args_with(&stack, &[("--pg-url", &url)]);
+    let stderr = run_to_failure(&stack, &args).await;
+    assert!(
+        stderr.contains("--pg-url") && stderr.contains("sslmode=verify-full needs sslrootcert"),
+        "{stderr}"
+    );
+
+    enable_server_tls(&stack, certificates.path()).await;
+
+    // verify-full with the certificate's name: streams a change end to end over TLS.
+    let url = pg_url(
+        &stack,
+        "localhost",
+        &format!("sslmode=verify-full&sslrootcert={ca}"),
+    );
+    let (args, health) = connector_args_with(&stack, &[("--pg-url", &url)]);
+    let mut child = connector_command(&stack, &args).spawn().unwrap();
+    wait_for_health_status(&health, "streaming", Duration::from_secs(60))
+        .await
+        .unwrap();
+    run_sql(
+        &stack,
+        "INSERT INTO users (email, full_name) VALUES ('tls@example.com', 'Over TLS')",
+    )
+    .await;
+    let records = cdc_records(&stack, Duration::from_secs(60), |records| {
+        records
+            .iter()
+            .any(|r| r.value.to_string().contains("tls@example.com"))
+    })
+    .await;
+    assert!(
+        records
+            .iter()
+            .any(|r| r.table() == "public.users" && r.operation() == "INSERT")
+    );
+    let (all, tls, replication) = connector_connections(&stack).await;
+    assert!(all >= 2, "replication and catalog connections: {all}");
+    assert_eq!(all, tls, "every connection uses TLS");
+    assert_eq!(replication, 1, "the replication connection uses TLS");
+    child.kill().await.unwrap();
+    child.wait().await.unwrap();
+    eventually("the connector is gone", Duration::from_secs(20), || async {
+        Ok((connector_connections(&stack).await.0 == 0).then_some(()))
+    })
+    .await
+    .unwrap();
+
+    // verify-full by IP address: the certificate names only localhost.
+    let url = pg_url(
+        &stack,
+        "127.0.0.1",
+        &format!("sslmode=verify-full&sslrootcert={ca}"),
+    );
+    let (args, _) = connector_args_with(&stack, &[("--pg-url", &url)]);
+    let stderr = run_to_failure(&stack, &args).await;
+    assert!(
+        stderr.contains("TLS") && stderr.contains("certificate not valid for name \"127.0.0.1\""),
+        "{stderr}"
+    );
+
+    // verify-ca does not check the name; require checks nothing.
+    streams_over_tls(
+        &stack,
+        &pg_url(
+            &stack,
+            "127.0.0.1",
+            &format!("sslmode=verify-ca&sslrootcert={ca}"),
+        ),
+    )
+    .await;
+    streams_over_tls(&stack, &pg_url(&stack, "127.0.0.1", "sslmode=require")).await;
+
+    // A CA that did not sign the server's certificate.
+    let url = pg_url(
+        &stack,
+        "127.0.0.1",
+        &format!("sslmode=verify-ca&sslrootcert={other_ca}"),
+    );
+    let (args, _) = connector_args_with(&stack, &[("--pg-url", &url)]);
+    let stderr = run_to_failure(&stack, &args).await;
+    assert!(
+        stderr.contains("TLS") && stderr.contains("not signed by a CA in sslrootcert"),
+        "{stderr}"
+    );
+
+    stack.shutdown().await.unwrap();
+}
