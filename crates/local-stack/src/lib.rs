@@ -160,8 +160,13 @@ impl Stack {
 
     /// `postgres://postgres@127.0.0.1:PORT/DB`
     pub fn pg_url(&self) -> String {
+        self.pg_url_as("postgres")
+    }
+
+    /// The database's URL for `role` (the servers trust local connections).
+    pub fn pg_url_as(&self, role: &str) -> String {
         format!(
-            "postgres://postgres@127.0.0.1:{}/{}",
+            "postgres://{role}@127.0.0.1:{}/{}",
             self.opts.ports.postgres, self.opts.database
         )
     }

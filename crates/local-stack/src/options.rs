@@ -121,6 +121,11 @@ fn pg_bin_dir_default() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_PG_BIN_DIR))
 }
 
+fn default_roles_sql() -> Option<PathBuf> {
+    let p = workspace_root().join("sql/roles.sql");
+    p.is_file().then_some(p)
+}
+
 fn default_init_sql() -> Option<PathBuf> {
     let p = workspace_root().join("sql/init.sql");
     p.is_file().then_some(p)
@@ -229,6 +234,11 @@ pub struct StackOptions {
     pub database: String,
     /// SQL applied once, right after the database is created.
     pub init_sql: Option<PathBuf>,
+    /// The least-privilege roles (`sql/roles.sql`), applied after `init_sql` on every start.
+    pub roles_sql: Option<PathBuf>,
+    /// The role the connector connects as (`cdc` of `sql/roles.sql`); None for the superuser,
+    /// which tests use so that they may create tables without granting them.
+    pub connector_role: Option<String>,
     /// PostgreSQL server binaries (default `PG_BIN_DIR` or /usr/lib/postgresql/15/bin).
     pub pg_bin_dir: PathBuf,
     pub slot_name: String,
@@ -285,6 +295,8 @@ impl StackOptions {
             start_registry: true,
             database: "travel".into(),
             init_sql: default_init_sql(),
+            roles_sql: default_roles_sql(),
+            connector_role: None,
             pg_bin_dir: pg_bin_dir_default(),
             slot_name: DEFAULT_SLOT.into(),
             publication_name: DEFAULT_PUBLICATION.into(),
@@ -322,6 +334,8 @@ impl StackOptions {
             start_registry: true,
             database: "travel".into(),
             init_sql: default_init_sql(),
+            roles_sql: default_roles_sql(),
+            connector_role: Some("cdc".into()),
             pg_bin_dir: pg_bin_dir_default(),
             slot_name: DEFAULT_SLOT.into(),
             publication_name: DEFAULT_PUBLICATION.into(),

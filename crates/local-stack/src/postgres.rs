@@ -224,6 +224,15 @@ impl Stack {
                     .with_context(|| format!("applying {}", init.display()))?;
             }
         }
+        // The roles grant on init.sql's tables; roles.sql is idempotent, so an existing
+        // developer's cluster gets them too.
+        if let (Some(_), Some(roles)) = (&o.init_sql, &o.roles_sql) {
+            let file = roles.to_string_lossy().into_owned();
+            let db = format!("db={}", o.database);
+            run_psql(o, &o.database, &["-q", "-v", &db, "-f", &file])
+                .await
+                .with_context(|| format!("applying {}", roles.display()))?;
+        }
         Ok(())
     }
 }

@@ -24,7 +24,10 @@ impl Stack {
     pub fn connector_args(&self) -> Vec<String> {
         let mut args: Vec<String> = vec![
             "--pg-url".into(),
-            self.pg_url(),
+            match &self.opts.connector_role {
+                Some(role) => self.pg_url_as(role),
+                None => self.pg_url(),
+            },
             "--kafka-brokers".into(),
             self.kafka_brokers(),
             "--schema-registry-url".into(),

@@ -20,11 +20,19 @@ pub fn spawn(config: &SessionConfig) -> Option<tokio::task::JoinHandle<()>> {
             if client.is_none() {
                 client = crate::source::connect(&target).await.ok();
             }
-            if let Some(sql) = &client
-                && let Err(error) = emit_heartbeat(sql, &prefix).await
-            {
-                tracing::warn!(%error, "heartbeat failed");
-                client = None;
+            let Some(sql) = &client else {
+                metrics::counter!("cdc_heartbeats_total", "outcome" => "failed").increment(1);
+                continue;
+            };
+            match emit_heartbeat(sql, &prefix).await {
+                Ok(()) => {
+                    metrics::counter!("cdc_heartbeats_total", "outcome" => "written").increment(1);
+                }
+                Err(error) => {
+                    metrics::counter!("cdc_heartbeats_total", "outcome" => "failed").increment(1);
+                    tracing::warn!(%error, "heartbeat failed");
+                    client = None;
+                }
             }
         }
     }))
