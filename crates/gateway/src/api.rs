@@ -44,6 +44,8 @@ pub struct Limits {
     pub max_batch_events: usize,
     pub max_future_skew_millis: i64,
     pub retry_after_secs: u64,
+    /// How long a client may take to send a body.
+    pub body_read_timeout: std::time::Duration,
 }
 
 #[derive(Clone)]
@@ -84,6 +86,7 @@ pub fn router(
         .merge(telemetry::router(prometheus, health))
         .fallback(|| async { ApiError::NotFound })
         .layer(axum::extract::DefaultBodyLimit::max(state.limits.max_body_bytes))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(state.limits.body_read_timeout))
         .layer(middleware::from_fn_with_state(state.stats.clone(), observe))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
             let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default();

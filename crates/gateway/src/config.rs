@@ -55,6 +55,11 @@ pub struct Args {
     /// Seconds an event timestamp may lie in the future (client clock skew) before it is rejected.
     #[arg(long, env = "GATEWAY_MAX_FUTURE_SKEW_SECS", default_value_t = 86_400)]
     pub max_future_skew_secs: u64,
+    /// Seconds a client may take to send a request's body; a slower one (a stalled or
+    /// trickling upload) gets 408 and its connection is freed. The request head has its own
+    /// limit (10 s, every service).
+    #[arg(long, env = "GATEWAY_BODY_READ_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub body_read_timeout_secs: u64,
     /// Seconds shutdown waits for requests in flight to finish before the process exits.
     #[arg(long, env = "GATEWAY_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,

@@ -44,6 +44,7 @@ async fn main() -> anyhow::Result<()> {
             max_future_skew_millis: i64::try_from(args.max_future_skew_secs.saturating_mul(1000))
                 .unwrap_or(i64::MAX),
             retry_after_secs: args.retry_after_secs.max(1),
+            body_read_timeout: Duration::from_secs(args.body_read_timeout_secs),
         },
     };
 

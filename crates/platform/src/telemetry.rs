@@ -3,6 +3,7 @@
 use std::{
     net::SocketAddr,
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use axum::{Json, Router, http::StatusCode, response::IntoResponse, routing::get};
@@ -85,20 +86,18 @@ pub fn router(prometheus: PrometheusHandle, health: Health) -> Router {
         )
 }
 
+/// How long a client may take to send a request's head (request line and headers). A client
+/// that trickles bytes (slowloris) is disconnected after this instead of holding a connection
+/// and a task forever; hyper enforces it only with a timer, which `axum::serve` does not set.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Binds `listen` (failing now, with the address, if it cannot) and serves `router` in the
 /// background until the process ends.
 pub async fn serve(
     listen: SocketAddr,
     router: Router,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-    Ok(tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, router).await {
-            tracing::error!(%error, "HTTP server stopped");
-        }
-    }))
+    serve_with_shutdown(listen, router, std::future::pending()).await
 }
 
 /// Like [`serve`], but stops accepting connections once `shutdown` completes and then lets the
@@ -108,15 +107,59 @@ pub async fn serve_with_shutdown(
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    serve_listener(listen, router, HEADER_READ_TIMEOUT, shutdown).await
+}
+
+/// [`serve_with_shutdown`] with the head-read timeout given (tests shorten it).
+pub async fn serve_listener(
+    listen: SocketAddr,
+    router: Router,
+    header_read_timeout: Duration,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use hyper_util::{
+        rt::{TokioExecutor, TokioIo, TokioTimer},
+        server::{conn::auto::Builder, graceful::GracefulShutdown},
+        service::TowerToHyperService,
+    };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     Ok(tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!(%error, "HTTP server stopped");
+        let mut builder = Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_read_timeout);
+        let graceful = GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let stream = match accepted {
+                        Ok((stream, _)) => stream,
+                        Err(error) => {
+                            // Out of file descriptors and the like: back off, keep serving.
+                            tracing::warn!(%error, "accepting a connection failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let service = TowerToHyperService::new(router.clone());
+                    let connection = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .into_owned();
+                    let connection = graceful.watch(connection);
+                    tokio::spawn(async move {
+                        if let Err(error) = connection.await {
+                            tracing::debug!(%error, "HTTP connection ended");
+                        }
+                    });
+                }
+                () = &mut shutdown => break,
+            }
         }
+        drop(listener);
+        graceful.shutdown().await;
     }))
 }
