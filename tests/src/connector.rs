@@ -121,3 +121,18 @@ pub fn metric_value(text: &str, name: &str) -> f64 {
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
         .unwrap_or(0.0)
 }
+
+/// Runs a connector expected to stop by itself on a definite error; returns its stderr after
+/// checking it exited non-zero without a panic.
+pub async fn connector_stderr_after_failure(stack: &Stack, args: &[String]) -> String {
+    let mut command = connector_command(stack, args);
+    command.stderr(std::process::Stdio::piped());
+    let output = tokio::time::timeout(Duration::from_secs(60), command.output())
+        .await
+        .expect("the connector stops on a definite error")
+        .expect("run the connector");
+    assert!(!output.status.success(), "a definite error exits non-zero");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}

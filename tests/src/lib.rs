@@ -12,12 +12,13 @@ pub mod sql;
 pub mod wait;
 
 pub use connector::{
-    connector_args_with, connector_command, delivered_events, metric_value, metrics_text,
-    stack_without_connector, wait_for_health_status, wait_until_slot_confirms_current_wal,
+    connector_args_with, connector_command, connector_stderr_after_failure, delivered_events,
+    metric_value, metrics_text, stack_without_connector, wait_for_health_status,
+    wait_until_slot_confirms_current_wal,
 };
 pub use records::{
     CdcRecord, cdc_records, of_table, python_reader_lines, rand_suffix, read_cdc_until,
     read_topic_until,
 };
-pub use sql::{json_row, psql_command, run_sql};
+pub use sql::{json_row, psql_command, psql_command_as, run_sql};
 pub use wait::eventually;

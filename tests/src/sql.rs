@@ -25,6 +25,11 @@ pub async fn json_row(stack: &Stack, sql: &str) -> Value {
 /// `psql` running `sql` against the stack's database (e.g. a writer racing the connector),
 /// stopping at the first error, killed when dropped.
 pub fn psql_command(stack: &Stack, sql: &str) -> tokio::process::Command {
+    psql_command_as(stack, "postgres", sql)
+}
+
+/// [`psql_command`] logged in as `role`.
+pub fn psql_command_as(stack: &Stack, role: &str, sql: &str) -> tokio::process::Command {
     let mut command = tokio::process::Command::new("psql");
     command
         .args([
@@ -33,7 +38,7 @@ pub fn psql_command(stack: &Stack, sql: &str) -> tokio::process::Command {
             "-v",
             "ON_ERROR_STOP=1",
             "-d",
-            &stack.pg_url(),
+            &stack.pg_url_as(role),
             "-c",
             sql,
         ])

@@ -12,18 +12,6 @@ fn connector(stack: &Stack, args: &[String]) -> tokio::process::Command {
     command
 }
 
-/// Runs a connector expected to stop by itself; returns its stderr.
-async fn run_to_failure(stack: &Stack, args: &[String]) -> String {
-    let output = tokio::time::timeout(Duration::from_secs(60), connector(stack, args).output())
-        .await
-        .expect("the connector stops on a definite error")
-        .expect("run the connector");
-    assert!(!output.status.success(), "a definite error exits non-zero");
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    stderr
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn unreachable_postgres_and_broker_are_retried_with_the_cause_in_health() {
     let stack = stack_without_connector("unreachable").await;
@@ -86,7 +74,7 @@ async fn a_role_without_replication_privilege_is_a_definite_error() {
     let url = stack.pg_url().replacen("postgres@", "plain_app@", 1);
     assert_ne!(url, stack.pg_url(), "the URL names the role");
     let (args, _) = connector_args_with(&stack, &[("--pg-url", &url)]);
-    let stderr = run_to_failure(&stack, &args).await;
+    let stderr = e2e::connector_stderr_after_failure(&stack, &args).await;
     assert!(
         stderr.contains("lacks the REPLICATION attribute"),
         "{stderr}"
@@ -136,7 +124,7 @@ async fn wal_level_below_logical_is_a_definite_error_that_says_how_to_fix_it() {
         "replica"
     );
     let (args, _) = connector_args_with(&stack, &[]);
-    let stderr = run_to_failure(&stack, &args).await;
+    let stderr = e2e::connector_stderr_after_failure(&stack, &args).await;
     assert!(
         stderr.contains("wal_level is 'replica'") && stderr.contains("wal_level = logical"),
         "{stderr}"

@@ -5,21 +5,12 @@
 
 use std::time::Duration;
 
-use e2e::{cdc_records, eventually, metric_value, metrics_text};
+use e2e::{cdc_records, eventually, metric_value, metrics_text, psql_command_as};
 use local_stack::{Stack, StackOptions};
 
 /// Runs `sql` as `role`; its error output when PostgreSQL refuses.
 async fn as_role(stack: &Stack, role: &str, sql: &str) -> Result<(), String> {
-    let output = tokio::process::Command::new("psql")
-        .args([
-            "-X",
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-d",
-            &stack.pg_url_as(role),
-        ])
-        .args(["-c", sql])
+    let output = psql_command_as(stack, role, sql)
         .output()
         .await
         .expect("run psql");

@@ -7,7 +7,6 @@
 use std::{
     os::unix::fs::{MetadataExt, PermissionsExt},
     path::{Path, PathBuf},
-    process::Stdio,
     time::Duration,
 };
 
@@ -152,20 +151,6 @@ fn pg_url(stack: &Stack, host: &str, query: &str) -> String {
     )
 }
 
-/// Runs a connector expected to stop by itself; returns its stderr.
-async fn run_to_failure(stack: &Stack, args: &[String]) -> String {
-    let mut command = connector_command(stack, args);
-    command.stderr(Stdio::piped());
-    let output = tokio::time::timeout(Duration::from_secs(60), command.output())
-        .await
-        .expect("the connector stops on a definite error")
-        .expect("run the connector");
-    assert!(!output.status.success(), "a definite error exits non-zero");
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    stderr
-}
-
 /// The connector's connections as (all, over TLS, replication connections over TLS).
 async fn connector_connections(stack: &Stack) -> (i64, i64, i64) {
     let row = stack
@@ -229,7 +214,7 @@ async fn sslmode_and_sslrootcert_are_honoured_on_every_connection() {
     // Before TLS is on: require refuses a server that does not offer it.
     let url = pg_url(&stack, "127.0.0.1", "sslmode=require");
     let (args, _) = connector_args_with(&stack, &[("--pg-url", &url)]);
-    let stderr = run_to_failure(&stack, &args).await;
+    let stderr = e2e::connector_stderr_after_failure(&stack, &args).await;
     assert!(
         stderr.contains("TLS") && stderr.contains("does not accept TLS"),
         "{stderr}"
@@ -238,7 +223,7 @@ async fn sslmode_and_sslrootcert_are_honoured_on_every_connection() {
     // A verifying mode without its CA file is a configuration error at start.
     let url = pg_url(&stack, "localhost", "sslmode=verify-full");
     let (args, _) = connector_args_with(&stack, &[("--pg-url", &url)]);
-    let stderr = run_to_failure(&stack, &args).await;
+    let stderr = e2e::connector_stderr_after_failure(&stack, &args).await;
     assert!(
         stderr.contains("--pg-url") && stderr.contains("sslmode=verify-full needs sslrootcert"),
         "{stderr}"
@@ -292,7 +277,7 @@ async fn sslmode_and_sslrootcert_are_honoured_on_every_connection() {
         &format!("sslmode=verify-full&sslrootcert={ca}"),
     );
     let (args, _) = connector_args_with(&stack, &[("--pg-url", &url)]);
-    let stderr = run_to_failure(&stack, &args).await;
+    let stderr = e2e::connector_stderr_after_failure(&stack, &args).await;
     assert!(
         stderr.contains("TLS") && stderr.contains("certificate not valid for name \"127.0.0.1\""),
         "{stderr}"
@@ -317,7 +302,7 @@ async fn sslmode_and_sslrootcert_are_honoured_on_every_connection() {
         &format!("sslmode=verify-ca&sslrootcert={other_ca}"),
     );
     let (args, _) = connector_args_with(&stack, &[("--pg-url", &url)]);
-    let stderr = run_to_failure(&stack, &args).await;
+    let stderr = e2e::connector_stderr_after_failure(&stack, &args).await;
     assert!(
         stderr.contains("TLS") && stderr.contains("not signed by a CA in sslrootcert"),
         "{stderr}"
