@@ -151,6 +151,15 @@ fn pg_url(stack: &Stack, host: &str, query: &str) -> String {
     )
 }
 
+/// A connector on `url` stops with an error saying each of `needles`.
+async fn fails_with(stack: &Stack, url: &str, needles: &[&str]) {
+    let (args, _) = connector_args_with(stack, &[("--pg-url", url)]);
+    let stderr = e2e::connector_stderr_after_failure(stack, &args).await;
+    for needle in needles {
+        assert!(stderr.contains(needle), "{url}: no {needle:?} in {stderr}");
+    }
+}
+
 /// The connector's connections as (all, over TLS, replication connections over TLS).
 async fn connector_connections(stack: &Stack) -> (i64, i64, i64) {
     let row = stack
@@ -213,21 +222,16 @@ async fn sslmode_and_sslrootcert_are_honoured_on_every_connection() {
 
     // Before TLS is on: require refuses a server that does not offer it.
     let url = pg_url(&stack, "127.0.0.1", "sslmode=require");
-    let (args, _) = connector_args_with(&stack, &[("--pg-url", &url)]);
-    let stderr = e2e::connector_stderr_after_failure(&stack, &args).await;
-    assert!(
-        stderr.contains("TLS") && stderr.contains("does not accept TLS"),
-        "{stderr}"
-    );
+    fails_with(&stack, &url, &["TLS", "does not accept TLS"]).await;
 
     // A verifying mode without its CA file is a configuration error at start.
     let url = pg_url(&stack, "localhost", "sslmode=verify-full");
-    let (args, _) = connector_args_with(&stack, &[("--pg-url", &url)]);
-    let stderr = e2e::connector_stderr_after_failure(&stack, &args).await;
-    assert!(
-        stderr.contains("--pg-url") && stderr.contains("sslmode=verify-full needs sslrootcert"),
-        "{stderr}"
-    );
+    fails_with(
+        &stack,
+        &url,
+        &["--pg-url", "sslmode=verify-full needs sslrootcert"],
+    )
+    .await;
 
     enable_server_tls(&stack, certificates.path()).await;
 
@@ -276,12 +280,12 @@ async fn sslmode_and_sslrootcert_are_honoured_on_every_connection() {
         "127.0.0.1",
         &format!("sslmode=verify-full&sslrootcert={ca}"),
     );
-    let (args, _) = connector_args_with(&stack, &[("--pg-url", &url)]);
-    let stderr = e2e::connector_stderr_after_failure(&stack, &args).await;
-    assert!(
-        stderr.contains("TLS") && stderr.contains("certificate not valid for name \"127.0.0.1\""),
-        "{stderr}"
-    );
+    fails_with(
+        &stack,
+        &url,
+        &["TLS", "certificate not valid for name \"127.0.0.1\""],
+    )
+    .await;
 
     // verify-ca does not check the name; require checks nothing.
     streams_over_tls(
@@ -301,12 +305,7 @@ async fn sslmode_and_sslrootcert_are_honoured_on_every_connection() {
         "127.0.0.1",
         &format!("sslmode=verify-ca&sslrootcert={other_ca}"),
     );
-    let (args, _) = connector_args_with(&stack, &[("--pg-url", &url)]);
-    let stderr = e2e::connector_stderr_after_failure(&stack, &args).await;
-    assert!(
-        stderr.contains("TLS") && stderr.contains("not signed by a CA in sslrootcert"),
-        "{stderr}"
-    );
+    fails_with(&stack, &url, &["TLS", "not signed by a CA in sslrootcert"]).await;
 
     stack.shutdown().await.unwrap();
 }

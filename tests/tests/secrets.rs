@@ -6,7 +6,7 @@
 use std::{process::Stdio, time::Duration};
 
 use e2e::{
-    cdc_records, connector_args_with, connector_command, stack_without_connector,
+    cdc_records, connector_args_with, connector_command, metrics_text, stack_without_connector,
     wait_for_health_status,
 };
 
@@ -56,22 +56,12 @@ async fn no_output_contains_a_secret() {
     let retrying = wait_for_health_status(&health, "retrying", Duration::from_secs(30))
         .await
         .expect("the connector reports the outage");
-    let metrics = reqwest::get(format!("{health}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&health).await.expect("/metrics");
     stack.start_postgres().await.expect("start PostgreSQL");
-    wait_for_health_status(&health, "streaming", Duration::from_secs(60))
+    let health_body = wait_for_health_status(&health, "streaming", Duration::from_secs(60))
         .await
-        .expect("the connector resumes");
-    let health_body = reqwest::get(format!("{health}/health"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .expect("the connector resumes")
+        .to_string();
 
     // Stop it and read everything it wrote.
     let pid = connector.id().expect("a pid");

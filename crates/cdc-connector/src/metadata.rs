@@ -65,6 +65,23 @@ impl Schemas {
         })
     }
 
+    /// A table's metadata record (`CDCTableSchema`), as of WAL position `source_lsn`.
+    pub fn encode_table_schema(
+        &self,
+        schema: &crate::table_schema::TableSchema,
+        source_lsn: Lsn,
+    ) -> Result<Vec<u8>, ConnectorError> {
+        self.table_schema
+            .encode(schema.to_avro(source_lsn, crate::unix_micros_now() / 1000))
+            .map_err(|e| {
+                ConnectorError::new(
+                    ErrorKind::Unpublishable,
+                    format!("encoding the metadata of {}", schema.table),
+                    e.to_string(),
+                )
+            })
+    }
+
     /// The change schema as it is now; a session keeps it until it needs a new branch.
     pub fn change(&self) -> Arc<ChangeSchema> {
         self.change
@@ -88,7 +105,7 @@ impl Schemas {
             .into_iter()
             .flat_map(|relation| &relation.columns)
             .filter_map(|column| {
-                declared_decimal(&types.name(column.type_id), column.type_modifier)
+                pgoutput::row::declared_decimal(&types.name(column.type_id), column.type_modifier)
             })
             .collect();
         if current.layout.has_decimals(needed.iter()) {
@@ -131,16 +148,6 @@ impl Schemas {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = grown.clone();
         Ok(grown)
     }
-}
-
-/// The precision and scale of a `numeric(p,s)` column (or array of them) that an Avro decimal
-/// can carry: scale from 0 to the precision.
-fn declared_decimal(type_name: &str, type_modifier: i32) -> Option<DecimalType> {
-    if type_name != "numeric" && type_name != "_numeric" {
-        return None;
-    }
-    let (precision, scale) = pgoutput::row::numeric_modifier(type_modifier)?;
-    (scale >= 0 && scale as u16 <= precision).then_some((precision, scale as u16))
 }
 
 fn change_schema(

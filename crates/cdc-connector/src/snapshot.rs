@@ -224,7 +224,6 @@ pub async fn plan(
             &types,
             filter,
             |name| relation.columns.iter().any(|c| c.is_key && c.name == name),
-            0,
         )
         .map_err(|e| {
             ConnectorError::new(
@@ -469,7 +468,6 @@ mod tests {
                 table: "public.t".into(),
                 version: "0".into(),
                 columns: vec![],
-                source_lsn: 0,
             }),
             pages,
             estimated_rows: 0,

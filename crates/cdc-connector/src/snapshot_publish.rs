@@ -38,13 +38,8 @@ pub async fn publish_snapshot(
     let sink = OrderedSink::new(producer, consistent_point, health.clone());
     // Each table's metadata is stored before its rows, which name it.
     for table in &tables {
-        let mut schema = (*table.table_schema).clone();
-        schema.source_lsn = consistent_point;
-        let payload = crate::session::publish::encode(
-            &schemas.table_schema,
-            schema.to_avro(crate::unix_micros_now() / 1000),
-            "a table's metadata",
-        )?;
+        let schema = &table.table_schema;
+        let payload = schemas.encode_table_schema(schema, consistent_point)?;
         send(
             &sink,
             topics::CDC_TABLE_SCHEMAS.name,

@@ -402,6 +402,19 @@ pub fn typed_value(
     }
 }
 
+/// The precision and scale with which values of `type_name` (or its array elements) decode as
+/// [`TypedValue::Decimal`]: a `numeric(p,s)` modifier with 0 <= s <= p. The one rule the decoder
+/// and the schema's decimal branches follow.
+pub fn declared_decimal(type_name: &str, type_modifier: i32) -> Option<(u16, u16)> {
+    let element = array_element_type(type_name);
+    if element.as_deref().unwrap_or(type_name) != "numeric" {
+        return None;
+    }
+    let (precision, scale) = special::numeric_modifier(type_modifier)?;
+    let scale = u16::try_from(scale).ok()?;
+    (scale <= precision).then_some((precision, scale))
+}
+
 /// The element type of an array type name: `_int4` → `int4`,
 /// `public._mood` → `public.mood`.
 fn array_element_type(type_name: &str) -> Option<String> {
@@ -499,17 +512,12 @@ impl Context<'_> {
                 if !is_numeric_text(utf8) {
                     return Err(invalid("not a plain decimal, NaN or Infinity"));
                 }
-                match special::numeric_modifier(self.type_modifier) {
-                    Some((precision, scale))
-                        if scale >= 0
-                            && scale as u16 <= precision
-                            && !utf8.ends_with("Infinity")
-                            && utf8 != "NaN" =>
-                    {
+                match declared_decimal("numeric", self.type_modifier) {
+                    Some((precision, scale)) if !utf8.ends_with("Infinity") && utf8 != "NaN" => {
                         TypedValue::Decimal {
                             text: utf8.to_owned(),
                             precision,
-                            scale: scale as u16,
+                            scale,
                         }
                     }
                     _ => TypedValue::Numeric(utf8.to_owned()),

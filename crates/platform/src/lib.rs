@@ -9,6 +9,7 @@
 pub mod avro;
 pub mod cdc;
 pub mod config;
+pub mod errors;
 pub mod events;
 #[cfg(feature = "kafka")]
 pub mod kafka;

@@ -19,7 +19,15 @@ pub use self::{event::*, staging::StagedTransaction};
 
 struct CachedRelation {
     relation: Relation,
-    qualified_name: Arc<str>,
+    table: TableRef,
+}
+
+/// What each change of a relation names: its table and, once read, its column metadata id,
+/// fixed when the Relation message is applied rather than looked up per change.
+#[derive(Clone)]
+struct TableRef {
+    name: Arc<str>,
+    schema: Option<Arc<str>>,
 }
 
 /// A REPLICA IDENTITY FULL table flags every column as key in pgoutput; its real primary key
@@ -60,8 +68,8 @@ pub struct ChangeAssembler {
     spill_directory: Option<PathBuf>,
     /// Primary-key columns by relation id, from the catalog, for REPLICA IDENTITY FULL tables.
     primary_keys: HashMap<u32, Vec<String>>,
-    /// The current column-metadata id of each table, set as its Relation message arrives.
-    table_schemas: HashMap<Arc<str>, Arc<str>>,
+    /// The column-metadata id of each relation, set just before its Relation message is applied.
+    table_schemas: HashMap<u32, Arc<str>>,
 }
 
 impl ChangeAssembler {
@@ -95,9 +103,9 @@ impl ChangeAssembler {
         self.primary_keys.insert(relation_id, columns);
     }
 
-    /// The column metadata the table's next changes carry (from its Relation message on).
-    pub fn set_table_schema(&mut self, table: Arc<str>, id: Arc<str>) {
-        self.table_schemas.insert(table, id);
+    /// The column metadata the relation's changes carry from its next Relation message on.
+    pub fn set_table_schema(&mut self, relation_id: u32, id: Arc<str>) {
+        self.table_schemas.insert(relation_id, id);
     }
 
     /// Teaches the decoder types pgoutput cannot classify (enums, user-defined ranges).
@@ -197,15 +205,12 @@ impl ChangeAssembler {
                 }));
             }
             LogicalMessage::Relation(relation) => {
-                let qualified_name: Arc<str> =
-                    format!("{}.{}", relation.namespace, relation.name).into();
-                self.relations.insert(
-                    relation.id,
-                    CachedRelation {
-                        relation,
-                        qualified_name,
-                    },
-                );
+                let table = TableRef {
+                    name: format!("{}.{}", relation.namespace, relation.name).into(),
+                    schema: self.table_schemas.get(&relation.id).cloned(),
+                };
+                self.relations
+                    .insert(relation.id, CachedRelation { relation, table });
             }
             LogicalMessage::Type {
                 type_id,
@@ -256,7 +261,7 @@ impl ChangeAssembler {
                 relation_id, old, ..
             } => {
                 let before = self.old_row(relation_id, &old)?;
-                let table = self.relation(relation_id)?.qualified_name.clone();
+                let table = self.relation(relation_id)?.table.clone();
                 let primary_key = self.key_of(relation_id, &before);
                 self.emit_change(
                     table,
@@ -270,7 +275,7 @@ impl ChangeAssembler {
             }
             LogicalMessage::Truncate { relation_ids, .. } => {
                 for relation_id in relation_ids {
-                    let table = self.relation(relation_id)?.qualified_name.clone();
+                    let table = self.relation(relation_id)?.table.clone();
                     self.emit_change(
                         table,
                         Operation::Truncate,
@@ -435,7 +440,7 @@ impl ChangeAssembler {
     )]
     fn emit_change(
         &mut self,
-        table: Arc<str>,
+        table: TableRef,
         operation: Operation,
         primary_key: Columns,
         before: Option<Columns>,
@@ -445,15 +450,14 @@ impl ChangeAssembler {
     ) -> Result<(), AssembleError> {
         let position =
             self.next_position(event_lsn, &format!("a {} change", operation.as_str()))?;
-        let table_schema = self.table_schemas.get(&table).cloned();
         out.push(Output::Change(ChangeEvent {
-            table,
+            table: table.name,
             operation,
             primary_key,
             before,
             after,
             position,
-            table_schema,
+            table_schema: table.schema,
         }));
         Ok(())
     }
@@ -469,16 +473,16 @@ impl ChangeAssembler {
         relation_id: u32,
         tuple: &TupleData,
         key_only: bool,
-    ) -> Result<(Arc<str>, Columns), AssembleError> {
+    ) -> Result<(TableRef, Columns), AssembleError> {
         let cached = self.relation(relation_id)?;
         let columns =
             decode_tuple(&cached.relation, tuple, key_only, &self.types).map_err(|source| {
                 AssembleError::Row {
-                    table: cached.qualified_name.to_string(),
+                    table: cached.table.name.to_string(),
                     source,
                 }
             })?;
-        Ok((cached.qualified_name.clone(), columns))
+        Ok((cached.table.clone(), columns))
     }
 
     fn old_row(&self, relation_id: u32, old: &OldTuple) -> Result<Columns, AssembleError> {

@@ -10,7 +10,7 @@ use pgoutput::row::{ColumnValue, RangeBound, TypedValue};
 
 use super::{
     ChangeLayout, change_id_with_key,
-    decimal::{self, DecimalHandling},
+    decimal::{self, NumericForm},
 };
 use crate::changes::{ChangeEvent, Columns};
 
@@ -348,46 +348,28 @@ fn numeric(
     text: &str,
     declared: Option<decimal::DecimalType>,
 ) -> Written {
-    let special = matches!(text, "NaN" | "Infinity" | "-Infinity");
-    match layout.decimal_handling {
-        DecimalHandling::Text => {
+    match decimal::numeric_form(layout, text, declared)? {
+        NumericForm::Text(text) => {
             long(out, i64::from(layout.numeric));
             string(out, text);
         }
-        DecimalHandling::String => {
+        NumericForm::String(text) => {
             long(out, i64::from(layout.string));
             string(out, text);
         }
-        DecimalHandling::Double => {
+        NumericForm::Double(value) => {
             long(out, i64::from(layout.double));
-            out.extend_from_slice(&decimal::to_double(text).to_le_bytes());
+            out.extend_from_slice(&value.to_le_bytes());
         }
-        DecimalHandling::Precise if special => {
-            long(out, i64::from(layout.numeric));
-            string(out, text);
+        NumericForm::Fixed { branch, unscaled } => {
+            long(out, i64::from(branch));
+            out.extend_from_slice(&unscaled);
         }
-        DecimalHandling::Precise => match declared {
-            Some(declared) => {
-                let (branch, size) = layout.decimal_branch(declared).ok_or_else(|| {
-                    format!(
-                        "the registered schema has no {} branch",
-                        decimal::branch_name(declared)
-                    )
-                })?;
-                let unscaled = decimal::unscaled_bytes(text, declared.1, Some(size))
-                    .ok_or_else(|| format!("{text} does not fit numeric{declared:?}"))?;
-                long(out, i64::from(branch));
-                out.extend_from_slice(&unscaled);
-            }
-            None => {
-                let scale = decimal::text_scale(text);
-                let unscaled = decimal::unscaled_bytes(text, scale, None)
-                    .ok_or_else(|| format!("{text} is not a decimal"))?;
-                long(out, i64::from(layout.variable_decimal));
-                long(out, i64::from(scale));
-                bytes(out, &unscaled);
-            }
-        },
+        NumericForm::Variable { scale, unscaled } => {
+            long(out, i64::from(layout.variable_decimal));
+            long(out, i64::from(scale));
+            bytes(out, &unscaled);
+        }
     }
     Ok(())
 }

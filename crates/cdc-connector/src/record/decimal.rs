@@ -32,6 +32,63 @@ pub enum DecimalHandling {
 /// The precision and scale of a `Decimal_p_s` branch.
 pub type DecimalType = (u16, u16);
 
+/// How one numeric value is written: decided here once, rendered by the binary encoder and by
+/// the apache-avro oracle alike.
+#[derive(Debug, PartialEq)]
+pub enum NumericForm<'a> {
+    /// The `Numeric` record with the exact text.
+    Text(&'a str),
+    /// A plain `string` with the exact text.
+    String(&'a str),
+    Double(f64),
+    /// The `Decimal_p_s` branch at `branch`: the unscaled value in the fixed's size.
+    Fixed {
+        branch: u32,
+        unscaled: Vec<u8>,
+    },
+    /// `VariableDecimal`.
+    Variable {
+        scale: u16,
+        unscaled: Vec<u8>,
+    },
+}
+
+/// The form of a numeric's `text` under the layout's mode; `declared` is the column's precision
+/// and scale. An error says why it cannot be written (a schema without the `Decimal_p_s`
+/// branch, a text that does not fit its declaration).
+pub fn numeric_form<'a>(
+    layout: &super::ChangeLayout,
+    text: &'a str,
+    declared: Option<DecimalType>,
+) -> Result<NumericForm<'a>, String> {
+    let special = matches!(text, "NaN" | "Infinity" | "-Infinity");
+    Ok(match layout.decimal_handling {
+        DecimalHandling::Text => NumericForm::Text(text),
+        DecimalHandling::String => NumericForm::String(text),
+        DecimalHandling::Double => NumericForm::Double(to_double(text)),
+        DecimalHandling::Precise if special => NumericForm::Text(text),
+        DecimalHandling::Precise => match declared {
+            Some(declared) => {
+                let (branch, size) = layout.decimal_branch(declared).ok_or_else(|| {
+                    format!(
+                        "the registered schema has no {} branch",
+                        branch_name(declared)
+                    )
+                })?;
+                let unscaled = unscaled_bytes(text, declared.1, Some(size))
+                    .ok_or_else(|| format!("{text} does not fit numeric{declared:?}"))?;
+                NumericForm::Fixed { branch, unscaled }
+            }
+            None => {
+                let scale = text_scale(text);
+                let unscaled = unscaled_bytes(text, scale, None)
+                    .ok_or_else(|| format!("{text} is not a decimal"))?;
+                NumericForm::Variable { scale, unscaled }
+            }
+        },
+    })
+}
+
 /// The name of a declared decimal's branch.
 pub fn branch_name((precision, scale): DecimalType) -> String {
     format!("Decimal_{precision}_{scale}")

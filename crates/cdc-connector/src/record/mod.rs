@@ -364,36 +364,20 @@ fn numeric(
     text: &str,
     declared: Option<decimal::DecimalType>,
 ) -> Result<(u32, Value), String> {
-    let special = matches!(text, "NaN" | "Infinity" | "-Infinity");
-    Ok(match layout.decimal_handling {
-        decimal::DecimalHandling::Text => (layout.numeric, text_record(text)),
-        decimal::DecimalHandling::String => (layout.string, Value::String(text.to_owned())),
-        decimal::DecimalHandling::Double => {
-            (layout.double, Value::Double(decimal::to_double(text)))
+    Ok(match decimal::numeric_form(layout, text, declared)? {
+        decimal::NumericForm::Text(text) => (layout.numeric, text_record(text)),
+        decimal::NumericForm::String(text) => (layout.string, Value::String(text.to_owned())),
+        decimal::NumericForm::Double(value) => (layout.double, Value::Double(value)),
+        decimal::NumericForm::Fixed { branch, unscaled } => {
+            (branch, Value::Decimal(apache_avro::Decimal::from(unscaled)))
         }
-        decimal::DecimalHandling::Precise if special => (layout.numeric, text_record(text)),
-        decimal::DecimalHandling::Precise => match declared {
-            Some(declared) => {
-                let (branch, size) = layout
-                    .decimal_branch(declared)
-                    .ok_or_else(|| format!("no {} branch", decimal::branch_name(declared)))?;
-                let unscaled = decimal::unscaled_bytes(text, declared.1, Some(size))
-                    .ok_or_else(|| format!("{text} does not fit numeric{declared:?}"))?;
-                (branch, Value::Decimal(apache_avro::Decimal::from(unscaled)))
-            }
-            None => {
-                let scale = decimal::text_scale(text);
-                let unscaled = decimal::unscaled_bytes(text, scale, None)
-                    .ok_or_else(|| format!("{text} is not a decimal"))?;
-                (
-                    layout.variable_decimal,
-                    record(vec![
-                        ("scale", Value::Int(i32::from(scale))),
-                        ("value", Value::Bytes(unscaled)),
-                    ]),
-                )
-            }
-        },
+        decimal::NumericForm::Variable { scale, unscaled } => (
+            layout.variable_decimal,
+            record(vec![
+                ("scale", Value::Int(i32::from(scale))),
+                ("value", Value::Bytes(unscaled)),
+            ]),
+        ),
     })
 }
 

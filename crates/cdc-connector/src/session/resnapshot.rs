@@ -46,8 +46,10 @@ where
             .schemas
             .for_relations(tables.iter().map(|t| &t.relation), &types)
             .await?;
-        let table_schemas: Vec<_> = tables.iter().map(|t| (*t.table_schema).clone()).collect();
-        self.publish_table_schemas(&table_schemas).await?;
+        // Read now, so as of the position received so far.
+        let at = self.received_lsn;
+        self.publish_table_schemas(tables.iter().map(|t| &*t.table_schema), at)
+            .await?;
         match &mut self.resnapshot {
             Some(running) => running.add_tables(tables),
             None => {

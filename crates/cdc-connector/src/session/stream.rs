@@ -227,7 +227,6 @@ where
                 Some(key) => key.iter().any(|k| k == name),
                 None => relation.columns.iter().any(|c| c.is_key && c.name == name),
             },
-            at,
         )
         .map_err(|e| {
             ConnectorError::new(
@@ -236,29 +235,25 @@ where
                 e.to_string(),
             )
         })?;
-        self.publish_table_schemas(std::slice::from_ref(&schema))
-            .await?;
-        self.assembler.set_table_schema(table, schema.id);
+        self.publish_table_schemas([&schema], at).await?;
+        self.assembler.set_table_schema(relation.id, schema.id);
         Ok(())
     }
 
     /// Publishes the metadata records this session has not published yet, and waits until
     /// Kafka acknowledged them (and everything before them): a change is produced only after
-    /// the metadata it names is stored.
-    pub(super) async fn publish_table_schemas(
+    /// the metadata it names is stored. `at` is the WAL position they were read at.
+    pub(super) async fn publish_table_schemas<'t>(
         &mut self,
-        schemas: &[crate::table_schema::TableSchema],
+        schemas: impl IntoIterator<Item = &'t crate::table_schema::TableSchema>,
+        at: Lsn,
     ) -> Result<(), ConnectorError> {
         let mut sent = false;
         for schema in schemas {
             if self.published_table_schemas.contains(&schema.id) {
                 continue;
             }
-            let payload = super::publish::encode(
-                &self.schemas.table_schema,
-                schema.to_avro(crate::unix_micros_now() / 1000),
-                "a table's metadata",
-            )?;
+            let payload = self.schemas.encode_table_schema(schema, at)?;
             self.send(
                 platform::topics::CDC_TABLE_SCHEMAS.name,
                 &schema.id,

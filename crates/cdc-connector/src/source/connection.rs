@@ -182,7 +182,7 @@ pub async fn connect(target: &PgTarget) -> Result<Client, ConnectorError> {
             ConnectorError::new(
                 ErrorKind::SourceUnavailable,
                 format!("PostgreSQL at {address} is unreachable"),
-                super::tls::with_causes(&e),
+                platform::errors::chain(&e),
             )
         })
     };

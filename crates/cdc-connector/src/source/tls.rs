@@ -441,18 +441,6 @@ fn not_offered(address: &str, mode: SslMode) -> ConnectorError {
     )
 }
 
-/// An error with its causes, `outer: inner: ...` (tokio-postgres's own message omits them).
-pub fn with_causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

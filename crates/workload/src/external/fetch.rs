@@ -79,7 +79,9 @@ async fn fetch_location(
                 .timeout(Duration::from_millis(*timeout_ms))
                 .send()
                 .await
-                .map_err(|e| StageError::Fetch(format!("{url}: {}", error_chain(&e))))?;
+                .map_err(|e| {
+                    StageError::Fetch(format!("{url}: {}", platform::errors::chain(&e)))
+                })?;
             let status = response.status();
             if !status.is_success() {
                 return Err(StageError::Fetch(format!("{url}: HTTP {status}")));
@@ -109,18 +111,6 @@ async fn fetch_location(
                 .collect()
         }
     }
-}
-
-/// An error and its causes on one line ("error sending request: ... Connection refused").
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// One synthetic record from field specs.
