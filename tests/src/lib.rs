@@ -1,11 +1,13 @@
 //! Helpers shared by the end-to-end tests (`tests/*.rs`), so each test file holds only its
 //! scenario: reading topics back through the registry ([`records`]), running the connector
 //! ([`connector`]), SQL against the stack ([`sql`]), waiting ([`wait`]), the processor's inputs
-//! and results ([`processor`]) and a headless browser ([`browser`]). The most used ones are
+//! and results ([`processor`]), a headless browser ([`browser`]) and the fault suite
+//! ([`faults`], also the `faults` binary). The most used ones are
 //! re-exported here.
 
 pub mod browser;
 pub mod connector;
+pub mod faults;
 pub mod processor;
 pub mod records;
 pub mod sql;

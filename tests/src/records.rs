@@ -67,14 +67,7 @@ pub async fn read_topic_until(
     timeout: Duration,
     mut done: impl FnMut(&[CdcRecord]) -> bool,
 ) -> anyhow::Result<Vec<CdcRecord>> {
-    let group = format!(
-        "e2e-{}-{}",
-        std::process::id(),
-        Instant::now().elapsed().as_nanos() ^ rand_suffix()
-    );
-    let consumer = kafka::consumer(brokers, &group, "e2e", true).context("creating consumer")?;
-    consumer.subscribe(&[topic]).context("subscribing")?;
-    let registry = RegistryClient::new(registry_url);
+    let mut reader = TopicReader::new(brokers, registry_url, topic)?;
     let deadline = Instant::now() + timeout;
     let mut records = Vec::new();
     while !done(&records) {
@@ -85,26 +78,71 @@ pub async fn read_topic_until(
                 records.len()
             );
         }
-        let Ok(message) =
-            tokio::time::timeout(remaining.min(Duration::from_secs(2)), consumer.recv()).await
-        else {
-            continue;
+        records.extend(reader.next(remaining.min(Duration::from_secs(2))).await?);
+    }
+    Ok(records)
+}
+
+/// Reads a whole Avro topic from the beginning: every record until none has come for `quiet`.
+pub async fn read_topic_all(
+    brokers: &str,
+    registry_url: &str,
+    topic: &str,
+    quiet: Duration,
+) -> anyhow::Result<Vec<CdcRecord>> {
+    let mut reader = TopicReader::new(brokers, registry_url, topic)?;
+    let mut records = Vec::new();
+    while let Some(record) = reader.next(quiet).await? {
+        records.push(record);
+    }
+    Ok(records)
+}
+
+/// A consumer of one topic from its beginning, in a group of its own, decoding through the
+/// registry.
+struct TopicReader {
+    consumer: rdkafka::consumer::StreamConsumer<kafka::LoggingContext>,
+    registry: RegistryClient,
+    topic: String,
+}
+
+impl TopicReader {
+    fn new(brokers: &str, registry_url: &str, topic: &str) -> anyhow::Result<Self> {
+        let group = format!(
+            "e2e-{}-{}",
+            std::process::id(),
+            Instant::now().elapsed().as_nanos() ^ rand_suffix()
+        );
+        let consumer =
+            kafka::consumer(brokers, &group, "e2e", true).context("creating consumer")?;
+        consumer.subscribe(&[topic]).context("subscribing")?;
+        Ok(Self {
+            consumer,
+            registry: RegistryClient::new(registry_url),
+            topic: topic.to_string(),
+        })
+    }
+
+    /// The next record, or None when none came within `wait`.
+    async fn next(&mut self, wait: Duration) -> anyhow::Result<Option<CdcRecord>> {
+        let topic = &self.topic;
+        let Ok(message) = tokio::time::timeout(wait, self.consumer.recv()).await else {
+            return Ok(None);
         };
         let message = message.with_context(|| format!("reading {topic}"))?;
         let payload = message
             .payload()
             .with_context(|| format!("a record of {topic} without value"))?;
-        let value = avro::decode(&registry, payload)
+        let value = avro::decode(&self.registry, payload)
             .await
             .with_context(|| format!("decoding a record of {topic}"))?;
-        records.push(CdcRecord {
+        Ok(Some(CdcRecord {
             key: String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
             partition: message.partition(),
             offset: message.offset(),
             value: avro::to_json(&value),
-        });
+        }))
     }
-    Ok(records)
 }
 
 /// A number that differs between calls (for unique consumer group names).

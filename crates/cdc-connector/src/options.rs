@@ -79,6 +79,13 @@ pub struct Options {
     /// Seconds between standby status updates to PostgreSQL (they confirm acknowledged positions).
     #[arg(long, env = "CDC_STATUS_INTERVAL_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub status_interval_secs: u64,
+    /// Seconds any wait on PostgreSQL may last before the connection is taken for lost and
+    /// the session reconnects: connecting, a catalog query, a heartbeat, and silence on the
+    /// replication stream (at half of it the server is asked for a keepalive, which a live
+    /// server sends at once). It catches a network cut that drops packets silently. Keep it
+    /// above --status-interval-secs.
+    #[arg(long, env = "CDC_SOURCE_TIMEOUT_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(2..=86_400))]
+    pub source_timeout_secs: u64,
     /// Seconds between heartbeat messages written to the source, so that an idle database does
     /// not pin WAL; 0 disables them.
     #[arg(long, env = "CDC_HEARTBEAT_INTERVAL_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=86_400))]
@@ -198,7 +205,10 @@ impl Options {
             ConnectorError::new(ErrorKind::Config, "the change filter", e.to_string())
         })?;
         Ok(SessionConfig {
-            target: PgTarget::parse(&self.pg_url, "cdc-connector")?,
+            target: PgTarget {
+                timeout: Duration::from_secs(self.source_timeout_secs),
+                ..PgTarget::parse(&self.pg_url, "cdc-connector")?
+            },
             source: SourceSettings {
                 slot_name: self.slot_name.clone(),
                 publication_name: self.publication_name.clone(),

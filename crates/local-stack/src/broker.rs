@@ -52,6 +52,23 @@ impl Stack {
         .await
     }
 
+    /// Freezes the broker with SIGSTOP (`true`) or lets it go on with SIGCONT (`false`): its
+    /// sockets stay open and silent, as with a broker stuck in a long GC pause or a hung disk,
+    /// and unlike a killed one its in-memory data survives. Native back-end only.
+    pub fn freeze_broker(&self, frozen: bool) -> Result<()> {
+        use nix::sys::signal::{Signal, kill};
+        let Some(pid) = self.broker.as_ref().and_then(|b| b.child.id()) else {
+            bail!("no native broker process runs (container back-end, or killed)");
+        };
+        let signal = if frozen {
+            Signal::SIGSTOP
+        } else {
+            Signal::SIGCONT
+        };
+        kill(nix::unistd::Pid::from_raw(pid as i32), signal)
+            .map_err(|e| anyhow::anyhow!("sending {signal} to the broker (pid {pid}): {e}"))
+    }
+
     /// SIGKILL the broker and reap it, or remove its container (simulates the broker going
     /// down; its data is lost).
     pub async fn kill_broker(&mut self) -> Result<()> {

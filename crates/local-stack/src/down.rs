@@ -3,7 +3,7 @@
 //! refuses to run over them) finds what an earlier stack left running.
 
 use crate::options::StackOptions;
-use crate::postgres::{pg_ctl_status, pg_stop};
+use crate::postgres::{ShutdownMode, pg_ctl_status, pg_stop};
 use crate::processes::{process_alive, process_matches};
 use anyhow::{Result, bail};
 use nix::sys::signal::{Signal, kill};
@@ -54,7 +54,7 @@ pub async fn down(opts: &StackOptions) -> Result<Vec<String>> {
         let _ = std::fs::remove_file(&pf);
     }
     if pg_ctl_status(opts).await {
-        pg_stop(opts).await?;
+        pg_stop(opts, ShutdownMode::Fast).await?;
         done.push(format!(
             "stopped PostgreSQL ({})",
             opts.pg_data_dir().display()

@@ -41,6 +41,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use containers::{Backend, Containers, Images};
 use down::check_no_leftovers;
 use options::{BUILD_HINT, INSTALL_HINT, is_root};
+pub use postgres::ShutdownMode;
 use postgres::{find_in_path, pg_stop, pg_stop_command, postmaster_pid};
 use processes::{Service, stop_services, terminate};
 use std::path::Path;
@@ -165,10 +166,12 @@ impl Stack {
 
     /// The database's URL for `role` (the servers trust local connections).
     pub fn pg_url_as(&self, role: &str) -> String {
-        format!(
-            "postgres://{role}@127.0.0.1:{}/{}",
-            self.opts.ports.postgres, self.opts.database
-        )
+        self.pg_url_at(role, self.opts.ports.postgres)
+    }
+
+    /// The database's URL for `role` on `port` of 127.0.0.1 (PostgreSQL's, or a proxy's).
+    pub fn pg_url_at(&self, role: &str, port: u16) -> String {
+        format!("postgres://{role}@127.0.0.1:{port}/{}", self.opts.database)
     }
 
     /// `127.0.0.1:PORT`
@@ -248,7 +251,7 @@ impl Stack {
         }
         if self.pg_running {
             self.pg_running = false;
-            if let Err(e) = pg_stop(&self.opts).await {
+            if let Err(e) = pg_stop(&self.opts, ShutdownMode::Fast).await {
                 errors.push(format!("{e:#}"));
             }
         }
@@ -283,7 +286,7 @@ impl Drop for Stack {
         stop_services(services, &self.opts, Duration::from_secs(5));
         if self.pg_running {
             self.pg_running = false;
-            let _ = pg_stop_command(&self.opts, Duration::from_secs(30))
+            let _ = pg_stop_command(&self.opts, ShutdownMode::Fast, Duration::from_secs(30))
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status();

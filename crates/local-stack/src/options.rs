@@ -99,18 +99,24 @@ pub fn tansu_binary() -> Result<PathBuf> {
 }
 
 /// Bin dir for tests: `STACK_BIN_DIR`, else the profile directory of the running test
-/// executable (`<target>/debug` when it runs from `<target>/debug/deps`), else
-/// `<workspace>/target/debug`.
+/// executable (`<target>/debug` when it runs from `<target>/debug/deps`), else the running
+/// executable's own directory when the connector is there (a tool such as `faults` built with
+/// the services), else `<workspace>/target/debug`.
 pub fn test_bin_dir() -> PathBuf {
     if let Some(p) = std::env::var_os("STACK_BIN_DIR") {
         return PathBuf::from(p);
     }
     if let Ok(exe) = std::env::current_exe()
-        && let Some(deps) = exe.parent()
-        && deps.file_name() == Some(OsStr::new("deps"))
-        && let Some(profile) = deps.parent()
+        && let Some(dir) = exe.parent()
     {
-        return profile.to_path_buf();
+        if dir.file_name() == Some(OsStr::new("deps"))
+            && let Some(profile) = dir.parent()
+        {
+            return profile.to_path_buf();
+        }
+        if dir.join("cdc-connector").is_file() {
+            return dir.to_path_buf();
+        }
     }
     workspace_root().join("target/debug")
 }
@@ -239,6 +245,9 @@ pub struct StackOptions {
     /// The role the connector connects as (`cdc` of `sql/roles.sql`); None for the superuser,
     /// which tests use so that they may create tables without granting them.
     pub connector_role: Option<String>,
+    /// The port the connector reaches PostgreSQL on, when not PostgreSQL's own: a proxy between
+    /// them (the fault suite cuts the network there). None: PostgreSQL's port.
+    pub connector_pg_port: Option<u16>,
     /// PostgreSQL server binaries (default `PG_BIN_DIR` or /usr/lib/postgresql/15/bin).
     pub pg_bin_dir: PathBuf,
     pub slot_name: String,
@@ -297,6 +306,7 @@ impl StackOptions {
             init_sql: default_init_sql(),
             roles_sql: default_roles_sql(),
             connector_role: None,
+            connector_pg_port: None,
             pg_bin_dir: pg_bin_dir_default(),
             slot_name: DEFAULT_SLOT.into(),
             publication_name: DEFAULT_PUBLICATION.into(),
@@ -336,6 +346,7 @@ impl StackOptions {
             init_sql: default_init_sql(),
             roles_sql: default_roles_sql(),
             connector_role: Some("cdc".into()),
+            connector_pg_port: None,
             pg_bin_dir: pg_bin_dir_default(),
             slot_name: DEFAULT_SLOT.into(),
             publication_name: DEFAULT_PUBLICATION.into(),

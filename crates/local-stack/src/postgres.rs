@@ -35,11 +35,17 @@ impl Stack {
     /// Stops PostgreSQL (`pg_ctl stop -m fast`); the other services keep running and see it go
     /// away. Start it again with [`Stack::start_postgres`]. Native back-end only.
     pub async fn stop_postgres(&mut self) -> Result<()> {
+        self.stop_postgres_with(ShutdownMode::Fast).await
+    }
+
+    /// Stops PostgreSQL with the given `pg_ctl` shutdown mode: `Immediate` is a crash as far
+    /// as the data is concerned (recovery replays WAL at the next start).
+    pub async fn stop_postgres_with(&mut self, mode: ShutdownMode) -> Result<()> {
         self.native_postgres("stop")?;
         if !self.pg_running {
             bail!("PostgreSQL is not running");
         }
-        pg_stop(&self.opts).await?;
+        pg_stop(&self.opts, mode).await?;
         self.pg_running = false;
         Ok(())
     }
@@ -282,13 +288,35 @@ pub(crate) async fn pg_ctl_status(o: &StackOptions) -> bool {
 }
 
 /// `pg_ctl stop -m fast`, waiting up to `timeout` for the server to go away.
-pub(crate) fn pg_stop_command(o: &StackOptions, timeout: Duration) -> std::process::Command {
+/// `pg_ctl stop -m MODE`: how PostgreSQL shuts down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownMode {
+    /// Disconnects clients, checkpoints, stops.
+    Fast,
+    /// Kills every server process at once, no checkpoint: the next start runs crash recovery.
+    Immediate,
+}
+
+impl ShutdownMode {
+    fn pg_ctl_name(self) -> &'static str {
+        match self {
+            ShutdownMode::Fast => "fast",
+            ShutdownMode::Immediate => "immediate",
+        }
+    }
+}
+
+pub(crate) fn pg_stop_command(
+    o: &StackOptions,
+    mode: ShutdownMode,
+    timeout: Duration,
+) -> std::process::Command {
     let mut c = pg_command_std(o, "pg_ctl");
     c.arg("-D")
         .arg(o.pg_data_dir())
         .args([
             "-m",
-            "fast",
+            mode.pg_ctl_name(),
             "-w",
             "-t",
             &timeout.as_secs().to_string(),
@@ -299,8 +327,8 @@ pub(crate) fn pg_stop_command(o: &StackOptions, timeout: Duration) -> std::proce
 }
 
 /// Stops PostgreSQL ([`pg_stop_command`], 60 s); the error carries `pg_ctl`'s output.
-pub(crate) async fn pg_stop(o: &StackOptions) -> Result<()> {
-    let out = Command::from(pg_stop_command(o, Duration::from_secs(60)))
+pub(crate) async fn pg_stop(o: &StackOptions, mode: ShutdownMode) -> Result<()> {
+    let out = Command::from(pg_stop_command(o, mode, Duration::from_secs(60)))
         .output()
         .await
         .context("running pg_ctl stop")?;

@@ -4,12 +4,15 @@
 use crate::Stack;
 use crate::options::BUILD_HINT;
 use crate::probes::{check_port_free, http_get_status, wait_ready};
+use crate::processes::kill_and_reap;
 use anyhow::{Result, bail};
 use std::net::SocketAddr;
 use tokio::process::Command;
 
 impl Stack {
-    pub(crate) async fn start_registry(&mut self) -> Result<()> {
+    /// Starts the registry (native back-end), with the data the last one left, and waits until
+    /// it answers.
+    pub async fn start_registry(&mut self) -> Result<()> {
         let bin = self.opts.bin_dir.join("schema-registry");
         if !bin.is_file() {
             bail!(
@@ -37,6 +40,11 @@ impl Stack {
             },
         )
         .await
+    }
+
+    /// SIGKILL the native registry and reap it; its data stays for [`Stack::start_registry`].
+    pub fn kill_registry(&mut self) {
+        kill_and_reap(self.registry.take(), &self.opts);
     }
 
     /// Whether a schema registry runs (a native process or a container).

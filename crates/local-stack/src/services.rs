@@ -24,10 +24,7 @@ impl Stack {
     pub fn connector_args(&self) -> Vec<String> {
         let mut args: Vec<String> = vec![
             "--pg-url".into(),
-            match &self.opts.connector_role {
-                Some(role) => self.pg_url_as(role),
-                None => self.pg_url(),
-            },
+            self.connector_pg_url(),
             "--kafka-brokers".into(),
             self.kafka_brokers(),
             "--schema-registry-url".into(),
@@ -43,6 +40,17 @@ impl Stack {
         args
     }
 
+    /// The database URL the connector is given: as its role, through its proxy if it has one.
+    fn connector_pg_url(&self) -> String {
+        let role = self.opts.connector_role.as_deref().unwrap_or("postgres");
+        self.pg_url_at(
+            role,
+            self.opts
+                .connector_pg_port
+                .unwrap_or(self.opts.ports.postgres),
+        )
+    }
+
     /// Path of the `cdc-connector` binary used by [`Stack::start_connector`].
     pub fn connector_binary(&self) -> PathBuf {
         self.opts.bin_dir.join("cdc-connector")
@@ -50,6 +58,13 @@ impl Stack {
 
     pub fn connector_running(&self) -> bool {
         self.connector.is_some()
+    }
+
+    /// Whether the connector the stack started is still alive (it has not exited by itself).
+    pub fn connector_running_process(&mut self) -> bool {
+        self.connector
+            .as_mut()
+            .is_some_and(|c| matches!(c.child.try_wait(), Ok(None)))
     }
 
     /// Starts `cdc-connector` with [`Stack::connector_args`] and waits for `GET /health` = 200.
@@ -66,6 +81,24 @@ impl Stack {
             )
             .await?;
         self.connector = Some(service);
+        Ok(())
+    }
+
+    /// Starts `cdc-connector` with [`Stack::connector_args`] without waiting for it to be ready:
+    /// for starting it while something it needs is down.
+    pub fn spawn_connector(&mut self) -> Result<()> {
+        not_running(&mut self.connector, "connector")?;
+        let bin = self.connector_binary();
+        if !bin.is_file() {
+            bail!(
+                "cdc-connector binary not found at {}: {BUILD_HINT}",
+                bin.display()
+            );
+        }
+        check_port_free(self.opts.ports.connector, "connector")?;
+        let mut cmd = Command::new(&bin);
+        cmd.args(self.connector_args());
+        self.connector = Some(self.spawn("connector", cmd)?);
         Ok(())
     }
 

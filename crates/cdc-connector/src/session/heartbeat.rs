@@ -24,7 +24,12 @@ pub fn spawn(config: &SessionConfig) -> Option<tokio::task::JoinHandle<()>> {
                 metrics::counter!("cdc_heartbeats_total", "outcome" => "failed").increment(1);
                 continue;
             };
-            match emit_heartbeat(sql, &prefix).await {
+            let written = target.within("writing a heartbeat", async {
+                emit_heartbeat(sql, &prefix)
+                    .await
+                    .map_err(|e| crate::error::ConnectorError::postgres("writing a heartbeat", &e))
+            });
+            match written.await {
                 Ok(()) => {
                     metrics::counter!("cdc_heartbeats_total", "outcome" => "written").increment(1);
                 }

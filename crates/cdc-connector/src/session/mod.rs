@@ -111,7 +111,7 @@ pub async fn run(
         "streaming changes"
     );
     health.set(true, "streaming");
-    let catalog = crate::source::connect(&config.target).await?;
+    let catalog = crate::source::catalog::SqlCatalog::connect(&config.target).await?;
     let heartbeat = heartbeat::spawn(config);
     let mut session = Session::new(config, stream, producer, catalog, schemas, start, health);
     let result = session.stream_changes().await;

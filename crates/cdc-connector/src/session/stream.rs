@@ -35,6 +35,10 @@ pub struct Session<'a, S, P: RecordProducer, C> {
     pub(super) checkpointed_lsn: Lsn,
     pub(super) reported_flush: Lsn,
     pub(super) status_due: Instant,
+    /// When the server last sent anything (data or keepalive): a stream silent for half the
+    /// source timeout is asked for a reply, silent for all of it is taken for lost.
+    pub(super) last_received: Instant,
+    pub(super) reply_requested: bool,
     /// Table-metadata records this session has published and Kafka acknowledged.
     pub(super) published_table_schemas: std::collections::HashSet<std::sync::Arc<str>>,
 }
@@ -68,6 +72,8 @@ where
             checkpointed_lsn: start,
             reported_flush: start,
             status_due: Instant::now() + config.status_interval,
+            last_received: Instant::now(),
+            reply_requested: false,
             published_table_schemas: Default::default(),
         }
     }
@@ -78,10 +84,22 @@ where
         let mut acks = self.sink.acks();
         let mut outputs = Vec::new();
         loop {
+            let silence_deadline = self.silence_deadline();
             tokio::select! {
                 payload = self.stream.next_copy_data() => {
                     let payload = payload?;
+                    self.last_received = Instant::now();
+                    self.reply_requested = false;
                     self.handle(&payload, &mut outputs).await?;
+                }
+                _ = tokio::time::sleep_until(silence_deadline) => {
+                    if self.reply_requested {
+                        return Err(self.config.target.no_answer("reading the replication stream"));
+                    }
+                    // The server answers a status update that asks for a reply at once, so
+                    // a live connection is never silent for the other half.
+                    self.send_status(true).await?;
+                    self.reply_requested = true;
                 }
                 changed = acks.changed() => {
                     if changed.is_err() {
@@ -100,6 +118,18 @@ where
                 }
             }
         }
+    }
+
+    /// When silence on the stream calls for the next step: a reply request at half the source
+    /// timeout, giving up at the whole.
+    fn silence_deadline(&self) -> Instant {
+        let timeout = self.config.target.timeout;
+        let waited = if self.reply_requested {
+            timeout
+        } else {
+            timeout / 2
+        };
+        self.last_received + waited
     }
 
     async fn handle(

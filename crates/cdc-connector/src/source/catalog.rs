@@ -45,35 +45,52 @@ pub trait Catalog {
     ) -> impl Future<Output = Result<bool, ConnectorError>>;
 }
 
-impl Catalog for tokio_postgres::Client {
+/// The production catalog: an ordinary SQL connection, every call bounded by the target's
+/// timeout so a silently cut connection cannot stall the session.
+pub struct SqlCatalog {
+    client: tokio_postgres::Client,
+    target: PgTarget,
+}
+
+impl SqlCatalog {
+    /// Connects (within the target's timeout).
+    pub async fn connect(target: &PgTarget) -> Result<Self, ConnectorError> {
+        Ok(Self {
+            client: super::connect(target).await?,
+            target: target.clone(),
+        })
+    }
+}
+
+impl Catalog for SqlCatalog {
     async fn primary_key(&self, relation_id: u32) -> Result<Vec<String>, ConnectorError> {
-        let rows = self
-            .query(
-                "SELECT a.attname::text FROM pg_index i \
+        let parameters: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&relation_id];
+        let query = self.client.query(
+            "SELECT a.attname::text FROM pg_index i \
                  JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, n) ON true \
                  JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
                  WHERE i.indrelid = $1::oid AND i.indisprimary ORDER BY k.n",
-                &[&relation_id],
-            )
-            .await
-            .map_err(|e| {
-                ConnectorError::postgres(
-                    format!("looking up the primary key of relation {relation_id}"),
-                    &e,
-                )
-            })?;
+            &parameters,
+        );
+        let what = format!("looking up the primary key of relation {relation_id}");
+        let rows = self
+            .target
+            .within(&what, async {
+                query.await.map_err(|e| ConnectorError::postgres(&what, &e))
+            })
+            .await?;
         Ok(rows.iter().map(|row| row.get(0)).collect())
     }
 
     async fn describe_table(&self, relation_id: u32) -> Result<CatalogTable, ConnectorError> {
-        crate::table_schema::read_catalog(self, relation_id)
-            .await
-            .map_err(|e| {
-                ConnectorError::postgres(
-                    format!("describing the columns of relation {relation_id}"),
-                    &e,
-                )
+        let what = format!("describing the columns of relation {relation_id}");
+        self.target
+            .within(&what, async {
+                crate::table_schema::read_catalog(&self.client, relation_id)
+                    .await
+                    .map_err(|e| ConnectorError::postgres(&what, &e))
             })
+            .await
     }
 
     async fn published_tables(
@@ -82,13 +99,23 @@ impl Catalog for tokio_postgres::Client {
         publication: &str,
         filter: &ChangeFilter,
     ) -> Result<(Vec<SnapshotTable>, TypeNames), ConnectorError> {
-        snapshot::plan(self, target, publication, filter).await
+        self.target
+            .within(
+                "reading the published tables",
+                snapshot::plan(&self.client, target, publication, filter),
+            )
+            .await
     }
 
     async fn open_window(
         &self,
         resnapshot: &mut IncrementalSnapshot,
     ) -> Result<bool, ConnectorError> {
-        resnapshot.open_window(self).await
+        self.target
+            .within(
+                "reading a re-snapshot window",
+                resnapshot.open_window(&self.client),
+            )
+            .await
     }
 }

@@ -3,7 +3,7 @@
 //! shares, so every value arrives in the text form the decoders parse. TLS follows the URL's
 //! `sslmode` and `sslrootcert`, as in libpq (see [`super::tls`]).
 
-use std::{path::PathBuf, str::FromStr};
+use std::{future::Future, path::PathBuf, str::FromStr, time::Duration};
 
 use tokio_postgres::{Client, NoTls};
 
@@ -49,7 +49,13 @@ pub struct PgTarget {
     pub url: String,
     /// `sslmode` (default `prefer`, as in libpq) and `sslrootcert`, with the CA file loaded.
     pub tls: TlsSettings,
+    /// How long any wait on the server may last (connecting, a catalog query, silence on the
+    /// replication stream) before the connection is taken for lost (`--source-timeout-secs`).
+    pub timeout: Duration,
 }
+
+/// [`PgTarget::timeout`] unless configured: PostgreSQL's own `wal_receiver_timeout`.
+pub const DEFAULT_SOURCE_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl PgTarget {
     pub fn parse(url: &str, application_name: &str) -> Result<Self, ConnectorError> {
@@ -89,7 +95,33 @@ impl PgTarget {
             application_name: application_name.to_string(),
             url: url_without_tls,
             tls,
+            timeout: DEFAULT_SOURCE_TIMEOUT,
         })
+    }
+
+    /// Runs `operation` against the server, giving up after [`PgTarget::timeout`]. A network
+    /// cut that drops packets without FIN or RST leaves a socket waiting for hours; this turns
+    /// it into a retryable error.
+    pub async fn within<T>(
+        &self,
+        what: &str,
+        operation: impl Future<Output = Result<T, ConnectorError>>,
+    ) -> Result<T, ConnectorError> {
+        tokio::time::timeout(self.timeout, operation)
+            .await
+            .unwrap_or_else(|_| Err(self.no_answer(what)))
+    }
+
+    /// The error of a wait that outlasted [`PgTarget::timeout`].
+    pub fn no_answer(&self, what: &str) -> ConnectorError {
+        ConnectorError::new(
+            ErrorKind::SourceUnavailable,
+            format!("{what} (PostgreSQL at {}:{})", self.host, self.port),
+            format!(
+                "no answer from the server for {} s (--source-timeout-secs); the connection is taken for lost",
+                self.timeout.as_secs()
+            ),
+        )
     }
 }
 
@@ -161,8 +193,12 @@ fn percent_decode(value: &str) -> Result<String, String> {
 }
 
 /// An ordinary SQL connection (catalog look-ups, setup, snapshot readers, heartbeats), with the
-/// shared session settings.
+/// shared session settings; connecting gives up after the target's timeout.
 pub async fn connect(target: &PgTarget) -> Result<Client, ConnectorError> {
+    target.within("connecting", connect_unbounded(target)).await
+}
+
+async fn connect_unbounded(target: &PgTarget) -> Result<Client, ConnectorError> {
     let mut config: tokio_postgres::Config =
         target.url.parse().map_err(|e: tokio_postgres::Error| {
             ConnectorError::new(ErrorKind::Config, "--pg-url", e.to_string())

@@ -32,10 +32,19 @@ pub struct ReplicationConnection {
 
 impl ReplicationConnection {
     /// Connects (over TLS as the target's `sslmode` says), authenticates (trust, password, md5
-    /// or SCRAM-SHA-256) and waits until ready.
+    /// or SCRAM-SHA-256) and waits until ready, all within the target's timeout.
     ///
     /// The session settings make pgoutput's text output predictable for the value decoder.
     pub async fn connect(target: &PgTarget) -> Result<Self, ConnectorError> {
+        target
+            .within(
+                "connecting for replication",
+                Self::connect_unbounded(target),
+            )
+            .await
+    }
+
+    async fn connect_unbounded(target: &PgTarget) -> Result<Self, ConnectorError> {
         let address = format!("{}:{}", target.host, target.port);
         let stream = TcpStream::connect(&address).await.map_err(|source| {
             ConnectorError::new(
