@@ -1,12 +1,14 @@
 //! Helpers shared by the end-to-end tests (`tests/*.rs`), so each test file holds only its
 //! scenario: reading topics back through the registry ([`records`]), running the connector
 //! ([`connector`]), SQL against the stack ([`sql`]), waiting ([`wait`]), the processor's inputs
-//! and results ([`processor`]), a headless browser ([`browser`]) and the fault suite
+//! and results ([`processor`]), a headless browser ([`browser`]), a small disk to fill
+//! ([`disk`]) and the fault suite
 //! ([`faults`], also the `faults` binary). The most used ones are
 //! re-exported here.
 
 pub mod browser;
 pub mod connector;
+pub mod disk;
 pub mod faults;
 pub mod processor;
 pub mod records;

@@ -9,8 +9,8 @@
 use std::{collections::HashSet, process::Stdio, time::Duration};
 
 use e2e::{
-    connector_args_with, connector_command, metrics_text, read_cdc_until, stack_without_connector,
-    wait_for_health_status,
+    connector_args_with, connector_command, disk::SmallDisk, metrics_text, read_cdc_until,
+    stack_without_connector, wait_for_health_status,
 };
 use local_stack::Stack;
 
@@ -23,43 +23,6 @@ async fn create_published_table(stack: &Stack, table: &str) {
         ))
         .await
         .expect("create the table");
-}
-
-/// A small tmpfs: mounted on creation, unmounted on drop (also when the test fails).
-struct SmallDisk {
-    path: std::path::PathBuf,
-}
-
-impl SmallDisk {
-    fn mount(size: &str) -> Option<SmallDisk> {
-        let path = std::env::temp_dir().join(format!("e2e-spill-{}", e2e::rand_suffix()));
-        std::fs::create_dir_all(&path).ok()?;
-        let mounted = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&path)
-            .status()
-            .ok()?
-            .success();
-        mounted.then_some(SmallDisk { path })
-    }
-
-    fn grow(&self, size: &str) {
-        let status = std::process::Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(&self.path)
-            .status()
-            .expect("run mount");
-        assert!(status.success(), "remount {}", self.path.display());
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg(&self.path)
-            .status();
-        let _ = std::fs::remove_dir(&self.path);
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -78,7 +41,7 @@ async fn a_full_spill_directory_pauses_streaming_until_there_is_room_and_loses_n
     ] {
         stack.psql(sql).await.unwrap();
     }
-    let spill_dir = disk.path.to_string_lossy().into_owned();
+    let spill_dir = disk.path().to_string_lossy().into_owned();
     let (args, health) = connector_args_with(
         &stack,
         &[
@@ -124,7 +87,7 @@ async fn a_full_spill_directory_pauses_streaming_until_there_is_room_and_loses_n
         "the transaction is not confirmed while it cannot be staged"
     );
 
-    disk.grow("64m");
+    disk.resize("64m").expect("grow the disk");
     let records = read_cdc_until(
         &stack.kafka_brokers(),
         &stack.registry_url(),

@@ -25,6 +25,11 @@ async fn broker_frozen() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn network_to_broker_cut_silently() {
+    survives(Fault::NetworkCutToBroker).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn postgres_fast_restart() {
     survives(Fault::PostgresFastRestart).await;
 }
@@ -42,4 +47,9 @@ async fn network_to_postgres_cut_silently() {
 #[tokio::test(flavor = "multi_thread")]
 async fn registry_down_at_start_and_during_the_run() {
     survives(Fault::RegistryDown).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spill_directory_full_mid_transaction() {
+    survives(Fault::SpillFull).await;
 }

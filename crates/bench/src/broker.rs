@@ -20,7 +20,7 @@ impl Broker {
     pub async fn start(log: &Path) -> Result<Broker> {
         let port = free_port()?;
         let mut command = Command::new(local_stack::tansu_binary()?);
-        command.args(local_stack::tansu_broker_args(port));
+        command.args(local_stack::tansu_broker_args(port, port));
         let process = Proc::spawn("tansu broker", command, log)?;
         let broker = Broker {
             process,

@@ -12,15 +12,17 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 use tokio::process::Command;
 
-/// Arguments of a tansu broker on 127.0.0.1:`port` with memory storage.
-pub fn tansu_broker_args(port: u16) -> Vec<String> {
+/// Arguments of a tansu broker on 127.0.0.1:`port` with memory storage, telling clients to
+/// connect to 127.0.0.1:`advertised_port` (its own port, or a proxy's in front of it).
+pub fn tansu_broker_args(port: u16, advertised_port: u16) -> Vec<String> {
     let url = format!("tcp://127.0.0.1:{port}");
+    let advertised = format!("tcp://127.0.0.1:{advertised_port}");
     [
         "broker",
         "--listener-url",
         &url,
         "--advertised-listener-url",
-        &url,
+        &advertised,
         "--storage-engine",
         "memory://tansu/",
     ]
@@ -32,13 +34,18 @@ impl Stack {
     pub(crate) async fn start_broker(&mut self) -> Result<()> {
         check_port_free(self.opts.ports.kafka, "kafka")?;
         let mut cmd = Command::new(tansu_binary()?);
-        cmd.args(tansu_broker_args(self.opts.ports.kafka))
-            // tansu logs every request span at `info`: gigabytes per minute under load. Its own
-            // filter, not the caller's RUST_LOG, decides; BROKER_LOG overrides it.
-            .env(
-                "RUST_LOG",
-                std::env::var("BROKER_LOG").unwrap_or_else(|_| "warn".into()),
-            );
+        cmd.args(tansu_broker_args(
+            self.opts.ports.kafka,
+            self.opts
+                .kafka_advertised_port
+                .unwrap_or(self.opts.ports.kafka),
+        ))
+        // tansu logs every request span at `info`: gigabytes per minute under load. Its own
+        // filter, not the caller's RUST_LOG, decides; BROKER_LOG overrides it.
+        .env(
+            "RUST_LOG",
+            std::env::var("BROKER_LOG").unwrap_or_else(|_| "warn".into()),
+        );
         let svc = self.spawn("broker", cmd)?;
         self.broker = Some(svc);
         let addr: SocketAddr = ([127, 0, 0, 1], self.opts.ports.kafka).into();

@@ -248,6 +248,9 @@ pub struct StackOptions {
     /// The port the connector reaches PostgreSQL on, when not PostgreSQL's own: a proxy between
     /// them (the fault suite cuts the network there). None: PostgreSQL's port.
     pub connector_pg_port: Option<u16>,
+    /// The port the broker tells its clients to connect to, when not its own: a proxy in front
+    /// of it (the fault suite cuts the network there). Native back-end only. None: its port.
+    pub kafka_advertised_port: Option<u16>,
     /// PostgreSQL server binaries (default `PG_BIN_DIR` or /usr/lib/postgresql/15/bin).
     pub pg_bin_dir: PathBuf,
     pub slot_name: String,
@@ -307,6 +310,7 @@ impl StackOptions {
             roles_sql: default_roles_sql(),
             connector_role: None,
             connector_pg_port: None,
+            kafka_advertised_port: None,
             pg_bin_dir: pg_bin_dir_default(),
             slot_name: DEFAULT_SLOT.into(),
             publication_name: DEFAULT_PUBLICATION.into(),
@@ -347,6 +351,7 @@ impl StackOptions {
             roles_sql: default_roles_sql(),
             connector_role: Some("cdc".into()),
             connector_pg_port: None,
+            kafka_advertised_port: None,
             pg_bin_dir: pg_bin_dir_default(),
             slot_name: DEFAULT_SLOT.into(),
             publication_name: DEFAULT_PUBLICATION.into(),

@@ -28,7 +28,9 @@ use anyhow::{Context, Result, bail};
 use local_stack::{ShutdownMode, Stack, StackOptions};
 use serde::Serialize;
 
-use crate::{connector::wait_until_slot_confirms_current_wal, records::read_cdc_until};
+use crate::{
+    connector::wait_until_slot_confirms_current_wal, disk::SmallDisk, records::read_cdc_until,
+};
 use gateway_traffic::GatewayTraffic;
 use load::Load;
 use proxy::CutProxy;
@@ -43,6 +45,8 @@ pub enum Fault {
     ConnectorKill,
     /// The broker frozen with SIGSTOP for the outage, then SIGCONT.
     BrokerFrozen,
+    /// The network between every client and the broker silently cut for the outage.
+    NetworkCutToBroker,
     /// PostgreSQL stopped with `pg_ctl -m fast` and started again while streaming.
     PostgresFastRestart,
     /// PostgreSQL stopped with `pg_ctl -m immediate` (a crash; recovery at start) and started.
@@ -51,26 +55,32 @@ pub enum Fault {
     NetworkCutToPostgres,
     /// The schema registry down when the connector starts, and again during the run.
     RegistryDown,
+    /// The spill directory full in the middle of a large streamed transaction, then freed.
+    SpillFull,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 6] = [
+    pub const ALL: [Fault; 8] = [
         Fault::ConnectorKill,
         Fault::BrokerFrozen,
+        Fault::NetworkCutToBroker,
         Fault::PostgresFastRestart,
         Fault::PostgresImmediateRestart,
         Fault::NetworkCutToPostgres,
         Fault::RegistryDown,
+        Fault::SpillFull,
     ];
 
     pub fn name(self) -> &'static str {
         match self {
             Fault::ConnectorKill => "connector-kill",
             Fault::BrokerFrozen => "broker-frozen",
+            Fault::NetworkCutToBroker => "network-cut-to-broker",
             Fault::PostgresFastRestart => "postgres-fast-restart",
             Fault::PostgresImmediateRestart => "postgres-immediate-restart",
             Fault::NetworkCutToPostgres => "network-cut-to-postgres",
             Fault::RegistryDown => "registry-down",
+            Fault::SpillFull => "spill-full",
         }
     }
 
@@ -84,6 +94,10 @@ impl Fault {
             Fault::BrokerFrozen => format!(
                 "broker SIGSTOP for {outage} s, then SIGCONT; the gateway takes events meanwhile"
             ),
+            Fault::NetworkCutToBroker => format!(
+                "a proxy in front of the broker (its advertised address) forwards nothing for \
+                 {outage} s; the gateway takes events meanwhile"
+            ),
             Fault::PostgresFastRestart => "pg_ctl stop -m fast, start".into(),
             Fault::PostgresImmediateRestart => {
                 "pg_ctl stop -m immediate (crash recovery at start), start".into()
@@ -93,6 +107,10 @@ impl Fault {
             ),
             Fault::RegistryDown => format!(
                 "registry down {outage} s while the connector starts, then {outage} s during the run"
+            ),
+            Fault::SpillFull => format!(
+                "a {SPILL_ROWS}-row transaction (about 2 MB, streamed before its commit) into a \
+                 256 KiB --spill-dir; the disk grown to 64 MiB once /health says spill_full"
             ),
         }
     }
@@ -207,6 +225,9 @@ const CONNECTOR_ARGS: [&str; 8] = [
     "1",
 ];
 
+/// Rows of the large transaction of [`Fault::SpillFull`].
+const SPILL_ROWS: usize = 8_000;
+
 /// Runs every fault in `faults`, one fresh stack each.
 pub async fn run_suite(faults: &[Fault], options: &SuiteOptions) -> Result<Vec<FaultOutcome>> {
     let mut outcomes = Vec::new();
@@ -231,25 +252,48 @@ pub async fn run_fault(fault: Fault, options: &SuiteOptions) -> Result<FaultOutc
     stack_options
         .connector_extra_args
         .extend(CONNECTOR_ARGS.map(String::from));
-    let proxy = if fault == Fault::NetworkCutToPostgres {
-        let postgres: SocketAddr = ([127, 0, 0, 1], stack_options.ports.postgres).into();
-        let proxy = CutProxy::start(postgres).await?;
-        stack_options.connector_pg_port = Some(proxy.port());
-        Some(proxy)
-    } else {
-        None
+    let proxy = match fault {
+        Fault::NetworkCutToPostgres => {
+            let postgres: SocketAddr = ([127, 0, 0, 1], stack_options.ports.postgres).into();
+            let proxy = CutProxy::start(postgres).await?;
+            stack_options.connector_pg_port = Some(proxy.port());
+            Some(proxy)
+        }
+        Fault::NetworkCutToBroker => {
+            let broker: SocketAddr = ([127, 0, 0, 1], stack_options.ports.kafka).into();
+            let proxy = CutProxy::start(broker).await?;
+            stack_options.kafka_advertised_port = Some(proxy.port());
+            Some(proxy)
+        }
+        _ => None,
     };
-    if fault == Fault::BrokerFrozen {
+    let with_gateway = matches!(fault, Fault::BrokerFrozen | Fault::NetworkCutToBroker);
+    if with_gateway {
         stack_options.start_gateway = true;
         stack_options
             .gateway_extra_args
             .extend(["--produce-timeout-ms", "2000", "--retry-after-secs", "1"].map(String::from));
     }
+    let spill_disk = if fault == Fault::SpillFull {
+        let disk = SmallDisk::mount("256k")
+            .context("the spill-full fault mounts a tmpfs, which needs root")?;
+        stack_options.connector_extra_args.extend([
+            "--spill-dir".to_string(),
+            disk.path().to_string_lossy().into_owned(),
+        ]);
+        Some(disk)
+    } else {
+        None
+    };
     // The registry fault starts the connector itself, with the registry down.
     stack_options.start_connector = fault != Fault::RegistryDown;
     let mut stack = Stack::start(stack_options).await?;
+    if spill_disk.is_some() {
+        prepare_spilling(&stack).await?;
+    }
     let mut run = Run {
         slot: stack.options().slot_name.clone(),
+        spilled: 0,
         rng: XorShift::new(options.seed ^ fault as u64),
         recoveries: Vec::new(),
         checks: Vec::new(),
@@ -259,14 +303,34 @@ pub async fn run_fault(fault: Fault, options: &SuiteOptions) -> Result<FaultOutc
     }
     let truth = TruthSlot::create(&stack, "fault_suite_truth").await?;
     let load = Load::start(&stack, options.load_rate, options.seed)?;
-    let gateway = (fault == Fault::BrokerFrozen).then(|| GatewayTraffic::start(&stack));
+    let gateway = with_gateway.then(|| GatewayTraffic::start(&stack));
     // Some load before the first fault, so it strikes a stream in motion.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let cycles = fault.cycles(options);
     for _ in 0..cycles {
         match fault {
             Fault::ConnectorKill => run.kill_connector(&mut stack).await?,
-            Fault::BrokerFrozen => run.freeze_broker(&stack, options).await?,
+            Fault::BrokerFrozen => {
+                let outage = BrokerOutage {
+                    begin: &|| stack.freeze_broker(true),
+                    end: &|| stack.freeze_broker(false),
+                };
+                run.broker_outage(&stack, options, outage).await?
+            }
+            Fault::NetworkCutToBroker => {
+                let proxy = proxy.as_ref().expect("the proxy of the network fault");
+                let outage = BrokerOutage {
+                    begin: &|| {
+                        proxy.cut();
+                        Ok(())
+                    },
+                    end: &|| {
+                        proxy.heal();
+                        Ok(())
+                    },
+                };
+                run.broker_outage(&stack, options, outage).await?
+            }
             Fault::PostgresFastRestart => {
                 run.restart_postgres(&mut stack, ShutdownMode::Fast).await?
             }
@@ -279,6 +343,10 @@ pub async fn run_fault(fault: Fault, options: &SuiteOptions) -> Result<FaultOutc
                 run.cut_network(&stack, proxy, options).await?
             }
             Fault::RegistryDown => run.registry_down_while_running(&mut stack, options).await?,
+            Fault::SpillFull => {
+                let disk = spill_disk.as_ref().expect("the disk of the spill fault");
+                run.fill_spill_directory(&mut stack, disk).await?
+            }
         }
     }
     // More load after the last fault: the stream goes on.
@@ -312,7 +380,23 @@ pub async fn run_fault(fault: Fault, options: &SuiteOptions) -> Result<FaultOutc
     };
     stack.shutdown().await?;
     drop(proxy);
+    drop(spill_disk);
     Ok(outcome)
+}
+
+/// Streams any transaction over 64 kB before its commit (so the connector stages it in
+/// `--spill-dir`), and adds a table of its own for the large transactions to the publication.
+async fn prepare_spilling(stack: &Stack) -> Result<()> {
+    let publication = &stack.options().publication_name;
+    for sql in [
+        "ALTER SYSTEM SET logical_decoding_work_mem = '64kB'".to_string(),
+        "SELECT pg_reload_conf()".to_string(),
+        "CREATE TABLE public.fault_spill (id bigint PRIMARY KEY, payload text)".to_string(),
+        format!("ALTER PUBLICATION {publication} ADD TABLE public.fault_spill"),
+    ] {
+        stack.psql(&sql).await?;
+    }
+    Ok(())
 }
 
 /// Reads the change topic until it holds at least `expected` distinct changes, or until it
@@ -351,9 +435,17 @@ async fn read_changes(stack: &Stack, expected: usize) -> Result<Vec<Delivered>> 
     }
 }
 
+/// How a broker outage begins and ends (SIGSTOP and SIGCONT, or a cut and its healing).
+struct BrokerOutage<'a> {
+    begin: &'a dyn Fn() -> Result<()>,
+    end: &'a dyn Fn() -> Result<()>,
+}
+
 /// The state of one fault's run.
 struct Run {
     slot: String,
+    /// Large transactions written so far (spill fault).
+    spilled: usize,
     rng: XorShift,
     recoveries: Vec<Duration>,
     checks: Vec<Check>,
@@ -395,9 +487,15 @@ impl Run {
         self.recovered(stack, killed).await
     }
 
-    async fn freeze_broker(&mut self, stack: &Stack, options: &SuiteOptions) -> Result<()> {
+    /// The broker unreachable for the outage: the slot must not advance meanwhile.
+    async fn broker_outage(
+        &mut self,
+        stack: &Stack,
+        options: &SuiteOptions,
+        outage: BrokerOutage<'_>,
+    ) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(self.rng.between(500, 2000))).await;
-        stack.freeze_broker(true)?;
+        (outage.begin)()?;
         let frozen = async {
             // In-flight acknowledgements land within a moment; after that nothing may be
             // confirmed until the broker answers again.
@@ -409,11 +507,11 @@ impl Run {
             anyhow::Ok((early, late))
         }
         .await;
-        stack.freeze_broker(false)?;
+        (outage.end)()?;
         let thawed = Instant::now();
         let (early, late) = frozen?;
         self.checks.push(Check::new(
-            "the slot does not advance while the broker is frozen",
+            "the slot does not advance while the broker is unreachable",
             early == late,
             format!("confirmed_flush_lsn {early} after the first moments, {late} at the end"),
         ));
@@ -498,6 +596,39 @@ impl Run {
         stack.start_registry().await?;
         let back = Instant::now();
         self.recovered(stack, back).await
+    }
+
+    async fn fill_spill_directory(&mut self, stack: &mut Stack, disk: &SmallDisk) -> Result<()> {
+        tokio::time::sleep(Duration::from_millis(self.rng.between(1000, 3000))).await;
+        let first = self.spilled * SPILL_ROWS + 1;
+        self.spilled += 1;
+        stack
+            .psql(&format!(
+                "INSERT INTO public.fault_spill \
+                 SELECT g, repeat('y', 200) FROM generate_series({first}, {}) g",
+                first + SPILL_ROWS - 1
+            ))
+            .await?;
+        let noticed = crate::connector::wait_for_health_status(
+            &stack.connector_url(),
+            "spill_full",
+            Duration::from_secs(60),
+        )
+        .await;
+        let alive = stack.connector_running_process();
+        self.checks.push(Check::new(
+            "a full spill directory pauses the connector, which says so and waits",
+            noticed.is_ok() && alive,
+            match &noticed {
+                Ok(health) => format!("/health: {}; running: {alive}", health["status"]),
+                Err(e) => format!("{e:#}; running: {alive}"),
+            },
+        ));
+        disk.resize("64m")?;
+        let freed = Instant::now();
+        self.recovered(stack, freed).await?;
+        // Small again for the next cycle (the staged file is gone once replayed).
+        disk.resize("256k")
     }
 }
 
