@@ -21,6 +21,9 @@ pub enum ErrorKind {
     SourceRejected,
     /// The replication slot is held by another process.
     SlotInUse,
+    /// The slot the connector streamed from is gone (dropped, or invalidated by the server),
+    /// and with it the changes after its last confirmed position.
+    SlotLost,
     /// The replication protocol was violated (a message the connector does not expect there).
     Protocol,
     /// Kafka is unreachable, or a record was not acknowledged in time.
@@ -63,6 +66,7 @@ impl ErrorKind {
             Self::SourceUnavailable => "source_unavailable",
             Self::SourceRejected => "source_rejected",
             Self::SlotInUse => "slot_in_use",
+            Self::SlotLost => "slot_lost",
             Self::Protocol => "protocol",
             Self::KafkaUnavailable => "kafka_unavailable",
             Self::KafkaRejected => "kafka_rejected",
@@ -87,6 +91,9 @@ impl ErrorKind {
             }
             Self::SlotInUse => {
                 "another process streams from this slot; the connector retries until it is free, or choose another --slot-name"
+            }
+            Self::SlotLost => {
+                "changes after the slot's last confirmed position cannot be streamed any more: restart with --snapshot-mode when_needed to take a new snapshot (READ records of every row) and stream from there"
             }
             Self::Protocol => "report this with the log: the server sent something unexpected",
             Self::KafkaUnavailable => {

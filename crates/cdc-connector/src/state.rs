@@ -19,6 +19,9 @@ const TOPIC: &str = platform::topics::CONNECTOR_STATE.name;
 pub enum SnapshotStatus {
     Started,
     Complete,
+    /// The slot was created without a snapshot (`--snapshot-mode no_data`): streaming began at
+    /// its consistent point. Recorded so that a slot lost later is noticed in this mode too.
+    Skipped,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

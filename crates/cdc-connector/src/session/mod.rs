@@ -6,7 +6,8 @@
 //! - [`stream`]: the loop over the replication stream, staged-transaction replay;
 //! - [`publish`]: turning outputs into records, backpressure, standby status updates;
 //! - [`resnapshot`]: ad-hoc re-snapshot windows requested by signals;
-//! - [`heartbeat`]: heartbeat messages that keep an idle slot advancing.
+//! - [`heartbeat`]: heartbeat messages that keep an idle slot advancing;
+//! - [`slot`]: resume, create, or refuse a lost slot.
 //!
 //! The session is generic over its three edges (replication stream, record producer, catalog),
 //! so `tests.rs` checks its confirmation rules with fakes.
@@ -14,6 +15,7 @@
 mod heartbeat;
 pub(crate) mod publish;
 mod resnapshot;
+mod slot;
 mod stream;
 #[cfg(test)]
 mod tests;
@@ -23,6 +25,7 @@ use std::time::Duration;
 use pgoutput::copy::{Lsn, format_lsn};
 use platform::telemetry::Health;
 
+use self::slot::SlotPlan;
 pub use self::stream::Session;
 use crate::{
     error::{ConnectorError, ErrorKind},
@@ -31,7 +34,7 @@ use crate::{
     sink::kafka::KafkaProducer,
     snapshot::{SnapshotMode, SnapshotSettings},
     snapshot_publish,
-    source::{PgTarget, SourceSettings, replication::ReplicationConnection},
+    source::{PgTarget, SourceSettings, replication::ReplicationConnection, setup::ExistingSlot},
     state::{self, SnapshotState, SnapshotStatus},
 };
 
@@ -93,7 +96,7 @@ pub async fn run(
 ) -> Result<(), ConnectorError> {
     let prepared = crate::source::prepare(&config.target, &config.source).await?;
     let protocol = protocol_version(prepared.server_version_num);
-    let created = prepared.confirmed_flush_lsn.is_none();
+    let created = !matches!(prepared.slot, ExistingSlot::Usable(_));
     let start = establish_start(config, &producer, schemas, health, prepared).await?;
     let connection = ReplicationConnection::connect(&config.target).await?;
     let stream = connection
@@ -122,8 +125,9 @@ pub async fn run(
 }
 
 /// Where streaming starts: the slot's confirmed position, or a new slot's consistent point
-/// after the initial snapshot the mode asks for. A slot whose snapshot never completed (the
-/// connector died during it) is dropped and the snapshot redone, never taken for finished.
+/// after the initial snapshot the mode asks for ([`slot::plan_slot`] decides). A slot whose
+/// snapshot never completed (the connector died during it) is dropped and the snapshot redone,
+/// never taken for finished; a slot lost after streaming is never silently replaced.
 async fn establish_start(
     config: &SessionConfig,
     producer: &KafkaProducer,
@@ -136,30 +140,48 @@ async fn establish_start(
     let state_unavailable = |detail: String| {
         ConnectorError::new(ErrorKind::KafkaUnavailable, "connector state", detail)
     };
-    let mut confirmed = prepared.confirmed_flush_lsn;
-    if confirmed.is_some() && config.snapshot_mode == SnapshotMode::Initial {
-        let recorded = state::read(&config.kafka_brokers, &producer.0, &state_key)
-            .await
-            .map_err(state_unavailable)?;
-        if !matches!(
-            recorded,
-            Some(SnapshotState {
-                status: SnapshotStatus::Complete,
-                ..
-            })
-        ) {
+    let recorded = state::read(&config.kafka_brokers, &producer.0, &state_key)
+        .await
+        .map_err(state_unavailable)?;
+    let drop_first = match slot::plan_slot(prepared.slot, recorded.as_ref(), config.snapshot_mode) {
+        SlotPlan::Resume(lsn) => return Ok(lsn),
+        SlotPlan::Lost(why) => {
+            metrics::counter!("cdc_slot_lost_total", "action" => "stopped").increment(1);
+            return Err(ConnectorError::new(
+                ErrorKind::SlotLost,
+                format!("replication slot {slot}"),
+                why,
+            ));
+        }
+        SlotPlan::Create {
+            drop_first,
+            lost: Some(why),
+        } => {
             tracing::warn!(
                 slot,
-                ?recorded,
-                "the slot has no completed snapshot (an earlier snapshot was interrupted, or the slot was made without one): dropping it and snapshotting again; READ records of an interrupted attempt carry its own consistent point in change_id"
+                why,
+                "the slot is lost: creating a new one and taking a new snapshot (--snapshot-mode when_needed); changes between its last confirmed position and the new snapshot arrive as READ records of the rows' current state"
             );
-            metrics::counter!("cdc_snapshot_restarts_total").increment(1);
-            crate::source::setup::drop_slot(&prepared.client, slot).await?;
-            confirmed = None;
+            metrics::counter!("cdc_slot_lost_total", "action" => "resnapshot").increment(1);
+            drop_first
         }
-    }
-    if let Some(lsn) = confirmed {
-        return Ok(lsn);
+        SlotPlan::Create {
+            drop_first,
+            lost: None,
+        } => {
+            if drop_first {
+                tracing::warn!(
+                    slot,
+                    ?recorded,
+                    "the slot has no completed snapshot (an earlier snapshot was interrupted, or the slot was made without one): dropping it and snapshotting again; READ records of an interrupted attempt carry its own consistent point in change_id"
+                );
+                metrics::counter!("cdc_snapshot_restarts_total").increment(1);
+            }
+            drop_first
+        }
+    };
+    if drop_first {
+        crate::source::setup::drop_slot(&prepared.client, slot).await?;
     }
     let wants_snapshot = matches!(
         config.snapshot_mode,
@@ -191,6 +213,14 @@ async fn establish_start(
             .map_err(state_unavailable)?;
         // Closing the exporting connection ends the exported snapshot; it is no longer needed.
         drop(exporter);
+    } else if config.snapshot_mode == SnapshotMode::NoData {
+        let skipped = SnapshotState {
+            status: SnapshotStatus::Skipped,
+            consistent_point: format_lsn(created.consistent_point),
+        };
+        state::write(&producer.0, &state_key, &skipped)
+            .await
+            .map_err(state_unavailable)?;
     }
     Ok(created.consistent_point)
 }

@@ -15,11 +15,23 @@ pub struct SourceSettings {
 
 pub struct PreparedSource {
     pub server_version_num: i32,
-    /// The slot's confirmed position (where streaming resumes: everything before it was
-    /// acknowledged by Kafka), or None when the slot does not exist yet.
-    pub confirmed_flush_lsn: Option<Lsn>,
+    /// The connector's slot as the server has it.
+    pub slot: ExistingSlot,
     /// The SQL connection the checks ran on, for whatever setup follows.
     pub client: Client,
+}
+
+/// The connector's slot before streaming starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExistingSlot {
+    /// No slot of that name.
+    Missing,
+    /// Streaming resumes from its confirmed position: everything before it was acknowledged
+    /// by Kafka.
+    Usable(Lsn),
+    /// The server invalidated it (`wal_status = 'lost'`): it fell behind
+    /// `max_slot_wal_keep_size` and the WAL it needed is gone.
+    Invalidated,
 }
 
 /// A slot just created at its consistent point, with the snapshot it exported when asked for
@@ -78,10 +90,10 @@ pub async fn prepare(
     .await?
     .get(0);
     ensure_publication(&client, settings).await?;
-    let confirmed_flush_lsn = existing_slot(&client, target, settings).await?;
+    let slot = existing_slot(&client, target, settings).await?;
     Ok(PreparedSource {
         server_version_num,
-        confirmed_flush_lsn,
+        slot,
         client,
     })
 }
@@ -138,10 +150,11 @@ async fn existing_slot(
     client: &Client,
     target: &PgTarget,
     settings: &SourceSettings,
-) -> Result<Option<Lsn>, ConnectorError> {
+) -> Result<ExistingSlot, ConnectorError> {
     let slot = client
         .query_opt(
-            "SELECT plugin, database, active_pid, confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+            "SELECT plugin, database, active_pid, confirmed_flush_lsn::text, wal_status \
+             FROM pg_replication_slots WHERE slot_name = $1",
             &[&settings.slot_name],
         )
         .await
@@ -158,6 +171,7 @@ async fn existing_slot(
         let database: Option<String> = row.get(1);
         let active_pid: Option<i32> = row.get(2);
         let confirmed: Option<String> = row.get(3);
+        let wal_status: Option<String> = row.get(4);
         if plugin.as_deref() != Some("pgoutput") {
             return Err(definite(format!(
                 "it uses plugin {plugin:?}, not pgoutput; drop it or choose another --slot-name"
@@ -176,12 +190,15 @@ async fn existing_slot(
                 format!("in use by another process (PID {pid})"),
             ));
         }
+        if wal_status.as_deref() == Some("lost") {
+            return Ok(ExistingSlot::Invalidated);
+        }
         let confirmed = confirmed.ok_or_else(|| definite("it has no confirmed position".into()))?;
         let lsn = parse_lsn(&confirmed)
             .map_err(|e| definite(format!("bad confirmed_flush_lsn {confirmed}: {e}")))?;
-        return Ok(Some(lsn));
+        return Ok(ExistingSlot::Usable(lsn));
     }
-    Ok(None)
+    Ok(ExistingSlot::Missing)
 }
 
 /// Creates the slot; with `export_snapshot` it also exports the snapshot of its consistent
