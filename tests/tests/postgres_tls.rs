@@ -6,106 +6,17 @@
 
 use std::{
     os::unix::fs::{MetadataExt, PermissionsExt},
-    path::{Path, PathBuf},
+    path::Path,
     time::Duration,
 };
 
 use e2e::{
-    cdc_records, connector_args_with, connector_command, eventually, run_sql,
-    stack_without_connector, wait_for_health_status,
+    cdc_records,
+    certificates::{make_ca, make_server_certificate},
+    connector_args_with, connector_command, eventually, run_sql, stack_without_connector,
+    wait_for_health_status,
 };
 use local_stack::{Stack, containers::Backend};
-
-/// Runs `openssl` with `args` in `dir`; panics with its output when it fails.
-fn openssl(dir: &Path, args: &[&str]) {
-    let output = std::process::Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run openssl (the test makes its certificates with the openssl command)");
-    assert!(
-        output.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// A self-signed CA: `<name>.pem` and `<name>.key` in `dir`.
-fn make_ca(dir: &Path, name: &str) -> PathBuf {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.pem"),
-            "-subj",
-            &format!("/CN={name}"),
-            "-days",
-            "2",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ],
-    );
-    dir.join(format!("{name}.pem"))
-}
-
-/// `server.crt` and `server.key` in `dir`: valid for the DNS name `localhost` only (no IP
-/// address), signed by the CA `ca`.
-fn make_server_certificate(dir: &Path, ca: &str) {
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName = DNS:localhost\nbasicConstraints = CA:FALSE\n\
-         keyUsage = critical, digitalSignature\nextendedKeyUsage = serverAuth\n",
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=localhost",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            &format!("{ca}.pem"),
-            "-CAkey",
-            &format!("{ca}.key"),
-            "-CAcreateserial",
-            "-out",
-            "server.crt",
-            "-days",
-            "2",
-            "-extfile",
-            "server.ext",
-        ],
-    );
-}
 
 /// Gives the server its certificate and key (in its data directory, owned like it, the key
 /// 0600) and turns TLS on with a configuration reload; returns once a TLS connection works.
@@ -216,7 +127,7 @@ async fn sslmode_and_sslrootcert_are_honoured_on_every_connection() {
     let certificates = tempfile::tempdir().unwrap();
     let ca = make_ca(certificates.path(), "test-ca");
     let other_ca = make_ca(certificates.path(), "other-ca");
-    make_server_certificate(certificates.path(), "test-ca");
+    make_server_certificate(certificates.path(), "test-ca", "DNS:localhost");
     let ca = ca.display().to_string();
     let other_ca = other_ca.display().to_string();
 

@@ -94,3 +94,53 @@ async fn no_output_contains_a_secret() {
     }
     stack.shutdown().await.unwrap();
 }
+
+const SASL_PASSWORD: &str = "Sasl-3c9e1b77-never-print-me";
+
+/// The Kafka SASL password, from the environment, through a broker that refuses the SASL
+/// handshake (tansu does not authenticate): the logs at debug level, `/health` while the
+/// connector retries, and `/metrics` never show it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_kafka_sasl_password_is_never_shown() {
+    let stack = stack_without_connector("secrets-sasl").await;
+    let (args, health) = connector_args_with(
+        &stack,
+        &[
+            ("--kafka-security-protocol", "sasl_plaintext"),
+            ("--kafka-sasl-mechanism", "SCRAM-SHA-256"),
+            ("--kafka-sasl-username", "connector"),
+            ("--max-retry-backoff-secs", "1"),
+        ],
+    );
+    let log_path = std::env::temp_dir().join(format!("secrets-sasl-{}.log", std::process::id()));
+    let log = std::fs::File::create(&log_path).expect("a log file");
+    let mut command = connector_command(&stack, &args);
+    command
+        .env("RUST_LOG", "debug")
+        .env("KAFKA_SASL_PASSWORD", SASL_PASSWORD)
+        .stdout(Stdio::from(log.try_clone().expect("the log file")))
+        .stderr(Stdio::from(log));
+    let mut connector = command.spawn().expect("start the connector");
+    let retrying = wait_for_health_status(&health, "retrying", Duration::from_secs(60))
+        .await
+        .expect("the connector cannot authenticate and retries");
+    let metrics = metrics_text(&health).await.expect("/metrics");
+    connector.kill().await.expect("stop the connector");
+    let logs = std::fs::read_to_string(&log_path).expect("the connector's output");
+    let _ = std::fs::remove_file(&log_path);
+    assert!(
+        retrying.to_string().contains("Kafka"),
+        "the error is real: {retrying}"
+    );
+    for (what, text) in [
+        ("logs", logs.as_str()),
+        ("/health while retrying", &retrying.to_string()),
+        ("/metrics", &metrics),
+    ] {
+        assert!(
+            !text.contains(SASL_PASSWORD),
+            "{what} contains the SASL password:\n{text}"
+        );
+    }
+    stack.shutdown().await.unwrap();
+}

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use local_stack::CDC_TOPIC;
 use platform::registry::RegistryClient;
-use rdkafka::ClientConfig;
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use serde_json::{Value, json};
@@ -109,8 +108,7 @@ async fn write_paced(url: &str, rate: u64, connections: u64, duration: Duration)
 }
 
 fn consumer(brokers: &str) -> Result<StreamConsumer> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    platform::kafka::client_config(brokers)
         .set("group.id", format!("bench-latency-{}", std::process::id()))
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "latest")

@@ -8,6 +8,7 @@ use platform::telemetry;
 async fn main() -> anyhow::Result<()> {
     telemetry::init_tracing();
     let options: Options = platform::config::load("CDC_CONFIG")?;
+    platform::kafka_security::install_from(&options.kafka_security)?;
     let health = telemetry::Health::default();
     health.set(false, "starting");
     let prometheus = telemetry::install_prometheus()?;

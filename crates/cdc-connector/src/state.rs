@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use platform::kafka::LoggingContext;
 use rdkafka::{
-    ClientConfig, Message, Offset, TopicPartitionList,
+    Message, Offset, TopicPartitionList,
     consumer::{BaseConsumer, Consumer},
     producer::{FutureProducer, FutureRecord},
 };
@@ -83,8 +83,7 @@ fn read_until_probe(
     key: &str,
     probe: &str,
 ) -> Result<Option<SnapshotState>, String> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let consumer: BaseConsumer = platform::kafka::client_config(brokers)
         .set("group.id", "cdc-connector-state-reader")
         .set("enable.auto.commit", "false")
         .create()

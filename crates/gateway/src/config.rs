@@ -21,6 +21,9 @@ pub struct Args {
     /// Kafka bootstrap servers, comma-separated host:port.
     #[arg(long, env = "GATEWAY_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     pub kafka_brokers: String,
+    /// Kafka TLS and SASL (see the `--kafka-security-protocol` options).
+    #[command(flatten)]
+    pub kafka_security: platform::kafka_security::KafkaSecurityArgs,
     /// Base URL of the Confluent-compatible schema registry.
     #[arg(
         long,

@@ -23,6 +23,7 @@ const LATENCY_BUCKETS: &[f64] = &[
 async fn main() -> anyhow::Result<()> {
     telemetry::init_tracing();
     let args: Args = platform::config::load("GATEWAY_CONFIG")?;
+    platform::kafka_security::install_from(&args.kafka_security)?;
     let prometheus = telemetry::install_prometheus_with_latency_buckets(LATENCY_BUCKETS)?;
     let health = telemetry::Health::default();
     health.set(false, "starting");

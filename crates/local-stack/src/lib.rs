@@ -174,9 +174,15 @@ impl Stack {
         format!("postgres://{role}@127.0.0.1:{port}/{}", self.opts.database)
     }
 
-    /// `127.0.0.1:PORT`
+    /// `127.0.0.1:PORT`: the broker's port, or the one it advertises when a proxy stands in
+    /// front of it ([`StackOptions::kafka_advertised_port`]), so clients bootstrap through it too.
     pub fn kafka_brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.opts.ports.kafka)
+        format!(
+            "127.0.0.1:{}",
+            self.opts
+                .kafka_advertised_port
+                .unwrap_or(self.opts.ports.kafka)
+        )
     }
 
     /// `http://127.0.0.1:PORT`

@@ -1,14 +1,15 @@
-//! Kafka clients configured the same way for every service, and idempotent topic provisioning.
+//! Kafka clients configured the same way for every service (brokers and security from
+//! [`client_config`]), and idempotent topic provisioning.
 
 use std::time::Duration;
 
 use rdkafka::{
     ClientConfig, ClientContext,
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
-    client::DefaultClientContext,
+    config::RDKafkaLogLevel,
     consumer::{ConsumerContext, StreamConsumer},
     error::{KafkaError, RDKafkaErrorCode},
-    producer::{FutureProducer, ProducerContext},
+    producer::{BaseProducer, FutureProducer, Producer, ProducerContext},
 };
 
 use crate::topics::TopicSpec;
@@ -44,6 +45,22 @@ impl ClientContext for LoggingContext {
         metrics::counter!("kafka_client_errors_total", "service" => self.service).increment(1);
         tracing::warn!(%error, "Kafka client: {reason}");
     }
+
+    /// librdkafka's own log (a refused TLS handshake and why, a broker going away) through
+    /// `tracing`, instead of the `log` crate nobody listens to.
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => tracing::error!(facility, "librdkafka: {message}"),
+            RDKafkaLogLevel::Warning => tracing::warn!(facility, "librdkafka: {message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(facility, "librdkafka: {message}")
+            }
+            RDKafkaLogLevel::Debug => tracing::debug!(facility, "librdkafka: {message}"),
+        }
+    }
 }
 
 impl ProducerContext for LoggingContext {
@@ -52,6 +69,15 @@ impl ProducerContext for LoggingContext {
 }
 
 impl ConsumerContext for LoggingContext {}
+
+/// The configuration every Kafka client of the platform starts from: the brokers and the
+/// process's security settings ([`crate::kafka_security`]: TLS, SASL).
+pub fn client_config(brokers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers);
+    crate::kafka_security::installed().apply(&mut config);
+    config
+}
 
 /// A producer that never loses or reorders an acknowledged record: idempotent, `acks=all`.
 ///
@@ -73,8 +99,7 @@ pub fn bounded_producer(
     message_timeout: Duration,
     max_queued_records: u32,
 ) -> Result<FutureProducer<LoggingContext>, KafkaError> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    crate::kafka::client_config(brokers)
         .set("client.id", service)
         .set("enable.idempotence", "true")
         .set("acks", "all")
@@ -101,8 +126,7 @@ pub fn consumer(
     service: &'static str,
     from_beginning: bool,
 ) -> Result<StreamConsumer<LoggingContext>, KafkaError> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    crate::kafka::client_config(brokers)
         .set("group.id", group)
         .set("client.id", service)
         .set("enable.auto.commit", "true")
@@ -124,19 +148,33 @@ pub async fn provision_topics(brokers: &str, topics: &[TopicSpec]) -> Result<(),
         brokers: brokers.to_string(),
         source,
     };
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .map_err(unreachable)?;
     let broker_count = {
-        let client = admin.inner();
-        let metadata =
-            tokio::task::block_in_place(|| client.fetch_metadata(None, Duration::from_secs(10)))
-                .map_err(unreachable)?;
+        // The metadata probe is a producer, whose main queue can be served: librdkafka's log of
+        // why the brokers are unreachable (a TLS handshake refused and why, authentication
+        // failing) reaches the service's log, which the error below only summarises as a
+        // transport failure.
+        let probe: BaseProducer<LoggingContext> = client_config(brokers)
+            .create_with_context(LoggingContext {
+                service: "provisioning",
+            })
+            .map_err(unreachable)?;
+        let metadata = tokio::task::block_in_place(|| {
+            let metadata = probe.client().fetch_metadata(None, Duration::from_secs(10));
+            if metadata.is_err() {
+                probe.poll(Duration::from_millis(100));
+            }
+            metadata
+        })
+        .map_err(unreachable)?;
         i32::try_from(metadata.brokers().len())
             .unwrap_or(i32::MAX)
             .max(1)
     };
+    let admin: AdminClient<LoggingContext> = client_config(brokers)
+        .create_with_context(LoggingContext {
+            service: "provisioning",
+        })
+        .map_err(unreachable)?;
     let retention: Vec<String> = topics.iter().map(|t| t.retention_ms.to_string()).collect();
     let new_topics: Vec<NewTopic<'_>> = topics
         .iter()

@@ -13,6 +13,8 @@ pub mod errors;
 pub mod events;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+#[cfg(feature = "kafka")]
+pub mod kafka_security;
 pub mod postgres;
 pub mod registry;
 pub mod schemas;

@@ -25,6 +25,9 @@ pub struct Args {
         default_value = "127.0.0.1:9092"
     )]
     pub kafka_brokers: String,
+    /// Kafka TLS and SASL (see the `--kafka-security-protocol` options).
+    #[command(flatten)]
+    pub kafka_security: platform::kafka_security::KafkaSecurityArgs,
     /// Base URL of the Confluent-compatible schema registry.
     #[arg(
         long,

@@ -97,9 +97,8 @@ fn consumed_topic(topic: &str) -> Option<&'static str> {
 }
 
 fn consumer_config(args: &Args) -> ClientConfig {
-    let mut config = ClientConfig::new();
+    let mut config = platform::kafka::client_config(&args.kafka_brokers);
     config
-        .set("bootstrap.servers", &args.kafka_brokers)
         .set("group.id", &args.group)
         .set("client.id", "processor")
         .set("enable.auto.commit", "false")

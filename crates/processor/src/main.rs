@@ -17,6 +17,7 @@ const LATENCY_BUCKETS: &[f64] = &[
 fn main() -> anyhow::Result<()> {
     telemetry::init_tracing();
     let args: Args = platform::config::load("PROCESSOR_CONFIG")?;
+    platform::kafka_security::install_from(&args.kafka_security)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

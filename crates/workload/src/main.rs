@@ -97,6 +97,9 @@ struct Args {
         default_value = "127.0.0.1:19092"
     )]
     kafka_brokers: String,
+    /// Kafka TLS and SASL (see the `--kafka-security-protocol` options).
+    #[command(flatten)]
+    kafka_security: platform::kafka_security::KafkaSecurityArgs,
     /// Schema registry (sink `kafka`).
     #[arg(
         long,
@@ -213,6 +216,7 @@ struct StepArgs {
 async fn main() -> anyhow::Result<()> {
     telemetry::init_tracing();
     let args: Args = platform::config::load("WORKLOAD_CONFIG")?;
+    platform::kafka_security::install_from(&args.kafka_security)?;
     if let Some(listen) = args.listen {
         let prometheus = telemetry::install_prometheus()?;
         let health = telemetry::Health::default();

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 use serde_json::{Value, json};
 
 use super::Env;
@@ -59,8 +59,7 @@ pub async fn measure(env: &Env, records: u64) -> Result<Ceiling> {
 
 fn read_all(brokers: &str, partitions: i32, total: u64) -> Result<(u64, f64)> {
     let topic = platform::topics::APP_EVENTS.name;
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let consumer: BaseConsumer = platform::kafka::client_config(brokers)
         .set("group.id", format!("bench-ceiling-{}", std::process::id()))
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
@@ -105,8 +104,7 @@ impl Volume {
 /// Reads `topic` to its end (blocking).
 pub fn volume(brokers: &str, topic: &str, partitions: i32) -> Result<Volume> {
     use rdkafka::error::KafkaError;
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let consumer: BaseConsumer = platform::kafka::client_config(brokers)
         .set("group.id", format!("bench-volume-{}", std::process::id()))
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")

@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use apache_avro::types::Value;
 use platform::avro::RegisteredSchema;
-use rdkafka::ClientConfig;
 use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::DeliveryResult;
@@ -402,8 +401,7 @@ impl ProducerContext for Deliveries {
 /// A batching producer: idempotent (per-partition order kept through retries), large batches,
 /// a deep queue; `linger_ms` trades latency for batching.
 pub fn producer(brokers: &str, linger_ms: u32) -> Result<ThreadedProducer<Deliveries>> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    platform::kafka::client_config(brokers)
         .set("client.id", "bench-loader")
         .set("enable.idempotence", "true")
         .set("acks", "all")

@@ -30,7 +30,6 @@ use local_stack::{Stack, StackOptions};
 use platform::avro::RegisteredSchema;
 use platform::registry::RegistryClient;
 use platform::{schemas, topics};
-use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
@@ -178,8 +177,7 @@ pub async fn delete_topics(brokers: &str, names: &[&str]) -> Result<()> {
     if names.is_empty() {
         return Ok(());
     }
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let admin: AdminClient<DefaultClientContext> = platform::kafka::client_config(brokers)
         .create()
         .context("creating an admin client")?;
     let options = AdminOptions::new().operation_timeout(Some(std::time::Duration::from_secs(30)));

@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 use serde_json::{Value, json};
 
 use super::Env;
@@ -220,8 +220,7 @@ pub async fn run(
 }
 
 fn admin(brokers: &str) -> Result<AdminClient<DefaultClientContext>> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    platform::kafka::client_config(brokers)
         .create()
         .context("creating an admin client")
 }
@@ -267,8 +266,7 @@ async fn read_and_check(
 ) -> Result<(usize, Vec<String>)> {
     let brokers = brokers.to_string();
     let records = tokio::task::spawn_blocking(move || -> Result<Vec<Value>> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
+        let consumer: BaseConsumer = platform::kafka::client_config(&brokers)
             .set(
                 "group.id",
                 format!("bench-quix-check-{}", std::process::id()),

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use apache_avro::Schema;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 use serde_json::{Value, json};
 
 use super::load::{Expected, ExpectedResult};
@@ -59,8 +59,7 @@ impl Reader {
         partitions: i32,
         expected: HashSet<String>,
     ) -> Result<Reader> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
+        let consumer: BaseConsumer = platform::kafka::client_config(brokers)
             .set("group.id", format!("bench-results-{}", std::process::id()))
             .set("enable.auto.commit", "false")
             .set("isolation.level", "read_committed")

@@ -17,6 +17,9 @@ struct Args {
     /// Kafka bootstrap servers, comma-separated host:port.
     #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     brokers: String,
+    /// Kafka TLS and SASL (see the `--kafka-security-protocol` options).
+    #[command(flatten)]
+    kafka_security: platform::kafka_security::KafkaSecurityArgs,
     /// Keep retrying an unreachable cluster this long, in seconds, before failing.
     #[arg(long, env = "PROVISION_WAIT_SECS", default_value_t = 120)]
     wait_secs: u64,
@@ -26,6 +29,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     platform::telemetry::init_tracing();
     let args = Args::parse();
+    platform::kafka_security::install_from(&args.kafka_security)?;
     let deadline = Instant::now() + Duration::from_secs(args.wait_secs);
     loop {
         match platform::kafka::provision_topics(&args.brokers, platform::topics::ALL).await {

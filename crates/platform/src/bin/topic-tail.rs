@@ -22,6 +22,9 @@ struct Args {
     /// Kafka bootstrap servers, comma-separated host:port.
     #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     brokers: String,
+    /// Kafka TLS and SASL (see the `--kafka-security-protocol` options).
+    #[command(flatten)]
+    kafka_security: platform::kafka_security::KafkaSecurityArgs,
     /// Base URL of the Confluent-compatible schema registry.
     #[arg(
         long,
@@ -47,6 +50,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     platform::telemetry::init_tracing();
     let args: Args = platform::config::load("TOPIC_TAIL_CONFIG")?;
+    platform::kafka_security::install_from(&args.kafka_security)?;
     let group = format!("topic-tail-{}-{}", std::process::id(), unix_millis());
     let consumer = kafka::consumer(&args.brokers, &group, "topic-tail", args.from_beginning)
         .context("cannot create the Kafka consumer")?;

@@ -15,7 +15,7 @@ use crate::{
 };
 use platform::topics;
 use rdkafka::{
-    ClientConfig, ClientContext,
+    ClientContext,
     error::{KafkaError, RDKafkaErrorCode},
     message::DeliveryResult,
     producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer},
@@ -48,9 +48,8 @@ impl ProducerContext for DeliveryContext {
 }
 
 pub(super) fn producer(args: &Args) -> Result<ThreadedProducer<DeliveryContext>, ProcessorError> {
-    let mut config = ClientConfig::new();
+    let mut config = platform::kafka::client_config(&args.kafka_brokers);
     config
-        .set("bootstrap.servers", &args.kafka_brokers)
         .set("client.id", "processor")
         .set("enable.idempotence", "true")
         .set("acks", "all")

@@ -9,7 +9,7 @@ use std::{
 
 use platform::topics;
 use rdkafka::{
-    ClientConfig, Message, Offset, TopicPartitionList,
+    Message, Offset, TopicPartitionList,
     consumer::{BaseConsumer, Consumer},
     error::KafkaError,
 };
@@ -33,8 +33,7 @@ pub(super) fn restore(
     let Some(&(first, _)) = wanted.first() else {
         return Ok(BTreeMap::new());
     };
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let consumer: BaseConsumer = platform::kafka::client_config(brokers)
         .set(
             "group.id",
             format!("processor-restore-{}", uuid::Uuid::new_v4()),

@@ -12,7 +12,7 @@ use std::{
 
 use apache_avro::{Schema, types::Value};
 use rdkafka::{
-    ClientConfig, Message, Offset, TopicPartitionList,
+    Message, Offset, TopicPartitionList,
     consumer::{Consumer, StreamConsumer},
     message::BorrowedMessage,
 };
@@ -126,17 +126,17 @@ impl Reader {
     }
 
     fn assign_everything(&self) -> Result<StreamConsumer<LoggingContext>, String> {
-        let consumer: StreamConsumer<LoggingContext> = ClientConfig::new()
-            .set("bootstrap.servers", &self.brokers)
-            .set("group.id", "processor-query-view")
-            .set("client.id", "processor-query")
-            .set("enable.auto.commit", "false")
-            .set("isolation.level", "read_committed")
-            .set("fetch.wait.max.ms", "50")
-            .create_with_context(LoggingContext {
-                service: "processor",
-            })
-            .map_err(|e| format!("creating the consumer: {e}"))?;
+        let consumer: StreamConsumer<LoggingContext> =
+            platform::kafka::client_config(&self.brokers)
+                .set("group.id", "processor-query-view")
+                .set("client.id", "processor-query")
+                .set("enable.auto.commit", "false")
+                .set("isolation.level", "read_committed")
+                .set("fetch.wait.max.ms", "50")
+                .create_with_context(LoggingContext {
+                    service: "processor",
+                })
+                .map_err(|e| format!("creating the consumer: {e}"))?;
         let mut assignment = TopicPartitionList::new();
         for (topic, _) in TOPICS {
             let partitions =
