@@ -1,6 +1,7 @@
-//! The processor's results stay exact through crashes and rebalances: app events written
-//! continuously while the processor is killed with SIGKILL (or while a second instance joins
-//! and the first leaves), then every window compared with results computed here. After
+//! The processor's results stay exact through crashes, rebalances and a broker outage: app
+//! events written continuously while the processor is killed with SIGKILL (or while a second
+//! instance joins and the first leaves, or while the broker is frozen for 30 s), then every
+//! window compared with results computed here. After
 //! deduplication by result id nothing is missing and no window has two different values;
 //! raw duplicates (re-emissions after a crash, visible because this broker shows aborted
 //! transactions' records) are counted and reported.
@@ -27,6 +28,8 @@ enum Disruption {
     Kills(usize),
     /// A second instance joins halfway through, then the first stops.
     ScaleOut,
+    /// The broker frozen (SIGSTOP) for this long halfway through, once the processor commits.
+    BrokerFrozen(Duration),
 }
 
 fn event(i: i64) -> (i32, Value, String, String, String, i64) {
@@ -109,6 +112,15 @@ async fn scenario(name: &str, disruption: Disruption) -> anyhow::Result<()> {
                     eprintln!("SIGKILL {kills} after {i} events ({:?})", started.elapsed());
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     first = Some(spawn(&first_listen, "a")?);
+                }
+            }
+            Disruption::BrokerFrozen(outage) => {
+                if i == EVENTS / 2 {
+                    wait_until_committing(&first_listen).await?;
+                    stack.freeze_broker(true)?;
+                    eprintln!("broker frozen after {i} events for {outage:?}");
+                    tokio::time::sleep(outage).await;
+                    stack.freeze_broker(false)?;
                 }
             }
             Disruption::ScaleOut => {
@@ -240,4 +252,13 @@ async fn sigkill_under_load_loses_no_window_and_never_changes_one() -> anyhow::R
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_instance_takes_over_partitions_mid_window() -> anyhow::Result<()> {
     scenario("processor-scale", Disruption::ScaleOut).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_broker_loses_no_window_and_doubles_none() -> anyhow::Result<()> {
+    scenario(
+        "processor-broker-frozen",
+        Disruption::BrokerFrozen(Duration::from_secs(30)),
+    )
+    .await
 }

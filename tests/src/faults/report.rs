@@ -70,7 +70,7 @@ pub fn markdown(outcomes: &[FaultOutcome], options: &SuiteOptions, command: &str
         out,
         "\nOther failures have tests of their own: a dropped or invalidated slot \
          (`tests/tests/slot_lost.rs`), an idle source beside a busy database (`idle_source.rs`), \
-         the processor killed mid-window (`processor_exactly_once.rs`), the broker killed under \
+         the processor killed mid-window or with the broker frozen for 30 s (`processor_exactly_once.rs`), the broker killed under \
          the gateway (`crates/gateway/tests/broker_down.rs`). tansu keeps its data in memory, so \
          a killed broker loses it: only freezing it or cutting it off can be survived whole here."
     );
