@@ -26,8 +26,30 @@ pub enum ConfigError {
     UnknownKey { path: String, key: String },
     #[error("config file {path}: option `{key}` must be a string, number or boolean")]
     UnsupportedValue { path: String, key: String },
-    #[error("{0}")]
-    Invalid(#[from] clap::Error),
+    /// Not a `source`: the one line says it all, and a source would print clap's lines again.
+    #[error("{}", one_line(.0))]
+    Invalid(clap::Error),
+}
+
+impl From<clap::Error> for ConfigError {
+    fn from(error: clap::Error) -> Self {
+        Self::Invalid(error)
+    }
+}
+
+/// A command-line error as one line: which option, which value, and what is expected (clap's
+/// own rendering spreads that over several lines, with a `For more information` footer).
+fn one_line(error: &clap::Error) -> String {
+    let rendered = error.render().to_string();
+    let mut parts = Vec::new();
+    for line in rendered.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with("For more information") || line.starts_with("Usage:")
+        {
+            continue;
+        }
+        parts.push(line.strip_prefix("error: ").unwrap_or(line).to_string());
+    }
+    parts.join(" ")
 }
 
 /// Parses `T` from the process arguments, with defaults taken from the config file.
@@ -150,6 +172,24 @@ mod tests {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(text.as_bytes()).unwrap();
         f
+    }
+
+    #[test]
+    fn an_invalid_option_is_one_line_naming_it_and_what_is_expected() {
+        let error = load_from::<Demo>(["demo", "--batch-size", "many"], None).unwrap_err();
+        let message = error.to_string();
+        assert!(!message.contains('\n'), "{message}");
+        assert!(
+            message.starts_with("invalid value 'many' for '--batch-size <BATCH_SIZE>'"),
+            "{message}"
+        );
+        let error = load_from::<Demo>(["demo", "--colour", "red"], None).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("unexpected argument '--colour'"),
+            "{error}"
+        );
     }
 
     #[test]
