@@ -1,7 +1,8 @@
 //! gateway-bench: loads the Rust gateway and the reference FastAPI + confluent-kafka gateway
 //! (bench/gateway/reference) with the same requests on the same stack and machine, and writes
 //! bench/gateway/REPORT.md and report.json (requests/s, events/s, p50/p99 latency for single
-//! and batch posts).
+//! and batch posts); then measures a well-behaved client of the Rust gateway alone and under
+//! attacks ([`attacks`]), written to bench/gateway/ATTACKS.md and attacks.json.
 //!
 //! Run: `cargo build --release -p gateway -p schema-registry -p local-stack -p gateway-bench &&
 //! target/release/gateway-bench` (or `cargo run --release -p gateway-bench`, after building the
@@ -16,6 +17,8 @@ use std::{
     },
     time::{Duration, Instant},
 };
+
+mod attacks;
 
 use anyhow::{Context, bail};
 use clap::Parser;
@@ -38,9 +41,15 @@ struct Args {
     /// Worker processes of the reference gateway (uvicorn --workers); default: the core count.
     #[arg(long)]
     reference_workers: Option<usize>,
-    /// Where REPORT.md and report.json go [default: <repo>/bench/gateway].
+    /// Where REPORT.md, report.json, ATTACKS.md and attacks.json go [default: <repo>/bench/gateway].
     #[arg(long)]
     out_dir: Option<PathBuf>,
+    /// Seconds the well-behaved client is measured in each attack phase.
+    #[arg(long, default_value_t = 10)]
+    attack_secs: u64,
+    /// Only the attack phases (ATTACKS.md), not the comparison with the reference.
+    #[arg(long)]
+    attacks_only: bool,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -90,6 +99,31 @@ async fn main() -> anyhow::Result<()> {
     );
     let stack = Stack::start(options).await?;
 
+    if !args.attacks_only {
+        let results = compare_with_reference(&stack, &args, &root, workers).await?;
+        write_report(&out_dir, &args, cores, workers, &results)?;
+        eprintln!("wrote {}/REPORT.md and report.json", out_dir.display());
+    }
+    let pid = stack.gateway_pid().context("the gateway's pid")?;
+    let attacked = attacks::measure(
+        &stack.gateway_url(),
+        pid,
+        Duration::from_secs(args.attack_secs),
+    )
+    .await;
+    stack.shutdown().await?;
+    write_attack_report(&out_dir, &args, cores, &attacked)?;
+    eprintln!("wrote {}/ATTACKS.md and attacks.json", out_dir.display());
+    Ok(())
+}
+
+/// Both gateways, single and batch posts, on the same stack.
+async fn compare_with_reference(
+    stack: &Stack,
+    args: &Args,
+    root: &std::path::Path,
+    workers: usize,
+) -> anyhow::Result<Vec<Measurement>> {
     let reference_port = free_port()?;
     let reference_dir = root.join("bench/gateway/reference");
     let python = local_stack::python()?;
@@ -146,12 +180,12 @@ async fn main() -> anyhow::Result<()> {
                 args.duration_secs
             );
             let warm_up = Duration::from_secs((args.duration_secs / 5).max(1));
-            load(&client, &url, scenario, &args, warm_up, name).await;
+            load(&client, &url, scenario, args, warm_up, name).await;
             let measured = load(
                 &client,
                 &url,
                 scenario,
-                &args,
+                args,
                 Duration::from_secs(args.duration_secs),
                 name,
             )
@@ -165,11 +199,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let _ = reference.start_kill();
     let _ = reference.wait().await;
-    stack.shutdown().await?;
-
-    write_report(&out_dir, &args, cores, workers, &results)?;
-    eprintln!("wrote {}/REPORT.md and report.json", out_dir.display());
-    Ok(())
+    Ok(results)
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -268,12 +298,7 @@ async fn load(
     }
     let seconds = started.elapsed().as_secs_f64();
     latencies.sort();
-    let quantile = |q: f64| {
-        latencies
-            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
-            .map(|d| d.as_secs_f64() * 1000.0)
-            .unwrap_or(0.0)
-    };
+    let quantile = |q: f64| attacks::quantile(&latencies, q);
     let events_per_request = match scenario {
         Scenario::Single => 1,
         Scenario::Batch => args.batch_size,
@@ -366,5 +391,59 @@ fn write_report(
     }
     md.push_str("\nRaw figures: `report.json` beside this file. Reference implementation: `reference/app.py`.\n");
     std::fs::write(out_dir.join("REPORT.md"), md)?;
+    Ok(())
+}
+
+fn write_attack_report(
+    out_dir: &std::path::Path,
+    args: &Args,
+    cores: usize,
+    results: &[attacks::AttackMeasurement],
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out_dir)?;
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let command = format!(
+        "cargo build --release -p gateway -p schema-registry -p local-stack -p gateway-bench && {}",
+        command.replace(&workspace_root().display().to_string(), ".")
+    );
+    let date = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    std::fs::write(
+        out_dir.join("attacks.json"),
+        serde_json::to_string_pretty(&json!({
+            "date": date, "command": command, "cores": cores,
+            "attack_secs": args.attack_secs, "results": results,
+        }))? + "\n",
+    )?;
+    let mut md = format!(
+        "# The gateway under attack\n\nGenerated by `gateway-bench` on {date} ({cores} cores).\n\n\
+         Command: `{command}`\n\n\
+         A well-behaved client (4 loops, each posting a valid `POST /events/user` and pausing 20 ms) \
+         is measured for {} s alone, then beside each attack in turn (after 2 s for the attack to \
+         take hold), on the same stack and machine: the attackers share the two cores with the \
+         gateway, the broker and the registry. Target: the client's p99 at most 2x its unloaded \
+         p99; no 5xx answer to a client error; the gateway's memory bounded.\n\n\
+         | attack | client p50 ms | client p99 ms | p99 / unloaded | client errors | attacker requests answered | attacker 4xx | attacker 5xx | gateway peak RSS MiB |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        args.attack_secs
+    );
+    for r in results {
+        md.push_str(&format!(
+            "| {} | {:.2} | {:.2} | {:.2}x | {} | {} | {} | {} | {:.1} |\n",
+            r.attack.describe(),
+            r.client_p50_ms,
+            r.client_p99_ms,
+            r.p99_ratio,
+            r.client_errors,
+            r.attacker_requests,
+            r.attacker_4xx,
+            r.attacker_5xx,
+            r.gateway_peak_rss_mib
+        ));
+    }
+    md.push_str(
+        "\nSlowloris connections are not requests: the gateway drops each after its 10 s \
+         header-read timeout and the attacker opens another. Raw figures: `attacks.json`.\n",
+    );
+    std::fs::write(out_dir.join("ATTACKS.md"), md)?;
     Ok(())
 }

@@ -180,6 +180,11 @@ impl Stack {
         self.opts.bin_dir.join("gateway")
     }
 
+    /// The gateway's process id (native process), for measuring it.
+    pub fn gateway_pid(&self) -> Option<u32> {
+        self.gateway.as_ref().and_then(|g| g.child.id())
+    }
+
     pub fn gateway_running(&self) -> bool {
         self.gateway.is_some()
     }
