@@ -32,22 +32,24 @@ async fn stack_streaming(name: &str, extra: &[&str]) -> Stack {
     stack
 }
 
-async fn drop_slot(stack: &Stack) {
+/// Kills the connector, drops its slot, and commits a row while there is no slot: no change
+/// record can ever carry that row.
+async fn lose_the_slot_then_write(stack: &mut Stack) {
+    stack.kill_connector();
     stack
         .psql(&format!("SELECT pg_drop_replication_slot('{SLOT}')"))
         .await
         .expect("drop the slot");
+    stack
+        .psql("INSERT INTO users (email, full_name) VALUES ('gap@example.vn', 'Gap')")
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dropped_slot_stops_the_connector_with_a_definite_error_naming_the_remedy() {
     let mut stack = stack_streaming("slot-dropped", &[]).await;
-    stack.kill_connector();
-    drop_slot(&stack).await;
-    stack
-        .psql("INSERT INTO users (email, full_name) VALUES ('gap@example.vn', 'Gap')")
-        .await
-        .unwrap();
+    lose_the_slot_then_write(&mut stack).await;
 
     let (args, _) = connector_args_with(&stack, &[]);
     let stderr = connector_stderr_after_failure(&stack, &args).await;
@@ -106,13 +108,7 @@ async fn an_invalidated_slot_stops_the_connector_with_a_definite_error() {
 async fn with_when_needed_a_lost_slot_is_replaced_by_a_new_snapshot_and_streaming_goes_on() {
     let mut stack =
         stack_streaming("slot-lost-resnapshot", &["--snapshot-mode", "when_needed"]).await;
-    stack.kill_connector();
-    drop_slot(&stack).await;
-    // Committed while there is no slot: no change record can ever carry it.
-    stack
-        .psql("INSERT INTO users (email, full_name) VALUES ('gap@example.vn', 'Gap')")
-        .await
-        .unwrap();
+    lose_the_slot_then_write(&mut stack).await;
     stack
         .start_connector()
         .await

@@ -233,16 +233,8 @@ async fn well_behaved_client(base: &str, duration: Duration) -> (Vec<Duration>, 
                 let mut latencies = Vec::new();
                 while Instant::now() < deadline {
                     let sent = Instant::now();
-                    let answer = client
-                        .post(format!("{base}/events/user"))
-                        .header("content-type", "application/json")
-                        .body(crate::user_event("well-behaved").to_string())
-                        .send()
-                        .await;
-                    let ok = match answer {
-                        Ok(r) => r.status().is_success() & r.bytes().await.is_ok(),
-                        Err(_) => false,
-                    };
+                    let event = crate::user_event("well-behaved").to_string();
+                    let ok = crate::post_json(&client, &format!("{base}/events/user"), event).await;
                     latencies.push(sent.elapsed());
                     if !ok {
                         errors.fetch_add(1, Ordering::Relaxed);

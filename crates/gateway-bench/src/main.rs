@@ -247,6 +247,21 @@ fn body(scenario: Scenario, batch_size: usize, gateway: &str) -> (String, String
     }
 }
 
+/// Posts a JSON body and reads the answer to the end (so the connection can be reused);
+/// whether it was a success.
+async fn post_json(client: &reqwest::Client, url: &str, body: String) -> bool {
+    let response = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await;
+    match response {
+        Ok(r) => r.status().is_success() & r.bytes().await.is_ok(),
+        Err(_) => false,
+    }
+}
+
 /// `concurrency` loops posting for `duration`; latencies of every answered request.
 async fn load(
     client: &reqwest::Client,
@@ -272,17 +287,7 @@ async fn load(
                 while Instant::now() < deadline {
                     let (path, body) = body(scenario, batch_size, gateway);
                     let sent = Instant::now();
-                    let response = client
-                        .post(format!("{base}{path}"))
-                        .header("content-type", "application/json")
-                        .body(body)
-                        .send()
-                        .await;
-                    let ok = match response {
-                        // Reading the body to the end lets the connection be reused.
-                        Ok(r) => r.status().is_success() & r.bytes().await.is_ok(),
-                        Err(_) => false,
-                    };
+                    let ok = post_json(&client, &format!("{base}{path}"), body).await;
                     latencies.push(sent.elapsed());
                     if !ok {
                         errors.fetch_add(1, Ordering::Relaxed);
