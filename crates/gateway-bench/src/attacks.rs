@@ -7,6 +7,12 @@
 //! Reported per phase: the well-behaved client's p50 and p99 and the ratio of its p99 to the
 //! unloaded one (the target is at most 2x), its errors, the attackers' answers by class (a
 //! client error must never get a 5xx), and the gateway's peak resident memory.
+//!
+//! Each attack runs twice. Once in this process, at the gateway's priority: on this 2-core
+//! machine the attacker then takes a core from the gateway, the broker and the client, which
+//! measures the machine as much as the gateway. Once in a separate process at `nice 19`
+//! (`gateway-bench --attacker KIND`), standing in for attackers on other machines: the
+//! attacker gets the CPU the platform leaves, and still sends all the gateway will take.
 
 use std::{
     sync::{
@@ -19,7 +25,7 @@ use std::{
 use serde::Serialize;
 use tokio::{io::AsyncWriteExt, net::TcpStream, task::JoinHandle};
 
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Attack {
     None,
@@ -48,9 +54,29 @@ impl Attack {
     }
 }
 
+/// Where the attackers run.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Placement {
+    /// Tasks of this process, at the gateway's priority.
+    SamePriority,
+    /// A separate process at `nice 19`.
+    Niced,
+}
+
+impl Placement {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Placement::SamePriority => "same priority",
+            Placement::Niced => "nice 19",
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct AttackMeasurement {
     pub attack: Attack,
+    pub placement: Placement,
     pub client_requests: u64,
     pub client_errors: u64,
     pub client_p50_ms: f64,
@@ -64,35 +90,62 @@ pub struct AttackMeasurement {
 }
 
 /// Runs every phase for `duration` each against the gateway at `base` (process `pid`).
-pub async fn measure(base: &str, pid: u32, duration: Duration) -> Vec<AttackMeasurement> {
+pub async fn measure(
+    base: &str,
+    pid: u32,
+    duration: Duration,
+) -> anyhow::Result<Vec<AttackMeasurement>> {
     let mut results: Vec<AttackMeasurement> = Vec::new();
-    for attack in Attack::ALL {
-        eprintln!("attack {attack:?}: {} s ...", duration.as_secs());
+    let mut phases = vec![(Attack::None, Placement::SamePriority)];
+    for placement in [Placement::SamePriority, Placement::Niced] {
+        phases.extend(
+            Attack::ALL
+                .into_iter()
+                .filter(|a| *a != Attack::None)
+                .map(|attack| (attack, placement)),
+        );
+    }
+    for (attack, placement) in phases {
+        eprintln!(
+            "attack {attack:?} ({}): {} s ...",
+            placement.describe(),
+            duration.as_secs()
+        );
         let stop = Arc::new(AtomicBool::new(false));
         let tally = Arc::new(AttackerTally::default());
-        let attackers = start_attackers(attack, base, &stop, &tally);
+        let running = match placement {
+            Placement::SamePriority => Running::Tasks(start_attackers(attack, base, &stop, &tally)),
+            Placement::Niced => Running::Process(spawn_niced_attacker(attack, base)?),
+        };
         // Let the attack take hold before measuring.
         tokio::time::sleep(Duration::from_secs(2)).await;
         let sampler = sample_rss(pid, stop.clone());
         let (latencies, client_errors) = well_behaved_client(base, duration).await;
         stop.store(true, Ordering::Relaxed);
-        for attacker in attackers {
-            attacker.abort();
-        }
+        let attacker = match running {
+            Running::Tasks(tasks) => {
+                for task in tasks {
+                    task.abort();
+                }
+                tally.counts()
+            }
+            Running::Process(child) => stop_attacker_process(child).await,
+        };
         let peak_rss = sampler.await.unwrap_or_default();
         let p50 = quantile(&latencies, 0.50);
         let p99 = quantile(&latencies, 0.99);
         let unloaded_p99 = results.first().map(|r| r.client_p99_ms).unwrap_or(p99);
         let measurement = AttackMeasurement {
             attack,
+            placement,
             client_requests: latencies.len() as u64,
             client_errors,
             client_p50_ms: p50,
             client_p99_ms: p99,
             p99_ratio: p99 / unloaded_p99.max(f64::EPSILON),
-            attacker_requests: tally.requests.load(Ordering::Relaxed),
-            attacker_4xx: tally.client_errors.load(Ordering::Relaxed),
-            attacker_5xx: tally.server_errors.load(Ordering::Relaxed),
+            attacker_requests: attacker.requests,
+            attacker_4xx: attacker.client_errors,
+            attacker_5xx: attacker.server_errors,
             gateway_peak_rss_mib: peak_rss,
         };
         eprintln!(
@@ -106,7 +159,64 @@ pub async fn measure(base: &str, pid: u32, duration: Duration) -> Vec<AttackMeas
         );
         results.push(measurement);
     }
-    results
+    Ok(results)
+}
+
+enum Running {
+    Tasks(Vec<JoinHandle<()>>),
+    Process(tokio::process::Child),
+}
+
+/// This program again as `--attacker KIND --target BASE` under `nice -n 19`.
+fn spawn_niced_attacker(attack: Attack, base: &str) -> anyhow::Result<tokio::process::Child> {
+    let exe = std::env::current_exe()?;
+    let kind = clap::ValueEnum::to_possible_value(&attack)
+        .ok_or_else(|| anyhow::anyhow!("{attack:?} has no name"))?;
+    Ok(tokio::process::Command::new("nice")
+        .args(["-n", "19"])
+        .arg(exe)
+        .args(["--attacker", kind.get_name(), "--target", base])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?)
+}
+
+/// SIGTERM to the attacker process; the tally it prints as it exits.
+async fn stop_attacker_process(child: tokio::process::Child) -> Counts {
+    if let Some(pid) = child.id() {
+        let _ = tokio::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await;
+    }
+    match child.wait_with_output().await {
+        Ok(output) => serde_json::from_slice(&output.stdout).unwrap_or_default(),
+        Err(_) => Counts::default(),
+    }
+}
+
+/// `gateway-bench --attacker KIND`: attacks `base` until SIGTERM, then prints its tally as JSON.
+pub async fn run_attacker(attack: Attack, base: &str) -> anyhow::Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(AttackerTally::default());
+    let tasks = start_attackers(attack, base, &stop, &tally);
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?
+        .recv()
+        .await;
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.abort();
+    }
+    println!("{}", serde_json::to_string(&tally.counts())?);
+    Ok(())
+}
+
+/// The attackers' answers.
+#[derive(Debug, Default, Serialize, serde::Deserialize)]
+struct Counts {
+    requests: u64,
+    client_errors: u64,
+    server_errors: u64,
 }
 
 #[derive(Default)]
@@ -117,6 +227,14 @@ struct AttackerTally {
 }
 
 impl AttackerTally {
+    fn counts(&self) -> Counts {
+        Counts {
+            requests: self.requests.load(Ordering::Relaxed),
+            client_errors: self.client_errors.load(Ordering::Relaxed),
+            server_errors: self.server_errors.load(Ordering::Relaxed),
+        }
+    }
+
     fn answer(&self, status: u16) {
         self.requests.fetch_add(1, Ordering::Relaxed);
         match status {

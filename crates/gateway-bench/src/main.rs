@@ -50,6 +50,13 @@ struct Args {
     /// Only the attack phases (ATTACKS.md), not the comparison with the reference.
     #[arg(long)]
     attacks_only: bool,
+    /// Internal: be an attacker of this kind against --target until SIGTERM (the niced
+    /// attacker process), then print the answers' tally.
+    #[arg(long, value_enum, requires = "target", hide = true)]
+    attacker: Option<attacks::Attack>,
+    /// Internal: the gateway the attacker process attacks.
+    #[arg(long, hide = true)]
+    target: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -76,6 +83,9 @@ struct Measurement {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let (Some(attack), Some(target)) = (args.attacker, &args.target) {
+        return attacks::run_attacker(attack, target).await;
+    }
     let root = workspace_root();
     let out_dir = args
         .out_dir
@@ -110,7 +120,7 @@ async fn main() -> anyhow::Result<()> {
         pid,
         Duration::from_secs(args.attack_secs),
     )
-    .await;
+    .await?;
     stack.shutdown().await?;
     write_attack_report(&out_dir, &args, cores, &attacked)?;
     eprintln!("wrote {}/ATTACKS.md and attacks.json", out_dir.display());
@@ -427,14 +437,20 @@ fn write_attack_report(
          take hold), on the same stack and machine: the attackers share the two cores with the \
          gateway, the broker and the registry. Target: the client's p99 at most 2x its unloaded \
          p99; no 5xx answer to a client error; the gateway's memory bounded.\n\n\
-         | attack | client p50 ms | client p99 ms | p99 / unloaded | client errors | attacker requests answered | attacker 4xx | attacker 5xx | gateway peak RSS MiB |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+         Each attack runs twice: in the bench process at the gateway's priority (on two cores \
+         the attacker then takes a core from the gateway, the broker and the client: that \
+         measures the machine as much as the gateway), and in a separate process at `nice 19`, \
+         standing in for attackers on other machines, which sends as much as the CPU the \
+         platform leaves allows.\n\n\
+         | attack | attacker priority | client p50 ms | client p99 ms | p99 / unloaded | client errors | attacker requests answered | attacker 4xx | attacker 5xx | gateway peak RSS MiB |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         args.attack_secs
     );
     for r in results {
         md.push_str(&format!(
-            "| {} | {:.2} | {:.2} | {:.2}x | {} | {} | {} | {} | {:.1} |\n",
+            "| {} | {} | {:.2} | {:.2} | {:.2}x | {} | {} | {} | {} | {:.1} |\n",
             r.attack.describe(),
+            r.placement.describe(),
             r.client_p50_ms,
             r.client_p99_ms,
             r.p99_ratio,
