@@ -68,6 +68,14 @@ pub fn markdown(outcomes: &[FaultOutcome], options: &SuiteOptions, command: &str
     );
     let _ = writeln!(
         out,
+        "\nA PostgreSQL restart replays more than a connector restart: before PostgreSQL 17 a \
+         logical slot's confirmed position is written to disk only when its restart point or \
+         catalog horizon moves, so even a clean shutdown can forget the last seconds of \
+         confirmations, and the stream resumes from an older position. The replayed changes \
+         keep their `change_id`, so consumers drop them exactly."
+    );
+    let _ = writeln!(
+        out,
         "\nOther failures have tests of their own: a dropped or invalidated slot \
          (`tests/tests/slot_lost.rs`), an idle source beside a busy database (`idle_source.rs`), \
          the processor killed mid-window or with the broker frozen for 30 s (`processor_exactly_once.rs`), the broker killed under \
