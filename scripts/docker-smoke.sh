@@ -48,13 +48,19 @@ REGISTRY_URL="http://127.0.0.1:${SCHEMA_REGISTRY_PORT:-25081}"
 READY_TIMEOUT="${SMOKE_READY_TIMEOUT:-240}"
 PANEL_TIMEOUT="${SMOKE_PANEL_TIMEOUT:-150}"
 
-if command -v docker-compose >/dev/null 2>&1; then
-    COMPOSE=(docker-compose)
-else
-    COMPOSE=(docker compose)
-fi
-COMPOSE+=(-f docker-compose.yml -f docker-compose.offline.yml)
-compose() { "${COMPOSE[@]}" "$@"; }
+# Chosen at each call, not here: on a fresh machine docker-offline.sh (below) installs Compose.
+compose_command() {
+    if command -v docker-compose >/dev/null 2>&1; then
+        COMPOSE=(docker-compose)
+    else
+        COMPOSE=(docker compose)
+    fi
+    COMPOSE+=(-f docker-compose.yml -f docker-compose.offline.yml)
+}
+compose() {
+    compose_command
+    "${COMPOSE[@]}" "$@"
+}
 
 started=$(date +%s)
 elapsed() { echo "$(( $(date +%s) - started )) s"; }
@@ -80,6 +86,7 @@ on_exit() {
         compose logs --no-color --tail=25 >&2 || true
     fi
     if [ "$KEEP" = 1 ]; then
+        compose_command
         say "--keep: the stack stays up (stop it with: ${COMPOSE[*]} down -v)"
     else
         say "down -v"
