@@ -32,18 +32,12 @@ async fn no_output_contains_an_api_key() {
         answers[1].starts_with("401") && answers[2].starts_with("401"),
         "{answers:?}"
     );
-    let health = reqwest::get(format!("{base}/health"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let metrics = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = |path: &'static str| {
+        let url = format!("{base}{path}");
+        async move { reqwest::get(url).await.unwrap().text().await.unwrap() }
+    };
+    let health = text("/health").await;
+    let metrics = text("/metrics").await;
     let log = std::fs::read_to_string(stack.options().log_file("gateway")).unwrap();
     assert!(log.contains("gateway listening"), "the log is real: {log}");
     for (what, text) in [

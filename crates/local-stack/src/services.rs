@@ -88,17 +88,13 @@ impl Stack {
     /// for starting it while something it needs is down.
     pub fn spawn_connector(&mut self) -> Result<()> {
         not_running(&mut self.connector, "connector")?;
-        let bin = self.connector_binary();
-        if !bin.is_file() {
-            bail!(
-                "cdc-connector binary not found at {}: {BUILD_HINT}",
-                bin.display()
-            );
-        }
-        check_port_free(self.opts.ports.connector, "connector")?;
-        let mut cmd = Command::new(&bin);
-        cmd.args(self.connector_args());
-        self.connector = Some(self.spawn("connector", cmd)?);
+        let service = self.spawn_http_service(
+            "connector",
+            self.connector_binary(),
+            self.connector_args(),
+            self.opts.ports.connector,
+        )?;
+        self.connector = Some(service);
         Ok(())
     }
 
@@ -109,9 +105,8 @@ impl Stack {
         Ok(())
     }
 
-    /// Spawns a service that serves `GET /health` on `port` and waits until it answers 200; a
-    /// service that does not get there is killed, and the error carries its log.
-    pub(crate) async fn start_http_service(
+    /// Spawns a service that will listen on `port`, once its binary and the port are checked.
+    fn spawn_http_service(
         &self,
         name: &'static str,
         bin: PathBuf,
@@ -124,7 +119,19 @@ impl Stack {
         check_port_free(port, name)?;
         let mut cmd = Command::new(&bin);
         cmd.args(args);
-        let mut service = self.spawn(name, cmd)?;
+        self.spawn(name, cmd)
+    }
+
+    /// Spawns a service that serves `GET /health` on `port` and waits until it answers 200; a
+    /// service that does not get there is killed, and the error carries its log.
+    pub(crate) async fn start_http_service(
+        &self,
+        name: &'static str,
+        bin: PathBuf,
+        args: Vec<String>,
+        port: u16,
+    ) -> Result<Service> {
+        let mut service = self.spawn_http_service(name, bin, args, port)?;
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let ready = wait_ready(
             &mut service,
