@@ -35,6 +35,7 @@ use crate::{
     },
     publisher::{PublishError, Publisher, Receipt},
     stats::{Outcome, Stats, StatsReport},
+    tarpit::{self, Tarpit},
 };
 
 /// Limits and answers that come from the configuration.
@@ -53,6 +54,7 @@ pub struct AppState {
     pub publisher: Arc<Publisher>,
     pub stats: Arc<Stats>,
     pub limits: Limits,
+    pub tarpit: Arc<Tarpit>,
 }
 
 /// The whole API, with `/health` and `/metrics` from the platform.
@@ -88,6 +90,10 @@ pub fn router(
         .layer(axum::extract::DefaultBodyLimit::max(state.limits.max_body_bytes))
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(state.limits.body_read_timeout))
         .layer(middleware::from_fn_with_state(state.stats.clone(), observe))
+        .layer(middleware::from_fn_with_state(
+            state.tarpit.clone(),
+            tarpit::slow_down_repeated_client_errors,
+        ))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
             let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default();
             tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path())

@@ -4,6 +4,8 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Parser;
 
+use crate::tarpit::TarpitPolicy;
+
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "gateway",
@@ -63,12 +65,38 @@ pub struct Args {
     /// limit (10 s, every service).
     #[arg(long, env = "GATEWAY_BODY_READ_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub body_read_timeout_secs: u64,
+    /// Client errors (4xx answers) a client address may cause at once before each further one
+    /// is answered only after `--client-error-delay-ms` (a tarpit for floods of bad requests;
+    /// valid requests are never delayed).
+    #[arg(long, env = "GATEWAY_CLIENT_ERROR_BURST", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub client_error_burst: u32,
+    /// Client errors per second an address earns back after its burst.
+    #[arg(long, env = "GATEWAY_CLIENT_ERRORS_PER_SEC", default_value_t = 20)]
+    pub client_errors_per_sec: u32,
+    /// Milliseconds a client error answer beyond the address's budget is held before it is
+    /// sent; 0 turns the tarpit off (e.g. behind a reverse proxy, where every client shares the
+    /// proxy's address).
+    #[arg(long, env = "GATEWAY_CLIENT_ERROR_DELAY_MS", default_value_t = 1_000)]
+    pub client_error_delay_ms: u64,
+    /// Error answers held back at the same time at most; beyond it they are sent at once and
+    /// close their connection.
+    #[arg(long, env = "GATEWAY_CLIENT_ERROR_MAX_HELD", default_value_t = 4_096)]
+    pub client_error_max_held: usize,
     /// Seconds shutdown waits for requests in flight to finish before the process exits.
     #[arg(long, env = "GATEWAY_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
 }
 
 impl Args {
+    pub fn tarpit_policy(&self) -> TarpitPolicy {
+        TarpitPolicy {
+            burst: self.client_error_burst,
+            per_second: f64::from(self.client_errors_per_sec),
+            delay: Duration::from_millis(self.client_error_delay_ms),
+            max_held: self.client_error_max_held,
+        }
+    }
+
     pub fn produce_timeout(&self) -> Duration {
         Duration::from_millis(self.produce_timeout_ms.max(1))
     }

@@ -15,3 +15,4 @@ pub mod events;
 pub mod publisher;
 pub mod readiness;
 pub mod stats;
+pub mod tarpit;

@@ -11,6 +11,7 @@ use gateway::{
     publisher::Publisher,
     readiness,
     stats::Stats,
+    tarpit::Tarpit,
 };
 use platform::{kafka, shutdown, telemetry};
 
@@ -39,6 +40,7 @@ async fn main() -> anyhow::Result<()> {
     let state = AppState {
         publisher: publisher.clone(),
         stats: Arc::new(Stats::default()),
+        tarpit: Arc::new(Tarpit::new(args.tarpit_policy())),
         limits: Limits {
             max_body_bytes: args.max_body_bytes,
             max_batch_events: args.max_batch_events.max(1),

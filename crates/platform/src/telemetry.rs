@@ -9,6 +9,7 @@ use std::{
 use axum::{Json, Router, http::StatusCode, response::IntoResponse, routing::get};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::Serialize;
+use tower_layer::Layer;
 
 /// Logs to stderr; `RUST_LOG` filters (default `info`), `LOG_FORMAT=json` switches to JSON lines.
 pub fn init_tracing() {
@@ -136,8 +137,8 @@ pub async fn serve_listener(
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
-                    let stream = match accepted {
-                        Ok((stream, _)) => stream,
+                    let (stream, peer) = match accepted {
+                        Ok(accepted) => accepted,
                         Err(error) => {
                             // Out of file descriptors and the like: back off, keep serving.
                             tracing::warn!(%error, "accepting a connection failed");
@@ -145,7 +146,10 @@ pub async fn serve_listener(
                             continue;
                         }
                     };
-                    let service = TowerToHyperService::new(router.clone());
+                    // Handlers may ask for the peer's address (`ConnectInfo<SocketAddr>`).
+                    let service = TowerToHyperService::new(
+                        axum::Extension(axum::extract::ConnectInfo(peer)).layer(router.clone()),
+                    );
                     let connection = builder
                         .serve_connection_with_upgrades(TokioIo::new(stream), service)
                         .into_owned();
