@@ -20,6 +20,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = decode_message(data, false);
     let _ = decode_message(data, true);
+    let _ = pgoutput::copy_text::decode_row(data, 3);
 
     // The first byte picks the type so one input exercises one conversion.
     if let Some((&selector, text)) = data.split_first() {

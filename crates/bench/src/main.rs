@@ -428,18 +428,42 @@ async fn snapshot(env: &Env, rows: u64) -> Result<SnapshotOutcome> {
     workload::insert_users(&env.sql, rows, "snapshot").await?;
     env.sql.batch_execute("VACUUM ANALYZE users").await?;
     env.sql.batch_execute("CHECKPOINT").await?;
+    let copy = copy_reference(&env.sql).await.context("COPY reference")?;
+    println!(
+        "bench: snapshot: COPY reads {:.0} rows/s",
+        copy.rows_per_sec()
+    );
     let slot = "bench_snapshot";
     let run = env.run_snapshot(slot, rows, modes).await;
     workload::drop_slot(&env.sql, slot).await?;
     workload::truncate(&env.sql).await?;
     let run = run.context("snapshot")?;
     println!(
-        "bench: snapshot: {:.0} rows/s, {:.2} s, rss {:.1} MiB",
+        "bench: snapshot: {:.0} rows/s ({:.2}× COPY), {:.2} s, rss {:.1} MiB",
         run.events_per_sec(),
+        run.events_per_sec() / copy.rows_per_sec(),
         run.wall_secs,
         run.peak_rss_mib
     );
-    Ok(SnapshotOutcome::Measured(run))
+    Ok(SnapshotOutcome::Measured { run, copy })
+}
+
+/// Reads the snapshot's table with `COPY ... TO STDOUT` to the end, discarding the rows.
+async fn copy_reference(sql: &tokio_postgres::Client) -> Result<report::CopyReference> {
+    use futures::StreamExt;
+    let started = Instant::now();
+    let rows = sql.copy_out("COPY users TO STDOUT").await?;
+    let mut rows = std::pin::pin!(rows);
+    let (mut count, mut bytes) = (0u64, 0u64);
+    while let Some(row) = rows.next().await {
+        count += 1;
+        bytes += row?.len() as u64;
+    }
+    Ok(report::CopyReference {
+        rows: count,
+        bytes,
+        wall_secs: started.elapsed().as_secs_f64(),
+    })
 }
 
 pub(crate) fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> Result<()> {

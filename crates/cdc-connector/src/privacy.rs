@@ -99,7 +99,7 @@ pub enum FilterError {
 }
 
 /// A `*` glob over a qualified name.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Pattern(String);
 
 impl Pattern {
@@ -168,7 +168,7 @@ fn any_matches(patterns: &[Pattern], name: &str) -> bool {
     patterns.iter().any(|pattern| pattern.matches(name))
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Hashing {
     patterns: Vec<Pattern>,
     salt: HashSalt,
@@ -194,7 +194,7 @@ pub enum ColumnTreatment {
     Rewritten,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct ChangeFilter {
     table_include: Vec<Pattern>,
     table_exclude: Vec<Pattern>,

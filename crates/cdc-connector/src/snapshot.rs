@@ -13,13 +13,15 @@ use std::{
     time::{Duration, Instant},
 };
 
+use futures::StreamExt;
 use pgoutput::{
     copy::Lsn,
+    copy_text,
     message::{Column, Relation, ReplicaIdentity, TupleData, TupleValue},
     row::{TypeNames, decode_tuple},
 };
 use tokio::sync::mpsc;
-use tokio_postgres::{Client, SimpleQueryMessage};
+use tokio_postgres::Client;
 
 use crate::{
     changes::{ChangeEvent, Operation, Position},
@@ -99,13 +101,38 @@ impl SnapshotTable {
                 })
                 .collect(),
         );
-        let after = decode_tuple(&self.relation, &tuple, false, types).map_err(|e| {
-            ConnectorError::new(
-                ErrorKind::Undecodable,
-                format!("snapshot of {}", self.qualified_name),
-                e.to_string(),
-            )
-        })?;
+        self.tuple_change(&tuple, types, position)
+            .map_err(|e| self.undecodable(e))
+    }
+
+    /// A row of `COPY ... TO STDOUT` (text format) as a READ change, decoded exactly like
+    /// pgoutput's tuples.
+    pub fn read_copy_row(
+        &self,
+        row: &[u8],
+        types: &TypeNames,
+        position: Position,
+    ) -> Result<ChangeEvent, ConnectorError> {
+        copy_text::decode_row(row, self.relation.columns.len())
+            .and_then(|tuple| self.tuple_change(&tuple, types, position))
+            .map_err(|e| self.undecodable(e))
+    }
+
+    fn undecodable(&self, error: pgoutput::error::DecodeError) -> ConnectorError {
+        ConnectorError::new(
+            ErrorKind::Undecodable,
+            format!("snapshot of {}", self.qualified_name),
+            error.to_string(),
+        )
+    }
+
+    fn tuple_change(
+        &self,
+        tuple: &TupleData,
+        types: &TypeNames,
+        position: Position,
+    ) -> Result<ChangeEvent, pgoutput::error::DecodeError> {
+        let after = decode_tuple(&self.relation, tuple, false, types)?;
         let primary_key = self
             .relation
             .columns
@@ -272,17 +299,34 @@ pub struct SnapshotOutcome {
     pub elapsed: Duration,
 }
 
-/// Reads every table in `snapshot_name` with `settings.workers` connections, sending READ
-/// changes to `out` (bounded, so a slow Kafka slows the readers instead of filling memory).
-pub async fn read_tables(
-    target: &PgTarget,
-    snapshot_name: &str,
-    consistent_point: Lsn,
+/// READ changes handed from a reader to the publisher at once: one channel message per batch
+/// instead of per row.
+const BATCH_ROWS: usize = 256;
+
+/// A snapshot exported by a transaction (or a slot's creation) that readers join.
+pub struct ExportedSnapshot<'a> {
+    pub target: &'a PgTarget,
+    pub name: &'a str,
+    /// The WAL position the snapshot shows the database at.
+    pub consistent_point: Lsn,
+}
+
+/// Reads every table in `snapshot` with `settings.workers` connections, turning each
+/// READ change into a record with `prepare` (in the readers, so encoding runs in parallel too)
+/// and sending the records to `out` in batches of up to [`BATCH_ROWS`] (bounded, so a slow
+/// Kafka slows the readers instead of filling memory).
+pub async fn read_tables<R, P>(
+    snapshot: ExportedSnapshot<'_>,
     tables: Vec<SnapshotTable>,
     types: TypeNames,
     settings: SnapshotSettings,
-    out: mpsc::Sender<ChangeEvent>,
-) -> Result<SnapshotOutcome, ConnectorError> {
+    prepare: P,
+    out: mpsc::Sender<Vec<R>>,
+) -> Result<SnapshotOutcome, ConnectorError>
+where
+    R: Send + 'static,
+    P: Fn(ChangeEvent) -> Result<R, ConnectorError> + Clone + Send + Sync + 'static,
+{
     let started = Instant::now();
     let snapshot_time = crate::unix_micros_now();
     let total: u64 = tables.iter().map(|t| t.estimated_rows).sum();
@@ -301,11 +345,11 @@ pub async fn read_tables(
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..settings.workers.max(1) {
         let worker = Worker {
-            target: target.clone(),
-            snapshot_name: snapshot_name.to_string(),
+            target: snapshot.target.clone(),
+            snapshot_name: snapshot.name.to_string(),
             position: Position {
-                commit_lsn: consistent_point,
-                event_lsn: consistent_point,
+                commit_lsn: snapshot.consistent_point,
+                event_lsn: snapshot.consistent_point,
                 xid: 0,
                 sequence: 0,
                 commit_time_unix_micros: snapshot_time,
@@ -314,6 +358,7 @@ pub async fn read_tables(
             tables: tables.clone(),
             types: types.clone(),
             done: done.clone(),
+            prepare: prepare.clone(),
             out: out.clone(),
         };
         workers.spawn(worker.run());
@@ -373,7 +418,7 @@ async fn report_progress(done: Arc<AtomicU64>, total: u64, started: Instant) {
     }
 }
 
-struct Worker {
+struct Worker<R, P> {
     target: PgTarget,
     snapshot_name: String,
     position: Position,
@@ -381,10 +426,15 @@ struct Worker {
     tables: Arc<Vec<SnapshotTable>>,
     types: Arc<TypeNames>,
     done: Arc<AtomicU64>,
-    out: mpsc::Sender<ChangeEvent>,
+    prepare: P,
+    out: mpsc::Sender<Vec<R>>,
 }
 
-impl Worker {
+impl<R, P> Worker<R, P>
+where
+    R: Send + 'static,
+    P: Fn(ChangeEvent) -> Result<R, ConnectorError> + Send + Sync + 'static,
+{
     async fn run(self) -> Result<(), ConnectorError> {
         let client = crate::source::connect(&self.target).await?;
         let failed = |context: &str, e: tokio_postgres::Error| match e.as_db_error() {
@@ -420,29 +470,46 @@ impl Worker {
                 .end_page
                 .map(|end| format!(" AND ctid < '({end},0)'::tid"))
                 .unwrap_or_default();
+            // COPY streams the rows as they are read: no chunk collected in memory, and the
+            // text format is the types' output, as pgoutput sends it.
             let sql = format!(
-                "SELECT {} FROM {} WHERE ctid >= '({},0)'::tid{upper}",
+                "COPY (SELECT {} FROM {} WHERE ctid >= '({},0)'::tid{upper}) TO STDOUT",
                 table.select_list(),
                 table.sql_name(),
                 chunk.first_page
             );
-            let messages = client
-                .simple_query(&sql)
-                .await
-                .map_err(|e| failed(&format!("reading {}", table.qualified_name), e))?;
+            let reading = |e| failed(&format!("reading {}", table.qualified_name), e);
+            let rows = client.copy_out(&sql).await.map_err(reading)?;
+            let mut rows = std::pin::pin!(rows);
             // One handle per chunk: a registry look-up per row would cost more than the row.
             let rows_read = metrics::counter!("cdc_snapshot_rows_total", "table" => table.qualified_name.to_string());
-            for message in messages {
-                let SimpleQueryMessage::Row(row) = message else {
-                    continue;
-                };
-                let change = table.read_change(&row, &self.types, self.position)?;
-                if self.out.send(change).await.is_err() {
-                    // The publisher stopped (Kafka failed): its error is the one reported.
-                    return Ok(());
+            let mut batch = Vec::with_capacity(BATCH_ROWS);
+            loop {
+                let row = rows.next().await.transpose().map_err(reading)?;
+                if let Some(row) = &row {
+                    let change = table.read_copy_row(row, &self.types, self.position)?;
+                    batch.push((self.prepare)(change)?);
                 }
-                self.done.fetch_add(1, Ordering::Relaxed);
-                rows_read.increment(1);
+                if batch.len() == BATCH_ROWS || (row.is_none() && !batch.is_empty()) {
+                    let count = batch.len() as u64;
+                    if self
+                        .out
+                        .send(std::mem::replace(
+                            &mut batch,
+                            Vec::with_capacity(BATCH_ROWS),
+                        ))
+                        .await
+                        .is_err()
+                    {
+                        // The publisher stopped (Kafka failed): its error is the one reported.
+                        return Ok(());
+                    }
+                    self.done.fetch_add(count, Ordering::Relaxed);
+                    rows_read.increment(count);
+                }
+                if row.is_none() {
+                    break;
+                }
             }
         }
     }

@@ -1,12 +1,13 @@
 //! Publishing a consistent snapshot as READ records: the initial snapshot of a new slot, and
 //! `initial_only` (a snapshot without a slot). Returns only once Kafka acknowledged every row.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use pgoutput::copy::Lsn;
 use platform::{telemetry::Health, topics};
 
 use crate::{
+    changes::{ChangeEvent, Operation},
     error::{ConnectorError, ErrorKind},
     metadata::Schemas,
     session::{SessionConfig, publish::encode_change},
@@ -50,30 +51,35 @@ pub async fn publish_snapshot(
         .await?;
     }
     sink.drained().await?;
-    let (changes, mut received) = tokio::sync::mpsc::channel(1024);
-    let reading = snapshot::read_tables(
-        &config.target,
-        snapshot_name,
+    // Batches of rows: 4 batches in flight (1,024 rows) bound the memory the readers hold.
+    let (changes, mut received) = tokio::sync::mpsc::channel(4);
+    // Rows are filtered and encoded in the readers; this task only hands records to Kafka.
+    let encoding = (Arc::new(config.clone()), Arc::new(change_schema));
+    let prepare = move |mut change: ChangeEvent| {
+        let (config, schema) = &encoding;
+        let (key, payload) = encode_change(config, schema, &mut change, "a snapshot row")?;
+        Ok((key, payload, change.table))
+    };
+    let exported = snapshot::ExportedSnapshot {
+        target: &config.target,
+        name: snapshot_name,
         consistent_point,
-        tables,
-        types,
-        config.snapshot,
-        changes,
-    );
+    };
+    let reading = snapshot::read_tables(exported, tables, types, config.snapshot, prepare, changes);
     let publishing = async {
         let mut published = 0u64;
-        while let Some(mut change) = received.recv().await {
-            let (key, payload) =
-                encode_change(config, &change_schema, &mut change, "a snapshot row")?;
-            send(
-                &sink,
-                topics::CDC_CHANGES.name,
-                &key,
-                &payload,
-                Some((change.table.clone(), change.operation)),
-            )
-            .await?;
-            published += 1;
+        while let Some(batch) = received.recv().await {
+            for (key, payload, table) in batch {
+                send(
+                    &sink,
+                    topics::CDC_CHANGES.name,
+                    &key,
+                    &payload,
+                    Some((table, Operation::Read)),
+                )
+                .await?;
+                published += 1;
+            }
         }
         Ok(published)
     };

@@ -3,6 +3,7 @@
 //!
 //! - [`copy`]: the streaming replication messages inside CopyData (XLogData,
 //!   keepalive, standby status update), LSNs and the PostgreSQL epoch.
+//! - [`copy_text`]: rows of `COPY ... TO STDOUT` in text format (the snapshot's reads).
 //! - [`message`]: the pgoutput protocol (versions 1 to 4) carried by XLogData.
 //! - [`row`]: tuples turned into named, typed column values using the
 //!   relation description.
@@ -13,6 +14,7 @@
 
 mod array;
 pub mod copy;
+pub mod copy_text;
 pub mod error;
 pub mod message;
 mod reader;

@@ -322,32 +322,30 @@ pub fn decode_tuple(
             tuple_columns: tuple.0.len(),
         });
     }
-    relation
-        .columns
-        .iter()
-        .zip(&tuple.0)
-        .map(|(column, value)| {
-            let decoded = match value {
-                TupleValue::Null if key_only && !column.is_key => ColumnValue::NotInReplicaIdentity,
-                TupleValue::Null => ColumnValue::Null,
-                TupleValue::UnchangedToast => ColumnValue::UnchangedToast,
-                TupleValue::Text(text) => ColumnValue::Value(
-                    typed_value(column.type_id, column.type_modifier, text, types).map_err(
-                        |source| DecodeError::InvalidColumn {
-                            relation: qualified_relation_name(relation),
-                            column: column.name.clone(),
-                            source: Box::new(source),
-                        },
-                    )?,
-                ),
-                TupleValue::Binary(bytes) => ColumnValue::Value(TypedValue::Other {
-                    type_name: types.name(column.type_id).into_owned(),
-                    text: bytea_hex(bytes),
-                }),
-            };
-            Ok((column.name.clone(), decoded))
-        })
-        .collect()
+    // One allocation for the row: collecting through `Result` would grow the vector by doubling.
+    let mut row = Vec::with_capacity(relation.columns.len());
+    for (column, value) in relation.columns.iter().zip(&tuple.0) {
+        let decoded = match value {
+            TupleValue::Null if key_only && !column.is_key => ColumnValue::NotInReplicaIdentity,
+            TupleValue::Null => ColumnValue::Null,
+            TupleValue::UnchangedToast => ColumnValue::UnchangedToast,
+            TupleValue::Text(text) => ColumnValue::Value(
+                typed_value(column.type_id, column.type_modifier, text, types).map_err(
+                    |source| DecodeError::InvalidColumn {
+                        relation: qualified_relation_name(relation),
+                        column: column.name.clone(),
+                        source: Box::new(source),
+                    },
+                )?,
+            ),
+            TupleValue::Binary(bytes) => ColumnValue::Value(TypedValue::Other {
+                type_name: types.name(column.type_id).into_owned(),
+                text: bytea_hex(bytes),
+            }),
+        };
+        row.push((column.name.clone(), decoded));
+    }
+    Ok(row)
 }
 
 fn qualified_relation_name(relation: &Relation) -> String {

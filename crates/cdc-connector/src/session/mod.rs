@@ -38,6 +38,7 @@ use crate::{
     state::{self, SnapshotState, SnapshotStatus},
 };
 
+#[derive(Clone)]
 pub struct SessionConfig {
     pub target: PgTarget,
     pub source: SourceSettings,

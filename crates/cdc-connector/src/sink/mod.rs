@@ -154,24 +154,11 @@ async fn track_acknowledgements<D>(
                 mut delivery,
                 change,
             } => {
-                let mut waited = Duration::ZERO;
-                let answer = loop {
-                    match tokio::time::timeout(SLOW_ACK_WARNING, &mut delivery).await {
-                        Ok(answer) => break answer,
-                        Err(_) => {
-                            waited += SLOW_ACK_WARNING;
-                            let status = format!(
-                                "Kafka has not acknowledged a record for {}s (broker unreachable?); the slot is not advanced meanwhile",
-                                waited.as_secs()
-                            );
-                            tracing::warn!("{status}");
-                            health.set(false, status);
-                        }
-                    }
+                // Behind a backlog the answer is usually in already: no timer for it then.
+                let answer = match futures::FutureExt::now_or_never(&mut delivery) {
+                    Some(answer) => answer,
+                    None => answer_or_warn(&mut delivery, &health).await,
                 };
-                if !waited.is_zero() {
-                    health.set(true, "streaming");
-                }
                 if let Err(failure) = answer {
                     acks.send_modify(|state| state.failure = Some(failure));
                     return;
@@ -198,6 +185,34 @@ async fn track_acknowledgements<D>(
                     .map(|commit| (crate::unix_micros_now() - commit).max(0) as f64 / 1000.0)
                     .unwrap_or(0.0);
                 metrics::gauge!("cdc_lag_milliseconds").set(lag_ms);
+            }
+        }
+    }
+}
+
+/// Waits for a delivery's answer, saying on `/health` while it takes longer than
+/// [`SLOW_ACK_WARNING`] (and that streaming goes on once it came).
+async fn answer_or_warn<D>(delivery: &mut D, health: &Health) -> Result<(), ConnectorError>
+where
+    D: Future<Output = Result<(), ConnectorError>> + Unpin,
+{
+    let mut waited = Duration::ZERO;
+    loop {
+        match tokio::time::timeout(SLOW_ACK_WARNING, &mut *delivery).await {
+            Ok(answer) => {
+                if !waited.is_zero() {
+                    health.set(true, "streaming");
+                }
+                return answer;
+            }
+            Err(_) => {
+                waited += SLOW_ACK_WARNING;
+                let status = format!(
+                    "Kafka has not acknowledged a record for {}s (broker unreachable?); the slot is not advanced meanwhile",
+                    waited.as_secs()
+                );
+                tracing::warn!("{status}");
+                health.set(false, status);
             }
         }
     }

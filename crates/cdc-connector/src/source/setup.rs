@@ -6,6 +6,7 @@ use tokio_postgres::Client;
 use super::{PgTarget, connect, replication::ReplicationConnection};
 use crate::error::{ConnectorError, ErrorKind};
 
+#[derive(Clone)]
 pub struct SourceSettings {
     pub slot_name: String,
     pub publication_name: String,
