@@ -25,6 +25,8 @@ use std::{
 use serde::Serialize;
 use tokio::{io::AsyncWriteExt, net::TcpStream, task::JoinHandle};
 
+use crate::procgroup::ProcessGroup;
+
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Attack {
@@ -114,8 +116,10 @@ pub async fn measure(
         let stop = Arc::new(AtomicBool::new(false));
         let tally = Arc::new(AttackerTally::default());
         let running = match placement {
-            Placement::SamePriority => Running::Tasks(start_attackers(attack, base, &stop, &tally)),
-            Placement::Niced => Running::Process(spawn_niced_attacker(attack, base)?),
+            Placement::SamePriority => {
+                Running::Tasks(AbortOnDrop(start_attackers(attack, base, &stop, &tally)))
+            }
+            Placement::Niced => Running::Process(Box::new(spawn_niced_attacker(attack, base)?)),
         };
         // Let the attack take hold before measuring.
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -124,12 +128,10 @@ pub async fn measure(
         stop.store(true, Ordering::Relaxed);
         let attacker = match running {
             Running::Tasks(tasks) => {
-                for task in tasks {
-                    task.abort();
-                }
+                drop(tasks);
                 tally.counts()
             }
-            Running::Process(child) => stop_attacker_process(child).await,
+            Running::Process(attacker) => stop_attacker_process(*attacker).await,
         };
         let peak_rss = sampler.await.unwrap_or_default();
         let p50 = quantile(&latencies, 0.50);
@@ -163,36 +165,53 @@ pub async fn measure(
 }
 
 enum Running {
-    Tasks(Vec<JoinHandle<()>>),
-    Process(tokio::process::Child),
+    Tasks(AbortOnDrop),
+    /// Stopped with the rest of its process group when dropped, also on an error or a signal.
+    Process(Box<ProcessGroup>),
 }
 
-/// This program again as `--attacker KIND --target BASE` under `nice -n 19`.
-fn spawn_niced_attacker(attack: Attack, base: &str) -> anyhow::Result<tokio::process::Child> {
+/// Attacker tasks, aborted when this is dropped: at the end of their phase, or when the run
+/// is dropped (a signal).
+struct AbortOnDrop(Vec<JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// This program again as `--attacker KIND --target BASE` under `nice -n 19`, in its own
+/// process group.
+fn spawn_niced_attacker(attack: Attack, base: &str) -> anyhow::Result<ProcessGroup> {
     let exe = std::env::current_exe()?;
     let kind = clap::ValueEnum::to_possible_value(&attack)
         .ok_or_else(|| anyhow::anyhow!("{attack:?} has no name"))?;
-    Ok(tokio::process::Command::new("nice")
+    let mut command = tokio::process::Command::new("nice");
+    command
         .args(["-n", "19"])
         .arg(exe)
         .args(["--attacker", kind.get_name(), "--target", base])
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped());
+    ProcessGroup::spawn("the niced attacker", &mut command, Duration::from_secs(5))
 }
 
-/// SIGTERM to the attacker process; the tally it prints as it exits.
-async fn stop_attacker_process(child: tokio::process::Child) -> Counts {
-    if let Some(pid) = child.id() {
-        let _ = tokio::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .await;
+/// SIGTERM to the attacker's process group; the tally the attacker prints as it exits.
+async fn stop_attacker_process(mut attacker: ProcessGroup) -> Counts {
+    let stdout = attacker.take_stdout();
+    attacker.stop().await;
+    let mut output = Vec::new();
+    if let Some(mut stdout) = stdout {
+        // Every writer has exited: this reads what is buffered, then the end.
+        let _ = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::io::AsyncReadExt::read_to_end(&mut stdout, &mut output),
+        )
+        .await;
     }
-    match child.wait_with_output().await {
-        Ok(output) => serde_json::from_slice(&output.stdout).unwrap_or_default(),
-        Err(_) => Counts::default(),
-    }
+    serde_json::from_slice(&output).unwrap_or_default()
 }
 
 /// `gateway-bench --attacker KIND`: attacks `base` until SIGTERM, then prints its tally as JSON.

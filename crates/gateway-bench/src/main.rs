@@ -1,12 +1,17 @@
 //! gateway-bench: loads the Rust gateway and the reference FastAPI + confluent-kafka gateway
 //! (bench/gateway/reference) with the same requests on the same stack and machine, and writes
 //! bench/gateway/REPORT.md and report.json (requests/s, events/s, p50/p99 latency for single
-//! and batch posts); then measures a well-behaved client of the Rust gateway alone and under
+//! and batch posts, at each of several concurrency levels: a curve up to saturation); then
+//! measures a well-behaved client of the Rust gateway alone and under
 //! attacks ([`attacks`]), written to bench/gateway/ATTACKS.md and attacks.json.
 //!
 //! Run: `cargo build --release -p gateway -p schema-registry -p local-stack -p gateway-bench &&
 //! target/release/gateway-bench` (or `cargo run --release -p gateway-bench`, after building the
 //! gateway and registry in release mode).
+//!
+//! Every process the bench starts itself runs in its own process group, stopped as a whole
+//! on success, on error and on SIGINT/SIGTERM/SIGHUP of the bench ([`procgroup`]); the stack's
+//! services are stopped by [`Stack`]'s own shutdown or `Drop`.
 
 use std::{
     path::PathBuf,
@@ -19,22 +24,42 @@ use std::{
 };
 
 mod attacks;
+mod procgroup;
 
 use anyhow::{Context, bail};
 use clap::Parser;
 use local_stack::{Stack, StackOptions, workspace_root};
+use procgroup::ProcessGroup;
 use serde::Serialize;
 use serde_json::json;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
+/// The two gateways' names in the results.
+const RUST: &str = "rust";
+const REFERENCE: &str = "reference-fastapi";
+/// How long the reference gateway gets between SIGTERM and SIGKILL (in-flight requests wait
+/// at most 5 s for the broker).
+const REFERENCE_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Parser, Debug)]
-#[command(about = "Benchmark the gateway against the reference FastAPI + confluent-kafka gateway")]
+#[command(
+    about = "Benchmark the gateway against the reference FastAPI + confluent-kafka gateway",
+    after_help = "Total time: the comparison measures every concurrency level for each gateway \
+        (2) and scenario (2), each point for --duration-secs after a warm-up of a fifth of it \
+        (at least 1 s); then 7 attack phases of --attack-secs + 2 s each; plus a few seconds to \
+        start and stop the stack. With the defaults: 4 levels x 4 x (15 + 3) s + 7 x (10 + 2) s \
+        = 372 s, about 6.5 minutes (`--duration-secs 2 --concurrency 4,16`: about 2 minutes). Every process the bench starts is stopped when it exits, \
+        also on error and on Ctrl-C/SIGTERM (exit status 130/143)."
+)]
 struct Args {
-    /// Seconds of measured load per gateway and scenario (after a warm-up of a fifth of it).
+    /// Seconds of measured load per point (gateway, scenario and concurrency level), after a
+    /// warm-up of a fifth of it (at least 1 s).
     #[arg(long, default_value_t = 15)]
     duration_secs: u64,
-    /// Requests in flight at once.
-    #[arg(long, default_value_t = 32)]
-    concurrency: usize,
+    /// Concurrency levels (requests in flight at once), comma-separated: each gateway and
+    /// scenario is measured at every level, giving a throughput/latency curve.
+    #[arg(long, value_delimiter = ',', num_args = 1.., default_value = "8,32,128,256")]
+    concurrency: Vec<usize>,
     /// Events per batch request.
     #[arg(long, default_value_t = 50)]
     batch_size: usize,
@@ -57,19 +82,26 @@ struct Args {
     /// Internal: the gateway the attacker process attacks.
     #[arg(long, hide = true)]
     target: Option<String>,
+    /// Internal (tests): start only the reference gateway (without a stack: it connects to its
+    /// broker and registry at its first event), wait until it answers /health, keep it for
+    /// this many seconds, stop it and exit. Its logs go to --out-dir, else a temp directory.
+    #[arg(long, hide = true, conflicts_with = "attacks_only")]
+    reference_only_secs: Option<u64>,
 }
 
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 enum Scenario {
     Single,
     Batch,
 }
 
+/// One point of the curve. Throughput counts successful answers only.
 #[derive(Debug, Serialize)]
 struct Measurement {
     gateway: &'static str,
     scenario: Scenario,
+    concurrency: usize,
     requests: u64,
     errors: u64,
     events_per_request: usize,
@@ -82,19 +114,70 @@ struct Measurement {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
     if let (Some(attack), Some(target)) = (args.attacker, &args.target) {
         return attacks::run_attacker(attack, target).await;
     }
+    if args.concurrency.contains(&0) {
+        bail!("--concurrency levels must be at least 1");
+    }
+    args.concurrency.sort_unstable();
+    args.concurrency.dedup();
+    // Caught from the start, so an interrupted start-up stops cleanly too. Every process the
+    // bench started is owned by the `run` future (the stack, the reference gateway's and the
+    // attacker's process groups): dropping it stops them all, before we exit.
+    let mut signals = Signals::new()?;
+    let code = tokio::select! {
+        result = run(args) => return result,
+        code = signals.recv() => code,
+    };
+    eprintln!("gateway-bench: everything it started is stopped; exiting with status {code}");
+    std::process::exit(code);
+}
+
+/// The signals that stop the bench.
+struct Signals {
+    interrupt: Signal,
+    terminate: Signal,
+    hangup: Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Signals> {
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// Waits for one; the exit status to report it with (128 + its number).
+    async fn recv(&mut self) -> i32 {
+        let (name, code) = tokio::select! {
+            _ = self.interrupt.recv() => ("SIGINT", 130),
+            _ = self.terminate.recv() => ("SIGTERM", 143),
+            _ = self.hangup.recv() => ("SIGHUP", 129),
+        };
+        eprintln!(
+            "gateway-bench: {name} received: stopping the reference gateway, the attacker and the stack ..."
+        );
+        code
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     let root = workspace_root();
-    let out_dir = args
-        .out_dir
-        .clone()
-        .unwrap_or_else(|| root.join("bench/gateway"));
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
     let workers = args.reference_workers.unwrap_or(cores);
+    if let Some(secs) = args.reference_only_secs {
+        return reference_only(&args, &root, workers, Duration::from_secs(secs)).await;
+    }
+    let out_dir = args
+        .out_dir
+        .clone()
+        .unwrap_or_else(|| root.join("bench/gateway"));
 
     let mut options = StackOptions::for_tests("gateway-bench");
     options.bin_dir = std::env::current_exe()?
@@ -127,18 +210,51 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Both gateways, single and batch posts, on the same stack.
-async fn compare_with_reference(
-    stack: &Stack,
+/// `--reference-only-secs`: the reference gateway alone, for `secs`, then stopped.
+async fn reference_only(
     args: &Args,
     root: &std::path::Path,
     workers: usize,
-) -> anyhow::Result<Vec<Measurement>> {
-    let reference_port = free_port()?;
-    let reference_dir = root.join("bench/gateway/reference");
+    secs: Duration,
+) -> anyhow::Result<()> {
+    let log_dir = args.out_dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("gateway-bench-reference-{}", std::process::id()))
+    });
+    std::fs::create_dir_all(&log_dir)?;
+    // Nothing listens there: the reference only connects at its first event.
+    let (reference, url) = start_reference(
+        root,
+        workers,
+        "127.0.0.1:9",
+        "http://127.0.0.1:9",
+        &log_dir.join("reference.log"),
+    )
+    .await?;
+    eprintln!(
+        "reference gateway ready at {url} (process group {}, {workers} workers); stopping it in {} s",
+        reference.pgid(),
+        secs.as_secs()
+    );
+    tokio::time::sleep(secs).await;
+    reference.stop().await;
+    eprintln!("reference gateway stopped");
+    Ok(())
+}
+
+/// Starts the reference gateway (`uvicorn --workers N`) in its own process group, logging to
+/// `log` and `log` with extension `err.log`, and waits until it answers /health.
+async fn start_reference(
+    root: &std::path::Path,
+    workers: usize,
+    brokers: &str,
+    registry: &str,
+    log: &std::path::Path,
+) -> anyhow::Result<(ProcessGroup, String)> {
+    let port = free_port()?;
     let python = local_stack::python()?;
-    let reference_log = stack.root().join("logs/reference.log");
-    let mut reference = tokio::process::Command::new(&python)
+    let err_log = log.with_extension("err.log");
+    let mut command = tokio::process::Command::new(&python);
+    command
         .args([
             "-m",
             "uvicorn",
@@ -146,7 +262,7 @@ async fn compare_with_reference(
             "--host",
             "127.0.0.1",
             "--port",
-            &reference_port.to_string(),
+            &port.to_string(),
         ])
         .args([
             "--workers",
@@ -159,56 +275,73 @@ async fn compare_with_reference(
             "--log-level",
             "warning",
         ])
-        .current_dir(&reference_dir)
-        .env("REF_KAFKA_BROKERS", stack.kafka_brokers())
-        .env("REF_SCHEMA_REGISTRY_URL", stack.registry_url())
+        .current_dir(root.join("bench/gateway/reference"))
+        .env("REF_KAFKA_BROKERS", brokers)
+        .env("REF_SCHEMA_REGISTRY_URL", registry)
         .env("REF_SCHEMA_FILE", root.join("schemas/AppEvent.avsc"))
         .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&reference_log)?)
-        .stderr(std::fs::File::create(
-            reference_log.with_extension("err.log"),
-        )?)
-        .kill_on_drop(true)
-        .spawn()
-        .context(
-            "starting the reference gateway (scripts/install-deps.sh installs fastapi and uvicorn)",
-        )?;
-    let reference_url = format!("http://127.0.0.1:{reference_port}");
-    wait_healthy(&reference_url, &reference_log.with_extension("err.log")).await?;
+        .stdout(std::fs::File::create(log)?)
+        .stderr(std::fs::File::create(&err_log)?);
+    let mut reference = ProcessGroup::spawn("the reference gateway", &mut command, REFERENCE_GRACE)
+        .context("scripts/install-deps.sh installs fastapi and uvicorn")?;
+    let url = format!("http://127.0.0.1:{port}");
+    wait_healthy(&url, &mut reference, &err_log).await?;
+    Ok((reference, url))
+}
 
+/// Both gateways, single and batch posts, at every concurrency level, on the same stack.
+async fn compare_with_reference(
+    stack: &Stack,
+    args: &Args,
+    root: &std::path::Path,
+    workers: usize,
+) -> anyhow::Result<Vec<Measurement>> {
+    let (reference, reference_url) = start_reference(
+        root,
+        workers,
+        &stack.kafka_brokers(),
+        &stack.registry_url(),
+        &stack.root().join("logs/reference.log"),
+    )
+    .await?;
+
+    let most = args.concurrency.iter().copied().max().unwrap_or(1);
     let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.concurrency * 2)
+        .pool_max_idle_per_host(most * 2)
         .build()?;
     let mut results = Vec::new();
-    for (name, url) in [
-        ("rust", stack.gateway_url()),
-        ("reference-fastapi", reference_url.clone()),
-    ] {
+    for (name, url) in [(RUST, stack.gateway_url()), (REFERENCE, reference_url)] {
         for scenario in [Scenario::Single, Scenario::Batch] {
-            eprintln!(
-                "{name} {scenario:?}: warming up, then {} s of load ...",
-                args.duration_secs
-            );
-            let warm_up = Duration::from_secs((args.duration_secs / 5).max(1));
-            load(&client, &url, scenario, args, warm_up, name).await;
-            let measured = load(
-                &client,
-                &url,
-                scenario,
-                args,
-                Duration::from_secs(args.duration_secs),
-                name,
-            )
-            .await;
-            eprintln!(
-                "  {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
-                measured.requests_per_second, measured.p50_ms, measured.p99_ms, measured.errors
-            );
-            results.push(measured);
+            for &concurrency in &args.concurrency {
+                eprintln!(
+                    "{name} {scenario:?} at {concurrency} in flight: warming up, then {} s of load ...",
+                    args.duration_secs
+                );
+                let warm_up = Duration::from_secs((args.duration_secs / 5).max(1));
+                load(&client, &url, scenario, concurrency, args, warm_up, name).await;
+                let measured = load(
+                    &client,
+                    &url,
+                    scenario,
+                    concurrency,
+                    args,
+                    Duration::from_secs(args.duration_secs),
+                    name,
+                )
+                .await;
+                eprintln!(
+                    "  {:.0} req/s, {:.0} events/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
+                    measured.requests_per_second,
+                    measured.events_per_second,
+                    measured.p50_ms,
+                    measured.p99_ms,
+                    measured.errors
+                );
+                results.push(measured);
+            }
         }
     }
-    let _ = reference.start_kill();
-    let _ = reference.wait().await;
+    reference.stop().await;
     Ok(results)
 }
 
@@ -218,8 +351,19 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-async fn wait_healthy(url: &str, log: &std::path::Path) -> anyhow::Result<()> {
+async fn wait_healthy(
+    url: &str,
+    reference: &mut ProcessGroup,
+    log: &std::path::Path,
+) -> anyhow::Result<()> {
     for _ in 0..300 {
+        if let Some(status) = reference.exited() {
+            bail!(
+                "the reference gateway exited ({status}); {}:\n{}",
+                log.display(),
+                local_stack::log_tail(log, 30)
+            );
+        }
         if let Ok(response) = reqwest::get(format!("{url}/health")).await
             && response.status().is_success()
         {
@@ -272,11 +416,13 @@ async fn post_json(client: &reqwest::Client, url: &str, body: String) -> bool {
     }
 }
 
-/// `concurrency` loops posting for `duration`; latencies of every answered request.
+/// `concurrency` loops posting for `duration`; latencies of every answered request, the
+/// throughput of the successful ones.
 async fn load(
     client: &reqwest::Client,
     base: &str,
     scenario: Scenario,
+    concurrency: usize,
     args: &Args,
     duration: Duration,
     gateway: &'static str,
@@ -284,32 +430,32 @@ async fn load(
     let errors = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let deadline = started + duration;
-    let tasks: Vec<_> = (0..args.concurrency)
-        .map(|_| {
-            let (client, base, errors, batch_size) = (
-                client.clone(),
-                base.to_string(),
-                errors.clone(),
-                args.batch_size,
-            );
-            tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                while Instant::now() < deadline {
-                    let (path, body) = body(scenario, batch_size, gateway);
-                    let sent = Instant::now();
-                    let ok = post_json(&client, &format!("{base}{path}"), body).await;
-                    latencies.push(sent.elapsed());
-                    if !ok {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                    }
+    // A JoinSet: if the run is dropped (a signal), the loops stop with it.
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (client, base, errors, batch_size) = (
+            client.clone(),
+            base.to_string(),
+            errors.clone(),
+            args.batch_size,
+        );
+        tasks.spawn(async move {
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let (path, body) = body(scenario, batch_size, gateway);
+                let sent = Instant::now();
+                let ok = post_json(&client, &format!("{base}{path}"), body).await;
+                latencies.push(sent.elapsed());
+                if !ok {
+                    errors.fetch_add(1, Ordering::Relaxed);
                 }
-                latencies
-            })
-        })
-        .collect();
+            }
+            latencies
+        });
+    }
     let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await.unwrap_or_default());
+    while let Some(task) = tasks.join_next().await {
+        latencies.extend(task.unwrap_or_default());
     }
     let seconds = started.elapsed().as_secs_f64();
     latencies.sort();
@@ -319,18 +465,108 @@ async fn load(
         Scenario::Batch => args.batch_size,
     };
     let requests = latencies.len() as u64;
+    let errors = errors.load(Ordering::Relaxed);
+    let succeeded = requests.saturating_sub(errors) as f64;
     Measurement {
         gateway,
         scenario,
+        concurrency,
         requests,
-        errors: errors.load(Ordering::Relaxed),
+        errors,
         events_per_request,
         seconds,
-        requests_per_second: requests as f64 / seconds,
-        events_per_second: (requests as f64 * events_per_request as f64) / seconds,
+        requests_per_second: succeeded / seconds,
+        events_per_second: succeeded * events_per_request as f64 / seconds,
         p50_ms: quantile(0.50),
         p99_ms: quantile(0.99),
     }
+}
+
+/// Where a scenario's curves saturate, against the issue's targets.
+#[derive(Debug, Serialize)]
+struct Saturation {
+    scenario: Scenario,
+    rust_max_events_per_second: f64,
+    rust_max_at_concurrency: usize,
+    reference_max_events_per_second: f64,
+    reference_max_at_concurrency: usize,
+    /// Rust over reference, maxima over the levels (target: at least 10).
+    ratio: Option<f64>,
+    /// The level whose Rust events/s is closest to 80 % of the Rust maximum.
+    rust_p99_level_concurrency: usize,
+    rust_p99_level_events_per_second: f64,
+    /// The Rust p99 at that level (target: at most 50 ms).
+    rust_p99_ms: f64,
+}
+
+/// Target of the issue: the Rust gateway saturates at 10x the reference's events/s or more...
+const TARGET_RATIO: f64 = 10.0;
+/// ... with a p99 of at most 50 ms at 80 % of its maximum rate.
+const TARGET_P99_MS: f64 = 50.0;
+
+fn points<'a>(
+    results: &'a [Measurement],
+    gateway: &'a str,
+    scenario: Scenario,
+) -> impl Iterator<Item = &'a Measurement> + 'a {
+    results
+        .iter()
+        .filter(move |m| m.gateway == gateway && m.scenario == scenario)
+}
+
+fn highest<'a>(points: impl Iterator<Item = &'a Measurement>) -> Option<&'a Measurement> {
+    points.max_by(|a, b| a.events_per_second.total_cmp(&b.events_per_second))
+}
+
+fn saturation(results: &[Measurement], scenario: Scenario) -> Option<Saturation> {
+    let rust = highest(points(results, RUST, scenario))?;
+    let reference = highest(points(results, REFERENCE, scenario))?;
+    let target = 0.8 * rust.events_per_second;
+    let near = points(results, RUST, scenario).min_by(|a, b| {
+        (a.events_per_second - target)
+            .abs()
+            .total_cmp(&(b.events_per_second - target).abs())
+    })?;
+    Some(Saturation {
+        scenario,
+        rust_max_events_per_second: rust.events_per_second,
+        rust_max_at_concurrency: rust.concurrency,
+        reference_max_events_per_second: reference.events_per_second,
+        reference_max_at_concurrency: reference.concurrency,
+        ratio: (reference.events_per_second > 0.0)
+            .then(|| rust.events_per_second / reference.events_per_second),
+        rust_p99_level_concurrency: near.concurrency,
+        rust_p99_level_events_per_second: near.events_per_second,
+        rust_p99_ms: near.p99_ms,
+    })
+}
+
+/// A warning when a gateway's maximum is at the highest level measured: its curve may still
+/// be rising, so the maximum is a lower bound of its saturation rate.
+fn unsaturated(s: &Saturation, levels: &[usize]) -> String {
+    let top = levels.iter().copied().max().unwrap_or(0);
+    let mut which = Vec::new();
+    if s.rust_max_at_concurrency == top {
+        which.push("Rust");
+    }
+    if s.reference_max_at_concurrency == top {
+        which.push("reference");
+    }
+    if which.is_empty() {
+        return String::new();
+    }
+    let who = match which.as_slice() {
+        [one] => format!("{one} maximum is"),
+        _ => "Rust and reference maxima are".to_string(),
+    };
+    format!(
+        " Note: the {who} at the highest level measured ({top} in flight), so the curve may not have \
+         saturated yet (a lower bound; add a higher `--concurrency` level to see the plateau)."
+    )
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "**not met**" }
 }
 
 fn write_report(
@@ -355,18 +591,36 @@ fn write_report(
         "cargo build --release -p gateway -p schema-registry -p local-stack -p gateway-bench && {}",
         command.replace(&workspace_root().display().to_string(), ".")
     );
+    let scenarios = [Scenario::Single, Scenario::Batch];
+    let saturations: Vec<Saturation> = scenarios
+        .iter()
+        .filter_map(|s| saturation(results, *s))
+        .collect();
+    let warm_up = (args.duration_secs / 5).max(1);
     let report = json!({
         "date": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         "command": command,
         "machine": {"cores": cores, "cpu": cpu},
-        "settings": {"duration_secs": args.duration_secs, "concurrency": args.concurrency, "batch_size": args.batch_size, "reference_workers": workers},
+        "settings": {
+            "duration_secs": args.duration_secs, "warm_up_secs": warm_up,
+            "concurrency": args.concurrency, "batch_size": args.batch_size,
+            "reference_workers": workers,
+        },
+        "targets": {"ratio_at_least": TARGET_RATIO, "rust_p99_ms_at_most": TARGET_P99_MS, "p99_at_fraction_of_max": 0.8},
         "results": results,
+        "saturation": saturations,
     });
     std::fs::write(
         out_dir.join("report.json"),
         serde_json::to_string_pretty(&report)? + "\n",
     )?;
 
+    let levels = args
+        .concurrency
+        .iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
     let mut md = String::new();
     md.push_str("# Gateway benchmark\n\n");
     md.push_str(&format!(
@@ -376,35 +630,86 @@ fn write_report(
     ));
     md.push_str(&format!(
         "Both gateways run on the same machine against the same stack (tansu broker with memory storage, the project's schema registry), \
-         behind the same load generator: {} requests in flight, {} s measured after a {} s warm-up, every event with a new id. \
+         behind the same load generator, at each concurrency level in turn ({levels} requests in flight): {} s measured per point after a {warm_up} s warm-up, \
+         every event with a new id. \
          Each does the same work per event: strict validation, Avro encoding with the registered `AppEvent` schema, an idempotent \
          `acks=all` produce, an answer only after the broker's acknowledgement, an idempotency window on `event_id`. \
          The Rust gateway uses all cores (tokio); the reference runs {workers} uvicorn worker process(es). \
          The load generator shares the machine's cores with the gateway under test, the broker and the registry, so absolute figures \
-         are lower than on dedicated hardware; the comparison is what matters. Errors are non-2xx answers or failed requests.\n\n",
-        args.concurrency,
+         are lower than on dedicated hardware; the comparison is what matters. Requests/s and events/s count successful (2xx) answers only; \
+         errors are non-2xx answers or failed requests; latencies are over every answered request.\n\n\
+         Targets (from the performance issue): the Rust gateway saturates at {TARGET_RATIO}x the reference's events/s or more, \
+         with a p99 of at most {TARGET_P99_MS} ms at 80 % of its maximum rate.\n",
         args.duration_secs,
-        (args.duration_secs / 5).max(1)
     ));
-    md.push_str("| gateway | scenario | requests/s | events/s | p50 ms | p99 ms | requests | errors |\n|---|---|---:|---:|---:|---:|---:|---:|\n");
-    for r in results {
-        let scenario = match r.scenario {
-            Scenario::Single => "single (`POST /events/user`)".to_string(),
-            Scenario::Batch => format!("batch of {} (`POST /events/batch`)", r.events_per_request),
+    for scenario in scenarios {
+        let events_per_request = match scenario {
+            Scenario::Single => 1,
+            Scenario::Batch => args.batch_size,
         };
-        md.push_str(&format!(
-            "| {} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {} | {} |\n",
-            r.gateway,
-            scenario,
-            r.requests_per_second,
-            r.events_per_second,
-            r.p50_ms,
-            r.p99_ms,
-            r.requests,
-            r.errors
-        ));
+        md.push_str(&match scenario {
+            Scenario::Single => "\n## Single events (`POST /events/user`)\n\n".to_string(),
+            Scenario::Batch => {
+                format!("\n## Batches of {events_per_request} events (`POST /events/batch`)\n\n")
+            }
+        });
+        md.push_str(
+            "| in flight | Rust requests/s | Rust events/s | Rust p50 ms | Rust p99 ms \
+             | reference requests/s | reference events/s | reference p50 ms | reference p99 ms \
+             | events/s Rust / reference | errors Rust / reference |\n\
+             |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        );
+        for &level in &args.concurrency {
+            let at = |gateway| points(results, gateway, scenario).find(|m| m.concurrency == level);
+            let (rust, reference) = (at(RUST), at(REFERENCE));
+            let cells = |m: Option<&Measurement>| match m {
+                Some(m) => format!(
+                    "{:.0} | {:.0} | {:.2} | {:.2}",
+                    m.requests_per_second, m.events_per_second, m.p50_ms, m.p99_ms
+                ),
+                None => "- | - | - | -".into(),
+            };
+            let ratio = match (rust, reference) {
+                (Some(r), Some(f)) if f.events_per_second > 0.0 => {
+                    format!("{:.1}x", r.events_per_second / f.events_per_second)
+                }
+                _ => "n/a".into(),
+            };
+            let errors = |m: Option<&Measurement>| m.map_or("-".into(), |m| m.errors.to_string());
+            md.push_str(&format!(
+                "| {level} | {} | {} | {ratio} | {} / {} |\n",
+                cells(rust),
+                cells(reference),
+                errors(rust),
+                errors(reference)
+            ));
+        }
+        if let Some(s) = saturations.iter().find(|s| s.scenario == scenario) {
+            let ratio = s
+                .ratio
+                .map_or("n/a (the reference answered nothing)".into(), |r| {
+                    format!("{r:.1}x")
+                });
+            md.push_str(&format!(
+                "\nSaturation: Rust {:.0} events/s (at {} in flight), reference {:.0} events/s (at {} in flight): \
+                 Rust / reference {ratio} (target at least {TARGET_RATIO}x: {}). \
+                 Rust p99 at {} in flight, the level closest to 80 % of its maximum rate ({:.0} events/s, {:.0} % of the maximum): \
+                 {:.2} ms (target at most {TARGET_P99_MS} ms: {}).{}\n",
+                s.rust_max_events_per_second,
+                s.rust_max_at_concurrency,
+                s.reference_max_events_per_second,
+                s.reference_max_at_concurrency,
+                verdict(s.ratio.is_some_and(|r| r >= TARGET_RATIO)),
+                s.rust_p99_level_concurrency,
+                s.rust_p99_level_events_per_second,
+                100.0 * s.rust_p99_level_events_per_second / s.rust_max_events_per_second.max(f64::EPSILON),
+                s.rust_p99_ms,
+                verdict(s.rust_p99_ms <= TARGET_P99_MS),
+                unsaturated(s, &args.concurrency),
+            ));
+        }
     }
-    md.push_str("\nRaw figures: `report.json` beside this file. Reference implementation: `reference/app.py`.\n");
+    md.push_str("\nRaw figures (every point, and the saturation figures): `report.json` beside this file. Reference implementation: `reference/app.py`.\n");
     std::fs::write(out_dir.join("REPORT.md"), md)?;
     Ok(())
 }
