@@ -46,6 +46,22 @@ pub struct Run {
     /// Changes the connector counted as acknowledged by Kafka (`cdc_events_total` of its
     /// /metrics), for streaming connector runs.
     pub changes_acked: Option<u64>,
+    /// What the connector staged on disk for streamed transactions, against their pgoutput
+    /// bytes (streaming connector runs).
+    pub spill: Option<Spill>,
+}
+
+/// `cdc_staged_bytes_total` and `cdc_staged_pgoutput_bytes_total` of the connector's /metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct Spill {
+    pub staged_bytes: u64,
+    pub pgoutput_bytes: u64,
+}
+
+impl Spill {
+    pub fn ratio(&self) -> f64 {
+        self.staged_bytes as f64 / (self.pgoutput_bytes as f64).max(1.0)
+    }
 }
 
 impl Run {
@@ -69,6 +85,12 @@ impl Run {
             "walsender_cpu_secs": self.walsender_cpu_secs,
             "broker_cpu_secs": self.broker_cpu_secs,
             "changes_acked": self.changes_acked,
+            "spill": self.spill.map(|s| json!({
+                "staged_bytes": s.staged_bytes,
+                "pgoutput_bytes": s.pgoutput_bytes,
+                "ratio": s.ratio(),
+                "staged_bytes_per_million_changes": s.staged_bytes as f64 / self.events as f64 * 1e6,
+            })),
         })
     }
 }
@@ -214,6 +236,7 @@ impl Env {
             walsender_cpu_secs: walsender_cpu,
             broker_cpu_secs: None,
             changes_acked: None,
+            spill: None,
         })
     }
 
@@ -346,7 +369,7 @@ impl Env {
         if let Some(perf) = perf {
             crate::profile::stop(perf).await?;
         }
-        let changes_acked = tokio::task::spawn_blocking(move || acked_changes(metrics)).await??;
+        let counters = tokio::task::spawn_blocking(move || connector_counters(metrics)).await??;
         process.terminate(Duration::from_secs(30)).await?;
         Ok(Run {
             consumer: Consumer::Connector,
@@ -356,7 +379,8 @@ impl Env {
             peak_rss_mib: usage.peak_rss_mib(),
             walsender_cpu_secs,
             broker_cpu_secs,
-            changes_acked: Some(changes_acked),
+            changes_acked: Some(counters.changes_acked),
+            spill: (counters.spill.staged_bytes > 0).then_some(counters.spill),
         })
     }
 
@@ -394,6 +418,7 @@ impl Env {
                 walsender_cpu_secs: None,
                 broker_cpu_secs,
                 changes_acked: None,
+                spill: None,
             })
         }
         .await;
@@ -423,8 +448,14 @@ impl Env {
     }
 }
 
-/// Sum of the connector's `cdc_events_total` (changes whose delivery Kafka acknowledged).
-fn acked_changes(addr: std::net::SocketAddr) -> Result<u64> {
+struct ConnectorCounters {
+    changes_acked: u64,
+    spill: Spill,
+}
+
+/// The sum of the connector's `cdc_events_total` (changes whose delivery Kafka acknowledged)
+/// and its spill counters.
+fn connector_counters(addr: std::net::SocketAddr) -> Result<ConnectorCounters> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
         .context("connecting to the connector's /metrics")?;
@@ -437,11 +468,22 @@ fn acked_changes(addr: std::net::SocketAddr) -> Result<u64> {
     stream
         .read_to_string(&mut body)
         .context("reading /metrics")?;
-    Ok(body
-        .lines()
-        .filter(|l| l.starts_with("cdc_events_total{") || l.starts_with("cdc_events_total "))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64)
+    let sum = |name: &str| {
+        body.lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    };
+    Ok(ConnectorCounters {
+        changes_acked: sum("cdc_events_total"),
+        spill: Spill {
+            staged_bytes: sum("cdc_staged_bytes_total"),
+            pgoutput_bytes: sum("cdc_staged_pgoutput_bytes_total"),
+        },
+    })
 }
 
 /// The connector's "retrying" warning, if its log (past `from`) has one: the session ended and

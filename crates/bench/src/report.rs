@@ -221,6 +221,7 @@ impl Results {
         const MAX_CPU_PER_MILLION: f64 = 5.0;
         const MAX_STREAMING_RSS_MIB: f64 = 32.0;
         const MAX_HUGE_RSS_MIB: f64 = 64.0;
+        const MAX_STAGED_RATIO: f64 = 1.5;
         const MIN_SNAPSHOT_ROWS_PER_SEC: f64 = 250_000.0;
         const MAX_SNAPSHOT_RSS_MIB: f64 = 128.0;
         let mut targets = Vec::new();
@@ -263,12 +264,34 @@ impl Results {
             let what = format!("connector peak RSS through {}", huge.name);
             let goal = format!("≤ {MAX_HUGE_RSS_MIB} MiB");
             match summarise(&huge.runs, Consumer::Connector) {
-                Some(conn) => targets.push(Target {
-                    what,
-                    goal,
-                    measured: format!("{:.1} MiB", conn.peak_rss_mib),
-                    met: verdict(conn.peak_rss_mib <= MAX_HUGE_RSS_MIB),
-                }),
+                Some(conn) => {
+                    targets.push(Target {
+                        what,
+                        goal,
+                        measured: format!("{:.1} MiB", conn.peak_rss_mib),
+                        met: verdict(conn.peak_rss_mib <= MAX_HUGE_RSS_MIB),
+                    });
+                    let spill = huge
+                        .runs
+                        .iter()
+                        .filter(|r| r.consumer == Consumer::Connector)
+                        .find_map(|r| r.spill.map(|s| (s, r.events)));
+                    targets.push(Target {
+                        what: format!("bytes staged on disk through {}", huge.name),
+                        goal: format!("≤ {MAX_STAGED_RATIO}× the pgoutput bytes received"),
+                        measured: match spill {
+                            Some((s, events)) => format!(
+                                "{:.2}× ({:.1} MiB staged for {:.1} MiB of pgoutput; {:.0} MiB per million changes)",
+                                s.ratio(),
+                                s.staged_bytes as f64 / 1_048_576.0,
+                                s.pgoutput_bytes as f64 / 1_048_576.0,
+                                s.staged_bytes as f64 / events as f64 * 1e6 / 1_048_576.0
+                            ),
+                            None => "not measured: the connector staged nothing".into(),
+                        },
+                        met: spill.map(|(s, _)| s.ratio() <= MAX_STAGED_RATIO),
+                    });
+                }
                 None => targets.push(Target {
                     what,
                     goal,

@@ -333,6 +333,7 @@ impl ChangeAssembler {
                 };
                 match self.staged.remove(&xid) {
                     Some(mut staged) => {
+                        record_spill(&staged);
                         staged.start_reading()?;
                         staged.commit = Some(commit);
                         staged.end_lsn = end_lsn;
@@ -349,7 +350,9 @@ impl ChangeAssembler {
             LogicalMessage::StreamAbort { xid, subxid, .. } => {
                 if xid == subxid {
                     // Dropping the staged transaction deletes its anonymous file.
-                    self.staged.remove(&xid);
+                    if let Some(staged) = self.staged.remove(&xid) {
+                        record_spill(&staged);
+                    }
                 } else if let Some(staged) = self.staged.get_mut(&xid) {
                     staged.aborted_subtransactions.insert(subxid);
                 }
@@ -517,6 +520,20 @@ impl ChangeAssembler {
             .map(|(_, value)| value.clone())
             .collect()
     }
+}
+
+/// Counts what a streamed transaction took on disk against what it was in pgoutput, once it
+/// ends (`--spill-dir` sizing: the README's disk per million changes comes from these).
+fn record_spill(staged: &StagedTransaction) {
+    metrics::counter!("cdc_staged_bytes_total").increment(staged.staged_bytes);
+    metrics::counter!("cdc_staged_pgoutput_bytes_total").increment(staged.pgoutput_bytes);
+    tracing::debug!(
+        xid = staged.xid,
+        messages = staged.staged_messages,
+        staged_bytes = staged.staged_bytes,
+        pgoutput_bytes = staged.pgoutput_bytes,
+        "streamed transaction staged"
+    );
 }
 
 #[cfg(test)]

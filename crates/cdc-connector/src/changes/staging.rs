@@ -14,21 +14,32 @@ use pgoutput::copy::Lsn;
 use super::{AssembleError, OpenTransaction};
 
 /// The messages of one in-progress streamed transaction, spilled to an anonymous file as
-/// `[wal_start u64][length u32][pgoutput bytes]` records in arrival order.
+/// `[wal_start delta][length][pgoutput bytes]` records in arrival order. The delta from the
+/// previous message's position (zig-zag) and the length are LEB128 varints: two to four bytes
+/// of header instead of twelve, which for small rows (a 17-byte insert) is the difference
+/// between 1.2× and 1.7× the pgoutput bytes on disk.
 #[derive(Debug)]
 pub struct StagedTransaction {
     pub(super) xid: u32,
     spill: Spill,
     pub(super) staged_messages: u64,
+    /// Bytes written to the spill file: the pgoutput bytes plus a 12-byte header each.
+    pub(super) staged_bytes: u64,
+    /// The pgoutput bytes of the staged messages, as received.
+    pub(super) pgoutput_bytes: u64,
     pub(super) aborted_subtransactions: HashSet<u32>,
     pub(super) commit: Option<OpenTransaction>,
     pub(super) end_lsn: Lsn,
+    /// The position of the message staged (or replayed) last: positions are stored as deltas.
+    previous_wal_start: Lsn,
 }
 
 #[derive(Debug)]
 enum Spill {
     Writing(BufWriter<File>),
     Reading(BufReader<File>),
+    /// Only while switching from writing to reading.
+    Switching,
 }
 
 const SPILL_BUFFER_BYTES: usize = 256 * 1024;
@@ -43,9 +54,12 @@ impl StagedTransaction {
             xid,
             spill: Spill::Writing(BufWriter::with_capacity(SPILL_BUFFER_BYTES, file)),
             staged_messages: 0,
+            staged_bytes: 0,
+            pgoutput_bytes: 0,
             aborted_subtransactions: HashSet::new(),
             commit: None,
             end_lsn: 0,
+            previous_wal_start: 0,
         })
     }
 
@@ -58,23 +72,33 @@ impl StagedTransaction {
         };
         let length = u32::try_from(message.len())
             .map_err(|_| AssembleError::Unexpected("a pgoutput message over 4 GiB".into()))?;
-        writer.write_all(&wal_start.to_be_bytes())?;
-        writer.write_all(&length.to_be_bytes())?;
+        let mut header = [0u8; 2 * MAX_VARINT_BYTES];
+        let mut used = write_varint(
+            &mut header,
+            zigzag(wal_start.wrapping_sub(self.previous_wal_start)),
+        );
+        used += write_varint(&mut header[used..], u64::from(length));
+        self.previous_wal_start = wal_start;
+        writer.write_all(&header[..used])?;
         writer.write_all(message)?;
         self.staged_messages += 1;
+        self.staged_bytes += used as u64 + u64::from(length);
+        self.pgoutput_bytes += u64::from(length);
         Ok(())
     }
 
     pub(super) fn start_reading(&mut self) -> Result<(), AssembleError> {
-        let spill = std::mem::replace(
-            &mut self.spill,
-            Spill::Writing(BufWriter::new(tempfile::tempfile()?)),
-        );
-        let mut file = match spill {
+        let mut file = match std::mem::replace(&mut self.spill, Spill::Switching) {
             Spill::Writing(writer) => writer.into_inner().map_err(|e| e.into_error())?,
             Spill::Reading(reader) => reader.into_inner(),
+            Spill::Switching => {
+                return Err(AssembleError::Unexpected(
+                    "a staged transaction lost its spill file".into(),
+                ));
+            }
         };
         file.rewind()?;
+        self.previous_wal_start = 0;
         self.spill = Spill::Reading(BufReader::with_capacity(SPILL_BUFFER_BYTES, file));
         Ok(())
     }
@@ -87,16 +111,126 @@ impl StagedTransaction {
         let Spill::Reading(reader) = &mut self.spill else {
             return Err(AssembleError::Unexpected("replay before commit".into()));
         };
-        let mut header = [0u8; 12];
-        match reader.read_exact(&mut header) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-            Err(e) => return Err(e.into()),
-        }
-        let wal_start = u64::from_be_bytes(header[..8].try_into().unwrap_or_default());
-        let length = u32::from_be_bytes(header[8..].try_into().unwrap_or_default());
-        buffer.resize(length as usize, 0);
+        let Some(delta) = read_varint(reader, true)? else {
+            return Ok(None);
+        };
+        let length = read_varint(reader, false)?.unwrap_or_default();
+        let length = usize::try_from(length).map_err(|_| {
+            AssembleError::Unexpected("a staged message over the address space".into())
+        })?;
+        let wal_start = self.previous_wal_start.wrapping_add(unzigzag(delta));
+        self.previous_wal_start = wal_start;
+        buffer.resize(length, 0);
         reader.read_exact(buffer)?;
         Ok(Some(wal_start))
+    }
+}
+
+const MAX_VARINT_BYTES: usize = 10;
+
+/// A position delta as an unsigned number, small for small steps either way.
+fn zigzag(delta: u64) -> u64 {
+    let signed = delta as i64;
+    ((signed << 1) ^ (signed >> 63)) as u64
+}
+
+fn unzigzag(value: u64) -> u64 {
+    ((value >> 1) as i64 ^ -((value & 1) as i64)) as u64
+}
+
+/// LEB128: seven bits a byte, the high bit set on every byte but the last. Returns the length.
+fn write_varint(out: &mut [u8], mut value: u64) -> usize {
+    let mut used = 0;
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            out[used] = byte;
+            return used + 1;
+        }
+        out[used] = byte | 0x80;
+        used += 1;
+    }
+}
+
+/// Reads one varint; `None` at a clean end of the file when `end_allowed` (between records).
+fn read_varint(reader: &mut impl Read, end_allowed: bool) -> Result<Option<u64>, AssembleError> {
+    let mut value = 0u64;
+    for index in 0..MAX_VARINT_BYTES {
+        let mut byte = [0u8];
+        match reader.read_exact(&mut byte) {
+            Ok(()) => {}
+            Err(e)
+                if e.kind() == std::io::ErrorKind::UnexpectedEof && index == 0 && end_allowed =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        value |= u64::from(byte[0] & 0x7f) << (7 * index);
+        if byte[0] & 0x80 == 0 {
+            return Ok(Some(value));
+        }
+    }
+    Err(AssembleError::Unexpected(
+        "a staged record's header is corrupt".into(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_come_back_in_order_with_their_positions() {
+        let mut staged = StagedTransaction::new(7, None).unwrap();
+        // Positions go up in small and huge steps and, for safety, may even go back.
+        let positions = [
+            0x1_0000_0028,
+            0x1_0000_0050,
+            0x9_0000_0000,
+            0x1_0000_0000,
+            u64::MAX,
+            0,
+        ];
+        for (i, &at) in positions.iter().enumerate() {
+            staged.stage(at, &vec![i as u8; i * 100]).unwrap();
+        }
+        staged.start_reading().unwrap();
+        let mut buffer = Vec::new();
+        for (i, &at) in positions.iter().enumerate() {
+            assert_eq!(staged.next_staged(&mut buffer).unwrap(), Some(at));
+            assert_eq!(buffer, vec![i as u8; i * 100]);
+        }
+        assert_eq!(staged.next_staged(&mut buffer).unwrap(), None);
+    }
+
+    #[test]
+    fn small_rows_take_at_most_one_and_a_half_times_their_pgoutput_bytes() {
+        let mut staged = StagedTransaction::new(7, None).unwrap();
+        // The smallest insert of one int4 column in a streamed transaction: 17 bytes, every
+        // 40 bytes of WAL.
+        for i in 0..10_000u64 {
+            staged.stage(0x5_0000_0000 + 40 * i, &[0u8; 17]).unwrap();
+        }
+        assert_eq!(staged.pgoutput_bytes, 170_000);
+        assert!(
+            staged.staged_bytes * 2 <= staged.pgoutput_bytes * 3,
+            "{} staged for {} pgoutput bytes",
+            staged.staged_bytes,
+            staged.pgoutput_bytes
+        );
+    }
+
+    #[test]
+    fn a_truncated_spill_file_is_an_error_not_a_short_transaction() {
+        let mut header = [0u8; 2 * MAX_VARINT_BYTES];
+        let used = write_varint(&mut header, 300);
+        assert_eq!(used, 2);
+        let mut cut = &header[..1];
+        assert!(read_varint(&mut cut, true).is_err());
+        let mut empty: &[u8] = &[];
+        assert!(matches!(read_varint(&mut empty, true), Ok(None)));
+        assert!(read_varint(&mut empty, false).is_err());
     }
 }
