@@ -12,18 +12,19 @@ use std::{
 use pgoutput::copy::Lsn;
 
 use super::{AssembleError, OpenTransaction};
+use crate::record::binary::long;
 
 /// The messages of one in-progress streamed transaction, spilled to an anonymous file as
 /// `[wal_start delta][length][pgoutput bytes]` records in arrival order. The delta from the
-/// previous message's position (zig-zag) and the length are LEB128 varints: two to four bytes
-/// of header instead of twelve, which for small rows (a 17-byte insert) is the difference
-/// between 1.2× and 1.7× the pgoutput bytes on disk.
+/// previous message's position and the length are Avro longs (zig-zag varints,
+/// [`record::binary::long`]): two to four bytes of header instead of twelve, which for small
+/// rows (a 17-byte insert) is the difference between 1.2× and 1.7× the pgoutput bytes on disk.
 #[derive(Debug)]
 pub struct StagedTransaction {
     pub(super) xid: u32,
     spill: Spill,
     pub(super) staged_messages: u64,
-    /// Bytes written to the spill file: the pgoutput bytes plus a 12-byte header each.
+    /// Bytes written to the spill file: the pgoutput bytes plus each one's header.
     pub(super) staged_bytes: u64,
     /// The pgoutput bytes of the staged messages, as received.
     pub(super) pgoutput_bytes: u64,
@@ -32,6 +33,8 @@ pub struct StagedTransaction {
     pub(super) end_lsn: Lsn,
     /// The position of the message staged (or replayed) last: positions are stored as deltas.
     previous_wal_start: Lsn,
+    /// The header being written, kept to reuse its allocation.
+    header: Vec<u8>,
 }
 
 #[derive(Debug)]
@@ -60,6 +63,7 @@ impl StagedTransaction {
             commit: None,
             end_lsn: 0,
             previous_wal_start: 0,
+            header: Vec::with_capacity(2 * MAX_VARINT_BYTES),
         })
     }
 
@@ -72,17 +76,18 @@ impl StagedTransaction {
         };
         let length = u32::try_from(message.len())
             .map_err(|_| AssembleError::Unexpected("a pgoutput message over 4 GiB".into()))?;
-        let mut header = [0u8; 2 * MAX_VARINT_BYTES];
-        let mut used = write_varint(
-            &mut header,
-            zigzag(wal_start.wrapping_sub(self.previous_wal_start)),
+        self.header.clear();
+        // The wrapping difference read as signed: small for small steps either way.
+        long(
+            &mut self.header,
+            wal_start.wrapping_sub(self.previous_wal_start) as i64,
         );
-        used += write_varint(&mut header[used..], u64::from(length));
+        long(&mut self.header, i64::from(length));
         self.previous_wal_start = wal_start;
-        writer.write_all(&header[..used])?;
+        writer.write_all(&self.header)?;
         writer.write_all(message)?;
         self.staged_messages += 1;
-        self.staged_bytes += used as u64 + u64::from(length);
+        self.staged_bytes += (self.header.len() + message.len()) as u64;
         self.pgoutput_bytes += u64::from(length);
         Ok(())
     }
@@ -111,14 +116,13 @@ impl StagedTransaction {
         let Spill::Reading(reader) = &mut self.spill else {
             return Err(AssembleError::Unexpected("replay before commit".into()));
         };
-        let Some(delta) = read_varint(reader, true)? else {
+        let Some(delta) = read_long(reader, true)? else {
             return Ok(None);
         };
-        let length = read_varint(reader, false)?.unwrap_or_default();
-        let length = usize::try_from(length).map_err(|_| {
-            AssembleError::Unexpected("a staged message over the address space".into())
-        })?;
-        let wal_start = self.previous_wal_start.wrapping_add(unzigzag(delta));
+        let length = read_long(reader, false)?.unwrap_or_default();
+        let length = usize::try_from(length)
+            .map_err(|_| AssembleError::Unexpected("a staged record's length is corrupt".into()))?;
+        let wal_start = self.previous_wal_start.wrapping_add(delta as u64);
         self.previous_wal_start = wal_start;
         buffer.resize(length, 0);
         reader.read_exact(buffer)?;
@@ -128,33 +132,9 @@ impl StagedTransaction {
 
 const MAX_VARINT_BYTES: usize = 10;
 
-/// A position delta as an unsigned number, small for small steps either way.
-fn zigzag(delta: u64) -> u64 {
-    let signed = delta as i64;
-    ((signed << 1) ^ (signed >> 63)) as u64
-}
-
-fn unzigzag(value: u64) -> u64 {
-    ((value >> 1) as i64 ^ -((value & 1) as i64)) as u64
-}
-
-/// LEB128: seven bits a byte, the high bit set on every byte but the last. Returns the length.
-fn write_varint(out: &mut [u8], mut value: u64) -> usize {
-    let mut used = 0;
-    loop {
-        let byte = (value & 0x7f) as u8;
-        value >>= 7;
-        if value == 0 {
-            out[used] = byte;
-            return used + 1;
-        }
-        out[used] = byte | 0x80;
-        used += 1;
-    }
-}
-
-/// Reads one varint; `None` at a clean end of the file when `end_allowed` (between records).
-fn read_varint(reader: &mut impl Read, end_allowed: bool) -> Result<Option<u64>, AssembleError> {
+/// Reads one Avro long (the inverse of [`long`]); `None` at a clean end of the file when
+/// `end_allowed` (between records).
+fn read_long(reader: &mut impl Read, end_allowed: bool) -> Result<Option<i64>, AssembleError> {
     let mut value = 0u64;
     for index in 0..MAX_VARINT_BYTES {
         let mut byte = [0u8];
@@ -169,7 +149,7 @@ fn read_varint(reader: &mut impl Read, end_allowed: bool) -> Result<Option<u64>,
         }
         value |= u64::from(byte[0] & 0x7f) << (7 * index);
         if byte[0] & 0x80 == 0 {
-            return Ok(Some(value));
+            return Ok(Some((value >> 1) as i64 ^ -((value & 1) as i64)));
         }
     }
     Err(AssembleError::Unexpected(
@@ -224,13 +204,15 @@ mod tests {
 
     #[test]
     fn a_truncated_spill_file_is_an_error_not_a_short_transaction() {
-        let mut header = [0u8; 2 * MAX_VARINT_BYTES];
-        let used = write_varint(&mut header, 300);
-        assert_eq!(used, 2);
+        let mut header = Vec::new();
+        long(&mut header, 300);
+        assert_eq!(header.len(), 2);
+        let mut whole = &header[..];
+        assert_eq!(read_long(&mut whole, false).unwrap(), Some(300));
         let mut cut = &header[..1];
-        assert!(read_varint(&mut cut, true).is_err());
+        assert!(read_long(&mut cut, true).is_err());
         let mut empty: &[u8] = &[];
-        assert!(matches!(read_varint(&mut empty, true), Ok(None)));
-        assert!(read_varint(&mut empty, false).is_err());
+        assert!(matches!(read_long(&mut empty, true), Ok(None)));
+        assert!(read_long(&mut empty, false).is_err());
     }
 }

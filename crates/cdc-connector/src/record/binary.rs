@@ -375,7 +375,8 @@ fn numeric(
 }
 
 /// Avro `long` (and `int`, `enum`, union index, counts): zig-zag, then a base-128 varint.
-fn long(out: &mut Vec<u8>, value: i64) {
+/// Avro's `long`: zig-zag, then a LEB128 varint (also the staging file's record headers).
+pub(crate) fn long(out: &mut Vec<u8>, value: i64) {
     let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
     while zigzag >= 0x80 {
         out.push((zigzag as u8) | 0x80);

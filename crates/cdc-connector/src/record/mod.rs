@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-mod binary;
+pub(crate) mod binary;
 pub mod decimal;
 mod key;
 mod layout;
