@@ -33,7 +33,7 @@ pub mod table_schema;
 #[cfg(test)]
 pub mod test_wire;
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use platform::{kafka, telemetry::Health, topics};
 
@@ -81,15 +81,12 @@ pub async fn run(
             })
     })
     .await?;
-    let producer = KafkaProducer(Arc::new(
-        kafka::bounded_producer(
-            &options.kafka_brokers,
-            "cdc-connector",
-            Duration::from_millis(options.kafka_message_timeout_ms),
-            MAX_QUEUED_RECORDS,
-        )
-        .map_err(|e| ConnectorError::kafka("creating the Kafka producer", &e))?,
-    ));
+    let producer = KafkaProducer::new(
+        &options.kafka_brokers,
+        Duration::from_millis(options.kafka_message_timeout_ms),
+        MAX_QUEUED_RECORDS,
+    )
+    .map_err(|e| ConnectorError::kafka("creating the Kafka producer", &e))?;
     if config.snapshot_mode == snapshot::SnapshotMode::InitialOnly {
         let rows = retry("snapshotting", max_backoff, health, || {
             snapshot_publish::snapshot_only(&config, producer.clone(), &schemas, health)
@@ -107,10 +104,8 @@ pub async fn run(
             // Records already handed to the producer get a chance to land; whatever does not is
             // replayed from the slot next time, since its position was never confirmed.
             tracing::info!("shutting down");
-            let producer = producer.0.clone();
-            tokio::task::spawn_blocking(move || {
-                rdkafka::producer::Producer::flush(&*producer, Duration::from_secs(10))
-            })
+            let producer = producer.clone();
+            tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10)))
             .await
             .ok();
             Ok(())

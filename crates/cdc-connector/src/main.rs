@@ -4,7 +4,10 @@ use anyhow::Context;
 use cdc_connector::Options;
 use platform::telemetry;
 
-#[tokio::main]
+// One thread for the pipeline: the replication stream, the decoder, the encoder and the hand-off
+// to librdkafka wake no other runtime thread per message (the snapshot readers have their own
+// threads, librdkafka its own).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     telemetry::init_tracing();
     let options: Options = platform::config::load("CDC_CONFIG")?;

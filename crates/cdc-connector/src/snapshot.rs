@@ -342,6 +342,7 @@ where
         "snapshot started"
     );
     let progress = tokio::spawn(report_progress(done.clone(), total, started));
+    let readers = ReaderRuntime::new(settings.workers.max(1))?;
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..settings.workers.max(1) {
         let worker = Worker {
@@ -361,7 +362,7 @@ where
             prepare: prepare.clone(),
             out: out.clone(),
         };
-        workers.spawn(worker.run());
+        workers.spawn_on(worker.run(), readers.handle());
     }
     drop(out);
     let mut result = Ok(());
@@ -391,6 +392,49 @@ where
         "snapshot read"
     );
     Ok(SnapshotOutcome { rows, elapsed })
+}
+
+/// The readers' own threads, one per reader: they decode and encode in parallel whatever
+/// runtime the connector's pipeline runs on (a single-threaded one, which keeps the replication
+/// stream, the decoder and the producer's hand-off on one thread).
+struct ReaderRuntime {
+    handle: tokio::runtime::Handle,
+    /// Taken when dropped, to shut it down without blocking.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl ReaderRuntime {
+    fn new(threads: usize) -> Result<Self, ConnectorError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("snapshot-reader")
+            .enable_all()
+            .build()
+            .map_err(|e| {
+                ConnectorError::new(
+                    ErrorKind::Config,
+                    "starting the snapshot readers' threads",
+                    e.to_string(),
+                )
+            })?;
+        Ok(Self {
+            handle: runtime.handle().clone(),
+            runtime: Some(runtime),
+        })
+    }
+
+    fn handle(&self) -> &tokio::runtime::Handle {
+        &self.handle
+    }
+}
+
+impl Drop for ReaderRuntime {
+    fn drop(&mut self) {
+        // Dropped from async code: a runtime must not block there waiting for its threads.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 async fn report_progress(done: Arc<AtomicU64>, total: u64, started: Instant) {

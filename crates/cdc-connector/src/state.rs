@@ -35,14 +35,25 @@ pub fn key(database: &str, slot: &str) -> String {
     format!("{database}/{slot}")
 }
 
+/// A producer for the few state records of a session start or a snapshot, each awaited on
+/// its own (the connector's record producer answers through its ledger instead). Not
+/// idempotent: librdkafka holds an idempotent producer's first record for 500 ms while it
+/// obtains a producer id, at every start, and a state record written twice after a retry is
+/// still the same state (the topic is compacted; a probe is only looked for).
+fn state_producer(brokers: &str) -> Result<FutureProducer<LoggingContext>, String> {
+    platform::kafka::client_config(brokers)
+        .set("client.id", "cdc-connector")
+        .set("acks", "all")
+        .create_with_context(LoggingContext {
+            service: "cdc-connector",
+        })
+        .map_err(|e| format!("cannot create a producer for {TOPIC}: {e}"))
+}
+
 /// Writes the state of `key` and waits until Kafka acknowledged it.
-pub async fn write(
-    producer: &FutureProducer<LoggingContext>,
-    key: &str,
-    state: &SnapshotState,
-) -> Result<(), String> {
+pub async fn write(brokers: &str, key: &str, state: &SnapshotState) -> Result<(), String> {
     let payload = serde_json::to_vec(state).map_err(|e| e.to_string())?;
-    producer
+    state_producer(brokers)?
         .send(
             FutureRecord::to(TOPIC).key(key).payload(&payload),
             Duration::from_secs(30),
@@ -54,17 +65,13 @@ pub async fn write(
 
 /// The latest state of `key`. A probe record written first marks the end of what to read, so
 /// the answer does not depend on the broker's reported offsets.
-pub async fn read(
-    brokers: &str,
-    producer: &FutureProducer<LoggingContext>,
-    key: &str,
-) -> Result<Option<SnapshotState>, String> {
+pub async fn read(brokers: &str, key: &str) -> Result<Option<SnapshotState>, String> {
     let probe = format!(
         "probe/{key}/{}/{}",
         std::process::id(),
         crate::unix_micros_now()
     );
-    producer
+    state_producer(brokers)?
         .send(
             FutureRecord::<str, [u8]>::to(TOPIC).key(&probe),
             Duration::from_secs(30),
@@ -86,7 +93,16 @@ fn read_until_probe(
     let consumer: BaseConsumer = platform::kafka::client_config(brokers)
         .set("group.id", "cdc-connector-state-reader")
         .set("enable.auto.commit", "false")
+        // The partition is read to its end once, at start-up: a fetch that finds nothing new
+        // should come back at once, not after librdkafka's default 500 ms wait.
+        .set("fetch.wait.max.ms", "10")
+        .set("fetch.error.backoff.ms", "10")
         .create()
+        .map_err(|e| format!("cannot read {TOPIC}: {e}"))?;
+    // With the partition's leader known before the assignment, librdkafka asks for the first
+    // offset at once instead of after its 500 ms retry timer.
+    consumer
+        .fetch_metadata(Some(TOPIC), Duration::from_secs(10))
         .map_err(|e| format!("cannot read {TOPIC}: {e}"))?;
     let mut partitions = TopicPartitionList::new();
     partitions

@@ -99,7 +99,20 @@ pub fn bounded_producer(
     message_timeout: Duration,
     max_queued_records: u32,
 ) -> Result<FutureProducer<LoggingContext>, KafkaError> {
-    crate::kafka::client_config(brokers)
+    producer_config(brokers, service, message_timeout, max_queued_records)
+        .create_with_context(LoggingContext { service })
+}
+
+/// The settings of [`bounded_producer`], for a service that needs its own producer context
+/// (e.g. delivery callbacks instead of futures).
+pub fn producer_config(
+    brokers: &str,
+    service: &'static str,
+    message_timeout: Duration,
+    max_queued_records: u32,
+) -> ClientConfig {
+    let mut config = client_config(brokers);
+    config
         .set("client.id", service)
         .set("enable.idempotence", "true")
         .set("acks", "all")
@@ -115,8 +128,8 @@ pub fn bounded_producer(
         .set(
             "message.timeout.ms",
             message_timeout.as_millis().to_string(),
-        )
-        .create_with_context(LoggingContext { service })
+        );
+    config
 }
 
 /// A consumer in `group`; `from_beginning` reads a new group's partitions from the earliest offset.
@@ -158,17 +171,19 @@ pub async fn provision_topics(brokers: &str, topics: &[TopicSpec]) -> Result<(),
                 service: "provisioning",
             })
             .map_err(unreachable)?;
-        let metadata = tokio::task::block_in_place(|| {
+        // On the blocking pool, which every runtime flavour has (`block_in_place` would need a
+        // multi-threaded one).
+        let brokers_found = tokio::task::spawn_blocking(move || {
             let metadata = probe.client().fetch_metadata(None, Duration::from_secs(10));
             if metadata.is_err() {
                 probe.poll(Duration::from_millis(100));
             }
-            metadata
+            metadata.map(|metadata| metadata.brokers().len())
         })
+        .await
+        .unwrap_or(Err(KafkaError::Canceled))
         .map_err(unreachable)?;
-        i32::try_from(metadata.brokers().len())
-            .unwrap_or(i32::MAX)
-            .max(1)
+        i32::try_from(brokers_found).unwrap_or(i32::MAX).max(1)
     };
     let admin: AdminClient<LoggingContext> = client_config(brokers)
         .create_with_context(LoggingContext {

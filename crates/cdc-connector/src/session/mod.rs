@@ -141,7 +141,7 @@ async fn establish_start(
     let state_unavailable = |detail: String| {
         ConnectorError::new(ErrorKind::KafkaUnavailable, "connector state", detail)
     };
-    let recorded = state::read(&config.kafka_brokers, &producer.0, &state_key)
+    let recorded = state::read(&config.kafka_brokers, &state_key)
         .await
         .map_err(state_unavailable)?;
     let drop_first = match slot::plan_slot(prepared.slot, recorded.as_ref(), config.snapshot_mode) {
@@ -195,9 +195,13 @@ async fn establish_start(
             status,
             consistent_point: point.clone(),
         };
-        state::write(&producer.0, &state_key, &record(SnapshotStatus::Started))
-            .await
-            .map_err(state_unavailable)?;
+        state::write(
+            &config.kafka_brokers,
+            &state_key,
+            &record(SnapshotStatus::Started),
+        )
+        .await
+        .map_err(state_unavailable)?;
         health.set(false, "snapshotting");
         snapshot_publish::publish_snapshot(
             config,
@@ -209,9 +213,13 @@ async fn establish_start(
             health,
         )
         .await?;
-        state::write(&producer.0, &state_key, &record(SnapshotStatus::Complete))
-            .await
-            .map_err(state_unavailable)?;
+        state::write(
+            &config.kafka_brokers,
+            &state_key,
+            &record(SnapshotStatus::Complete),
+        )
+        .await
+        .map_err(state_unavailable)?;
         // Closing the exporting connection ends the exported snapshot; it is no longer needed.
         drop(exporter);
     } else if config.snapshot_mode == SnapshotMode::NoData {
@@ -219,7 +227,7 @@ async fn establish_start(
             status: SnapshotStatus::Skipped,
             consistent_point: format_lsn(created.consistent_point),
         };
-        state::write(&producer.0, &state_key, &skipped)
+        state::write(&config.kafka_brokers, &state_key, &skipped)
             .await
             .map_err(state_unavailable)?;
     }

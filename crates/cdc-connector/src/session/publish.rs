@@ -18,6 +18,9 @@ use crate::{
     source::{catalog::Catalog, replication::ReplicationStream},
 };
 
+/// Records sent between two looks at the clock for a due status update.
+const STATUS_CHECK_EVERY: u32 = 128;
+
 impl<S, P, C> Session<'_, S, P, C>
 where
     S: ReplicationStream,
@@ -129,9 +132,14 @@ where
                 Ok(()) => {
                     // Replaying a large streamed transaction publishes for minutes without
                     // reading the stream: PostgreSQL must still hear from us, or its
-                    // wal_sender_timeout ends the connection.
-                    if Instant::now() >= self.status_due {
-                        self.send_status(false).await?;
+                    // wal_sender_timeout ends the connection. The clock is read every
+                    // STATUS_CHECK_EVERY records, a few milliseconds apart at full speed.
+                    self.sent_since_status_check += 1;
+                    if self.sent_since_status_check >= STATUS_CHECK_EVERY {
+                        self.sent_since_status_check = 0;
+                        if Instant::now() >= self.status_due {
+                            self.send_status(false).await?;
+                        }
                     }
                     return Ok(());
                 }

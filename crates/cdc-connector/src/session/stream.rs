@@ -35,6 +35,8 @@ pub struct Session<'a, S, P: RecordProducer, C> {
     pub(super) checkpointed_lsn: Lsn,
     pub(super) reported_flush: Lsn,
     pub(super) status_due: Instant,
+    /// Records sent since the clock was last read for `status_due` while publishing.
+    pub(super) sent_since_status_check: u32,
     /// When the server last sent anything (data or keepalive): a stream silent for half the
     /// source timeout is asked for a reply, silent for all of it is taken for lost.
     pub(super) last_received: Instant,
@@ -72,6 +74,7 @@ where
             checkpointed_lsn: start,
             reported_flush: start,
             status_due: Instant::now() + config.status_interval,
+            sent_since_status_check: 0,
             last_received: Instant::now(),
             reply_requested: false,
             published_table_schemas: Default::default(),
@@ -91,6 +94,11 @@ where
                     self.last_received = Instant::now();
                     self.reply_requested = false;
                     self.handle(&payload, &mut outputs).await?;
+                    // The rest of what that read brought, before the timers are looked at
+                    // again: one pass through the select per read, not per message.
+                    while let Some(payload) = self.stream.buffered_copy_data()? {
+                        self.handle(&payload, &mut outputs).await?;
+                    }
                 }
                 _ = tokio::time::sleep_until(silence_deadline) => {
                     if self.reply_requested {

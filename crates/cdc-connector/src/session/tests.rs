@@ -39,6 +39,14 @@ impl ReplicationStream for FakeStream {
         }
     }
 
+    fn buffered_copy_data(&mut self) -> Result<Option<BytesMut>, ConnectorError> {
+        Ok(self
+            .incoming
+            .try_recv()
+            .ok()
+            .map(|payload| BytesMut::from(&payload[..])))
+    }
+
     async fn send_copy_data(&mut self, payload: &[u8]) -> Result<(), ConnectorError> {
         let _ = self.statuses.send(payload.to_vec());
         Ok(())

@@ -2,9 +2,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::oneshot;
-
-use super::{RecordProducer, SendError};
+use super::{RecordProducer, SendError, ledger::Ledger};
 use crate::error::ConnectorError;
 
 /// One record handed to the fake producer.
@@ -12,7 +10,9 @@ pub struct SentRecord {
     pub topic: String,
     pub key: String,
     pub payload: Vec<u8>,
-    answer: Option<oneshot::Sender<Result<(), ConnectorError>>>,
+    sequence: u64,
+    ledger: Arc<Ledger>,
+    answered: bool,
 }
 
 impl SentRecord {
@@ -25,8 +25,9 @@ impl SentRecord {
     }
 
     fn answer(&mut self, result: Result<(), ConnectorError>) {
-        let answer = self.answer.take().expect("a record is answered once");
-        let _ = answer.send(result);
+        assert!(!self.answered, "a record is answered once");
+        self.answered = true;
+        self.ledger.answered(self.sequence, result);
     }
 }
 
@@ -40,21 +41,7 @@ pub struct FakeProducer {
     /// test about change records can ignore the metadata records around them).
     pub answer_at_once: Arc<Mutex<Option<String>>>,
     pub answered: Arc<Mutex<Vec<SentRecord>>>,
-}
-
-pub struct FakeDelivery(oneshot::Receiver<Result<(), ConnectorError>>);
-
-impl std::future::Future for FakeDelivery {
-    type Output = Result<(), ConnectorError>;
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        std::pin::Pin::new(&mut self.0)
-            .poll(cx)
-            .map(|answer| answer.unwrap_or_else(|_| Err(super::tracker_stopped())))
-    }
+    pub ledger: Arc<Ledger>,
 }
 
 impl FakeProducer {
@@ -73,7 +60,7 @@ impl FakeProducer {
 
     pub fn acknowledge_all(&self) {
         for record in self.sent.lock().unwrap().iter_mut() {
-            if record.answer.is_some() {
+            if !record.answered {
                 record.acknowledge();
             }
         }
@@ -90,9 +77,7 @@ impl FakeProducer {
 }
 
 impl RecordProducer for FakeProducer {
-    type Delivery = FakeDelivery;
-
-    fn send(&self, topic: &str, key: &str, payload: &[u8]) -> Result<FakeDelivery, SendError> {
+    fn send(&self, topic: &str, key: &str, payload: &[u8], sequence: u64) -> Result<(), SendError> {
         {
             let mut full = self.queue_full_for.lock().unwrap();
             if *full > 0 {
@@ -100,12 +85,13 @@ impl RecordProducer for FakeProducer {
                 return Err(SendError::QueueFull);
             }
         }
-        let (answer, delivery) = oneshot::channel();
         let mut record = SentRecord {
             topic: topic.to_string(),
             key: key.to_string(),
             payload: payload.to_vec(),
-            answer: Some(answer),
+            sequence,
+            ledger: self.ledger.clone(),
+            answered: false,
         };
         if self.answer_at_once.lock().unwrap().as_deref() == Some(topic) {
             record.acknowledge();
@@ -113,7 +99,11 @@ impl RecordProducer for FakeProducer {
         } else {
             self.sent.lock().unwrap().push(record);
         }
-        Ok(FakeDelivery(delivery))
+        Ok(())
+    }
+
+    fn ledger(&self) -> &Arc<Ledger> {
+        &self.ledger
     }
 
     fn in_flight(&self) -> i32 {
@@ -121,7 +111,7 @@ impl RecordProducer for FakeProducer {
             .lock()
             .unwrap()
             .iter()
-            .filter(|r| r.answer.is_some())
+            .filter(|r| !r.answered)
             .count() as i32
     }
 }

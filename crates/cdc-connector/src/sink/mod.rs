@@ -4,23 +4,30 @@
 //!
 //! The producer is a seam ([`RecordProducer`]): [`kafka::KafkaProducer`] in production, a fake
 //! in the unit tests below that acknowledge records out of order, fail one, and check that no
-//! position is ever released early.
+//! position is ever released early. Answers are kept in a [`ledger::Ledger`], a watermark over
+//! record sequence numbers that the producer's delivery callback moves: no future, channel
+//! message or task wake-up per record.
 
 pub mod kafka;
+pub mod ledger;
 
-use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use pgoutput::copy::Lsn;
 use platform::telemetry::Health;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
+use self::ledger::{Ledger, Mark};
 use crate::{changes::Operation, error::ConnectorError};
 
-/// Hands records to Kafka; each send returns a future that resolves with Kafka's answer.
+/// Hands records to Kafka and reports each answer to its [`Ledger`].
 pub trait RecordProducer: Send + Sync + 'static {
-    type Delivery: Future<Output = Result<(), ConnectorError>> + Send + Unpin + 'static;
+    /// Hands one record over; Kafka's answer goes to [`RecordProducer::ledger`] as
+    /// `ledger.answered(sequence, ..)`, from any thread, in any order.
+    fn send(&self, topic: &str, key: &str, payload: &[u8], sequence: u64) -> Result<(), SendError>;
 
-    fn send(&self, topic: &str, key: &str, payload: &[u8]) -> Result<Self::Delivery, SendError>;
+    /// Where this producer reports its answers.
+    fn ledger(&self) -> &Arc<Ledger>;
 
     /// Records handed over and not yet answered.
     fn in_flight(&self) -> i32;
@@ -39,41 +46,27 @@ pub struct AckState {
     pub failure: Option<ConnectorError>,
 }
 
-enum Pending<D> {
-    Delivery {
-        delivery: D,
-        /// Row changes are counted by table and operation once delivered.
-        change: Option<(Arc<str>, Operation)>,
-    },
-    Checkpoint {
-        lsn: Lsn,
-        commit_time_unix_micros: Option<i64>,
-    },
-    /// Answered once everything sent before it was delivered.
-    Barrier(tokio::sync::oneshot::Sender<()>),
-}
-
 /// One replication session's view of the producer: records and checkpoints in WAL order.
 pub struct OrderedSink<P: RecordProducer> {
     producer: P,
-    pending: mpsc::UnboundedSender<Pending<P::Delivery>>,
+    session: u64,
     acks: watch::Receiver<AckState>,
-    tracker: tokio::task::JoinHandle<()>,
+    /// One counter handle per (table, operation), looked up once: a registry look-up with label
+    /// allocation per record would cost more than producing it.
+    delivered: std::sync::Mutex<HashMap<(Arc<str>, Operation), metrics::Counter>>,
+    stall_watch: tokio::task::JoinHandle<()>,
 }
 
 impl<P: RecordProducer> OrderedSink<P> {
     pub fn new(producer: P, start_lsn: Lsn, health: Health) -> Self {
-        let (pending, queue) = mpsc::unbounded_channel();
-        let (ack_sender, acks) = watch::channel(AckState {
-            acked_lsn: start_lsn,
-            failure: None,
-        });
-        let tracker = tokio::spawn(track_acknowledgements(queue, ack_sender, health));
+        let (session, acks) = producer.ledger().open(start_lsn);
+        let stall_watch = tokio::spawn(warn_while_stalled(producer.ledger().clone(), health));
         Self {
             producer,
-            pending,
+            session,
             acks,
-            tracker,
+            delivered: Default::default(),
+            stall_watch,
         }
     }
 
@@ -84,15 +77,30 @@ impl<P: RecordProducer> OrderedSink<P> {
         payload: &[u8],
         change: Option<(Arc<str>, Operation)>,
     ) -> Result<(), SendError> {
-        let delivery = self.producer.send(topic, key, payload)?;
-        // The tracker only stops with the session, so a closed channel cannot lose anything.
-        let _ = self.pending.send(Pending::Delivery { delivery, change });
-        Ok(())
+        let counter = change.map(|change| {
+            let mut delivered = self
+                .delivered
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            delivered
+                .entry(change)
+                .or_insert_with_key(|(table, operation)| {
+                    metrics::counter!("cdc_events_total", "table" => table.to_string(), "operation" => operation.as_str())
+                })
+                .clone()
+        });
+        let ledger = self.producer.ledger();
+        let sequence = ledger.register(counter);
+        let sent = self.producer.send(topic, key, payload, sequence);
+        if sent.is_err() {
+            ledger.unregister_last();
+        }
+        sent
     }
 
     /// Marks `lsn`: it is acknowledged once everything sent before it is.
     pub fn checkpoint(&self, lsn: Lsn, commit_time_unix_micros: Option<i64>) {
-        let _ = self.pending.send(Pending::Checkpoint {
+        self.producer.ledger().mark(Mark::Checkpoint {
             lsn,
             commit_time_unix_micros,
         });
@@ -101,7 +109,7 @@ impl<P: RecordProducer> OrderedSink<P> {
     /// Waits until Kafka acknowledged everything sent so far; the failure if a delivery failed.
     pub async fn drained(&self) -> Result<(), ConnectorError> {
         let (reached, wait) = tokio::sync::oneshot::channel();
-        let _ = self.pending.send(Pending::Barrier(reached));
+        self.producer.ledger().mark(Mark::Barrier(reached));
         if wait.await.is_ok() {
             return Ok(());
         }
@@ -132,88 +140,39 @@ pub fn tracker_stopped() -> ConnectorError {
 
 impl<P: RecordProducer> Drop for OrderedSink<P> {
     fn drop(&mut self) {
-        self.tracker.abort();
+        self.stall_watch.abort();
+        self.producer.ledger().close(self.session);
     }
 }
 
 const SLOW_ACK_WARNING: Duration = Duration::from_secs(10);
 
-async fn track_acknowledgements<D>(
-    mut queue: mpsc::UnboundedReceiver<Pending<D>>,
-    acks: watch::Sender<AckState>,
-    health: Health,
-) where
-    D: Future<Output = Result<(), ConnectorError>> + Unpin,
-{
-    // One counter handle per (table, operation), looked up once: a registry look-up with label
-    // allocation per record would cost more than producing it.
-    let mut delivered: HashMap<(Arc<str>, Operation), metrics::Counter> = HashMap::new();
-    while let Some(pending) = queue.recv().await {
-        match pending {
-            Pending::Delivery {
-                mut delivery,
-                change,
-            } => {
-                // Behind a backlog the answer is usually in already: no timer for it then.
-                let answer = match futures::FutureExt::now_or_never(&mut delivery) {
-                    Some(answer) => answer,
-                    None => answer_or_warn(&mut delivery, &health).await,
-                };
-                if let Err(failure) = answer {
-                    acks.send_modify(|state| state.failure = Some(failure));
-                    return;
-                }
-                if let Some(change) = change {
-                    delivered
-                        .entry(change)
-                        .or_insert_with_key(|(table, operation)| {
-                            metrics::counter!("cdc_events_total", "table" => table.to_string(), "operation" => operation.as_str())
-                        })
-                        .increment(1);
-                }
-            }
-            Pending::Barrier(reached) => {
-                let _ = reached.send(());
-            }
-            Pending::Checkpoint {
-                lsn,
-                commit_time_unix_micros,
-            } => {
-                acks.send_modify(|state| state.acked_lsn = state.acked_lsn.max(lsn));
-                metrics::gauge!("cdc_acked_lsn").set(lsn as f64);
-                let lag_ms = commit_time_unix_micros
-                    .map(|commit| (crate::unix_micros_now() - commit).max(0) as f64 / 1000.0)
-                    .unwrap_or(0.0);
-                metrics::gauge!("cdc_lag_milliseconds").set(lag_ms);
-            }
-        }
-    }
-}
-
-/// Waits for a delivery's answer, saying on `/health` while it takes longer than
-/// [`SLOW_ACK_WARNING`] (and that streaming goes on once it came).
-async fn answer_or_warn<D>(delivery: &mut D, health: &Health) -> Result<(), ConnectorError>
-where
-    D: Future<Output = Result<(), ConnectorError>> + Unpin,
-{
-    let mut waited = Duration::ZERO;
+/// Says on `/health` while Kafka has answered nothing for [`SLOW_ACK_WARNING`] with records in
+/// flight (and that streaming goes on once answers come again). Checked once a second: the
+/// delivery path itself keeps no timer.
+async fn warn_while_stalled(ledger: Arc<Ledger>, health: Health) {
+    let mut clock = ledger::StallClock::default();
+    let mut warned_at = Duration::ZERO;
+    let mut every_second = tokio::time::interval(Duration::from_secs(1));
+    every_second.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        match tokio::time::timeout(SLOW_ACK_WARNING, &mut *delivery).await {
-            Ok(answer) => {
-                if !waited.is_zero() {
-                    health.set(true, "streaming");
-                }
-                return answer;
-            }
-            Err(_) => {
-                waited += SLOW_ACK_WARNING;
+        let now = every_second.tick().await.into_std();
+        match clock.observe(ledger.progress(), now) {
+            Some(waited) if waited >= warned_at + SLOW_ACK_WARNING => {
+                warned_at = Duration::from_secs(waited.as_secs() / 10 * 10);
                 let status = format!(
                     "Kafka has not acknowledged a record for {}s (broker unreachable?); the slot is not advanced meanwhile",
-                    waited.as_secs()
+                    warned_at.as_secs()
                 );
                 tracing::warn!("{status}");
                 health.set(false, status);
             }
+            Some(waited) if waited >= SLOW_ACK_WARNING => {}
+            _ if !warned_at.is_zero() => {
+                warned_at = Duration::ZERO;
+                health.set(true, "streaming");
+            }
+            _ => {}
         }
     }
 }

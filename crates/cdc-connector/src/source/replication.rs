@@ -247,28 +247,37 @@ impl ReplicationConnection {
         })
     }
 
+    /// The next backend message if it is already received in full; no I/O.
+    fn buffered_frame(&mut self) -> Result<Option<Frame>, ConnectorError> {
+        if self.read_buf.len() < 5 {
+            return Ok(None);
+        }
+        let length = i32::from_be_bytes([
+            self.read_buf[1],
+            self.read_buf[2],
+            self.read_buf[3],
+            self.read_buf[4],
+        ]);
+        let length = usize::try_from(length)
+            .ok()
+            .filter(|l| *l >= 4)
+            .ok_or_else(|| self.protocol(format!("invalid message length {length}")))?;
+        if self.read_buf.len() > length {
+            let mut frame = self.read_buf.split_to(1 + length);
+            let tag = frame[0];
+            frame.advance(5);
+            return Ok(Some(Frame { tag, body: frame }));
+        }
+        self.read_buf.reserve(1 + length - self.read_buf.len());
+        Ok(None)
+    }
+
     /// Reads the next complete backend message. Cancel-safe: a partly received message stays
     /// in the buffer for the next call.
     async fn read_frame(&mut self) -> Result<Frame, ConnectorError> {
         loop {
-            if self.read_buf.len() >= 5 {
-                let length = i32::from_be_bytes([
-                    self.read_buf[1],
-                    self.read_buf[2],
-                    self.read_buf[3],
-                    self.read_buf[4],
-                ]);
-                let length = usize::try_from(length)
-                    .ok()
-                    .filter(|l| *l >= 4)
-                    .ok_or_else(|| self.protocol(format!("invalid message length {length}")))?;
-                if self.read_buf.len() > length {
-                    let mut frame = self.read_buf.split_to(1 + length);
-                    let tag = frame[0];
-                    frame.advance(5);
-                    return Ok(Frame { tag, body: frame });
-                }
-                self.read_buf.reserve(1 + length - self.read_buf.len());
+            if let Some(frame) = self.buffered_frame()? {
+                return Ok(frame);
             }
             let read = self
                 .stream
@@ -307,6 +316,11 @@ pub trait ReplicationStream {
     /// The next CopyData payload. Must be cancel-safe: the session selects on it.
     fn next_copy_data(&mut self) -> impl Future<Output = Result<BytesMut, ConnectorError>>;
 
+    /// The next CopyData payload if it is already received, without waiting: the session
+    /// works through what one read brought before it looks at timers and acknowledgements
+    /// again.
+    fn buffered_copy_data(&mut self) -> Result<Option<BytesMut>, ConnectorError>;
+
     /// Sends a CopyData payload (a standby status update).
     fn send_copy_data(
         &mut self,
@@ -319,24 +333,40 @@ pub struct PgReplicationStream {
     connection: ReplicationConnection,
 }
 
+impl PgReplicationStream {
+    /// A CopyData frame's payload; `None` for what does not concern the stream (notices,
+    /// parameter changes); an error for an ErrorResponse or the end of the copy.
+    fn copy_data(&self, frame: Frame) -> Result<Option<BytesMut>, ConnectorError> {
+        match frame.tag {
+            b'd' => Ok(Some(frame.body)),
+            b'E' => Err(error_response(&frame.body, "replication stream")),
+            b'c' => Err(ConnectorError::new(
+                ErrorKind::SourceUnavailable,
+                format!("PostgreSQL at {}", self.connection.target),
+                "the server ended the replication stream",
+            )),
+            _ => Ok(None),
+        }
+    }
+}
+
 impl ReplicationStream for PgReplicationStream {
     async fn next_copy_data(&mut self) -> Result<BytesMut, ConnectorError> {
         loop {
             let frame = self.connection.read_frame().await?;
-            match frame.tag {
-                b'd' => return Ok(frame.body),
-                b'E' => return Err(error_response(&frame.body, "replication stream")),
-                b'c' => {
-                    return Err(ConnectorError::new(
-                        ErrorKind::SourceUnavailable,
-                        format!("PostgreSQL at {}", self.connection.target),
-                        "the server ended the replication stream",
-                    ));
-                }
-                // Notices and parameter changes do not concern the stream.
-                _ => {}
+            if let Some(payload) = self.copy_data(frame)? {
+                return Ok(payload);
             }
         }
+    }
+
+    fn buffered_copy_data(&mut self) -> Result<Option<BytesMut>, ConnectorError> {
+        while let Some(frame) = self.connection.buffered_frame()? {
+            if let Some(payload) = self.copy_data(frame)? {
+                return Ok(Some(payload));
+            }
+        }
+        Ok(None)
     }
 
     async fn send_copy_data(&mut self, payload: &[u8]) -> Result<(), ConnectorError> {
