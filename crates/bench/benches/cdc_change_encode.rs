@@ -16,8 +16,8 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use pgoutput::row::{ColumnValue, TypedValue};
 use platform::avro::RegisteredSchema;
 
-fn column(name: &str, value: TypedValue) -> (String, ColumnValue) {
-    (name.to_string(), ColumnValue::Value(value))
+fn column(name: &str, value: TypedValue) -> (std::sync::Arc<str>, ColumnValue) {
+    (name.into(), ColumnValue::Value(value))
 }
 
 /// A `public.bookings` row as the connector types it.

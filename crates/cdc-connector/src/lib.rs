@@ -41,7 +41,10 @@ pub use crate::{
     error::{ConnectorError, ErrorKind},
     options::Options,
 };
-use crate::{retry::retry, sink::kafka::KafkaProducer};
+use crate::{
+    retry::retry,
+    sink::kafka::{Batching, KafkaProducer, ProducerSettings},
+};
 
 /// Records handed to the producer and not yet acknowledged: two full batches
 /// (`batch.num.messages` 10,000) keep the broker busy, more would only cost memory.
@@ -81,12 +84,27 @@ pub async fn run(
             })
     })
     .await?;
-    let producer = KafkaProducer::new(
-        &options.kafka_brokers,
-        Duration::from_millis(options.kafka_message_timeout_ms),
-        MAX_QUEUED_RECORDS,
+    let batching = if config.snapshot_mode == snapshot::SnapshotMode::InitialOnly {
+        Batching::Bulk
+    } else {
+        Batching::Streaming
+    };
+    let producer = retry(
+        "creating the Kafka producer",
+        max_backoff,
+        health,
+        || async {
+            let settings = ProducerSettings {
+                brokers: options.kafka_brokers.clone(),
+                message_timeout: Duration::from_millis(options.kafka_message_timeout_ms),
+                max_queued_records: MAX_QUEUED_RECORDS,
+            };
+            KafkaProducer::new(settings, batching)
+                .await
+                .map_err(|e| ConnectorError::kafka("creating the Kafka producer", &e))
+        },
     )
-    .map_err(|e| ConnectorError::kafka("creating the Kafka producer", &e))?;
+    .await?;
     if config.snapshot_mode == snapshot::SnapshotMode::InitialOnly {
         let rows = retry("snapshotting", max_backoff, health, || {
             snapshot_publish::snapshot_only(&config, producer.clone(), &schemas, health)

@@ -272,7 +272,7 @@ impl ChangeFilter {
         {
             return Ok(());
         }
-        let keys: Vec<String> = event
+        let keys: Vec<std::sync::Arc<str>> = event
             .primary_key
             .iter()
             .map(|(name, _)| name.clone())
@@ -292,7 +292,7 @@ impl ChangeFilter {
         &self,
         table: &str,
         columns: &mut Columns,
-        keys: &[String],
+        keys: &[std::sync::Arc<str>],
     ) -> Result<(), FilterError> {
         let mut qualified = String::with_capacity(table.len() + 32);
         for (name, mut value) in std::mem::take(columns) {
@@ -446,13 +446,13 @@ mod tests {
     }
 
     fn names(columns: &Columns) -> Vec<&str> {
-        columns.iter().map(|(name, _)| name.as_str()).collect()
+        columns.iter().map(|(name, _)| &**name).collect()
     }
 
     fn value<'a>(columns: &'a Columns, name: &str) -> &'a ColumnValue {
         &columns
             .iter()
-            .find(|(n, _)| n == name)
+            .find(|(n, _)| **n == *name)
             .unwrap_or_else(|| panic!("no column {name}"))
             .1
     }

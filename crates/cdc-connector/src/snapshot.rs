@@ -226,7 +226,7 @@ pub async fn plan(
                 let type_id: u32 = column.get(1);
                 types.learn(type_id, column.get::<_, &str>(4), column.get::<_, &str>(5));
                 Column {
-                    name: column.get(0),
+                    name: column.get::<_, &str>(0).into(),
                     type_id,
                     type_modifier: column.get(2),
                     is_key: column.get(3),
@@ -250,7 +250,12 @@ pub async fn plan(
             &catalog,
             &types,
             filter,
-            |name| relation.columns.iter().any(|c| c.is_key && c.name == name),
+            |name| {
+                relation
+                    .columns
+                    .iter()
+                    .any(|c| c.is_key && *c.name == *name)
+            },
         )
         .map_err(|e| {
             ConnectorError::new(

@@ -99,7 +99,7 @@ pub fn describe(
         if treatment == ColumnTreatment::Dropped {
             continue;
         }
-        let described = catalog.columns.iter().find(|c| c.name == column.name);
+        let described = catalog.columns.iter().find(|c| *c.name == *column.name);
         let decoded_as = types.name(column.type_id);
         let value_type = match treatment {
             ColumnTreatment::Rewritten => "text".to_owned(),
@@ -108,7 +108,7 @@ pub fn describe(
         let type_modifier = described.map_or(column.type_modifier, |c| c.type_modifier);
         let modifiers = Modifiers::of(&decoded_as, type_modifier);
         columns.push(ColumnSchema {
-            name: column.name.clone(),
+            name: column.name.to_string(),
             type_name: described
                 .map_or_else(|| decoded_as.clone().into_owned(), |c| c.type_name.clone()),
             value_type,

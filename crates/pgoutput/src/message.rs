@@ -157,7 +157,8 @@ pub enum ReplicaIdentity {
 pub struct Column {
     /// Part of the replica identity (all columns under FULL).
     pub is_key: bool,
-    pub name: String,
+    /// Shared: every decoded value carries its column's name.
+    pub name: std::sync::Arc<str>,
     pub type_id: u32,
     pub type_modifier: i32,
 }
@@ -296,7 +297,7 @@ fn decode_relation(reader: &mut Reader<'_>) -> Result<Relation, DecodeError> {
         let flags = reader.u8("relation column flags")?;
         columns.push(Column {
             is_key: flags & 1 != 0,
-            name: reader.cstring("relation column name")?,
+            name: reader.cstring("relation column name")?.into(),
             type_id: reader.u32("relation column type id")?,
             type_modifier: reader.i32("relation column type modifier")?,
         });

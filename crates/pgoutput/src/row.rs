@@ -313,7 +313,7 @@ pub fn decode_tuple(
     tuple: &TupleData,
     key_only: bool,
     types: &TypeNames,
-) -> Result<Vec<(String, ColumnValue)>, DecodeError> {
+) -> Result<Vec<(std::sync::Arc<str>, ColumnValue)>, DecodeError> {
     if tuple.0.len() != relation.columns.len() {
         return Err(DecodeError::ColumnCountMismatch {
             relation_id: relation.id,
@@ -333,7 +333,7 @@ pub fn decode_tuple(
                 typed_value(column.type_id, column.type_modifier, text, types).map_err(
                     |source| DecodeError::InvalidColumn {
                         relation: qualified_relation_name(relation),
-                        column: column.name.clone(),
+                        column: column.name.to_string(),
                         source: Box::new(source),
                     },
                 )?,
@@ -383,14 +383,24 @@ pub fn typed_value(
     text: &[u8],
     types: &TypeNames,
 ) -> Result<TypedValue, DecodeError> {
-    let type_name = types.name(type_id);
-    let utf8 = std::str::from_utf8(text)
-        .map_err(|_| DecodeError::invalid_value(&type_name, text, "not valid UTF-8"))?;
-    let builtin = !types.learned.contains_key(&type_id) && builtin_type_name(type_id).is_some();
     let context = Context {
         types,
         type_modifier,
     };
+    // The common case first, without a look-up by name: a built-in type that is neither an
+    // array nor a range (pgoutput describes no built-in type, so none is ever learned, and
+    // learned enums are named with their schema).
+    if let Some(type_name) = builtin_type_name(type_id)
+        .filter(|name| !name.starts_with('_') && special::builtin_range_subtype(name).is_none())
+    {
+        let utf8 = std::str::from_utf8(text)
+            .map_err(|_| DecodeError::invalid_value(type_name, text, "not valid UTF-8"))?;
+        return context.scalar(type_name, utf8);
+    }
+    let type_name = types.name(type_id);
+    let utf8 = std::str::from_utf8(text)
+        .map_err(|_| DecodeError::invalid_value(&type_name, text, "not valid UTF-8"))?;
+    let builtin = !types.learned.contains_key(&type_id) && builtin_type_name(type_id).is_some();
     match context.typed_text(&type_name, utf8, 0) {
         Err(_) if !builtin && array_element_type(&type_name).is_some() => Ok(TypedValue::Other {
             type_name: type_name.into_owned(),
@@ -478,6 +488,12 @@ impl Context<'_> {
                 label: utf8.to_owned(),
             });
         }
+        self.scalar(type_name, utf8)
+    }
+
+    /// A value of a type that is neither an array, a range nor an enum.
+    fn scalar(&self, type_name: &str, utf8: &str) -> Result<TypedValue, DecodeError> {
+        let invalid = |reason| DecodeError::invalid_value(type_name, utf8.as_bytes(), reason);
         let value = match type_name {
             "bool" => match utf8 {
                 "t" | "true" => TypedValue::Bool(true),

@@ -29,7 +29,7 @@ impl Operation {
     }
 }
 
-pub type Columns = Vec<(String, ColumnValue)>;
+pub type Columns = Vec<(std::sync::Arc<str>, ColumnValue)>;
 
 /// Where a change sits in the source WAL; `change_id` is derived from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -514,7 +514,7 @@ impl ChangeAssembler {
             .iter()
             .zip(row)
             .filter(|(column, _)| match full_identity_key {
-                Some(key) => key.contains(&column.name),
+                Some(key) => key.iter().any(|k| **k == *column.name),
                 None => column.is_key,
             })
             .map(|(_, value)| value.clone())

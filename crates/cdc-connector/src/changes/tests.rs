@@ -75,15 +75,12 @@ fn a_transaction_gives_sequenced_changes_then_its_end() {
     assert_eq!(&*seen[0].table, "public.bookings");
     assert_eq!(
         seen[0].primary_key,
-        vec![(
-            "booking_id".to_string(),
-            ColumnValue::Value(TypedValue::Long(1))
-        )]
+        vec![("booking_id".into(), ColumnValue::Value(TypedValue::Long(1)))]
     );
     let deleted = seen[2].before.as_ref().unwrap();
     assert_eq!(
         deleted[1],
-        ("status".to_string(), ColumnValue::NotInReplicaIdentity)
+        ("status".into(), ColumnValue::NotInReplicaIdentity)
     );
     assert!(seen[2].after.is_none());
 }
@@ -230,10 +227,7 @@ fn full_identity_tables_are_keyed_by_their_primary_key() {
     );
     assert_eq!(
         changes(&out)[0].primary_key,
-        vec![(
-            "booking_id".to_string(),
-            ColumnValue::Value(TypedValue::Long(5))
-        )]
+        vec![("booking_id".into(), ColumnValue::Value(TypedValue::Long(5)))]
     );
 }
 

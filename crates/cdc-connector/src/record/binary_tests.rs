@@ -203,8 +203,13 @@ fn column_value(max_map: usize) -> impl Strategy<Value = ColumnValue> {
 }
 
 fn columns(max: usize) -> impl Strategy<Value = Columns> {
-    collection::btree_map("[a-z_]{1,10}", column_value(max), 0..=max)
-        .prop_map(|map: BTreeMap<String, ColumnValue>| map.into_iter().collect())
+    collection::btree_map("[a-z_]{1,10}", column_value(max), 0..=max).prop_map(
+        |map: BTreeMap<String, ColumnValue>| {
+            map.into_iter()
+                .map(|(name, value)| (name.into(), value))
+                .collect()
+        },
+    )
 }
 
 fn operation() -> impl Strategy<Value = Operation> {

@@ -117,7 +117,7 @@ fn columns_map(layout: &ChangeLayout, columns: &Columns) -> Result<Value, String
     Ok(Value::Map(
         columns
             .iter()
-            .map(|(name, value)| Ok((name.clone(), column_value(layout, value)?)))
+            .map(|(name, value)| Ok((name.to_string(), column_value(layout, value)?)))
             .collect::<Result<HashMap<_, _>, String>>()?,
     ))
 }

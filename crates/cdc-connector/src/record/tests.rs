@@ -10,7 +10,9 @@ use super::*;
 use crate::changes::Position;
 
 fn every_kind_of_value() -> Columns {
-    let typed = |name: &str, value: TypedValue| (name.to_string(), ColumnValue::Value(value));
+    let typed = |name: &str, value: TypedValue| {
+        (std::sync::Arc::<str>::from(name), ColumnValue::Value(value))
+    };
     vec![
         ("null".into(), ColumnValue::Null),
         ("toast".into(), ColumnValue::UnchangedToast),

@@ -203,9 +203,15 @@ async fn establish_start(
         .await
         .map_err(state_unavailable)?;
         health.set(false, "snapshotting");
+        // The snapshot's records go through a producer of their own that batches for
+        // throughput; it is drained and dropped before streaming starts.
+        let bulk = producer
+            .for_bulk()
+            .await
+            .map_err(|e| ConnectorError::kafka("creating the snapshot's Kafka producer", &e))?;
         snapshot_publish::publish_snapshot(
             config,
-            producer.clone(),
+            bulk,
             schemas,
             &prepared.client,
             &snapshot_name,

@@ -263,7 +263,10 @@ where
             &self.config.filter,
             |name| match &full_identity_key {
                 Some(key) => key.iter().any(|k| k == name),
-                None => relation.columns.iter().any(|c| c.is_key && c.name == name),
+                None => relation
+                    .columns
+                    .iter()
+                    .any(|c| c.is_key && *c.name == *name),
             },
         )
         .map_err(|e| {

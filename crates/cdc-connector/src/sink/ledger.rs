@@ -197,9 +197,10 @@ impl Ledger {
             return;
         };
         // A failure is the session's if the record is one of its own and the earliest refused.
-        let session = state.session.as_mut().filter(|s| {
-            sequence >= s.first_sequence && s.failed_at.is_none_or(|f| sequence < f)
-        });
+        let session = state
+            .session
+            .as_mut()
+            .filter(|s| sequence >= s.first_sequence && s.failed_at.is_none_or(|f| sequence < f));
         if let (Err(failure), Some(session)) = (answer, session) {
             session.failed_at = Some(sequence);
             // Marks after the failed record are never released: dropping them ends the waits

@@ -51,9 +51,7 @@ pub struct OrderedSink<P: RecordProducer> {
     producer: P,
     session: u64,
     acks: watch::Receiver<AckState>,
-    /// One counter handle per (table, operation), looked up once: a registry look-up with label
-    /// allocation per record would cost more than producing it.
-    delivered: std::sync::Mutex<HashMap<(Arc<str>, Operation), metrics::Counter>>,
+    delivered: std::sync::Mutex<DeliveredCounters>,
     stall_watch: tokio::task::JoinHandle<()>,
 }
 
@@ -78,16 +76,10 @@ impl<P: RecordProducer> OrderedSink<P> {
         change: Option<(Arc<str>, Operation)>,
     ) -> Result<(), SendError> {
         let counter = change.map(|change| {
-            let mut delivered = self
-                .delivered
+            self.delivered
                 .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            delivered
-                .entry(change)
-                .or_insert_with_key(|(table, operation)| {
-                    metrics::counter!("cdc_events_total", "table" => table.to_string(), "operation" => operation.as_str())
-                })
-                .clone()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .counter(change)
         });
         let ledger = self.producer.ledger();
         let sequence = ledger.register(counter);
@@ -127,6 +119,35 @@ impl<P: RecordProducer> OrderedSink<P> {
 
     pub fn in_flight(&self) -> i32 {
         self.producer.in_flight()
+    }
+}
+
+/// One counter handle per (table, operation), looked up once: a registry look-up with label
+/// allocation per record would cost more than producing it. Records come in runs of one table
+/// and operation, so the last handle is kept at hand and the map is hashed only on a change.
+#[derive(Default)]
+struct DeliveredCounters {
+    by_change: HashMap<(Arc<str>, Operation), metrics::Counter>,
+    last: Option<(Arc<str>, Operation, metrics::Counter)>,
+}
+
+impl DeliveredCounters {
+    fn counter(&mut self, (table, operation): (Arc<str>, Operation)) -> metrics::Counter {
+        if let Some((last_table, last_operation, counter)) = &self.last
+            && Arc::ptr_eq(last_table, &table)
+            && *last_operation == operation
+        {
+            return counter.clone();
+        }
+        let counter = self
+            .by_change
+            .entry((table.clone(), operation))
+            .or_insert_with_key(|(table, operation)| {
+                metrics::counter!("cdc_events_total", "table" => table.to_string(), "operation" => operation.as_str())
+            })
+            .clone();
+        self.last = Some((table, operation, counter.clone()));
+        counter
     }
 }
 

@@ -46,9 +46,9 @@ fn new_tuple_maps_every_value_kind() {
     assert_eq!(
         decode_tuple(&users_relation(), &tuple, false, &TypeNames::new()).unwrap(),
         vec![
-            ("id".to_owned(), ColumnValue::Value(TypedValue::Int(7))),
-            ("name".to_owned(), ColumnValue::Null),
-            ("bio".to_owned(), ColumnValue::UnchangedToast),
+            ("id".into(), ColumnValue::Value(TypedValue::Int(7))),
+            ("name".into(), ColumnValue::Null),
+            ("bio".into(), ColumnValue::UnchangedToast),
         ]
     );
 }
@@ -59,9 +59,9 @@ fn key_tuple_marks_non_key_nulls_as_not_in_replica_identity() {
     assert_eq!(
         decode_tuple(&users_relation(), &tuple, true, &TypeNames::new()).unwrap(),
         vec![
-            ("id".to_owned(), ColumnValue::Value(TypedValue::Int(7))),
-            ("name".to_owned(), ColumnValue::NotInReplicaIdentity),
-            ("bio".to_owned(), ColumnValue::NotInReplicaIdentity),
+            ("id".into(), ColumnValue::Value(TypedValue::Int(7))),
+            ("name".into(), ColumnValue::NotInReplicaIdentity),
+            ("bio".into(), ColumnValue::NotInReplicaIdentity),
         ]
     );
 }
@@ -78,9 +78,9 @@ fn key_tuple_keeps_real_null_in_key_column_and_unchanged_toast() {
     assert_eq!(
         decode_tuple(&relation, &tuple, true, &TypeNames::new()).unwrap(),
         vec![
-            ("id".to_owned(), ColumnValue::Value(TypedValue::Int(7))),
-            ("name".to_owned(), ColumnValue::Null),
-            ("bio".to_owned(), ColumnValue::UnchangedToast),
+            ("id".into(), ColumnValue::Value(TypedValue::Int(7))),
+            ("name".into(), ColumnValue::Null),
+            ("bio".into(), ColumnValue::UnchangedToast),
         ]
     );
 }
