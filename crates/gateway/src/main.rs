@@ -15,6 +15,12 @@ use gateway::{
 };
 use platform::{kafka, shutdown, telemetry};
 
+/// Every request allocates and frees many small objects (JSON values, strings, the Avro
+/// record) on the runtime's worker threads; glibc's malloc spent about a quarter of the
+/// gateway's CPU on them under load (`perf`, bench/gateway/REPORT.md), mimalloc much less.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Request latency buckets (seconds): a 2xx waits for the broker, so milliseconds to seconds.
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,

@@ -374,7 +374,7 @@ impl ChangeAssembler {
         staged: &mut StagedTransaction,
         out: &mut Vec<Output>,
     ) -> Result<bool, AssembleError> {
-        let mut buffer = Vec::new();
+        let mut buffer = std::mem::take(&mut staged.replayed);
         let saved = self.open.take();
         self.open = staged.commit.take();
         let result = loop {
@@ -406,6 +406,7 @@ impl ChangeAssembler {
                 break Ok(true);
             }
         };
+        staged.replayed = buffer;
         staged.commit = self.open.take();
         self.open = saved;
         if matches!(result, Ok(false))

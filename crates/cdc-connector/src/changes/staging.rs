@@ -35,6 +35,8 @@ pub struct StagedTransaction {
     previous_wal_start: Lsn,
     /// The header being written, kept to reuse its allocation.
     header: Vec<u8>,
+    /// The message being replayed, kept to reuse its allocation.
+    pub(super) replayed: Vec<u8>,
 }
 
 #[derive(Debug)]
@@ -64,6 +66,7 @@ impl StagedTransaction {
             end_lsn: 0,
             previous_wal_start: 0,
             header: Vec::with_capacity(2 * MAX_VARINT_BYTES),
+            replayed: Vec::new(),
         })
     }
 

@@ -7,6 +7,8 @@
 //! (`TypedValue::canonical_text`, documented in the README) as a JSON string, a value not sent is
 //! `null`. A property test holds it to serde_json's own serialisation of the same object.
 
+use std::fmt::Write as _;
+
 use pgoutput::row::{ColumnValue, TypedValue};
 
 use crate::changes::ChangeEvent;
@@ -25,8 +27,13 @@ pub fn kafka_key(event: &ChangeEvent) -> String {
         json_string(&mut key, name);
         key.push(':');
         match value {
-            ColumnValue::Value(TypedValue::Int(i)) => key.push_str(&i.to_string()),
-            ColumnValue::Value(TypedValue::Long(i)) => key.push_str(&i.to_string()),
+            // Writing to a String cannot fail.
+            ColumnValue::Value(TypedValue::Int(i)) => {
+                let _ = write!(key, "{i}");
+            }
+            ColumnValue::Value(TypedValue::Long(i)) => {
+                let _ = write!(key, "{i}");
+            }
             ColumnValue::Value(TypedValue::Bool(b)) => {
                 key.push_str(if *b { "true" } else { "false" })
             }

@@ -12,7 +12,7 @@ use crate::{
     error::{ConnectorError, ErrorKind},
     incremental::IncrementalSnapshot,
     metadata::{ChangeSchema, Schemas, TransactionTally},
-    sink::{OrderedSink, RecordProducer, tracker_stopped},
+    sink::{OrderedSink, RecordProducer, acknowledgements_ended},
     source::{catalog::Catalog, replication::ReplicationStream},
 };
 
@@ -111,7 +111,7 @@ where
                 }
                 changed = acks.changed() => {
                     if changed.is_err() {
-                        return Err(tracker_stopped());
+                        return Err(acknowledgements_ended());
                     }
                     let state = acks.borrow_and_update().clone();
                     if let Some(failure) = state.failure {

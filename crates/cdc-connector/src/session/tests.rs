@@ -163,7 +163,7 @@ impl Server {
         }
     }
 
-    /// Lets the session and the acknowledgement tracker catch up.
+    /// Lets the session catch up with what the test sent and answered.
     async fn settle(&self) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -110,7 +110,7 @@ impl<P: RecordProducer> OrderedSink<P> {
             .borrow()
             .failure
             .clone()
-            .unwrap_or_else(tracker_stopped))
+            .unwrap_or_else(acknowledgements_ended))
     }
 
     pub fn acks(&self) -> watch::Receiver<AckState> {
@@ -151,11 +151,11 @@ impl DeliveredCounters {
     }
 }
 
-pub fn tracker_stopped() -> ConnectorError {
+pub fn acknowledgements_ended() -> ConnectorError {
     ConnectorError::new(
         crate::error::ErrorKind::KafkaUnavailable,
         "tracking acknowledgements",
-        "the acknowledgement tracker stopped",
+        "this sink's ledger session was closed or replaced",
     )
 }
 
