@@ -68,7 +68,7 @@ fuzz_target!(|data: &[u8]| {
             }
         };
         if let Ok(value) = typed_value(oid, modifier, text, &types) {
-            after.push((format!("c{index}"), ColumnValue::Value(value)));
+            after.push((Arc::from(format!("c{index}")), ColumnValue::Value(value)));
         }
     }
     let event = ChangeEvent {
