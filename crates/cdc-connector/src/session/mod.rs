@@ -137,11 +137,16 @@ async fn establish_start(
     prepared: crate::source::setup::PreparedSource,
 ) -> Result<Lsn, ConnectorError> {
     let slot = &config.source.slot_name;
-    let state_key = state::key(&config.target.database, slot);
+    let state_key = &state::key(&config.target.database, slot);
     let state_unavailable = |detail: String| {
         ConnectorError::new(ErrorKind::KafkaUnavailable, "connector state", detail)
     };
-    let recorded = state::read(&config.kafka_brokers, &state_key)
+    let record_state = |state: SnapshotState| async move {
+        state::write(&config.kafka_brokers, state_key, &state)
+            .await
+            .map_err(state_unavailable)
+    };
+    let recorded = state::read(&config.kafka_brokers, state_key)
         .await
         .map_err(state_unavailable)?;
     let drop_first = match slot::plan_slot(prepared.slot, recorded.as_ref(), config.snapshot_mode) {
@@ -195,13 +200,7 @@ async fn establish_start(
             status,
             consistent_point: point.clone(),
         };
-        state::write(
-            &config.kafka_brokers,
-            &state_key,
-            &record(SnapshotStatus::Started),
-        )
-        .await
-        .map_err(state_unavailable)?;
+        record_state(record(SnapshotStatus::Started)).await?;
         health.set(false, "snapshotting");
         // The snapshot's records go through a producer of their own that batches for
         // throughput; it is drained and dropped before streaming starts.
@@ -219,13 +218,7 @@ async fn establish_start(
             health,
         )
         .await?;
-        state::write(
-            &config.kafka_brokers,
-            &state_key,
-            &record(SnapshotStatus::Complete),
-        )
-        .await
-        .map_err(state_unavailable)?;
+        record_state(record(SnapshotStatus::Complete)).await?;
         // Closing the exporting connection ends the exported snapshot; it is no longer needed.
         drop(exporter);
     } else if config.snapshot_mode == SnapshotMode::NoData {
@@ -233,9 +226,7 @@ async fn establish_start(
             status: SnapshotStatus::Skipped,
             consistent_point: format_lsn(created.consistent_point),
         };
-        state::write(&config.kafka_brokers, &state_key, &skipped)
-            .await
-            .map_err(state_unavailable)?;
+        record_state(skipped).await?;
     }
     Ok(created.consistent_point)
 }

@@ -176,7 +176,7 @@ where
         // than every message, which would put registry look-ups on the hot path.
         metrics::gauge!("cdc_received_lsn").set(self.received_lsn as f64);
         metrics::gauge!("cdc_lag_bytes").set(self.received_lsn.saturating_sub(acked) as f64);
-        metrics::gauge!("cdc_producer_queue_depth").set(f64::from(self.sink.in_flight()));
+        metrics::gauge!("cdc_producer_queue_depth").set(self.sink.in_flight() as f64);
         metrics::gauge!("cdc_staged_messages").set(self.assembler.staged_messages() as f64);
         self.status_due = Instant::now() + self.config.status_interval;
         Ok(())

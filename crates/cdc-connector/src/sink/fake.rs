@@ -105,13 +105,4 @@ impl RecordProducer for FakeProducer {
     fn ledger(&self) -> &Arc<Ledger> {
         &self.ledger
     }
-
-    fn in_flight(&self) -> i32 {
-        self.sent
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|r| !r.answered)
-            .count() as i32
-    }
 }

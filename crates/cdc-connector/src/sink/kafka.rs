@@ -146,8 +146,4 @@ impl RecordProducer for KafkaProducer {
     fn ledger(&self) -> &Arc<Ledger> {
         &self.producer.context().ledger
     }
-
-    fn in_flight(&self) -> i32 {
-        self.producer.in_flight_count()
-    }
 }

@@ -28,9 +28,6 @@ pub trait RecordProducer: Send + Sync + 'static {
 
     /// Where this producer reports its answers.
     fn ledger(&self) -> &Arc<Ledger>;
-
-    /// Records handed over and not yet answered.
-    fn in_flight(&self) -> i32;
 }
 
 pub enum SendError {
@@ -117,8 +114,9 @@ impl<P: RecordProducer> OrderedSink<P> {
         self.acks.clone()
     }
 
-    pub fn in_flight(&self) -> i32 {
-        self.producer.in_flight()
+    /// Records handed over whose position is not released yet (the ledger's count).
+    pub fn in_flight(&self) -> usize {
+        self.producer.ledger().unanswered()
     }
 }
 
