@@ -117,155 +117,261 @@ fn consumer_config(args: &Args) -> ClientConfig {
     config
 }
 
-/// Starts everything and runs until `stop` is set; returns the error that stopped it.
+/// Runs the processor until `stop` is set.
+///
+/// A transient failure while processing (a broker that stopped answering long enough to
+/// time a transaction out, a rebalance whose state could not be restored) aborts the open
+/// transaction and starts the pipeline again in this process, exactly as a restart would: a
+/// new consumer and a new producer under the same transactional id (which fences the old
+/// one), state restored from the changelog, input resumed at the last committed offsets.
+/// Start-up already retries until `--startup-timeout-secs`, so a broker that stays away
+/// stops the processor; so does a definite failure (a missing ACL, a bug).
 pub fn run(
-    args: Args,
+    mut args: Args,
     health: Health,
     stop: Arc<AtomicBool>,
     runtime: tokio::runtime::Handle,
 ) -> Result<(), ProcessorError> {
-    let brokers = args.kafka_brokers.clone();
-    let registry = RegistryClient::new(&args.schema_registry_url);
-    let deadline = Instant::now() + Duration::from_secs(args.startup_timeout_secs);
-    health.set(false, "provisioning topics");
-    retry_until(deadline, &stop, "provisioning topics", || {
-        runtime
-            // Its outputs and its inputs: a consumer cannot subscribe to a missing topic.
-            .block_on(platform::kafka::provision_topics(
-                &brokers,
-                topics::PROCESSOR,
-            ))
-            .map_err(ProcessorError::from)
-    })?;
-    health.set(false, "registering output schemas");
-    let outputs = retry_until(deadline, &stop, "registering schemas", || {
-        runtime.block_on(register_outputs(&registry))
-    })?;
+    // A restart keeps the transactional id, so the broker fences the failed run's producer.
+    args.instance_id
+        .get_or_insert_with(|| uuid::Uuid::new_v4().to_string());
+    supervise(
+        &stop,
+        &health,
+        RESTART_BACKOFF_MIN,
+        || Pipeline::start(&args, &health, &stop, &runtime),
+        |pipeline| pipeline.process(&stop),
+    )
+}
 
-    let core_slot: Arc<Mutex<Option<Core>>> = Arc::default();
-    let failure: Arc<Mutex<Option<ProcessorError>>> = Arc::default();
-    let consumer: ProcessorConsumer = consumer_config(&args)
-        .create_with_context(RebalanceContext {
-            core: core_slot.clone(),
-            failure: failure.clone(),
-        })
-        .map_err(|e| ProcessorError::kafka(&brokers, e))?;
-    let stream_partitions = retry_until(deadline, &stop, "reading topic metadata", || {
-        let mut counts = HashMap::new();
-        for stream in Stream::ALL {
-            counts.insert(
-                stream,
-                partition_count(&consumer, &brokers, stream.topic())?,
-            );
+const RESTART_BACKOFF_MIN: Duration = Duration::from_secs(1);
+const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A run that lasted this long was healthy: the next failure starts the backoff over.
+const RESTART_BACKOFF_RESET_AFTER: Duration = Duration::from_secs(120);
+
+/// Starts and processes until processing ends well or fails for good: a transient failure
+/// while processing starts again after a growing pause; a start-up failure (already retried
+/// until its deadline), a definite failure, or any failure once `stop` is set, ends it.
+fn supervise<P>(
+    stop: &AtomicBool,
+    health: &Health,
+    first_backoff: Duration,
+    mut start: impl FnMut() -> Result<P, ProcessorError>,
+    mut process: impl FnMut(P) -> Result<(), ProcessorError>,
+) -> Result<(), ProcessorError> {
+    let mut backoff = first_backoff;
+    loop {
+        let pipeline = start()?;
+        let started = Instant::now();
+        match process(pipeline) {
+            Ok(()) => return Ok(()),
+            Err(error) if error.is_transient() && !stop.load(Ordering::Relaxed) => {
+                if started.elapsed() >= RESTART_BACKOFF_RESET_AFTER {
+                    backoff = first_backoff;
+                }
+                metrics::counter!("processor_restarts_total").increment(1);
+                health.set(false, format!("restarting after a failure: {error}"));
+                tracing::error!(%error, "processing failed; starting again in {backoff:?} from the last committed transaction");
+                sleep_unless_stopped(backoff, stop);
+                backoff = (backoff * 2).min(RESTART_BACKOFF_MAX);
+            }
+            Err(error) => return Err(error),
         }
-        Ok(counts)
-    })?;
-    let repartition_partitions =
-        partition_count(&consumer, &brokers, topics::PROCESSOR_REPARTITION.name)?;
-    let changelog_partitions =
-        partition_count(&consumer, &brokers, topics::PROCESSOR_CHANGELOG.name)?;
-    if changelog_partitions < repartition_partitions {
-        return Err(ProcessorError::Startup(format!(
-            "{} has {changelog_partitions} partitions but {} has {repartition_partitions}: the changelog needs one partition per repartition partition",
-            topics::PROCESSOR_CHANGELOG.name,
-            topics::PROCESSOR_REPARTITION.name
-        )));
     }
+}
 
-    let producer = producer(&args)?;
-    if args.processing_guarantee == Guarantee::ExactlyOnce {
-        health.set(false, "initialising transactions");
-        retry_until(deadline, &stop, "initialising transactions", || {
-            producer
-                .init_transactions(Duration::from_secs(30))
-                .map_err(|e| ProcessorError::kafka(&brokers, e))
+fn sleep_unless_stopped(duration: Duration, stop: &AtomicBool) {
+    let until = Instant::now() + duration;
+    while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100).min(until - Instant::now()));
+    }
+}
+
+/// One run of the pipeline: the consumer in the group and the core it hands records to.
+struct Pipeline {
+    consumer: ProcessorConsumer,
+    core_slot: Arc<Mutex<Option<Core>>>,
+    /// A failure met inside a rebalance callback, picked up by the poll loop.
+    failure: Arc<Mutex<Option<ProcessorError>>>,
+    interval: Duration,
+}
+
+impl Pipeline {
+    /// Provisions topics, registers schemas, creates the clients and subscribes, retrying
+    /// transient failures until the start-up deadline.
+    fn start(
+        args: &Args,
+        health: &Health,
+        stop: &AtomicBool,
+        runtime: &tokio::runtime::Handle,
+    ) -> Result<Pipeline, ProcessorError> {
+        let brokers = args.kafka_brokers.clone();
+        let registry = RegistryClient::new(&args.schema_registry_url);
+        let deadline = Instant::now() + Duration::from_secs(args.startup_timeout_secs);
+        health.set(false, "provisioning topics");
+        retry_until(deadline, stop, "provisioning topics", || {
+            runtime
+                // Its outputs and its inputs: a consumer cannot subscribe to a missing topic.
+                .block_on(platform::kafka::provision_topics(
+                    &brokers,
+                    topics::PROCESSOR,
+                ))
+                .map_err(ProcessorError::from)
         })?;
+        health.set(false, "registering output schemas");
+        let outputs = retry_until(deadline, stop, "registering schemas", || {
+            runtime.block_on(register_outputs(&registry))
+        })?;
+
+        let core_slot: Arc<Mutex<Option<Core>>> = Arc::default();
+        let failure: Arc<Mutex<Option<ProcessorError>>> = Arc::default();
+        let consumer: ProcessorConsumer = consumer_config(args)
+            .create_with_context(RebalanceContext {
+                core: core_slot.clone(),
+                failure: failure.clone(),
+            })
+            .map_err(|e| ProcessorError::kafka(&brokers, e))?;
+        let stream_partitions = retry_until(deadline, stop, "reading topic metadata", || {
+            let mut counts = HashMap::new();
+            for stream in Stream::ALL {
+                counts.insert(
+                    stream,
+                    partition_count(&consumer, &brokers, stream.topic())?,
+                );
+            }
+            Ok(counts)
+        })?;
+        let repartition_partitions =
+            partition_count(&consumer, &brokers, topics::PROCESSOR_REPARTITION.name)?;
+        let changelog_partitions =
+            partition_count(&consumer, &brokers, topics::PROCESSOR_CHANGELOG.name)?;
+        if changelog_partitions < repartition_partitions {
+            return Err(ProcessorError::Startup(format!(
+                "{} has {changelog_partitions} partitions but {} has {repartition_partitions}: the changelog needs one partition per repartition partition",
+                topics::PROCESSOR_CHANGELOG.name,
+                topics::PROCESSOR_REPARTITION.name
+            )));
+        }
+
+        let producer = producer(args)?;
+        if args.processing_guarantee == Guarantee::ExactlyOnce {
+            health.set(false, "initialising transactions");
+            retry_until(deadline, stop, "initialising transactions", || {
+                producer
+                    .init_transactions(Duration::from_secs(30))
+                    .map_err(|e| ProcessorError::kafka(&brokers, e))
+            })?;
+        }
+        *core_slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(Core {
+            settings: args.settings(),
+            args: args.clone(),
+            producer,
+            runtime: runtime.clone(),
+            registry,
+            readers: HashMap::new(),
+            outputs,
+            stream_partitions,
+            repartition_partitions,
+            tasks: BTreeMap::new(),
+            inputs: HashMap::new(),
+            positions: HashMap::new(),
+            dirty_positions: false,
+            in_transaction: false,
+            health: health.clone(),
+            buffer: Vec::new(),
+        });
+
+        let mut subscription: Vec<&str> = Stream::ALL.iter().map(|s| s.topic()).collect();
+        subscription.push(topics::PROCESSOR_REPARTITION.name);
+        consumer
+            .subscribe(&subscription)
+            .map_err(|e| ProcessorError::kafka(&brokers, e))?;
+        health.set(false, "joining the consumer group");
+        tracing::info!(group = %args.group, guarantee = ?args.processing_guarantee, "processor running");
+        Ok(Pipeline {
+            consumer,
+            core_slot,
+            failure,
+            interval: args.commit_interval(),
+        })
     }
-    *core_slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(Core {
-        settings: args.settings(),
-        args: args.clone(),
-        producer,
-        runtime: runtime.clone(),
-        registry,
-        readers: HashMap::new(),
-        outputs,
-        stream_partitions,
-        repartition_partitions,
-        tasks: BTreeMap::new(),
-        inputs: HashMap::new(),
-        positions: HashMap::new(),
-        dirty_positions: false,
-        in_transaction: false,
-        health: health.clone(),
-        buffer: Vec::new(),
-    });
 
-    let mut subscription: Vec<&str> = Stream::ALL.iter().map(|s| s.topic()).collect();
-    subscription.push(topics::PROCESSOR_REPARTITION.name);
-    consumer
-        .subscribe(&subscription)
-        .map_err(|e| ProcessorError::kafka(&brokers, e))?;
-    health.set(false, "joining the consumer group");
-    tracing::info!(group = %args.group, guarantee = ?args.processing_guarantee, "processor running");
-
-    let interval = args.commit_interval();
-    let mut last_commit = Instant::now();
-    let result = loop {
-        if stop.load(Ordering::Relaxed) {
-            break Ok(());
-        }
-        if let Some(error) = failure.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            break Err(error);
-        }
-        match consumer.poll(Duration::from_millis(20)) {
-            None => {}
-            Some(Ok(message)) => {
+    /// Polls, processes and commits until `stop` is set (then commits and leaves the group)
+    /// or a failure (then aborts the open transaction).
+    fn process(self, stop: &AtomicBool) -> Result<(), ProcessorError> {
+        let Pipeline {
+            consumer,
+            core_slot,
+            failure,
+            interval,
+        } = self;
+        let mut last_commit = Instant::now();
+        let result = loop {
+            if stop.load(Ordering::Relaxed) {
+                break Ok(());
+            }
+            let polled = consumer.poll(Duration::from_millis(20));
+            // A rebalance inside that poll may have failed: nothing more is processed or
+            // committed after it.
+            if let Some(error) = failure.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                break Err(error);
+            }
+            match polled {
+                None => {}
+                Some(Ok(message)) => {
+                    let mut guard = core_slot.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(core) = guard.as_mut()
+                        && let Err(error) = core.handle(&message)
+                    {
+                        break Err(error);
+                    }
+                }
+                Some(Err(error)) => {
+                    metrics::counter!("processor_consumer_errors_total").increment(1);
+                    tracing::warn!(%error, "consumer error (retrying)");
+                }
+            }
+            if last_commit.elapsed() >= interval {
                 let mut guard = core_slot.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some(core) = guard.as_mut()
-                    && let Err(error) = core.handle(&message)
-                {
-                    break Err(error);
+                if let Some(core) = guard.as_mut() {
+                    core.tick();
+                    if let Err(error) = core.commit(&consumer) {
+                        break Err(error);
+                    }
                 }
+                // Counted from the end of the commit: a commit that takes as long as the
+                // interval (a slow broker) must not leave no time to process between commits.
+                last_commit = Instant::now();
             }
-            Some(Err(error)) => {
-                metrics::counter!("processor_consumer_errors_total").increment(1);
-                tracing::warn!(%error, "consumer error (retrying)");
-            }
-        }
-        if last_commit.elapsed() >= interval {
+        };
+        // Stopping: commit what was processed.
+        let result = result.and_then(|()| {
             let mut guard = core_slot.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(core) = guard.as_mut() {
-                core.tick();
-                if let Err(error) = core.commit(&consumer) {
-                    break Err(error);
+            match guard.as_mut() {
+                Some(core) => {
+                    core.tick();
+                    core.commit(&consumer)
                 }
+                None => Ok(()),
             }
-            // Counted from the end of the commit: a commit that takes as long as the interval
-            // (a slow broker) must not leave no time to process between commits.
-            last_commit = Instant::now();
-        }
-    };
-    // Leave cleanly: commit what was processed (a failed run aborts instead), then leave the
-    // group so the partitions move at once.
-    {
-        let mut guard = core_slot.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(core) = guard.as_mut() {
-            if result.is_ok() {
-                core.tick();
-                core.commit(&consumer)?;
-            } else {
+        });
+        if let Err(error) = result {
+            // The core leaves the slot before the consumer closes: the revocation that closing
+            // runs must not commit offsets whose outputs were just aborted.
+            let core = core_slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(mut core) = core {
                 core.abort();
             }
+            return Err(error);
         }
-    }
-    if result.is_ok() {
+        // Leave the group so the partitions move at once.
         consumer.unsubscribe();
         // The unsubscribe's revoke runs inside poll.
         for _ in 0..5 {
             let _ = consumer.poll(Duration::from_millis(50));
         }
+        Ok(())
     }
-    result
 }
 
 fn retry_until<T>(
@@ -313,6 +419,83 @@ pub(crate) fn partition_count<C: ConsumerContext, K: Consumer<C>>(
         });
     }
     Ok(i32::try_from(count).unwrap_or(i32::MAX))
+}
+
+#[cfg(test)]
+mod supervise_tests {
+    use super::*;
+
+    fn transient() -> ProcessorError {
+        ProcessorError::Undelivered { failures: 1 }
+    }
+
+    fn definite() -> ProcessorError {
+        ProcessorError::Startup("a definite failure".into())
+    }
+
+    /// Runs `supervise` over scripted outcomes; returns its result and how many runs started.
+    fn scripted(
+        stop_after_first: bool,
+        starts: Vec<Result<(), ProcessorError>>,
+        runs: Vec<Result<(), ProcessorError>>,
+    ) -> (Result<(), ProcessorError>, usize) {
+        let stop = AtomicBool::new(false);
+        let mut starts = starts.into_iter();
+        let mut runs = runs.into_iter();
+        let mut started = 0;
+        let result = supervise(
+            &stop,
+            &Health::default(),
+            Duration::from_millis(1),
+            || {
+                started += 1;
+                starts.next().expect("no more starts scripted")
+            },
+            |()| {
+                if stop_after_first {
+                    stop.store(true, Ordering::Relaxed);
+                }
+                runs.next().expect("no more runs scripted")
+            },
+        );
+        (result, started)
+    }
+
+    #[test]
+    fn a_transient_failure_while_processing_starts_the_pipeline_again() {
+        let (result, started) = scripted(
+            false,
+            vec![Ok(()), Ok(()), Ok(())],
+            vec![Err(transient()), Err(transient()), Ok(())],
+        );
+        assert!(result.is_ok(), "{result:?}");
+        assert_eq!(started, 3);
+    }
+
+    #[test]
+    fn a_definite_failure_stops_without_a_restart() {
+        let (result, started) = scripted(false, vec![Ok(())], vec![Err(definite())]);
+        assert!(
+            matches!(result, Err(ProcessorError::Startup(_))),
+            "{result:?}"
+        );
+        assert_eq!(started, 1);
+    }
+
+    #[test]
+    fn a_failed_start_up_is_final() {
+        // Start-up retries transient failures itself until its deadline.
+        let (result, started) = scripted(false, vec![Err(transient())], vec![]);
+        assert!(result.is_err());
+        assert_eq!(started, 1);
+    }
+
+    #[test]
+    fn a_failure_while_stopping_is_not_restarted() {
+        let (result, started) = scripted(true, vec![Ok(())], vec![Err(transient())]);
+        assert!(result.is_err());
+        assert_eq!(started, 1);
+    }
 }
 
 #[cfg(test)]

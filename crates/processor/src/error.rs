@@ -20,7 +20,7 @@ pub enum ProcessorError {
     )]
     MissingTopic { topic: String },
     #[error(
-        "transaction failed and was aborted: {source}. Hint: {hint}; the processor exits and, restarted, resumes from its last committed transaction with its state restored from the changelog"
+        "transaction failed and was aborted: {source}. Hint: {hint}; the processor starts its pipeline again and resumes from its last committed transaction with its state restored from the changelog"
     )]
     Transaction {
         source: KafkaError,

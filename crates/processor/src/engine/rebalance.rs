@@ -84,7 +84,12 @@ impl ConsumerContext for RebalanceContext {
             *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
         };
         let mut guard = self.core.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(core) = guard.as_mut() else { return };
+        let Some(core) = guard.as_mut() else {
+            // The run failed and is closing its consumer: it takes no partition, and closing
+            // waits for this callback to settle the assignment.
+            let _ = consumer.unassign();
+            return;
+        };
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 match core.assign(consumer, list) {
