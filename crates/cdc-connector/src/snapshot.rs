@@ -106,15 +106,17 @@ impl SnapshotTable {
     }
 
     /// A row of `COPY ... TO STDOUT` (text format) as a READ change, decoded exactly like
-    /// pgoutput's tuples.
+    /// pgoutput's tuples. `scratch` holds the split row; passing the same one for every row
+    /// reuses its buffers.
     pub fn read_copy_row(
         &self,
         row: &[u8],
+        scratch: &mut TupleData,
         types: &TypeNames,
         position: Position,
     ) -> Result<ChangeEvent, ConnectorError> {
-        copy_text::decode_row(row, self.relation.columns.len())
-            .and_then(|tuple| self.tuple_change(&tuple, types, position))
+        copy_text::decode_row_into(row, self.relation.columns.len(), scratch)
+            .and_then(|()| self.tuple_change(scratch, types, position))
             .map_err(|e| self.undecodable(e))
     }
 
@@ -533,10 +535,12 @@ where
             // One handle per chunk: a registry look-up per row would cost more than the row.
             let rows_read = metrics::counter!("cdc_snapshot_rows_total", "table" => table.qualified_name.to_string());
             let mut batch = Vec::with_capacity(BATCH_ROWS);
+            let mut scratch = TupleData(Vec::new());
             loop {
                 let row = rows.next().await.transpose().map_err(reading)?;
                 if let Some(row) = &row {
-                    let change = table.read_copy_row(row, &self.types, self.position)?;
+                    let change =
+                        table.read_copy_row(row, &mut scratch, &self.types, self.position)?;
                     batch.push((self.prepare)(change)?);
                 }
                 if batch.len() == BATCH_ROWS || (row.is_none() && !batch.is_empty()) {

@@ -728,12 +728,20 @@ fn is_numeric_text(text: &str) -> bool {
     all_digits(integer) && fraction.is_none_or(all_digits)
 }
 
+/// `8-4-4-4-12` hex digits. Checked per group, not per index: it runs for every UUID value.
 fn is_uuid_text(text: &str) -> bool {
-    text.len() == 36
-        && text.bytes().enumerate().all(|(index, byte)| match index {
-            8 | 13 | 18 | 23 => byte == b'-',
-            _ => byte.is_ascii_hexdigit(),
-        })
+    let bytes = text.as_bytes();
+    bytes.len() == 36
+        && [8, 13, 18, 23].iter().all(|&i| bytes[i] == b'-')
+        && [
+            &bytes[..8],
+            &bytes[9..13],
+            &bytes[14..18],
+            &bytes[19..23],
+            &bytes[24..],
+        ]
+        .iter()
+        .all(|group| group.iter().all(u8::is_ascii_hexdigit))
 }
 
 /// Hex output (`\x0a1b`) or, for servers left on `bytea_output=escape`,

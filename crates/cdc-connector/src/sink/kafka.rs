@@ -65,14 +65,18 @@ impl KafkaProducer {
             config.set("linger.ms", "25").set("batch.size", "4000000");
         }
         let producer = Arc::new(config.create_with_context::<_, ThreadedProducer<_>>(context)?);
-        // librdkafka asks for the idempotent producer's id 500 ms after it starts, or as soon as
-        // a metadata answer comes in: ask for one now, so the first record does not wait.
+        // librdkafka asks for the idempotent producer's id 500 ms after it starts, or when a
+        // metadata answer comes in from a broker it counts as up: ask twice now (the first
+        // answer can arrive while the connection still counts as starting), so the first
+        // record does not wait half a second.
         let asking = producer.clone();
         tokio::task::spawn_blocking(move || {
-            asking
-                .client()
-                .fetch_metadata(None, Duration::from_secs(10))
-                .map(|_| ())
+            for _ in 0..2 {
+                asking
+                    .client()
+                    .fetch_metadata(None, Duration::from_secs(10))?;
+            }
+            Ok(())
         })
         .await
         .unwrap_or(Err(KafkaError::Canceled))?;

@@ -845,3 +845,24 @@ fn enums_hstore_and_geometry_by_learned_name() {
     );
     assert!(typed_value(70_003, -1, b"POINT(1 2)", &types).is_err());
 }
+
+#[test]
+fn a_uuid_is_hex_groups_of_8_4_4_4_12() {
+    assert!(is_uuid_text("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"));
+    assert!(is_uuid_text("A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11"));
+    for wrong in [
+        "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1",
+        "a0eebc999c0b-4ef8-bb6d-6bb9bd380a11-",
+        "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1g",
+        "g0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+        "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380é1",
+        "{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1}",
+        "",
+    ] {
+        assert!(!is_uuid_text(wrong), "{wrong}");
+    }
+    assert!(matches!(
+        typed(2950, "a0eebc999c0b4ef8bb6d6bb9bd380a11"),
+        Err(DecodeError::InvalidValue { .. })
+    ));
+}
