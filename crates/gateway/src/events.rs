@@ -309,7 +309,19 @@ impl EventKind {
 #[cfg(test)]
 mod tests {
     use super::{checks::check_time, *};
-    use platform::{avro::RegisteredSchema, events::EventSource, schemas};
+    use platform::{
+        avro::RegisteredSchema,
+        events::{EventSchema, EventSource},
+        schemas,
+    };
+
+    /// The topic schema `schema_text`, registered as `id`, read for writing.
+    fn event_schema(id: u32, schema_text: &str) -> EventSchema {
+        EventSchema::new(&RegisteredSchema {
+            id,
+            schema: schemas::parse(schema_text).unwrap(),
+        })
+    }
 
     const RULES: Rules = Rules {
         now_millis: 1_780_000_000_000,
@@ -317,10 +329,7 @@ mod tests {
     };
 
     fn encode(prepared: Prepared, schema_text: &str) {
-        let schema = RegisteredSchema {
-            id: 1,
-            schema: schemas::parse(schema_text).unwrap(),
-        };
+        let schema = event_schema(1, schema_text);
         prepared
             .record
             .encode(&schema, prepared.received_at_millis)
@@ -459,10 +468,7 @@ mod tests {
             assert_eq!(prepared.topic, event.topic_spec());
             assert_eq!(prepared.id, event.id());
             assert_eq!(prepared.record, event);
-            let schema = RegisteredSchema {
-                id: 3,
-                schema: schemas::parse(event.schema_text()).unwrap(),
-            };
+            let schema = event_schema(3, event.schema_text());
             assert_eq!(
                 prepared.record.encode(&schema, 5).unwrap(),
                 event.encode(&schema, 5).unwrap()

@@ -7,7 +7,10 @@ use std::{
     time::Duration,
 };
 
-use platform::{avro::RegisteredSchema, events::EncodeError, kafka::LoggingContext};
+use platform::{
+    events::{EncodeError, EventSchema},
+    kafka::LoggingContext,
+};
 use rdkafka::{
     producer::{FutureProducer, FutureRecord, Producer},
     util::Timeout,
@@ -44,7 +47,7 @@ pub enum PublishError {
 pub struct Publisher {
     producer: FutureProducer<LoggingContext>,
     /// Registered schemas by topic name; empty until start-up registered them.
-    schemas: RwLock<Arc<HashMap<&'static str, RegisteredSchema>>>,
+    schemas: RwLock<Arc<HashMap<&'static str, EventSchema>>>,
     dedup: Dedup<Receipt>,
     produce_timeout: Duration,
 }
@@ -67,7 +70,7 @@ impl Publisher {
         &self.producer
     }
 
-    pub fn set_schemas(&self, schemas: HashMap<&'static str, RegisteredSchema>) {
+    pub fn set_schemas(&self, schemas: HashMap<&'static str, EventSchema>) {
         *self.schemas.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(schemas);
     }
 

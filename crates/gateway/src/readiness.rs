@@ -4,7 +4,7 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use platform::{
-    avro::RegisteredSchema,
+    events::EventSchema,
     kafka,
     registry::{RegistryClient, register_topic_schema},
     schemas,
@@ -96,14 +96,12 @@ pub async fn run(
 async fn start(
     brokers: &str,
     registry: &RegistryClient,
-) -> Result<HashMap<&'static str, RegisteredSchema>, StartError> {
+) -> Result<HashMap<&'static str, EventSchema>, StartError> {
     kafka::provision_topics(brokers, topics::GATEWAY).await?;
     let mut registered = HashMap::new();
     for (topic, text) in GATEWAY_TOPICS {
-        registered.insert(
-            topic.name,
-            register_topic_schema(registry, topic, text).await?,
-        );
+        let schema = register_topic_schema(registry, topic, text).await?;
+        registered.insert(topic.name, EventSchema::new(&schema));
     }
     Ok(registered)
 }

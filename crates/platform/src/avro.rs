@@ -1,5 +1,7 @@
 //! Avro datums in the Confluent wire format: magic byte 0, the schema id (big-endian u32), the datum.
 
+pub mod binary;
+
 use apache_avro::{
     Schema, reader::datum::GenericDatumReader, types::Value, writer::datum::GenericDatumWriter,
 };

@@ -3,7 +3,7 @@
 //!
 //! One type per record of `schemas/AppEvent.avsc`, `Clickstream.avsc`, `AppLog.avsc` and
 //! `ExternalData.avsc`, with its two encodings: the gateway's JSON body
-//! ([`Event::to_gateway_json`]) and the Avro record of the topic's schema ([`Event::into_avro`]).
+//! ([`Event::to_gateway_json`]) and the Avro record of the topic's schema ([`Event::encode`]).
 //!
 //! This module holds the types and what identifies an event (topic, schema, endpoint, id); the
 //! closed sets are in `enums`, the gateway JSON in `json`, the Avro encoding in `avro`.
@@ -19,7 +19,7 @@ use crate::{
     topics::{self, TopicSpec},
 };
 
-pub use avro::EncodeError;
+pub use avro::{EncodeError, EventSchema};
 pub use enums::{DeviceType, EventSource, ExternalSource, Interaction, LogLevel};
 pub use json::rfc3339;
 

@@ -12,12 +12,12 @@ use std::{
 use pgoutput::copy::Lsn;
 
 use super::{AssembleError, OpenTransaction};
-use crate::record::binary::long;
+use platform::avro::binary::long;
 
 /// The messages of one in-progress streamed transaction, spilled to an anonymous file as
 /// `[wal_start delta][length][pgoutput bytes]` records in arrival order. The delta from the
 /// previous message's position and the length are Avro longs (zig-zag varints,
-/// [`record::binary::long`]): two to four bytes of header instead of twelve, which for small
+/// [`platform::avro::binary::long`]): two to four bytes of header instead of twelve, which for small
 /// rows (a 17-byte insert) is the difference between 1.2× and 1.7× the pgoutput bytes on disk.
 #[derive(Debug)]
 pub struct StagedTransaction {

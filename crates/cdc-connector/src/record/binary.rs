@@ -7,6 +7,7 @@
 //! type matrix.
 
 use pgoutput::row::{ColumnValue, RangeBound, TypedValue};
+use platform::avro::binary::{bytes, frame, long, string};
 
 use super::{
     ChangeLayout, change_id_with_key,
@@ -56,8 +57,7 @@ pub fn encode_change(
     now_unix_millis: i64,
     out: &mut Vec<u8>,
 ) -> Result<(), String> {
-    out.push(0);
-    out.extend_from_slice(&schema_id.to_be_bytes());
+    frame(out, schema_id);
     string(out, &change_id_with_key(event, key));
     string(out, &event.table);
     long(out, i64::from(layout.operation_symbol(event.operation).0));
@@ -372,24 +372,4 @@ fn numeric(
         }
     }
     Ok(())
-}
-
-/// Avro `long` (and `int`, `enum`, union index, counts): zig-zag, then a base-128 varint.
-/// Avro's `long`: zig-zag, then a LEB128 varint (also the staging file's record headers).
-pub(crate) fn long(out: &mut Vec<u8>, value: i64) {
-    let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
-    while zigzag >= 0x80 {
-        out.push((zigzag as u8) | 0x80);
-        zigzag >>= 7;
-    }
-    out.push(zigzag as u8);
-}
-
-fn bytes(out: &mut Vec<u8>, value: &[u8]) {
-    long(out, value.len() as i64);
-    out.extend_from_slice(value);
-}
-
-fn string(out: &mut Vec<u8>, value: &str) {
-    bytes(out, value.as_bytes());
 }

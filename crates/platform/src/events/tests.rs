@@ -4,6 +4,16 @@ use serde_json::{Value as Json, json};
 use super::*;
 use crate::avro::{RegisteredSchema, split_wire_format, to_json};
 
+mod oracle;
+mod properties;
+
+/// The topic's schema with `id`, read for writing.
+fn event_schema(id: u32, schema: Schema) -> (RegisteredSchema, EventSchema) {
+    let registered = RegisteredSchema { id, schema };
+    let layout = EventSchema::new(&registered);
+    (registered, layout)
+}
+
 const T: i64 = 1_780_000_000_000;
 
 fn parsed(text: &str) -> Schema {
@@ -244,7 +254,7 @@ fn every_enum_and_union_position_matches_the_schema() {
     let mut checked = 0;
     for event in every_event() {
         let schema = parsed(event.schema_text());
-        let value = event.to_avro(&schema, T).unwrap();
+        let value = oracle::into_avro(&event, &schema, T).unwrap();
         assert_positions(&value, &schema, event.topic(), &mut checked);
     }
     assert!(checked > 200, "only {checked} positions checked");
@@ -275,17 +285,14 @@ fn positions_follow_the_schema_not_the_declaration_order() {
     assert_ne!(reordered, schemas::APP_LOG);
     let schema = parsed(&reordered);
     assert_eq!(enum_symbols(&schema, "LogLevel").unwrap()[0], "FATAL");
-    let registered = RegisteredSchema { id: 7, schema };
-    let bytes = Event::Log(log(LogLevel::Debug))
-        .encode(&registered, T)
-        .unwrap();
+    let (registered, layout) = event_schema(7, schema);
+    let event = Event::Log(log(LogLevel::Debug));
+    let bytes = event.encode(&layout, T).unwrap();
     let json = to_json(&decode(&registered.schema, &bytes));
     assert_eq!(json["level"], "DEBUG");
     assert_eq!(json["logger"], "payments");
-    let value = Event::Log(log(LogLevel::Debug))
-        .into_avro(&registered.schema, T)
-        .unwrap();
-    let Value::Record(fields) = value else {
+    let value = oracle::into_avro(&event, &registered.schema, T).unwrap();
+    let Value::Record(fields) = &value else {
         panic!("a record")
     };
     assert_eq!(fields[2].1, Value::Enum(4, "DEBUG".into()));
@@ -293,6 +300,7 @@ fn positions_follow_the_schema_not_the_declaration_order() {
         fields[4].1,
         Value::Union(0, Box::new(Value::String("payments".into())))
     );
+    assert_eq!(decode(&registered.schema, &bytes), value);
 }
 
 #[test]
@@ -302,20 +310,83 @@ fn a_symbol_the_schema_lacks_is_an_error_naming_it() {
           "FATAL""#,
         r#""ERROR""#,
     );
-    let schema = parsed(&without_fatal);
+    let (_, layout) = event_schema(1, parsed(&without_fatal));
     let error = Event::Log(log(LogLevel::Fatal))
-        .into_avro(&schema, T)
+        .encode(&layout, T)
         .unwrap_err()
         .to_string();
     assert!(
         error.contains("FATAL") && error.contains("level") && error.contains("topic_app_logs"),
         "{error}"
     );
-    assert!(
-        Event::Log(log(LogLevel::Error))
-            .into_avro(&schema, T)
-            .is_ok()
+    assert!(Event::Log(log(LogLevel::Error)).encode(&layout, T).is_ok());
+}
+
+#[test]
+fn a_schema_that_disagrees_with_the_event_is_an_error_naming_the_field() {
+    let cases = [
+        // Renamed, retyped, dropped, added (with a default), a union of three.
+        (
+            r#""name": "host""#,
+            r#""name": "hostname""#,
+            "host: the schema has hostname",
+        ),
+        (
+            r#""name": "message",
+      "type": "string""#,
+            r#""name": "message",
+      "type": "int""#,
+            "message: the schema has int where the event has a string",
+        ),
+        (
+            r#""name": "timestamp","#,
+            r#""name": "extra", "type": "string", "default": ""}, {"name": "timestamp","#,
+            "timestamp: the schema has extra in its place",
+        ),
+        (
+            r#""name": "logger",
+      "type": [
+        "null",
+        "string"
+      ]"#,
+            r#""name": "logger",
+      "type": ["null", "string", "int"]"#,
+            "logger: the schema has Union where the event has an optional value",
+        ),
+    ];
+    for (from, to, expected) in cases {
+        let text = schemas::APP_LOG.replacen(from, to, 1);
+        assert_ne!(text, schemas::APP_LOG, "{from}");
+        let (_, layout) = event_schema(1, parsed(&text));
+        let error = Event::Log(log(LogLevel::Info))
+            .encode(&layout, T)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains(expected), "{error}");
+        assert!(error.contains("topic_app_logs"), "{error}");
+    }
+    // A field the event does not have, at the end.
+    let text = schemas::EXTERNAL_DATA.replacen(
+        r#""name": "received_at","#,
+        r#""name": "region", "type": ["null", "string"], "default": null}, {"name": "received_at","#,
+        1,
     );
+    let (_, layout) = event_schema(1, parsed(&text));
+    let error = Event::External(external(ExternalSource::News))
+        .encode(&layout, T)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("received_at: the schema has region"),
+        "{error}"
+    );
+    // Another topic's schema.
+    let (_, layout) = event_schema(1, parsed(schemas::CLICKSTREAM));
+    let error = Event::Log(log(LogLevel::Info))
+        .encode(&layout, T)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("log_id: the schema has event_id"), "{error}");
 }
 
 fn decode(schema: &Schema, bytes: &[u8]) -> Value {
@@ -441,12 +512,9 @@ fn legacy_record(event: &Event, received_at: i64) -> Value {
 #[test]
 fn wire_output_is_byte_identical_and_decodes_with_the_schema() {
     for event in every_event() {
-        let registered = RegisteredSchema {
-            id: 258,
-            schema: parsed(event.schema_text()),
-        };
+        let (registered, layout) = event_schema(258, parsed(event.schema_text()));
         let legacy = registered.encode(legacy_record(&event, T + 5)).unwrap();
-        let bytes = event.clone().encode(&registered, T + 5).unwrap();
+        let bytes = event.encode(&layout, T + 5).unwrap();
         assert_eq!(bytes, legacy, "{event:?}");
         assert_eq!(&bytes[..5], &[0, 0, 0, 1, 2]);
 

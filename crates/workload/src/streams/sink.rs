@@ -4,7 +4,7 @@
 use std::{collections::HashMap, io::Write, time::Duration};
 
 use platform::{
-    avro::RegisteredSchema,
+    events::EventSchema,
     kafka,
     registry::{RegistryClient, register_topic_schema},
     topics,
@@ -73,7 +73,7 @@ pub enum Sink {
     },
     Kafka {
         producer: FutureProducer<kafka::LoggingContext>,
-        schemas: HashMap<&'static str, RegisteredSchema>,
+        schemas: HashMap<&'static str, EventSchema>,
     },
     Stdout,
 }
@@ -102,10 +102,8 @@ impl Sink {
                     if !topics::WORKLOAD.iter().any(|t| t.name == spec.name) {
                         continue;
                     }
-                    schemas.insert(
-                        spec.name,
-                        register_topic_schema(&registry, spec, text).await?,
-                    );
+                    let registered = register_topic_schema(&registry, spec, text).await?;
+                    schemas.insert(spec.name, EventSchema::new(&registered));
                 }
                 let producer =
                     kafka::producer(&settings.kafka_brokers, "workload", Duration::from_secs(30))?;
@@ -133,7 +131,7 @@ impl Sink {
                     topic,
                     message: "not registered".into(),
                 })?;
-                let payload = event.clone().encode(registered, now_ms())?;
+                let payload = event.encode(registered, now_ms())?;
                 let key = kafka_key(event);
                 producer
                     .send(
