@@ -15,6 +15,7 @@ use axum::{
 use metrics_exporter_prometheus::PrometheusHandle;
 use platform::telemetry::{self, Health};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use utoipa::{
@@ -137,10 +138,12 @@ pub struct StoredResponse {
 /// One item of a batch: the kind says which single-event endpoint's shape `event` has.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct BatchItem {
+pub struct BatchItem<'a> {
     pub kind: EventKind,
+    // Parsed as its kind's event once the kind is known, straight from the request's text.
+    #[serde(borrow)]
     #[schema(schema_with = batch_event_schema)]
-    pub event: serde_json::Value,
+    pub event: &'a RawValue,
 }
 
 fn batch_event_schema() -> impl Into<RefOr<Schema>> {
@@ -155,9 +158,12 @@ fn batch_event_schema() -> impl Into<RefOr<Schema>> {
 /// Many events of mixed kinds.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct BatchRequest {
-    #[schema(min_items = 1)]
-    pub events: Vec<serde_json::Value>,
+pub struct BatchRequest<'a> {
+    // Each item's text, borrowed from the body: an item is parsed on its own, so that one bad
+    // item is rejected alone, without a `serde_json::Value` tree in between.
+    #[serde(borrow)]
+    #[schema(min_items = 1, value_type = Vec<serde_json::Value>)]
+    pub events: Vec<&'a RawValue>,
 }
 
 /// What became of each item of a batch.
@@ -192,7 +198,7 @@ pub struct BatchResponse {
             Retrying with the same id within the idempotency window never produces a second record."
     ),
     paths(post_user, post_booking, post_clickstream, post_logs, post_external, post_batch, get_stats),
-    components(schemas(BatchItem)),
+    components(schemas(BatchItem<'_>)),
     modifiers(&ApiKeyScheme)
 )]
 struct ApiDoc;
@@ -277,7 +283,7 @@ async fn get_stats(State(state): State<AppState>) -> Json<StatsReport> {
 #[utoipa::path(
     post,
     path = "/events/batch",
-    request_body(content = BatchRequest, content_type = "application/json"),
+    request_body(content = BatchRequest<'_>, content_type = "application/json"),
     security((), ("api_key" = [])),
     responses(
         (status = 200, description = "Every item stored (or already stored)", body = BatchResponse),
@@ -297,7 +303,7 @@ async fn post_batch(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = json_body(&headers, body, &state.limits)?;
-    let batch: BatchRequest = parse_bytes(&body)?;
+    let batch: BatchRequest<'_> = parse_bytes(&body)?;
     if batch.events.len() > state.limits.max_batch_events {
         return Err(ApiError::TooManyEvents {
             max: state.limits.max_batch_events,
@@ -316,7 +322,7 @@ async fn post_batch(
         .events
         .into_iter()
         .enumerate()
-        .map(|(index, item)| prepare_item(item, index, &rules))
+        .map(|(index, item)| prepare_item(item.get(), index, &rules))
         .collect();
     let outcomes = futures::future::join_all(items.into_iter().map(|item| async {
         match item {
@@ -402,39 +408,27 @@ async fn post_batch(
 /// Parses and checks one batch item; a rejection carries the topic its kind goes to, for the
 /// statistics.
 fn prepare_item(
-    item: serde_json::Value,
+    item: &str,
     index: usize,
     rules: &Rules,
 ) -> Result<Prepared, (&'static str, ApiError)> {
     let at = format!("events[{index}]");
-    if !item.is_object() {
-        return Err(("unknown", not_an_object(&at, &item.to_string())));
-    }
-    let item: BatchItem = serde_path_to_error::deserialize(item)
-        .map_err(|e| ("unknown", errors::from_json_error(e, &at)))?;
+    let item: BatchItem<'_> = parse_object(item, &at).map_err(|e| ("unknown", e))?;
     let at = format!("{at}.event");
     let topic = item.kind.topic().name;
+    let event = item.event.get();
     let prepared = match item.kind {
-        EventKind::User => prepare_value::<UserEvent>(item.event, &at, rules),
-        EventKind::Booking => prepare_value::<BookingEvent>(item.event, &at, rules),
-        EventKind::Clickstream => prepare_value::<ClickstreamEvent>(item.event, &at, rules),
-        EventKind::Log => prepare_value::<LogEvent>(item.event, &at, rules),
-        EventKind::External => prepare_value::<ExternalEvent>(item.event, &at, rules),
+        EventKind::User => prepare_text::<UserEvent>(event, &at, rules),
+        EventKind::Booking => prepare_text::<BookingEvent>(event, &at, rules),
+        EventKind::Clickstream => prepare_text::<ClickstreamEvent>(event, &at, rules),
+        EventKind::Log => prepare_text::<LogEvent>(event, &at, rules),
+        EventKind::External => prepare_text::<ExternalEvent>(event, &at, rules),
     };
     prepared.map_err(|e| (topic, e))
 }
 
-fn prepare_value<E: Event>(
-    value: serde_json::Value,
-    at: &str,
-    rules: &Rules,
-) -> Result<Prepared, ApiError> {
-    if !value.is_object() {
-        return Err(not_an_object(at, &value.to_string()));
-    }
-    let event: E =
-        serde_path_to_error::deserialize(value).map_err(|e| errors::from_json_error(e, at))?;
-    checked(event, at, rules)
+fn prepare_text<E: Event>(text: &str, at: &str, rules: &Rules) -> Result<Prepared, ApiError> {
+    checked(parse_object::<E>(text, at)?, at, rules)
 }
 
 fn checked<E: Event>(event: E, at: &str, rules: &Rules) -> Result<Prepared, ApiError> {
@@ -562,7 +556,7 @@ fn json_body(
 }
 
 /// Parses a whole body as `T`, naming the failing field.
-fn parse_bytes<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
+fn parse_bytes<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
     // serde would also take a JSON array for a struct, positionally: too lax for an API.
     match body.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') | None => {}
@@ -573,9 +567,24 @@ fn parse_bytes<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError>
             ));
         }
     }
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let value = serde_path_to_error::deserialize(&mut deserializer)
-        .map_err(|e| errors::from_json_error(e, ""))?;
+    parse(&mut serde_json::Deserializer::from_slice(body), "")
+}
+
+/// Parses one JSON value's text (an item of a batch, as borrowed from the body) as `T`, if it is
+/// an object; errors name their field under `at`.
+fn parse_object<'a, T: Deserialize<'a>>(text: &'a str, at: &str) -> Result<T, ApiError> {
+    if !text.starts_with('{') {
+        return Err(not_an_object(at, text));
+    }
+    parse(&mut serde_json::Deserializer::from_str(text), at)
+}
+
+fn parse<'a, T: Deserialize<'a>, R: serde_json::de::Read<'a>>(
+    deserializer: &mut serde_json::Deserializer<R>,
+    at: &str,
+) -> Result<T, ApiError> {
+    let value = serde_path_to_error::deserialize(&mut *deserializer)
+        .map_err(|e| errors::from_json_error(e, at))?;
     deserializer
         .end()
         .map_err(|e| ApiError::BadJson(e.to_string()))?;
@@ -653,7 +662,8 @@ mod tests {
                 schema[name]
             );
             let item = serde_json::json!({"kind": kind, "event": example});
-            prepare_item(item, 0, &rules).unwrap_or_else(|(_, e)| panic!("{name}: {:?}", e.body()));
+            prepare_item(&item.to_string(), 0, &rules)
+                .unwrap_or_else(|(_, e)| panic!("{name}: {:?}", e.body()));
         }
     }
 }
