@@ -110,18 +110,12 @@ async fn observe(
     request: Request,
     next: Next,
 ) -> Response {
-    let endpoint = matched
-        .map(|m| m.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
     let started = Instant::now();
-    metrics::gauge!("gateway_requests_in_flight").increment(1.0);
+    let in_flight = stats.request_in_flight();
     let response = next.run(request).await;
-    metrics::gauge!("gateway_requests_in_flight").decrement(1.0);
-    let status = response.status().as_u16();
-    metrics::histogram!("gateway_request_duration_seconds", "endpoint" => endpoint.clone())
-        .record(started.elapsed().as_secs_f64());
-    metrics::counter!("gateway_requests_total", "endpoint" => endpoint.clone(), "status" => status.to_string()).increment(1);
-    stats.record_request(&endpoint, status);
+    drop(in_flight);
+    let endpoint = matched.as_ref().map_or("unmatched", |m| m.as_str());
+    stats.record_request(endpoint, response.status().as_u16(), started.elapsed());
     response
 }
 

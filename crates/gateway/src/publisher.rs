@@ -21,6 +21,7 @@ use utoipa::ToSchema;
 use crate::{
     dedup::{Claimed, Dedup},
     events::Prepared,
+    stats::InFlight,
 };
 
 /// Where the broker stored an event.
@@ -50,6 +51,7 @@ pub struct Publisher {
     schemas: RwLock<Arc<HashMap<&'static str, EventSchema>>>,
     dedup: Dedup<Receipt>,
     produce_timeout: Duration,
+    produce_in_flight: metrics::Gauge,
 }
 
 impl Publisher {
@@ -63,6 +65,7 @@ impl Publisher {
             schemas: RwLock::default(),
             dedup,
             produce_timeout,
+            produce_in_flight: metrics::gauge!("gateway_produce_in_flight"),
         }
     }
 
@@ -106,7 +109,7 @@ impl Publisher {
         key: &str,
         payload: &[u8],
     ) -> Result<Receipt, PublishError> {
-        metrics::gauge!("gateway_produce_in_flight").increment(1.0);
+        let in_flight = InFlight::enter(&self.produce_in_flight);
         let record = FutureRecord::to(topic).key(key).payload(payload);
         // librdkafka fails the delivery after message.timeout.ms (= produce_timeout); the outer
         // timeout only guards against a delivery report that never comes.
@@ -116,7 +119,7 @@ impl Publisher {
                 .send(record, Timeout::After(self.produce_timeout)),
         )
         .await;
-        metrics::gauge!("gateway_produce_in_flight").decrement(1.0);
+        drop(in_flight);
         match sent {
             Ok(Ok(delivery)) => Ok(Receipt {
                 topic,

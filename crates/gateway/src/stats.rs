@@ -1,12 +1,16 @@
 //! `GET /stats`: what the gateway did since it started, by endpoint, event type, topic and
-//! outcome, with rates. The same counts go to Prometheus as `gateway_events_total`.
+//! outcome, with rates. The same counts go to Prometheus as `gateway_events_total` and
+//! `gateway_requests_total` (with `gateway_request_duration_seconds`): each count keeps the
+//! handle of its Prometheus series beside it, so a request or event costs no look-up of a series
+//! by its labels.
 
 use std::{
     collections::{BTreeMap, VecDeque},
     sync::Mutex,
-    time::Instant,
+    time::{Duration, Instant},
 };
 
+use metrics::{Counter, Gauge, Histogram};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -37,14 +41,55 @@ pub struct Stats {
     started: Instant,
     started_at: String,
     counts: Mutex<Counts>,
+    requests_in_flight: Gauge,
 }
 
 #[derive(Default)]
 struct Counts {
-    requests: BTreeMap<(String, u16), u64>,
-    events: BTreeMap<(&'static str, &'static str, Outcome), u64>,
+    requests: BTreeMap<String, EndpointCounts>,
+    events: BTreeMap<(&'static str, &'static str, Outcome), Count>,
     /// Events per outcome in each of the last seconds: (second since start, counts).
     recent: VecDeque<(u64, [u64; 4])>,
+}
+
+/// A count and its Prometheus counter.
+struct Count {
+    n: u64,
+    counter: Counter,
+}
+
+impl Count {
+    fn new(counter: Counter) -> Self {
+        Self { n: 0, counter }
+    }
+
+    fn add(&mut self) {
+        self.n += 1;
+        self.counter.increment(1);
+    }
+}
+
+/// The answers of one endpoint: how long they took, how many by status.
+struct EndpointCounts {
+    duration: Histogram,
+    by_status: BTreeMap<u16, Count>,
+}
+
+/// Counts one unit in a gauge while alive: the decrement happens also when the future holding
+/// it is dropped mid-way (a client that hung up).
+pub struct InFlight(Gauge);
+
+impl InFlight {
+    pub fn enter(gauge: &Gauge) -> Self {
+        gauge.increment(1.0);
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
 }
 
 /// Counts keyed by name.
@@ -90,28 +135,51 @@ impl Default for Stats {
             started: Instant::now(),
             started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             counts: Mutex::default(),
+            requests_in_flight: metrics::gauge!("gateway_requests_in_flight"),
         }
     }
 }
 
 impl Stats {
-    pub fn record_request(&self, endpoint: &str, status: u16) {
-        *self
-            .lock()
-            .requests
-            .entry((endpoint.to_string(), status))
-            .or_default() += 1;
+    /// One request in `gateway_requests_in_flight` until the returned guard is dropped.
+    pub fn request_in_flight(&self) -> InFlight {
+        InFlight::enter(&self.requests_in_flight)
+    }
+
+    pub fn record_request(&self, endpoint: &str, status: u16, took: Duration) {
+        let mut counts = self.lock();
+        if !counts.requests.contains_key(endpoint) {
+            let counts_of_endpoint = EndpointCounts {
+                duration: metrics::histogram!("gateway_request_duration_seconds", "endpoint" => endpoint.to_string()),
+                by_status: BTreeMap::new(),
+            };
+            counts
+                .requests
+                .insert(endpoint.to_string(), counts_of_endpoint);
+        }
+        let Some(of_endpoint) = counts.requests.get_mut(endpoint) else {
+            return;
+        };
+        of_endpoint.duration.record(took.as_secs_f64());
+        of_endpoint
+            .by_status
+            .entry(status)
+            .or_insert_with(|| {
+                Count::new(metrics::counter!("gateway_requests_total", "endpoint" => endpoint.to_string(), "status" => status.to_string()))
+            })
+            .add();
     }
 
     pub fn record_event(&self, event_type: &'static str, topic: &'static str, outcome: Outcome) {
-        metrics::counter!("gateway_events_total", "event_type" => event_type, "topic" => topic, "outcome" => outcome.as_str())
-            .increment(1);
-        let second = self.started.elapsed().as_secs();
         let mut counts = self.lock();
-        *counts
+        counts
             .events
             .entry((event_type, topic, outcome))
-            .or_default() += 1;
+            .or_insert_with(|| {
+                Count::new(metrics::counter!("gateway_events_total", "event_type" => event_type, "topic" => topic, "outcome" => outcome.as_str()))
+            })
+            .add();
+        let second = self.started.elapsed().as_secs();
         if counts.recent.back().is_none_or(|(s, _)| *s != second) {
             counts.recent.push_back((second, [0; 4]));
         }
@@ -132,19 +200,19 @@ impl Stats {
         let now_second = uptime.as_secs();
         let counts = self.lock();
         let mut requests: BTreeMap<String, Tally> = BTreeMap::new();
-        for ((endpoint, status), n) in &counts.requests {
-            *requests
-                .entry(endpoint.clone())
-                .or_default()
-                .entry(status.to_string())
-                .or_default() += n;
+        for (endpoint, of_endpoint) in &counts.requests {
+            let tally = requests.entry(endpoint.clone()).or_default();
+            for (status, count) in &of_endpoint.by_status {
+                *tally.entry(status.to_string()).or_default() += count.n;
+            }
         }
         let mut events = EventStats {
             by_outcome: Tally::new(),
             by_topic: BTreeMap::new(),
             by_event_type: BTreeMap::new(),
         };
-        for ((event_type, topic, outcome), n) in &counts.events {
+        for ((event_type, topic, outcome), count) in &counts.events {
+            let n = count.n;
             let outcome = outcome.as_str().to_string();
             *events.by_outcome.entry(outcome.clone()).or_default() += n;
             *events
@@ -215,12 +283,15 @@ mod tests {
         stats.record_event("click", "topic_app_events", Outcome::Stored);
         stats.record_event("click", "topic_app_events", Outcome::Duplicate);
         stats.record_event("error", "topic_app_logs", Outcome::Stored);
-        stats.record_request("/events/user", 201);
+        stats.record_request("/events/user", 201, Duration::from_millis(3));
+        stats.record_request("/events/user", 201, Duration::from_millis(4));
+        stats.record_request("/events/user", 422, Duration::from_millis(1));
         let report = stats.report();
         assert_eq!(report.events.by_outcome["stored"], 2);
         assert_eq!(report.events.by_topic["topic_app_events"]["duplicate"], 1);
         assert_eq!(report.events.by_event_type["error"]["stored"], 1);
-        assert_eq!(report.requests["/events/user"]["201"], 1);
+        assert_eq!(report.requests["/events/user"]["201"], 2);
+        assert_eq!(report.requests["/events/user"]["422"], 1);
         assert!(report.rates.last_minute["stored"] > 0.0);
         assert_eq!(report.rates.since_start["failed"], 0.0);
     }

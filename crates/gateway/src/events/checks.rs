@@ -74,11 +74,12 @@ pub(super) fn check_map(
     field: &str,
     map: &BTreeMap<String, String>,
 ) {
+    // The entry's path is spelled out only for an error: most maps have none.
+    let entry = |key: &str| format!("{}[{key:?}]", path(at, field));
     for (key, value) in map {
-        let entry = format!("{}[{key:?}]", path(at, field));
         if key.trim().is_empty() || key.chars().count() > MAX_ID_CHARS {
             errors.push(FieldError::new(
-                entry.clone(),
+                entry(key),
                 format!("a non-blank key of at most {MAX_ID_CHARS} characters"),
                 format!("{key:?}"),
             ));
@@ -86,7 +87,7 @@ pub(super) fn check_map(
         let chars = value.chars().count();
         if chars > MAX_TEXT_CHARS {
             errors.push(FieldError::new(
-                entry,
+                entry(key),
                 format!("at most {MAX_TEXT_CHARS} characters"),
                 format!("{chars} characters"),
             ));
