@@ -295,4 +295,27 @@ mod tests {
         assert!(report.rates.last_minute["stored"] > 0.0);
         assert_eq!(report.rates.since_start["failed"], 0.0);
     }
+
+    #[test]
+    fn a_request_dropped_mid_way_leaves_the_in_flight_gauge() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let prometheus = recorder.handle();
+        let stats = metrics::with_local_recorder(&recorder, Stats::default);
+        let gauge = || {
+            prometheus
+                .render()
+                .lines()
+                .find_map(|l| l.strip_prefix("gateway_requests_in_flight "))
+                .map(str::to_string)
+        };
+        let in_flight = stats.request_in_flight();
+        assert_eq!(gauge().as_deref(), Some("1"));
+        // A handler future holding the guard, dropped before it finished (the client hung up).
+        let handler = async move {
+            let _held = in_flight;
+            std::future::pending::<()>().await
+        };
+        drop(handler);
+        assert_eq!(gauge().as_deref(), Some("0"));
+    }
 }
