@@ -46,11 +46,6 @@ impl EventSchema {
             record: Slot::of(&registered.schema, &registered.schema, 0),
         }
     }
-
-    /// The registry's id of the schema.
-    pub fn id(&self) -> u32 {
-        self.id
-    }
 }
 
 /// How one value is written, read from the schema.
