@@ -38,7 +38,7 @@ pub struct Schemas {
     change: RwLock<Arc<ChangeSchema>>,
     /// Where to register a grown change schema; None where nothing may grow (unit tests).
     registry: Option<RegistryClient>,
-    pub transaction: platform::avro::RegisteredSchema,
+    pub transaction: TransactionSchema,
     pub message: platform::avro::RegisteredSchema,
     pub table_schema: platform::avro::RegisteredSchema,
 }
@@ -59,7 +59,7 @@ impl Schemas {
                 BTreeSet::new(),
             )?)),
             registry,
-            transaction,
+            transaction: TransactionSchema::from_registered(&transaction)?,
             message,
             table_schema,
         })
@@ -202,16 +202,94 @@ pub async fn register_schemas(
     )
 }
 
+/// The registered `CDCTransaction` schema, checked at start to be the one
+/// [`TransactionTally::write_record`] writes: boundary records are written straight into Avro
+/// bytes (one per source transaction, as many as the changes when transactions are small).
+pub struct TransactionSchema {
+    pub id: u32,
+}
+
+/// How a `CDCTransaction` field is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BoundaryField {
+    Long,
+    TimestampMicros,
+    MapOfLongs,
+    String,
+}
+
+/// `CDCTransaction`'s fields in the order [`TransactionTally::write_record`] writes them.
+const BOUNDARY_FIELDS: [(&str, BoundaryField); 8] = [
+    ("transaction_id", BoundaryField::Long),
+    ("commit_lsn", BoundaryField::Long),
+    ("end_lsn", BoundaryField::Long),
+    ("commit_timestamp", BoundaryField::TimestampMicros),
+    ("event_count", BoundaryField::Long),
+    ("events_by_table", BoundaryField::MapOfLongs),
+    ("source_database", BoundaryField::String),
+    ("slot_name", BoundaryField::String),
+];
+
+impl TransactionSchema {
+    /// An error names the first field whose name or type differs from what is written.
+    pub fn from_registered(
+        registered: &platform::avro::RegisteredSchema,
+    ) -> Result<Self, ConnectorError> {
+        let mismatch = |detail: String| {
+            ConnectorError::new(
+                ErrorKind::Unpublishable,
+                "the CDCTransaction schema",
+                detail,
+            )
+        };
+        let apache_avro::Schema::Record(record) = &registered.schema else {
+            return Err(mismatch("it is not a record".into()));
+        };
+        if record.fields.len() != BOUNDARY_FIELDS.len() {
+            return Err(mismatch(format!(
+                "it has {} fields; the encoder writes {}",
+                record.fields.len(),
+                BOUNDARY_FIELDS.len()
+            )));
+        }
+        for (index, (field, (name, kind))) in record.fields.iter().zip(BOUNDARY_FIELDS).enumerate()
+        {
+            let written_as = match &field.schema {
+                apache_avro::Schema::Long => Some(BoundaryField::Long),
+                apache_avro::Schema::TimestampMicros => Some(BoundaryField::TimestampMicros),
+                apache_avro::Schema::String => Some(BoundaryField::String),
+                apache_avro::Schema::Map(map) if *map.types == apache_avro::Schema::Long => {
+                    Some(BoundaryField::MapOfLongs)
+                }
+                _ => None,
+            };
+            if field.name != name || written_as != Some(kind) {
+                return Err(mismatch(format!(
+                    "field {} is {:?} {:?}; the encoder writes {name} as {kind:?}",
+                    index, field.name, field.schema
+                )));
+            }
+        }
+        Ok(Self { id: registered.id })
+    }
+}
+
 /// Counts what one transaction published, for its boundary record.
 #[derive(Default)]
 pub struct TransactionTally {
-    by_table: HashMap<Arc<str>, i64>,
+    /// Per table; foldhash rather than SipHash: it is looked up for every change.
+    by_table: HashMap<Arc<str>, i64, foldhash::fast::RandomState>,
     messages: i64,
 }
 
 impl TransactionTally {
     pub fn count_change(&mut self, table: &Arc<str>) {
-        *self.by_table.entry(table.clone()).or_default() += 1;
+        match self.by_table.get_mut(&**table) {
+            Some(count) => *count += 1,
+            None => {
+                self.by_table.insert(table.clone(), 1);
+            }
+        }
     }
 
     pub fn count_message(&mut self) {
@@ -222,40 +300,35 @@ impl TransactionTally {
         self.by_table.values().sum::<i64>() + self.messages
     }
 
-    /// The boundary record; the tally starts over for the next transaction.
-    pub fn take_record(
+    /// Appends the boundary record, framed for `schema`, to `out`; the tally starts over for
+    /// the next transaction.
+    pub fn write_record(
         &mut self,
+        schema: &TransactionSchema,
         end: &TransactionEnd,
         source_database: &str,
         slot_name: &str,
-    ) -> Value {
-        let event_count = self.event_count();
-        let by_table = std::mem::take(&mut self.by_table);
+        out: &mut Vec<u8>,
+    ) {
+        use platform::avro::binary::{frame, long, string};
+        frame(out, schema.id);
+        long(out, i64::from(end.xid));
+        long(out, lsn_long(end.commit_lsn));
+        long(out, lsn_long(end.end_lsn));
+        long(out, end.commit_time_unix_micros);
+        long(out, self.event_count());
+        // A map as one block: its count, the entries, then the empty block that ends it.
+        if !self.by_table.is_empty() {
+            long(out, self.by_table.len() as i64);
+            for (table, count) in self.by_table.drain() {
+                string(out, &table);
+                long(out, count);
+            }
+        }
+        long(out, 0);
+        string(out, source_database);
+        string(out, slot_name);
         self.messages = 0;
-        Value::Record(vec![
-            ("transaction_id".into(), Value::Long(i64::from(end.xid))),
-            ("commit_lsn".into(), Value::Long(lsn_long(end.commit_lsn))),
-            ("end_lsn".into(), Value::Long(lsn_long(end.end_lsn))),
-            (
-                "commit_timestamp".into(),
-                Value::TimestampMicros(end.commit_time_unix_micros),
-            ),
-            ("event_count".into(), Value::Long(event_count)),
-            (
-                "events_by_table".into(),
-                Value::Map(
-                    by_table
-                        .into_iter()
-                        .map(|(table, count)| (table.to_string(), Value::Long(count)))
-                        .collect(),
-                ),
-            ),
-            (
-                "source_database".into(),
-                Value::String(source_database.into()),
-            ),
-            ("slot_name".into(), Value::String(slot_name.into())),
-        ])
     }
 }
 
@@ -334,29 +407,89 @@ mod tests {
         }
     }
 
+    /// What the connector wrote, decoded by apache-avro with the registered schema.
+    fn decoded_boundary(registered: &platform::avro::RegisteredSchema, bytes: &[u8]) -> Value {
+        assert_eq!(bytes[0], 0, "magic byte");
+        assert_eq!(bytes[1..5], registered.id.to_be_bytes());
+        let mut datum = &bytes[5..];
+        let value = apache_avro::reader::datum::GenericDatumReader::builder(&registered.schema)
+            .build()
+            .and_then(|reader| reader.read_value(&mut datum))
+            .expect("decodes");
+        assert!(datum.is_empty(), "bytes left after the record");
+        value
+    }
+
     #[test]
-    fn boundary_records_count_per_table_and_encode() {
+    fn boundary_records_count_per_table_and_decode_with_apache_avro() {
+        let registered = schema(platform::schemas::CDC_TRANSACTION);
+        let written = TransactionSchema::from_registered(&registered).unwrap();
         let mut tally = TransactionTally::default();
         let bookings: Arc<str> = Arc::from("public.bookings");
         tally.count_change(&bookings);
-        tally.count_change(&bookings);
+        tally.count_change(&Arc::from("public.bookings"));
         tally.count_change(&Arc::from("public.payments"));
         tally.count_message();
         let end = TransactionEnd {
             xid: 9,
             commit_lsn: 100,
             end_lsn: 120,
-            commit_time_unix_micros: 5,
+            commit_time_unix_micros: -5,
         };
-        let record = tally.take_record(&end, "travel", "slot");
-        let bytes = schema(platform::schemas::CDC_TRANSACTION)
-            .encode(record.clone())
-            .unwrap();
-        assert!(bytes.len() > 5);
-        let json = platform::avro::to_json(&record);
-        assert_eq!(json["event_count"], 4);
-        assert_eq!(json["events_by_table"]["public.bookings"], 2);
+        let mut bytes = Vec::new();
+        tally.write_record(&written, &end, "travel", "slot", &mut bytes);
+        let expected = Value::Record(vec![
+            ("transaction_id".into(), Value::Long(9)),
+            ("commit_lsn".into(), Value::Long(100)),
+            ("end_lsn".into(), Value::Long(120)),
+            ("commit_timestamp".into(), Value::TimestampMicros(-5)),
+            ("event_count".into(), Value::Long(4)),
+            (
+                "events_by_table".into(),
+                Value::Map(
+                    [("public.bookings", 2), ("public.payments", 1)]
+                        .into_iter()
+                        .map(|(table, count)| (table.to_string(), Value::Long(count)))
+                        .collect(),
+                ),
+            ),
+            ("source_database".into(), Value::String("travel".into())),
+            ("slot_name".into(), Value::String("slot".into())),
+        ]);
+        assert_eq!(decoded_boundary(&registered, &bytes), expected);
         assert_eq!(tally.event_count(), 0, "the tally starts over");
+
+        // A transaction of messages only: an empty map.
+        tally.count_message();
+        bytes.clear();
+        tally.write_record(&written, &end, "travel", "slot", &mut bytes);
+        let Value::Record(fields) = decoded_boundary(&registered, &bytes) else {
+            panic!("not a record")
+        };
+        assert_eq!(fields[4].1, Value::Long(1));
+        assert_eq!(fields[5].1, Value::Map(Default::default()));
+    }
+
+    #[test]
+    fn a_boundary_schema_other_than_the_written_one_is_refused_naming_the_field() {
+        let retyped = platform::schemas::CDC_TRANSACTION.replacen(
+            r#""name": "end_lsn",
+      "type": "long""#,
+            r#""name": "end_lsn",
+      "type": "int""#,
+            1,
+        );
+        assert_ne!(retyped, platform::schemas::CDC_TRANSACTION);
+        let renamed = platform::schemas::CDC_TRANSACTION.replacen("\"slot_name\"", "\"slot\"", 1);
+        for (text, field) in [(retyped, "end_lsn"), (renamed, "slot_name")] {
+            let error = TransactionSchema::from_registered(&schema(&text))
+                .err()
+                .expect("refused")
+                .to_string();
+            assert!(error.contains(field), "{error}");
+        }
+        let change = schema(platform::schemas::CDC_CHANGE);
+        assert!(TransactionSchema::from_registered(&change).is_err());
     }
 
     #[test]

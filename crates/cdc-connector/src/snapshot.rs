@@ -310,6 +310,69 @@ pub struct SnapshotOutcome {
 /// instead of per row.
 const BATCH_ROWS: usize = 256;
 
+/// A reader's encoded rows for the publisher, packed: the keys in one string, the payloads in
+/// one buffer. A row then costs no allocation of its own in the reader and no free on the
+/// publisher's thread (a free of memory another thread allocated takes that arena's lock).
+pub struct RecordBatch {
+    /// The table every row of the batch belongs to: a batch never spans chunks.
+    pub table: Arc<str>,
+    keys: String,
+    payloads: Vec<u8>,
+    /// Per row: where its key and where its payload end.
+    ends: Vec<(usize, usize)>,
+}
+
+impl RecordBatch {
+    fn new(table: Arc<str>) -> Self {
+        Self {
+            table,
+            keys: String::with_capacity(BATCH_ROWS * 48),
+            payloads: Vec::with_capacity(BATCH_ROWS * 512),
+            ends: Vec::with_capacity(BATCH_ROWS),
+        }
+    }
+
+    /// Adds a row: `encode` appends its payload to the buffer it is given and returns its key.
+    /// A row that fails to encode leaves the batch as it was.
+    pub fn push(
+        &mut self,
+        encode: impl FnOnce(&mut Vec<u8>) -> Result<String, ConnectorError>,
+    ) -> Result<(), ConnectorError> {
+        let start = self.payloads.len();
+        match encode(&mut self.payloads) {
+            Ok(key) => {
+                self.keys.push_str(&key);
+                self.ends.push((self.keys.len(), self.payloads.len()));
+                Ok(())
+            }
+            Err(error) => {
+                self.payloads.truncate(start);
+                Err(error)
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The rows' keys and payloads, in the order they were pushed.
+    pub fn records(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        let mut starts = (0, 0);
+        self.ends.iter().map(move |&(key_end, payload_end)| {
+            let (key_start, payload_start) = std::mem::replace(&mut starts, (key_end, payload_end));
+            (
+                &self.keys[key_start..key_end],
+                &self.payloads[payload_start..payload_end],
+            )
+        })
+    }
+}
+
 /// A snapshot exported by a transaction (or a slot's creation) that readers join.
 pub struct ExportedSnapshot<'a> {
     pub target: &'a PgTarget,
@@ -319,20 +382,23 @@ pub struct ExportedSnapshot<'a> {
 }
 
 /// Reads every table in `snapshot` with `settings.workers` connections, turning each
-/// READ change into a record with `prepare` (in the readers, so encoding runs in parallel too)
-/// and sending the records to `out` in batches of up to [`BATCH_ROWS`] (bounded, so a slow
-/// Kafka slows the readers instead of filling memory).
-pub async fn read_tables<R, P>(
+/// READ change into a record of a [`RecordBatch`] with `prepare` (in the readers, so encoding
+/// runs in parallel too) and sending the batches of up to [`BATCH_ROWS`] rows to `out`
+/// (bounded, so a slow Kafka slows the readers instead of filling memory).
+pub async fn read_tables<P>(
     snapshot: ExportedSnapshot<'_>,
     tables: Vec<SnapshotTable>,
     types: TypeNames,
     settings: SnapshotSettings,
     prepare: P,
-    out: mpsc::Sender<Vec<R>>,
+    out: mpsc::Sender<RecordBatch>,
 ) -> Result<SnapshotOutcome, ConnectorError>
 where
-    R: Send + 'static,
-    P: Fn(ChangeEvent) -> Result<R, ConnectorError> + Clone + Send + Sync + 'static,
+    P: Fn(ChangeEvent, &mut RecordBatch) -> Result<(), ConnectorError>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
 {
     let started = Instant::now();
     let snapshot_time = crate::unix_micros_now();
@@ -469,7 +535,7 @@ async fn report_progress(done: Arc<AtomicU64>, total: u64, started: Instant) {
     }
 }
 
-struct Worker<R, P> {
+struct Worker<P> {
     target: PgTarget,
     snapshot_name: String,
     position: Position,
@@ -478,13 +544,12 @@ struct Worker<R, P> {
     types: Arc<TypeNames>,
     done: Arc<AtomicU64>,
     prepare: P,
-    out: mpsc::Sender<Vec<R>>,
+    out: mpsc::Sender<RecordBatch>,
 }
 
-impl<R, P> Worker<R, P>
+impl<P> Worker<P>
 where
-    R: Send + 'static,
-    P: Fn(ChangeEvent) -> Result<R, ConnectorError> + Send + Sync + 'static,
+    P: Fn(ChangeEvent, &mut RecordBatch) -> Result<(), ConnectorError> + Send + Sync + 'static,
 {
     async fn run(self) -> Result<(), ConnectorError> {
         let client = crate::source::connect(&self.target).await?;
@@ -534,23 +599,21 @@ where
             let mut rows = std::pin::pin!(rows);
             // One handle per chunk: a registry look-up per row would cost more than the row.
             let rows_read = metrics::counter!("cdc_snapshot_rows_total", "table" => table.qualified_name.to_string());
-            let mut batch = Vec::with_capacity(BATCH_ROWS);
+            let new_batch = || RecordBatch::new(table.qualified_name.clone());
+            let mut batch = new_batch();
             let mut scratch = TupleData(Vec::new());
             loop {
                 let row = rows.next().await.transpose().map_err(reading)?;
                 if let Some(row) = &row {
                     let change =
                         table.read_copy_row(row, &mut scratch, &self.types, self.position)?;
-                    batch.push((self.prepare)(change)?);
+                    (self.prepare)(change, &mut batch)?;
                 }
                 if batch.len() == BATCH_ROWS || (row.is_none() && !batch.is_empty()) {
                     let count = batch.len() as u64;
                     if self
                         .out
-                        .send(std::mem::replace(
-                            &mut batch,
-                            Vec::with_capacity(BATCH_ROWS),
-                        ))
+                        .send(std::mem::replace(&mut batch, new_batch()))
                         .await
                         .is_err()
                     {

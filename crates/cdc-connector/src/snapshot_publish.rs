@@ -55,10 +55,9 @@ pub async fn publish_snapshot(
     let (changes, mut received) = tokio::sync::mpsc::channel(4);
     // Rows are filtered and encoded in the readers; this task only hands records to Kafka.
     let encoding = (Arc::new(config.clone()), Arc::new(change_schema));
-    let prepare = move |mut change: ChangeEvent| {
+    let prepare = move |mut change: ChangeEvent, batch: &mut snapshot::RecordBatch| {
         let (config, schema) = &encoding;
-        let (key, payload) = encode_change(config, schema, &mut change, "a snapshot row")?;
-        Ok((key, payload, change.table))
+        batch.push(|payload| encode_change(config, schema, &mut change, "a snapshot row", payload))
     };
     let exported = snapshot::ExportedSnapshot {
         target: &config.target,
@@ -69,13 +68,13 @@ pub async fn publish_snapshot(
     let publishing = async {
         let mut published = 0u64;
         while let Some(batch) = received.recv().await {
-            for (key, payload, table) in batch {
+            for (key, payload) in batch.records() {
                 send(
                     &sink,
                     topics::CDC_CHANGES.name,
-                    &key,
-                    &payload,
-                    Some((table, Operation::Read)),
+                    key,
+                    payload,
+                    Some((batch.table.clone(), Operation::Read)),
                 )
                 .await?;
                 published += 1;

@@ -314,6 +314,54 @@ pub fn decode_tuple(
     key_only: bool,
     types: &TypeNames,
 ) -> Result<Vec<(std::sync::Arc<str>, ColumnValue)>, DecodeError> {
+    check_column_count(relation, tuple)?;
+    // One allocation for the row: collecting through `Result` would grow the vector by doubling.
+    let mut row = Vec::with_capacity(relation.columns.len());
+    for (column, value) in relation.columns.iter().zip(&tuple.0) {
+        row.push((
+            column.name.clone(),
+            decode_column(relation, column, value, key_only, types)?,
+        ));
+    }
+    Ok(row)
+}
+
+/// [`decode_tuple`] for a tuple the caller gives up: the text of a text-like column
+/// (`text`, `varchar`, `bpchar`, `name`, `"char"`) becomes its value's `String` without a copy.
+pub fn decode_owned_tuple(
+    relation: &Relation,
+    tuple: TupleData,
+    key_only: bool,
+    types: &TypeNames,
+) -> Result<Vec<(std::sync::Arc<str>, ColumnValue)>, DecodeError> {
+    check_column_count(relation, &tuple)?;
+    let mut row = Vec::with_capacity(relation.columns.len());
+    for (column, value) in relation.columns.iter().zip(tuple.0) {
+        let decoded = match value {
+            TupleValue::Text(text) if is_text_like(column.type_id) => match String::from_utf8(text)
+            {
+                Ok(text) => ColumnValue::Value(TypedValue::Text(text)),
+                Err(invalid) => {
+                    let text = TupleValue::Text(invalid.into_bytes());
+                    decode_column(relation, column, &text, key_only, types)?
+                }
+            },
+            value => decode_column(relation, column, &value, key_only, types)?,
+        };
+        row.push((column.name.clone(), decoded));
+    }
+    Ok(row)
+}
+
+/// The built-in types whose value is their text as it is ([`TypedValue::Text`]).
+fn is_text_like(type_id: u32) -> bool {
+    matches!(
+        builtin_type_name(type_id),
+        Some("text" | "varchar" | "bpchar" | "name" | "char")
+    )
+}
+
+fn check_column_count(relation: &Relation, tuple: &TupleData) -> Result<(), DecodeError> {
     if tuple.0.len() != relation.columns.len() {
         return Err(DecodeError::ColumnCountMismatch {
             relation_id: relation.id,
@@ -322,30 +370,34 @@ pub fn decode_tuple(
             tuple_columns: tuple.0.len(),
         });
     }
-    // One allocation for the row: collecting through `Result` would grow the vector by doubling.
-    let mut row = Vec::with_capacity(relation.columns.len());
-    for (column, value) in relation.columns.iter().zip(&tuple.0) {
-        let decoded = match value {
-            TupleValue::Null if key_only && !column.is_key => ColumnValue::NotInReplicaIdentity,
-            TupleValue::Null => ColumnValue::Null,
-            TupleValue::UnchangedToast => ColumnValue::UnchangedToast,
-            TupleValue::Text(text) => ColumnValue::Value(
-                typed_value(column.type_id, column.type_modifier, text, types).map_err(
-                    |source| DecodeError::InvalidColumn {
-                        relation: qualified_relation_name(relation),
-                        column: column.name.to_string(),
-                        source: Box::new(source),
-                    },
-                )?,
-            ),
-            TupleValue::Binary(bytes) => ColumnValue::Value(TypedValue::Other {
-                type_name: types.name(column.type_id).into_owned(),
-                text: bytea_hex(bytes),
-            }),
-        };
-        row.push((column.name.clone(), decoded));
-    }
-    Ok(row)
+    Ok(())
+}
+
+fn decode_column(
+    relation: &Relation,
+    column: &crate::message::Column,
+    value: &TupleValue,
+    key_only: bool,
+    types: &TypeNames,
+) -> Result<ColumnValue, DecodeError> {
+    Ok(match value {
+        TupleValue::Null if key_only && !column.is_key => ColumnValue::NotInReplicaIdentity,
+        TupleValue::Null => ColumnValue::Null,
+        TupleValue::UnchangedToast => ColumnValue::UnchangedToast,
+        TupleValue::Text(text) => ColumnValue::Value(
+            typed_value(column.type_id, column.type_modifier, text, types).map_err(|source| {
+                DecodeError::InvalidColumn {
+                    relation: qualified_relation_name(relation),
+                    column: column.name.to_string(),
+                    source: Box::new(source),
+                }
+            })?,
+        ),
+        TupleValue::Binary(bytes) => ColumnValue::Value(TypedValue::Other {
+            type_name: types.name(column.type_id).into_owned(),
+            text: bytea_hex(bytes),
+        }),
+    })
 }
 
 fn qualified_relation_name(relation: &Relation) -> String {

@@ -12,7 +12,7 @@ use std::{collections::HashMap, path::PathBuf, sync::Arc};
 use pgoutput::{
     copy::{Lsn, pg_micros_to_unix_micros},
     message::{LogicalMessage, OldTuple, Relation, TupleData, decode_message},
-    row::{TypeNames, decode_tuple},
+    row::{TypeNames, decode_owned_tuple},
 };
 
 pub use self::{event::*, staging::StagedTransaction};
@@ -58,7 +58,8 @@ impl std::fmt::Debug for OpenTransaction {
 
 #[derive(Default)]
 pub struct ChangeAssembler {
-    relations: HashMap<u32, CachedRelation>,
+    /// Looked up for every change (and twice for most), hence foldhash rather than SipHash.
+    relations: HashMap<u32, CachedRelation, foldhash::fast::RandomState>,
     types: TypeNames,
     open: Option<OpenTransaction>,
     /// The top-level xid of the streamed chunk being received.
@@ -223,7 +224,7 @@ impl ChangeAssembler {
             LogicalMessage::Insert {
                 relation_id, new, ..
             } => {
-                let (table, after) = self.row(relation_id, &new, false)?;
+                let (table, after) = self.row(relation_id, new, false)?;
                 let primary_key = self.key_of(relation_id, &after);
                 self.emit_change(
                     table,
@@ -241,8 +242,8 @@ impl ChangeAssembler {
                 new,
                 ..
             } => {
-                let (table, after) = self.row(relation_id, &new, false)?;
-                let before = match &old {
+                let (table, after) = self.row(relation_id, new, false)?;
+                let before = match old {
                     Some(old) => Some(self.old_row(relation_id, old)?),
                     None => None,
                 };
@@ -260,7 +261,7 @@ impl ChangeAssembler {
             LogicalMessage::Delete {
                 relation_id, old, ..
             } => {
-                let before = self.old_row(relation_id, &old)?;
+                let before = self.old_row(relation_id, old)?;
                 let table = self.relation(relation_id)?.table.clone();
                 let primary_key = self.key_of(relation_id, &before);
                 self.emit_change(
@@ -422,6 +423,8 @@ impl ChangeAssembler {
         result
     }
 
+    /// The position of the open transaction's next change or message; `what` names it in the
+    /// error (no text is built unless there is one).
     fn next_position(&mut self, event_lsn: Lsn, what: &str) -> Result<Position, AssembleError> {
         let open = self
             .open
@@ -452,8 +455,7 @@ impl ChangeAssembler {
         event_lsn: Lsn,
         out: &mut Vec<Output>,
     ) -> Result<(), AssembleError> {
-        let position =
-            self.next_position(event_lsn, &format!("a {} change", operation.as_str()))?;
+        let position = self.next_position(event_lsn, operation.as_str())?;
         out.push(Output::Change(ChangeEvent {
             table: table.name,
             operation,
@@ -472,24 +474,24 @@ impl ChangeAssembler {
             .ok_or(AssembleError::UnknownRelation(relation_id))
     }
 
+    /// The tuple decoded (taking it: text values move into the row without a copy).
     fn row(
         &self,
         relation_id: u32,
-        tuple: &TupleData,
+        tuple: TupleData,
         key_only: bool,
     ) -> Result<(TableRef, Columns), AssembleError> {
         let cached = self.relation(relation_id)?;
-        let columns =
-            decode_tuple(&cached.relation, tuple, key_only, &self.types).map_err(|source| {
-                AssembleError::Row {
-                    table: cached.table.name.to_string(),
-                    source,
-                }
-            })?;
+        let columns = decode_owned_tuple(&cached.relation, tuple, key_only, &self.types).map_err(
+            |source| AssembleError::Row {
+                table: cached.table.name.to_string(),
+                source,
+            },
+        )?;
         Ok((cached.table.clone(), columns))
     }
 
-    fn old_row(&self, relation_id: u32, old: &OldTuple) -> Result<Columns, AssembleError> {
+    fn old_row(&self, relation_id: u32, old: OldTuple) -> Result<Columns, AssembleError> {
         let (tuple, key_only) = match old {
             OldTuple::Key(tuple) => (tuple, true),
             OldTuple::Full(tuple) => (tuple, false),

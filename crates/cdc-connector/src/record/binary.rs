@@ -10,10 +10,10 @@ use pgoutput::row::{ColumnValue, RangeBound, TypedValue};
 use platform::avro::binary::{bytes, frame, long, string};
 
 use super::{
-    ChangeLayout, change_id_with_key,
+    ChangeLayout,
     decimal::{self, NumericForm},
 };
-use crate::changes::{ChangeEvent, Columns};
+use crate::changes::{ChangeEvent, Columns, Operation};
 
 /// The fields of `CDCChange`, in the order they are written.
 pub const FIELDS: [&str; 10] = [
@@ -58,7 +58,7 @@ pub fn encode_change(
     out: &mut Vec<u8>,
 ) -> Result<(), String> {
     frame(out, schema_id);
-    string(out, &change_id_with_key(event, key));
+    change_id(out, event, key);
     string(out, &event.table);
     long(out, i64::from(layout.operation_symbol(event.operation).0));
     columns(out, layout, &event.primary_key)?;
@@ -85,6 +85,33 @@ pub fn encode_change(
         }
     }
     Ok(())
+}
+
+/// [`super::change_id_with_key`] as an Avro string, formatted in place (it is written for every
+/// change).
+fn change_id(out: &mut Vec<u8>, event: &ChangeEvent, key: &str) {
+    use std::io::Write as _;
+    // Writing into a Vec or a slice large enough cannot fail.
+    match event.operation {
+        Operation::Read => {
+            // `{commit_lsn:016X}-READ-{key}`: 16 hex digits, 6 bytes, the key.
+            long(out, (16 + 6 + key.len()) as i64);
+            let _ = write!(out, "{:016X}-READ-", event.position.commit_lsn);
+            out.extend_from_slice(key.as_bytes());
+        }
+        _ => {
+            // `{commit_lsn:016X}-{sequence:08}`: at most 16 + 1 + 10 bytes.
+            let mut id = [0u8; 27];
+            let mut free = &mut id[..];
+            let _ = write!(
+                free,
+                "{:016X}-{:08}",
+                event.position.commit_lsn, event.position.sequence
+            );
+            let length = 27 - free.len();
+            bytes(out, &id[..length]);
+        }
+    }
 }
 
 type Written = Result<(), String>;

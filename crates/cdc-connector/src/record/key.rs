@@ -14,17 +14,31 @@ use pgoutput::row::{ColumnValue, TypedValue};
 use crate::changes::ChangeEvent;
 
 pub fn kafka_key(event: &ChangeEvent) -> String {
-    let mut columns: Vec<&(std::sync::Arc<str>, ColumnValue)> = event.primary_key.iter().collect();
-    // Column names of a relation are unique, so sorting by name is a total order.
-    columns.sort_by(|a, b| a.0.cmp(&b.0));
     let mut key = String::with_capacity(event.table.len() + 32);
     key.push_str(&event.table);
     key.push_str("/{");
-    for (index, (name, value)) in columns.into_iter().enumerate() {
+    // Column names of a relation are unique, so sorting by name is a total order. Most keys
+    // are one column, or already in name order: sorted only when they are not.
+    if event.primary_key.is_sorted_by(|a, b| a.0 < b.0) {
+        write_columns(&mut key, event.primary_key.iter());
+    } else {
+        let mut columns: Vec<_> = event.primary_key.iter().collect();
+        columns.sort_by(|a, b| a.0.cmp(&b.0));
+        write_columns(&mut key, columns.into_iter());
+    }
+    key.push('}');
+    key
+}
+
+fn write_columns<'a>(
+    key: &mut String,
+    columns: impl Iterator<Item = &'a (std::sync::Arc<str>, ColumnValue)>,
+) {
+    for (index, (name, value)) in columns.enumerate() {
         if index > 0 {
             key.push(',');
         }
-        json_string(&mut key, name);
+        json_string(key, name);
         key.push(':');
         match value {
             // Writing to a String cannot fail.
@@ -37,14 +51,12 @@ pub fn kafka_key(event: &ChangeEvent) -> String {
             ColumnValue::Value(TypedValue::Bool(b)) => {
                 key.push_str(if *b { "true" } else { "false" })
             }
-            ColumnValue::Value(typed) => json_string(&mut key, &typed.canonical_text()),
+            ColumnValue::Value(typed) => json_string(key, &typed.canonical_text()),
             ColumnValue::Null | ColumnValue::UnchangedToast | ColumnValue::NotInReplicaIdentity => {
                 key.push_str("null")
             }
         }
     }
-    key.push('}');
-    key
 }
 
 /// A JSON string literal, escaped as serde_json does: `"` and `\`, the short escapes for

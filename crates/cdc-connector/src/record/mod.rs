@@ -18,13 +18,12 @@ use crate::changes::{ChangeEvent, Columns, Operation};
 /// A snapshot row has no transaction of its own: its id is the snapshot's consistent point and
 /// the row's key, so the same snapshot read twice gives the same ids.
 pub fn change_id(event: &ChangeEvent) -> String {
-    change_id_with_key(event, &kafka_key(event))
-}
-
-/// [`change_id`] for a change whose Kafka key is already known (it is computed once per change).
-pub fn change_id_with_key(event: &ChangeEvent, key: &str) -> String {
     match event.operation {
-        Operation::Read => format!("{:016X}-READ-{key}", event.position.commit_lsn),
+        Operation::Read => format!(
+            "{:016X}-READ-{}",
+            event.position.commit_lsn,
+            kafka_key(event)
+        ),
         _ => format!(
             "{:016X}-{:08}",
             event.position.commit_lsn, event.position.sequence

@@ -29,7 +29,6 @@ where
 {
     pub(super) async fn publish(&mut self, output: Output) -> Result<(), ConnectorError> {
         let database = &self.config.target.database;
-        let now_millis = crate::unix_micros_now() / 1000;
         match output {
             Output::Checkpoint { lsn } => {
                 self.checkpointed_lsn = self.checkpointed_lsn.max(lsn);
@@ -37,18 +36,25 @@ where
             }
             Output::TransactionEnd(end) => {
                 if self.tally.event_count() > 0 {
-                    let record =
-                        self.tally
-                            .take_record(&end, database, &self.config.source.slot_name);
-                    let payload =
-                        encode(&self.schemas.transaction, record, "a transaction boundary")?;
-                    self.send(
-                        topics::CDC_TRANSACTIONS.name,
-                        &end.xid.to_string(),
-                        &payload,
-                        None,
-                    )
-                    .await?;
+                    let mut payload = std::mem::take(&mut self.record_buffer);
+                    payload.clear();
+                    self.tally.write_record(
+                        &self.schemas.transaction,
+                        &end,
+                        database,
+                        &self.config.source.slot_name,
+                        &mut payload,
+                    );
+                    let sent = self
+                        .send(
+                            topics::CDC_TRANSACTIONS.name,
+                            &end.xid.to_string(),
+                            &payload,
+                            None,
+                        )
+                        .await;
+                    self.record_buffer = payload;
+                    sent?;
                 }
                 self.checkpointed_lsn = self.checkpointed_lsn.max(end.end_lsn);
                 self.sink
@@ -71,7 +77,7 @@ where
                 }
                 let payload = encode(
                     &self.schemas.message,
-                    metadata::message_to_avro(&message, database, now_millis),
+                    metadata::message_to_avro(&message, database, crate::unix_micros_now() / 1000),
                     "a logical message",
                 )?;
                 self.send(topics::CDC_MESSAGES.name, &message.prefix, &payload, None)
@@ -106,18 +112,28 @@ where
         if !self.config.filter.includes_table(&change.table) {
             return Ok(());
         }
-        let (key, payload) =
-            encode_change(self.config, &self.change_schema, &mut change, "a change")?;
+        let mut payload = std::mem::take(&mut self.record_buffer);
+        payload.clear();
+        let key = encode_change(
+            self.config,
+            &self.change_schema,
+            &mut change,
+            "a change",
+            &mut payload,
+        )?;
         if in_transaction {
             self.tally.count_change(&change.table);
         }
-        self.send(
-            topics::CDC_CHANGES.name,
-            &key,
-            &payload,
-            Some((change.table.clone(), change.operation)),
-        )
-        .await
+        let sent = self
+            .send(
+                topics::CDC_CHANGES.name,
+                &key,
+                &payload,
+                Some((change.table.clone(), change.operation)),
+            )
+            .await;
+        self.record_buffer = payload;
+        sent
     }
 
     pub(super) async fn send(
@@ -183,13 +199,15 @@ where
     }
 }
 
-/// Filters a row change and encodes it: its Kafka key and its Confluent-framed Avro value.
+/// Filters a row change and encodes it: returns its Kafka key, and appends its Confluent-framed
+/// Avro value to `payload` (a partial value where it fails).
 pub fn encode_change(
     config: &super::SessionConfig,
     schema: &ChangeSchema,
     change: &mut ChangeEvent,
     what: &str,
-) -> Result<(String, Vec<u8>), ConnectorError> {
+    payload: &mut Vec<u8>,
+) -> Result<String, ConnectorError> {
     config.filter.apply(change).map_err(|e| {
         ConnectorError::new(
             ErrorKind::Unpublishable,
@@ -199,7 +217,6 @@ pub fn encode_change(
     })?;
     // Straight into Avro binary (record::binary), checked against apache-avro by a property test.
     let key = record::kafka_key(change);
-    let mut payload = Vec::with_capacity(512);
     record::encode_change(
         change,
         &key,
@@ -208,7 +225,7 @@ pub fn encode_change(
         &config.target.database,
         &config.source.slot_name,
         crate::unix_micros_now() / 1000,
-        &mut payload,
+        payload,
     )
     .map_err(|e| {
         ConnectorError::new(
@@ -217,7 +234,7 @@ pub fn encode_change(
             e,
         )
     })?;
-    Ok((key, payload))
+    Ok(key)
 }
 
 pub fn encode(

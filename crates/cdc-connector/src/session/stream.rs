@@ -25,6 +25,8 @@ pub struct Session<'a, S, P: RecordProducer, C> {
     pub(super) change_schema: std::sync::Arc<ChangeSchema>,
     pub(super) assembler: ChangeAssembler,
     pub(super) tally: TransactionTally,
+    /// The record being encoded: one buffer for the session (librdkafka copies each payload).
+    pub(super) record_buffer: Vec<u8>,
     /// An ad-hoc re-snapshot in progress, requested by a signal.
     pub(super) resnapshot: Option<IncrementalSnapshot>,
     /// Catalog look-ups while streaming, over an ordinary SQL connection.
@@ -68,6 +70,7 @@ where
             change_schema: schemas.change(),
             assembler: ChangeAssembler::new(config.spill_directory.clone()),
             tally: TransactionTally::default(),
+            record_buffer: Vec::with_capacity(1024),
             resnapshot: None,
             catalog,
             received_lsn: start,

@@ -61,8 +61,17 @@ impl KafkaProducer {
             settings.message_timeout,
             settings.max_queued_records,
         );
-        if batching == Batching::Bulk {
-            config.set("linger.ms", "25").set("batch.size", "4000000");
+        match batching {
+            Batching::Bulk => {
+                config.set("linger.ms", "25").set("batch.size", "4000000");
+            }
+            // The queue bounded in bytes as well as in records: 4 MiB of waiting records (about
+            // 0.1 s at full speed, ~400-byte records at 100,000 a second) still keeps batches
+            // full. Measured on a 1M-row transaction: peak RSS 28-29 MiB against 34-37 MiB
+            // with 8 or 32 MiB, within the connector's 32 MiB, at the same rate.
+            Batching::Streaming => {
+                config.set("queue.buffering.max.kbytes", "4096");
+            }
         }
         let producer = Arc::new(config.create_with_context::<_, ThreadedProducer<_>>(context)?);
         // librdkafka asks for the idempotent producer's id 500 ms after it starts, or when a

@@ -125,26 +125,26 @@ impl<P: RecordProducer> OrderedSink<P> {
 /// and operation, so the last handle is kept at hand and the map is hashed only on a change.
 #[derive(Default)]
 struct DeliveredCounters {
-    by_change: HashMap<(Arc<str>, Operation), metrics::Counter>,
-    last: Option<(Arc<str>, Operation, metrics::Counter)>,
+    /// Per table, its counters by operation, each created on first use. Looked up for every
+    /// record, hence foldhash rather than SipHash.
+    by_table: HashMap<Arc<str>, [Option<metrics::Counter>; 5], foldhash::fast::RandomState>,
 }
 
 impl DeliveredCounters {
     fn counter(&mut self, (table, operation): (Arc<str>, Operation)) -> metrics::Counter {
-        if let Some((last_table, last_operation, counter)) = &self.last
-            && Arc::ptr_eq(last_table, &table)
-            && *last_operation == operation
-        {
-            return counter.clone();
+        let known = self
+            .by_table
+            .get(&*table)
+            .and_then(|by_operation| by_operation[operation as usize].clone());
+        if let Some(counter) = known {
+            return counter;
         }
-        let counter = self
-            .by_change
-            .entry((table.clone(), operation))
-            .or_insert_with_key(|(table, operation)| {
-                metrics::counter!("cdc_events_total", "table" => table.to_string(), "operation" => operation.as_str())
-            })
-            .clone();
-        self.last = Some((table, operation, counter.clone()));
+        let counter = metrics::counter!(
+            "cdc_events_total",
+            "table" => table.to_string(),
+            "operation" => operation.as_str()
+        );
+        self.by_table.entry(table).or_default()[operation as usize] = Some(counter.clone());
         counter
     }
 }

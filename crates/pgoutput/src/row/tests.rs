@@ -123,6 +123,73 @@ fn bad_value_error_names_the_column() {
 }
 
 #[test]
+fn an_owned_tuple_decodes_as_the_borrowed_one() {
+    let mut varchar_key = users_relation();
+    varchar_key.columns[1].type_id = 1043;
+    varchar_key.columns[1].is_key = true;
+    let cases = [
+        (TupleData(vec![text("7"), text("Trần"), text("")]), false),
+        (
+            TupleData(vec![text("7"), text("x"), TupleValue::Null]),
+            true,
+        ),
+        (
+            TupleData(vec![
+                text("7"),
+                TupleValue::Null,
+                TupleValue::UnchangedToast,
+            ]),
+            true,
+        ),
+        (
+            TupleData(vec![
+                TupleValue::Binary(vec![7]),
+                TupleValue::Binary(b"a".to_vec()),
+                text("b"),
+            ]),
+            false,
+        ),
+        // Invalid UTF-8 in a text column, and in an integer one: the same errors.
+        (
+            TupleData(vec![
+                text("7"),
+                TupleValue::Text(vec![0xff, b'a']),
+                text("b"),
+            ]),
+            false,
+        ),
+        (
+            TupleData(vec![TupleValue::Text(vec![0xc3]), text("a"), text("b")]),
+            false,
+        ),
+        (TupleData(vec![text("seven"), text("a"), text("b")]), false),
+        (TupleData(vec![text("7")]), false),
+    ];
+    for relation in [users_relation(), varchar_key] {
+        for (tuple, key_only) in &cases {
+            let types = TypeNames::new();
+            let borrowed = decode_tuple(&relation, tuple, *key_only, &types);
+            let owned = decode_owned_tuple(&relation, tuple.clone(), *key_only, &types);
+            match (borrowed, owned) {
+                (Ok(borrowed), Ok(owned)) => assert_eq!(borrowed, owned, "{tuple:?}"),
+                (Err(borrowed), Err(owned)) => {
+                    assert_eq!(borrowed.to_string(), owned.to_string(), "{tuple:?}")
+                }
+                (borrowed, owned) => panic!("{tuple:?}: {borrowed:?} but owned {owned:?}"),
+            }
+        }
+    }
+    let tuple = TupleData(vec![text("7"), TupleValue::Text(vec![0xff]), text("b")]);
+    let error = decode_owned_tuple(&users_relation(), tuple, false, &TypeNames::new())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.starts_with("column name of public.users") && error.contains("UTF-8"),
+        "{error}"
+    );
+}
+
+#[test]
 fn type_names_builtin_learned_and_unknown() {
     let mut types = TypeNames::new();
     assert_eq!(types.name(1184), "timestamptz");
