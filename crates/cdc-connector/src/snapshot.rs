@@ -635,6 +635,45 @@ where
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_record_batch_gives_back_its_rows_in_order_and_drops_a_failed_one() {
+        let mut batch = RecordBatch::new(Arc::from("public.t"));
+        assert!(batch.is_empty());
+        batch
+            .push(|payload| {
+                payload.extend_from_slice(b"first");
+                Ok("k1".into())
+            })
+            .unwrap();
+        let failed = batch.push(|payload| {
+            payload.extend_from_slice(b"partial");
+            Err(ConnectorError::new(ErrorKind::Unpublishable, "a row", "no"))
+        });
+        assert!(failed.is_err());
+        batch
+            .push(|payload| {
+                payload.extend_from_slice(b"");
+                Ok("".into())
+            })
+            .unwrap();
+        batch
+            .push(|payload| {
+                payload.extend_from_slice(b"third");
+                Ok("key three".into())
+            })
+            .unwrap();
+        assert_eq!(batch.len(), 3);
+        let records: Vec<(&str, &[u8])> = batch.records().collect();
+        assert_eq!(
+            records,
+            [
+                ("k1", &b"first"[..]),
+                ("", &b""[..]),
+                ("key three", &b"third"[..])
+            ]
+        );
+    }
+
     fn table(pages: u64) -> SnapshotTable {
         SnapshotTable {
             relation: Relation {

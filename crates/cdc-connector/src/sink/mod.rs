@@ -120,9 +120,8 @@ impl<P: RecordProducer> OrderedSink<P> {
     }
 }
 
-/// One counter handle per (table, operation), looked up once: a registry look-up with label
-/// allocation per record would cost more than producing it. Records come in runs of one table
-/// and operation, so the last handle is kept at hand and the map is hashed only on a change.
+/// One counter handle per (table, operation), created once: a registry look-up with label
+/// allocation per record would cost more than producing it.
 #[derive(Default)]
 struct DeliveredCounters {
     /// Per table, its counters by operation, each created on first use. Looked up for every
