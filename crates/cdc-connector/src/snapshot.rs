@@ -637,31 +637,26 @@ mod tests {
 
     #[test]
     fn a_record_batch_gives_back_its_rows_in_order_and_drops_a_failed_one() {
+        /// An encoder that writes `payload` and gives `key`.
+        fn row(
+            key: &'static str,
+            payload: &'static [u8],
+        ) -> impl FnOnce(&mut Vec<u8>) -> Result<String, ConnectorError> {
+            move |out| {
+                out.extend_from_slice(payload);
+                Ok(key.into())
+            }
+        }
         let mut batch = RecordBatch::new(Arc::from("public.t"));
         assert!(batch.is_empty());
-        batch
-            .push(|payload| {
-                payload.extend_from_slice(b"first");
-                Ok("k1".into())
-            })
-            .unwrap();
+        batch.push(row("k1", b"first")).unwrap();
         let failed = batch.push(|payload| {
             payload.extend_from_slice(b"partial");
             Err(ConnectorError::new(ErrorKind::Unpublishable, "a row", "no"))
         });
         assert!(failed.is_err());
-        batch
-            .push(|payload| {
-                payload.extend_from_slice(b"");
-                Ok("".into())
-            })
-            .unwrap();
-        batch
-            .push(|payload| {
-                payload.extend_from_slice(b"third");
-                Ok("key three".into())
-            })
-            .unwrap();
+        batch.push(row("", b"")).unwrap();
+        batch.push(row("key three", b"third")).unwrap();
         assert_eq!(batch.len(), 3);
         let records: Vec<(&str, &[u8])> = batch.records().collect();
         assert_eq!(

@@ -75,6 +75,25 @@ struct EndpointCounts {
     by_status: BTreeMap<u16, Count>,
 }
 
+impl EndpointCounts {
+    fn new(endpoint: &str) -> Self {
+        Self {
+            duration: metrics::histogram!("gateway_request_duration_seconds", "endpoint" => endpoint.to_string()),
+            by_status: BTreeMap::new(),
+        }
+    }
+
+    fn record(&mut self, endpoint: &str, status: u16, took: Duration) {
+        self.duration.record(took.as_secs_f64());
+        self.by_status
+            .entry(status)
+            .or_insert_with(|| {
+                Count::new(metrics::counter!("gateway_requests_total", "endpoint" => endpoint.to_string(), "status" => status.to_string()))
+            })
+            .add();
+    }
+}
+
 /// Counts one unit in a gauge while alive: the decrement happens also when the future holding
 /// it is dropped mid-way (a client that hung up).
 pub struct InFlight(Gauge);
@@ -148,26 +167,13 @@ impl Stats {
 
     pub fn record_request(&self, endpoint: &str, status: u16, took: Duration) {
         let mut counts = self.lock();
-        if !counts.requests.contains_key(endpoint) {
-            let counts_of_endpoint = EndpointCounts {
-                duration: metrics::histogram!("gateway_request_duration_seconds", "endpoint" => endpoint.to_string()),
-                by_status: BTreeMap::new(),
-            };
-            counts
-                .requests
-                .insert(endpoint.to_string(), counts_of_endpoint);
-        }
-        let Some(of_endpoint) = counts.requests.get_mut(endpoint) else {
+        if let Some(of_endpoint) = counts.requests.get_mut(endpoint) {
+            of_endpoint.record(endpoint, status, took);
             return;
-        };
-        of_endpoint.duration.record(took.as_secs_f64());
-        of_endpoint
-            .by_status
-            .entry(status)
-            .or_insert_with(|| {
-                Count::new(metrics::counter!("gateway_requests_total", "endpoint" => endpoint.to_string(), "status" => status.to_string()))
-            })
-            .add();
+        }
+        let mut of_endpoint = EndpointCounts::new(endpoint);
+        of_endpoint.record(endpoint, status, took);
+        counts.requests.insert(endpoint.to_string(), of_endpoint);
     }
 
     pub fn record_event(&self, event_type: &'static str, topic: &'static str, outcome: Outcome) {

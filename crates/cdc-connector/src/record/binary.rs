@@ -87,8 +87,8 @@ pub fn encode_change(
     Ok(())
 }
 
-/// [`super::change_id_with_key`] as an Avro string, formatted in place (it is written for every
-/// change).
+/// [`super::change_id`] as an Avro string, formatted in place with the key already made (it is
+/// written for every change).
 fn change_id(out: &mut Vec<u8>, event: &ChangeEvent, key: &str) {
     use std::io::Write as _;
     // Writing into a Vec or a slice large enough cannot fail.

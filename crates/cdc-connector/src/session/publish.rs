@@ -36,25 +36,20 @@ where
             }
             Output::TransactionEnd(end) => {
                 if self.tally.event_count() > 0 {
-                    let mut payload = std::mem::take(&mut self.record_buffer);
-                    payload.clear();
+                    self.record_buffer.clear();
                     self.tally.write_record(
                         &self.schemas.transaction,
                         &end,
                         database,
                         &self.config.source.slot_name,
-                        &mut payload,
+                        &mut self.record_buffer,
                     );
-                    let sent = self
-                        .send(
-                            topics::CDC_TRANSACTIONS.name,
-                            &end.xid.to_string(),
-                            &payload,
-                            None,
-                        )
-                        .await;
-                    self.record_buffer = payload;
-                    sent?;
+                    self.send_record_buffer(
+                        topics::CDC_TRANSACTIONS.name,
+                        &end.xid.to_string(),
+                        None,
+                    )
+                    .await?;
                 }
                 self.checkpointed_lsn = self.checkpointed_lsn.max(end.end_lsn);
                 self.sink
@@ -112,26 +107,35 @@ where
         if !self.config.filter.includes_table(&change.table) {
             return Ok(());
         }
-        let mut payload = std::mem::take(&mut self.record_buffer);
-        payload.clear();
+        self.record_buffer.clear();
         let key = encode_change(
             self.config,
             &self.change_schema,
             &mut change,
             "a change",
-            &mut payload,
+            &mut self.record_buffer,
         )?;
         if in_transaction {
             self.tally.count_change(&change.table);
         }
-        let sent = self
-            .send(
-                topics::CDC_CHANGES.name,
-                &key,
-                &payload,
-                Some((change.table.clone(), change.operation)),
-            )
-            .await;
+        self.send_record_buffer(
+            topics::CDC_CHANGES.name,
+            &key,
+            Some((change.table.clone(), change.operation)),
+        )
+        .await
+    }
+
+    /// [`Self::send`] of the record encoded in `record_buffer`, which is lent out meanwhile
+    /// (`send` needs the whole session) and kept for the next record.
+    async fn send_record_buffer(
+        &mut self,
+        topic: &str,
+        key: &str,
+        change: Option<(Arc<str>, Operation)>,
+    ) -> Result<(), ConnectorError> {
+        let payload = std::mem::take(&mut self.record_buffer);
+        let sent = self.send(topic, key, &payload, change).await;
         self.record_buffer = payload;
         sent
     }
