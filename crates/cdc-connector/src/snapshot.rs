@@ -18,7 +18,7 @@ use pgoutput::{
     copy::Lsn,
     copy_text,
     message::{Column, Relation, ReplicaIdentity, TupleData, TupleValue},
-    row::{TypeNames, decode_tuple},
+    row::{ColumnValue, TypeNames, decode_tuple_into},
 };
 use tokio::sync::mpsc;
 use tokio_postgres::Client;
@@ -106,18 +106,32 @@ impl SnapshotTable {
     }
 
     /// A row of `COPY ... TO STDOUT` (text format) as a READ change, decoded exactly like
-    /// pgoutput's tuples. `scratch` holds the split row; passing the same one for every row
-    /// reuses its buffers.
+    /// pgoutput's tuples, into `change` (from [`SnapshotTable::read_into`]). The row is split
+    /// into `scratch`; passing the same `scratch` and `change` for every row reuses their
+    /// buffers (no allocation per row or value where the table's rows are alike).
     pub fn read_copy_row(
         &self,
         row: &[u8],
         scratch: &mut TupleData,
         types: &TypeNames,
-        position: Position,
-    ) -> Result<ChangeEvent, ConnectorError> {
+        change: &mut ChangeEvent,
+    ) -> Result<(), ConnectorError> {
         copy_text::decode_row_into(row, self.relation.columns.len(), scratch)
-            .and_then(|()| self.tuple_change(scratch, types, position))
+            .and_then(|()| self.tuple_change_into(scratch, types, change))
             .map_err(|e| self.undecodable(e))
+    }
+
+    /// An empty READ change of this table at `position`, to decode rows into.
+    pub fn read_into(&self, position: Position) -> ChangeEvent {
+        ChangeEvent {
+            table: self.qualified_name.clone(),
+            operation: Operation::Read,
+            primary_key: Vec::new(),
+            before: None,
+            after: None,
+            position,
+            table_schema: Some(self.table_schema.id.clone()),
+        }
     }
 
     fn undecodable(&self, error: pgoutput::error::DecodeError) -> ConnectorError {
@@ -134,24 +148,49 @@ impl SnapshotTable {
         types: &TypeNames,
         position: Position,
     ) -> Result<ChangeEvent, pgoutput::error::DecodeError> {
-        let after = decode_tuple(&self.relation, tuple, false, types)?;
-        let primary_key = self
-            .relation
-            .columns
-            .iter()
-            .zip(&after)
-            .filter(|(column, _)| column.is_key)
-            .map(|(_, value)| value.clone())
-            .collect();
-        Ok(ChangeEvent {
-            table: self.qualified_name.clone(),
-            operation: Operation::Read,
-            primary_key,
-            before: None,
-            after: Some(after),
-            position,
-            table_schema: Some(self.table_schema.id.clone()),
-        })
+        let mut change = self.read_into(position);
+        self.tuple_change_into(tuple, types, &mut change)?;
+        Ok(change)
+    }
+
+    /// Decodes `tuple` into `change`, a READ change of this table whose position is kept:
+    /// every other part is set anew, since a filter may have changed what the previous row
+    /// left there.
+    fn tuple_change_into(
+        &self,
+        tuple: &TupleData,
+        types: &TypeNames,
+        change: &mut ChangeEvent,
+    ) -> Result<(), pgoutput::error::DecodeError> {
+        change.operation = Operation::Read;
+        change.before = None;
+        let after = change.after.get_or_insert_with(Vec::new);
+        decode_tuple_into(&self.relation, tuple, false, types, after)?;
+        let mut keys = 0;
+        for (column, (name, value)) in self.relation.columns.iter().zip(after.iter()) {
+            if !column.is_key {
+                continue;
+            }
+            match change.primary_key.get_mut(keys) {
+                Some((held, slot)) if Arc::ptr_eq(held, name) => clone_value_into(value, slot),
+                Some(entry) => *entry = (name.clone(), value.clone()),
+                None => change.primary_key.push((name.clone(), value.clone())),
+            }
+            keys += 1;
+        }
+        change.primary_key.truncate(keys);
+        Ok(())
+    }
+}
+
+/// `*slot = value.clone()`, reusing the string `slot` holds when both are the same string kind.
+fn clone_value_into(value: &ColumnValue, slot: &mut ColumnValue) {
+    use pgoutput::row::TypedValue::{Json, Text, Uuid};
+    match (value, &mut *slot) {
+        (ColumnValue::Value(Text(text)), ColumnValue::Value(Text(held)))
+        | (ColumnValue::Value(Uuid(text)), ColumnValue::Value(Uuid(held)))
+        | (ColumnValue::Value(Json(text)), ColumnValue::Value(Json(held))) => held.clone_from(text),
+        _ => *slot = value.clone(),
     }
 }
 
@@ -332,21 +371,21 @@ impl RecordBatch {
         }
     }
 
-    /// Adds a row: `encode` appends its payload to the buffer it is given and returns its key.
-    /// A row that fails to encode leaves the batch as it was.
+    /// Adds a row: `encode` appends its key and its payload to the buffers it is given. A row
+    /// that fails to encode leaves the batch as it was.
     pub fn push(
         &mut self,
-        encode: impl FnOnce(&mut Vec<u8>) -> Result<String, ConnectorError>,
+        encode: impl FnOnce(&mut String, &mut Vec<u8>) -> Result<(), ConnectorError>,
     ) -> Result<(), ConnectorError> {
-        let start = self.payloads.len();
-        match encode(&mut self.payloads) {
-            Ok(key) => {
-                self.keys.push_str(&key);
+        let starts = (self.keys.len(), self.payloads.len());
+        match encode(&mut self.keys, &mut self.payloads) {
+            Ok(()) => {
                 self.ends.push((self.keys.len(), self.payloads.len()));
                 Ok(())
             }
             Err(error) => {
-                self.payloads.truncate(start);
+                self.keys.truncate(starts.0);
+                self.payloads.truncate(starts.1);
                 Err(error)
             }
         }
@@ -394,7 +433,7 @@ pub async fn read_tables<P>(
     out: mpsc::Sender<RecordBatch>,
 ) -> Result<SnapshotOutcome, ConnectorError>
 where
-    P: Fn(ChangeEvent, &mut RecordBatch) -> Result<(), ConnectorError>
+    P: Fn(&mut ChangeEvent, &mut RecordBatch) -> Result<(), ConnectorError>
         + Clone
         + Send
         + Sync
@@ -549,7 +588,7 @@ struct Worker<P> {
 
 impl<P> Worker<P>
 where
-    P: Fn(ChangeEvent, &mut RecordBatch) -> Result<(), ConnectorError> + Send + Sync + 'static,
+    P: Fn(&mut ChangeEvent, &mut RecordBatch) -> Result<(), ConnectorError> + Send + Sync + 'static,
 {
     async fn run(self) -> Result<(), ConnectorError> {
         let client = crate::source::connect(&self.target).await?;
@@ -602,12 +641,12 @@ where
             let new_batch = || RecordBatch::new(table.qualified_name.clone());
             let mut batch = new_batch();
             let mut scratch = TupleData(Vec::new());
+            let mut change = table.read_into(self.position);
             loop {
                 let row = rows.next().await.transpose().map_err(reading)?;
                 if let Some(row) = &row {
-                    let change =
-                        table.read_copy_row(row, &mut scratch, &self.types, self.position)?;
-                    (self.prepare)(change, &mut batch)?;
+                    table.read_copy_row(row, &mut scratch, &self.types, &mut change)?;
+                    (self.prepare)(&mut change, &mut batch)?;
                 }
                 if batch.len() == BATCH_ROWS || (row.is_none() && !batch.is_empty()) {
                     let count = batch.len() as u64;
@@ -634,6 +673,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pgoutput::row::TypedValue;
 
     #[test]
     fn a_record_batch_gives_back_its_rows_in_order_and_drops_a_failed_one() {
@@ -641,16 +681,18 @@ mod tests {
         fn row(
             key: &'static str,
             payload: &'static [u8],
-        ) -> impl FnOnce(&mut Vec<u8>) -> Result<String, ConnectorError> {
-            move |out| {
+        ) -> impl FnOnce(&mut String, &mut Vec<u8>) -> Result<(), ConnectorError> {
+            move |keys, out| {
+                keys.push_str(key);
                 out.extend_from_slice(payload);
-                Ok(key.into())
+                Ok(())
             }
         }
         let mut batch = RecordBatch::new(Arc::from("public.t"));
         assert!(batch.is_empty());
         batch.push(row("k1", b"first")).unwrap();
-        let failed = batch.push(|payload| {
+        let failed = batch.push(|keys, payload| {
+            keys.push_str("partial key");
             payload.extend_from_slice(b"partial");
             Err(ConnectorError::new(ErrorKind::Unpublishable, "a row", "no"))
         });
@@ -688,6 +730,59 @@ mod tests {
             }),
             pages,
             estimated_rows: 0,
+        }
+    }
+
+    #[test]
+    fn copy_rows_decoded_into_one_change_equal_fresh_changes() {
+        let column = |name: &str, type_id, is_key| Column {
+            is_key,
+            name: name.into(),
+            type_id,
+            type_modifier: -1,
+        };
+        let mut keyed = table(1);
+        // A two-column key, text then integer, around a uuid and a jsonb.
+        keyed.relation.columns = vec![
+            column("region", 25, true),
+            column("external_id", 2950, false),
+            column("id", 20, true),
+            column("preferences", 3802, false),
+        ];
+        let types = TypeNames::new();
+        let position = Position {
+            commit_lsn: 0x16B_3748,
+            event_lsn: 0x16B_3748,
+            xid: 0,
+            sequence: 0,
+            commit_time_unix_micros: 1,
+        };
+        let rows: [&[u8]; 5] = [
+            b"north\t0f8fad5b-d9cb-469f-a165-70867728950e\t1\t{}\n",
+            b"a much longer region\t\\N\t2\t{\"a\": 1}\n",
+            b"\\N\t0f8fad5b-d9cb-469f-a165-70867728950e\t3\t[]\n",
+            b"s\t0f8fad5b-d9cb-469f-a165-70867728950e\t4\t{}\n",
+            b"s\tnot a uuid\t5\t{}\n",
+        ];
+        let mut scratch = TupleData(Vec::new());
+        let mut change = keyed.read_into(position);
+        for (index, row) in rows.iter().enumerate() {
+            let fresh = copy_text::decode_row(row, 4)
+                .and_then(|tuple| keyed.tuple_change(&tuple, &types, position));
+            let into = keyed.read_copy_row(row, &mut scratch, &types, &mut change);
+            match (fresh, into) {
+                (Ok(fresh), Ok(())) => assert_eq!(fresh, change, "row {index}"),
+                (Err(_), Err(error)) => assert!(
+                    error.to_string().contains("not a hyphenated"),
+                    "row {index}: {error}"
+                ),
+                (fresh, into) => panic!("row {index}: {fresh:?} but into {into:?}"),
+            }
+            if index == 1 {
+                // As a filter leaves it: a column dropped, a key value masked.
+                change.after.as_mut().unwrap().remove(1);
+                change.primary_key[0].1 = ColumnValue::Value(TypedValue::Text("***".into()));
+            }
         }
     }
 

@@ -55,9 +55,11 @@ pub async fn publish_snapshot(
     let (changes, mut received) = tokio::sync::mpsc::channel(4);
     // Rows are filtered and encoded in the readers; this task only hands records to Kafka.
     let encoding = (Arc::new(config.clone()), Arc::new(change_schema));
-    let prepare = move |mut change: ChangeEvent, batch: &mut snapshot::RecordBatch| {
+    let prepare = move |change: &mut ChangeEvent, batch: &mut snapshot::RecordBatch| {
         let (config, schema) = &encoding;
-        batch.push(|payload| encode_change(config, schema, &mut change, "a snapshot row", payload))
+        batch.push(|key, payload| {
+            encode_change(config, schema, change, "a snapshot row", key, payload)
+        })
     };
     let exported = snapshot::ExportedSnapshot {
         target: &config.target,

@@ -353,6 +353,66 @@ pub fn decode_owned_tuple(
     Ok(row)
 }
 
+/// [`decode_tuple`] into `row`, reusing what it holds: a snapshot decodes millions of rows of
+/// one relation, and the names, the row's vector and the buffers of its string values
+/// (`text`-like, `json`, `uuid`) then serve the next row instead of being allocated and freed
+/// per row. `row` may hold anything (another relation's row, a filtered one): what does not
+/// line up with `relation` is rebuilt. Decodes exactly like [`decode_tuple`]; after an error
+/// `row` holds a partial row.
+pub fn decode_tuple_into(
+    relation: &Relation,
+    tuple: &TupleData,
+    key_only: bool,
+    types: &TypeNames,
+    row: &mut Vec<(std::sync::Arc<str>, ColumnValue)>,
+) -> Result<(), DecodeError> {
+    check_column_count(relation, tuple)?;
+    let lined_up = row.len() == relation.columns.len()
+        && row
+            .iter()
+            .zip(&relation.columns)
+            .all(|((name, _), column)| std::sync::Arc::ptr_eq(name, &column.name));
+    if !lined_up {
+        row.clear();
+        row.extend(
+            relation
+                .columns
+                .iter()
+                .map(|column| (column.name.clone(), ColumnValue::Null)),
+        );
+    }
+    for ((column, value), (_, slot)) in relation.columns.iter().zip(&tuple.0).zip(row.iter_mut()) {
+        let reused = match (value, &mut *slot) {
+            (TupleValue::Text(text), ColumnValue::Value(typed)) => {
+                reuse_string(column.type_id, text, typed)
+            }
+            _ => false,
+        };
+        if !reused {
+            *slot = decode_column(relation, column, value, key_only, types)?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes `text` into the string of `slot` when `slot` already holds the string-valued kind a
+/// built-in `type_id` decodes to (text-like, json, uuid) and `text` is valid for it; false
+/// leaves `slot` to be decoded anew (which reports what is invalid).
+fn reuse_string(type_id: u32, text: &[u8], slot: &mut TypedValue) -> bool {
+    let Ok(text) = std::str::from_utf8(text) else {
+        return false;
+    };
+    let buffer = match (builtin_type_name(type_id), slot) {
+        (Some("text" | "varchar" | "bpchar" | "name" | "char"), TypedValue::Text(buffer))
+        | (Some("json" | "jsonb"), TypedValue::Json(buffer)) => buffer,
+        (Some("uuid"), TypedValue::Uuid(buffer)) if is_uuid_text(text) => buffer,
+        _ => return false,
+    };
+    buffer.clear();
+    buffer.push_str(text);
+    true
+}
+
 /// The built-in types whose value is their text as it is ([`TypedValue::Text`]).
 fn is_text_like(type_id: u32) -> bool {
     matches!(

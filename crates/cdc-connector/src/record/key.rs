@@ -15,19 +15,25 @@ use crate::changes::ChangeEvent;
 
 pub fn kafka_key(event: &ChangeEvent) -> String {
     let mut key = String::with_capacity(event.table.len() + 32);
+    write_kafka_key(event, &mut key);
+    key
+}
+
+/// [`kafka_key`] appended to `key`: a caller that keys millions of records writes them into
+/// a buffer it reuses.
+pub fn write_kafka_key(event: &ChangeEvent, key: &mut String) {
     key.push_str(&event.table);
     key.push_str("/{");
     // Column names of a relation are unique, so sorting by name is a total order. Most keys
     // are one column, or already in name order: sorted only when they are not.
     if event.primary_key.is_sorted_by(|a, b| a.0 < b.0) {
-        write_columns(&mut key, event.primary_key.iter());
+        write_columns(key, event.primary_key.iter());
     } else {
         let mut columns: Vec<_> = event.primary_key.iter().collect();
         columns.sort_by(|a, b| a.0.cmp(&b.0));
-        write_columns(&mut key, columns.into_iter());
+        write_columns(key, columns.into_iter());
     }
     key.push('}');
-    key
 }
 
 fn write_columns<'a>(

@@ -10,7 +10,11 @@ mod layout;
 use apache_avro::types::Value;
 use pgoutput::row::{ColumnValue, TypedValue};
 
-pub use self::{binary::encode_change, key::kafka_key, layout::ChangeLayout};
+pub use self::{
+    binary::encode_change,
+    key::{kafka_key, write_kafka_key},
+    layout::ChangeLayout,
+};
 use crate::changes::{ChangeEvent, Columns, Operation};
 
 /// Deterministic from the source position: a replayed change gets the same id.

@@ -1,7 +1,7 @@
 //! From outputs to records: filter, encode, hand to the producer with backpressure, and keep
 //! PostgreSQL informed with standby status updates that confirm only what Kafka acknowledged.
 
-use std::{sync::Arc, time::Duration};
+use std::{fmt::Write as _, sync::Arc, time::Duration};
 
 use pgoutput::copy::{encode_standby_status_update, unix_micros_to_pg_micros};
 use platform::{avro::RegisteredSchema, topics};
@@ -44,12 +44,11 @@ where
                         &self.config.source.slot_name,
                         &mut self.record_buffer,
                     );
-                    self.send_record_buffer(
-                        topics::CDC_TRANSACTIONS.name,
-                        &end.xid.to_string(),
-                        None,
-                    )
-                    .await?;
+                    self.key_buffer.clear();
+                    // Writing to a String cannot fail.
+                    let _ = write!(self.key_buffer, "{}", end.xid);
+                    self.send_record_buffer(topics::CDC_TRANSACTIONS.name, None)
+                        .await?;
                 }
                 self.checkpointed_lsn = self.checkpointed_lsn.max(end.end_lsn);
                 self.sink
@@ -108,11 +107,13 @@ where
             return Ok(());
         }
         self.record_buffer.clear();
-        let key = encode_change(
+        self.key_buffer.clear();
+        encode_change(
             self.config,
             &self.change_schema,
             &mut change,
             "a change",
+            &mut self.key_buffer,
             &mut self.record_buffer,
         )?;
         if in_transaction {
@@ -120,23 +121,23 @@ where
         }
         self.send_record_buffer(
             topics::CDC_CHANGES.name,
-            &key,
             Some((change.table.clone(), change.operation)),
         )
         .await
     }
 
-    /// [`Self::send`] of the record encoded in `record_buffer`, which is lent out meanwhile
-    /// (`send` needs the whole session) and kept for the next record.
+    /// [`Self::send`] of the record encoded in `record_buffer` with the key in `key_buffer`,
+    /// both lent out meanwhile (`send` needs the whole session) and kept for the next record.
     async fn send_record_buffer(
         &mut self,
         topic: &str,
-        key: &str,
         change: Option<(Arc<str>, Operation)>,
     ) -> Result<(), ConnectorError> {
         let payload = std::mem::take(&mut self.record_buffer);
-        let sent = self.send(topic, key, &payload, change).await;
+        let key = std::mem::take(&mut self.key_buffer);
+        let sent = self.send(topic, &key, &payload, change).await;
         self.record_buffer = payload;
+        self.key_buffer = key;
         sent
     }
 
@@ -203,15 +204,16 @@ where
     }
 }
 
-/// Filters a row change and encodes it: returns its Kafka key, and appends its Confluent-framed
-/// Avro value to `payload` (a partial value where it fails).
+/// Filters a row change and encodes it: appends its Kafka key to `key` and its
+/// Confluent-framed Avro value to `payload` (partial ones where it fails).
 pub fn encode_change(
     config: &super::SessionConfig,
     schema: &ChangeSchema,
     change: &mut ChangeEvent,
     what: &str,
+    key: &mut String,
     payload: &mut Vec<u8>,
-) -> Result<String, ConnectorError> {
+) -> Result<(), ConnectorError> {
     config.filter.apply(change).map_err(|e| {
         ConnectorError::new(
             ErrorKind::Unpublishable,
@@ -219,11 +221,13 @@ pub fn encode_change(
             e.to_string(),
         )
     })?;
+    let key_start = key.len();
+    record::write_kafka_key(change, key);
+    let key = &key[key_start..];
     // Straight into Avro binary (record::binary), checked against apache-avro by a property test.
-    let key = record::kafka_key(change);
     record::encode_change(
         change,
-        &key,
+        key,
         &schema.layout,
         schema.id,
         &config.target.database,
@@ -237,8 +241,7 @@ pub fn encode_change(
             format!("{what} of {} with key {key}", change.table),
             e,
         )
-    })?;
-    Ok(key)
+    })
 }
 
 pub fn encode(

@@ -27,6 +27,8 @@ pub struct Session<'a, S, P: RecordProducer, C> {
     pub(super) tally: TransactionTally,
     /// The record being encoded: one buffer for the session (librdkafka copies each payload).
     pub(super) record_buffer: Vec<u8>,
+    /// The Kafka key of the record in `record_buffer`, reused the same way.
+    pub(super) key_buffer: String,
     /// An ad-hoc re-snapshot in progress, requested by a signal.
     pub(super) resnapshot: Option<IncrementalSnapshot>,
     /// Catalog look-ups while streaming, over an ordinary SQL connection.
@@ -71,6 +73,7 @@ where
             assembler: ChangeAssembler::new(config.spill_directory.clone()),
             tally: TransactionTally::default(),
             record_buffer: Vec::with_capacity(1024),
+            key_buffer: String::with_capacity(128),
             resnapshot: None,
             catalog,
             received_lsn: start,
