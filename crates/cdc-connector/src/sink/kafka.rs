@@ -39,9 +39,9 @@ pub struct ProducerSettings {
 pub enum Batching {
     /// 5 ms: a change is readable by consumers within milliseconds of its commit.
     Streaming,
-    /// 25 ms and batches of up to 4 MB: a snapshot's records cost librdkafka's broker thread
-    /// and the broker a fraction per record of what small batches do (measured: the snapshot's
-    /// CPU per row fell ~12 %), and nobody waits on one READ record.
+    /// 25 ms, batches of up to 4 MB and 100,000 records in flight: a snapshot's records cost
+    /// librdkafka's broker thread and the broker a fraction per record of what small batches do
+    /// (measured: the snapshot's CPU per row fell ~12 %), and nobody waits on one READ record.
     Bulk,
 }
 
@@ -63,7 +63,15 @@ impl KafkaProducer {
         );
         match batching {
             Batching::Bulk => {
-                config.set("linger.ms", "25").set("batch.size", "4000000");
+                // 100,000 records in flight rather than 20,000: spread over the topic's
+                // partitions, 20,000 never filled a batch, so every batch went out at the
+                // linger timeout half full. Measured on a 1M-row snapshot, six alternating
+                // runs: connector CPU lower in every pair (median 5.20 against 5.26 CPU-s,
+                // up to -16 %), peak RSS 77 MiB instead of 42 (the snapshot's budget is 128).
+                config
+                    .set("linger.ms", "25")
+                    .set("batch.size", "4000000")
+                    .set("queue.buffering.max.messages", "100000");
             }
             // The queue bounded in bytes as well as in records: 4 MiB of waiting records (about
             // 0.1 s at full speed, ~400-byte records at 100,000 a second) still keeps batches
