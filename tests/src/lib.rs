@@ -3,7 +3,7 @@
 //! ([`connector`]), SQL against the stack ([`sql`]), waiting ([`wait`]), the processor's inputs
 //! and results ([`processor`]), a headless browser ([`browser`]), a small disk to fill
 //! ([`disk`]), certificates ([`certificates`]), a TLS terminator in front of a plaintext
-//! server ([`tls_terminator`]) and the fault suite
+//! server ([`tls_terminator`]), the processes a run started ([`marked`]) and the fault suite
 //! ([`faults`], also the `faults` binary). The most used ones are
 //! re-exported here.
 
@@ -12,6 +12,7 @@ pub mod certificates;
 pub mod connector;
 pub mod disk;
 pub mod faults;
+pub mod marked;
 pub mod processor;
 pub mod records;
 pub mod sql;

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use local_stack::{Stack, StackOptions};
+use platform::shutdown::StopSignals;
 
 use crate::consumers::{Consumer, Env, Run};
 use crate::report::{Results, SnapshotOutcome, Streaming};
@@ -100,14 +101,37 @@ impl CdcArgs {
 
 #[tokio::main]
 async fn main() {
-    let outcome = match Cli::parse().command {
-        Command::Cdc(args) => cdc(args).await,
-        Command::Processor(args) => processor::run(args).await,
+    let command = Cli::parse().command;
+    // Caught from the start, so an interrupted start-up stops cleanly too. Every process the
+    // bench starts (the stack, the consumers, perf) is owned by the benchmark's future and
+    // stopped when it is dropped: on a signal it is dropped here, before we exit.
+    let mut signals = match StopSignals::install() {
+        Ok(signals) => signals,
+        Err(error) => {
+            eprintln!("bench: cannot install signal handlers: {error}");
+            std::process::exit(1);
+        }
     };
-    if let Err(error) = outcome {
-        eprintln!("bench: {error:#}");
-        std::process::exit(1);
-    }
+    let benchmark = async {
+        match command {
+            Command::Cdc(args) => cdc(args).await,
+            Command::Processor(args) => processor::run(args).await,
+        }
+    };
+    let (name, code) = tokio::select! {
+        outcome = benchmark => {
+            if let Err(error) = outcome {
+                eprintln!("bench: {error:#}");
+                std::process::exit(1);
+            }
+            return;
+        }
+        signal = signals.recv() => signal,
+    };
+    eprintln!(
+        "bench: {name} received: everything it started is stopped; exiting with status {code}"
+    );
+    std::process::exit(code);
 }
 
 /// The release binaries next to this executable (`cargo run --release -p bench` after

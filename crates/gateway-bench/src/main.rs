@@ -29,10 +29,10 @@ mod procgroup;
 use anyhow::{Context, bail};
 use clap::Parser;
 use local_stack::{Stack, StackOptions, workspace_root};
+use platform::shutdown::StopSignals;
 use procgroup::ProcessGroup;
 use serde::Serialize;
 use serde_json::json;
-use tokio::signal::unix::{Signal, SignalKind, signal};
 
 /// The two gateways' names in the results.
 const RUST: &str = "rust";
@@ -126,43 +126,18 @@ async fn main() -> anyhow::Result<()> {
     // Caught from the start, so an interrupted start-up stops cleanly too. Every process the
     // bench started is owned by the `run` future (the stack, the reference gateway's and the
     // attacker's process groups): dropping it stops them all, before we exit.
-    let mut signals = Signals::new()?;
+    let mut signals = StopSignals::install()?;
     let code = tokio::select! {
         result = run(args) => return result,
-        code = signals.recv() => code,
+        (name, code) = signals.recv() => {
+            eprintln!(
+                "gateway-bench: {name} received: stopping the reference gateway, the attacker and the stack ..."
+            );
+            code
+        }
     };
     eprintln!("gateway-bench: everything it started is stopped; exiting with status {code}");
     std::process::exit(code);
-}
-
-/// The signals that stop the bench.
-struct Signals {
-    interrupt: Signal,
-    terminate: Signal,
-    hangup: Signal,
-}
-
-impl Signals {
-    fn new() -> anyhow::Result<Signals> {
-        Ok(Signals {
-            interrupt: signal(SignalKind::interrupt())?,
-            terminate: signal(SignalKind::terminate())?,
-            hangup: signal(SignalKind::hangup())?,
-        })
-    }
-
-    /// Waits for one; the exit status to report it with (128 + its number).
-    async fn recv(&mut self) -> i32 {
-        let (name, code) = tokio::select! {
-            _ = self.interrupt.recv() => ("SIGINT", 130),
-            _ = self.terminate.recv() => ("SIGTERM", 143),
-            _ = self.hangup.recv() => ("SIGHUP", 129),
-        };
-        eprintln!(
-            "gateway-bench: {name} received: stopping the reference gateway, the attacker and the stack ..."
-        );
-        code
-    }
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {

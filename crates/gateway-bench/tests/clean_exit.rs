@@ -139,40 +139,8 @@ impl Drop for Run {
     }
 }
 
-/// Live (not zombie) processes whose environment holds `MARKER_VAR=marker`, with their
-/// command lines.
 fn marked(marker: &str) -> Vec<(i32, String)> {
-    let wanted = format!("{MARKER_VAR}={marker}");
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
-            continue;
-        };
-        if !environ.split(|b| *b == 0).any(|v| v == wanted.as_bytes()) {
-            continue;
-        }
-        let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| {
-                s.rsplit_once(')')
-                    .and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_string))
-            });
-        if matches!(state.as_deref(), None | Some("Z") | Some("X")) {
-            continue;
-        }
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
-            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-            .unwrap_or_default();
-        found.push((pid, cmdline));
-    }
-    found
+    e2e::marked::marked_processes(MARKER_VAR, marker)
 }
 
 #[test]

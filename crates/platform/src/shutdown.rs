@@ -1,7 +1,7 @@
 //! Graceful shutdown: every service stops on SIGINT (Ctrl-C) or SIGTERM (`docker stop`,
 //! Kubernetes) the same way.
 
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 /// Resolves when the process receives SIGINT or SIGTERM.
 ///
@@ -18,6 +18,34 @@ pub async fn wait_for_signal() {
     tokio::select! {
         _ = interrupt.recv() => tracing::info!("SIGINT received"),
         _ = terminate.recv() => tracing::info!("SIGTERM received"),
+    }
+}
+
+/// The signals that stop a command-line tool which must clean up before it exits (a
+/// benchmark stopping the processes it started): SIGINT, SIGTERM and SIGHUP. Installed at
+/// start, so a signal during start-up is caught too.
+pub struct StopSignals {
+    interrupt: Signal,
+    terminate: Signal,
+    hangup: Signal,
+}
+
+impl StopSignals {
+    pub fn install() -> std::io::Result<Self> {
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// Waits for one: its name, and the exit status that reports it (128 + its number).
+    pub async fn recv(&mut self) -> (&'static str, i32) {
+        tokio::select! {
+            _ = self.interrupt.recv() => ("SIGINT", 130),
+            _ = self.terminate.recv() => ("SIGTERM", 143),
+            _ = self.hangup.recv() => ("SIGHUP", 129),
+        }
     }
 }
 
