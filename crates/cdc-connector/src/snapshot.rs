@@ -153,9 +153,9 @@ impl SnapshotTable {
         Ok(change)
     }
 
-    /// Decodes `tuple` into `change`, a READ change of this table whose position is kept:
-    /// every other part is set anew, since a filter may have changed what the previous row
-    /// left there.
+    /// Decodes `tuple` into `change`, a READ change of this table ([`Self::read_into`]) whose
+    /// table, schema id and position are kept: the operation, old row, row and key are set
+    /// anew, since a filter may have changed what the previous row left there.
     fn tuple_change_into(
         &self,
         tuple: &TupleData,
