@@ -117,6 +117,16 @@ impl Drop for Run {
         for (pid, _) in self.descendants() {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
+        // A stack stopped by a signal keeps its state and logs, and says where.
+        let stderr = self.stderr();
+        if let Some((_, rest)) = stderr.split_once("state and logs kept in ")
+            && let Some(root) = rest.lines().next()
+            && root
+                .trim()
+                .starts_with(std::env::temp_dir().to_str().unwrap_or("/tmp"))
+        {
+            let _ = std::fs::remove_dir_all(root.trim());
+        }
         let _ = std::fs::remove_dir_all(&self.out_dir);
     }
 }
