@@ -19,7 +19,7 @@ use nix::{
 /// kills whatever the run left behind when dropped, so a failing test does not leave
 /// processes to the next one.
 pub struct MarkedRun {
-    pub child: Child,
+    child: Child,
     variable: &'static str,
     marker: String,
     pub out_dir: PathBuf,

@@ -18,7 +18,7 @@ use pgoutput::{
     copy::Lsn,
     copy_text,
     message::{Column, Relation, ReplicaIdentity, TupleData, TupleValue},
-    row::{ColumnValue, TypeNames, decode_tuple_into},
+    row::{TypeNames, clone_into_reusing, decode_tuple_into},
 };
 use tokio::sync::mpsc;
 use tokio_postgres::Client;
@@ -172,7 +172,7 @@ impl SnapshotTable {
                 continue;
             }
             match change.primary_key.get_mut(keys) {
-                Some((held, slot)) if Arc::ptr_eq(held, name) => clone_value_into(value, slot),
+                Some((held, slot)) if Arc::ptr_eq(held, name) => clone_into_reusing(value, slot),
                 Some(entry) => *entry = (name.clone(), value.clone()),
                 None => change.primary_key.push((name.clone(), value.clone())),
             }
@@ -180,17 +180,6 @@ impl SnapshotTable {
         }
         change.primary_key.truncate(keys);
         Ok(())
-    }
-}
-
-/// `*slot = value.clone()`, reusing the string `slot` holds when both are the same string kind.
-fn clone_value_into(value: &ColumnValue, slot: &mut ColumnValue) {
-    use pgoutput::row::TypedValue::{Json, Text, Uuid};
-    match (value, &mut *slot) {
-        (ColumnValue::Value(Text(text)), ColumnValue::Value(Text(held)))
-        | (ColumnValue::Value(Uuid(text)), ColumnValue::Value(Uuid(held)))
-        | (ColumnValue::Value(Json(text)), ColumnValue::Value(Json(held))) => held.clone_from(text),
-        _ => *slot = value.clone(),
     }
 }
 
@@ -673,7 +662,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pgoutput::row::TypedValue;
+    use pgoutput::row::{ColumnValue, TypedValue};
 
     #[test]
     fn a_record_batch_gives_back_its_rows_in_order_and_drops_a_failed_one() {

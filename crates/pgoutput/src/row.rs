@@ -413,6 +413,19 @@ fn reuse_string(type_id: u32, text: &[u8], slot: &mut TypedValue) -> bool {
     true
 }
 
+/// `*slot = value.clone()`, reusing the string `slot` holds when both are the same
+/// string-valued kind (text-like, json, uuid: the kinds [`decode_tuple_into`] reuses), e.g. a
+/// row's key copied into the previous row's key.
+pub fn clone_into_reusing(value: &ColumnValue, slot: &mut ColumnValue) {
+    use TypedValue::{Json, Text, Uuid};
+    match (value, &mut *slot) {
+        (ColumnValue::Value(Text(text)), ColumnValue::Value(Text(held)))
+        | (ColumnValue::Value(Json(text)), ColumnValue::Value(Json(held)))
+        | (ColumnValue::Value(Uuid(text)), ColumnValue::Value(Uuid(held))) => held.clone_from(text),
+        _ => *slot = value.clone(),
+    }
+}
+
 /// The built-in types whose value is their text as it is ([`TypedValue::Text`]).
 fn is_text_like(type_id: u32) -> bool {
     matches!(

@@ -321,6 +321,28 @@ fn rows_decoded_into_one_buffer_decode_as_fresh_ones() {
 }
 
 #[test]
+fn a_value_cloned_into_a_slot_equals_its_clone_whatever_the_slot_held() {
+    let values = [
+        ColumnValue::Null,
+        ColumnValue::UnchangedToast,
+        ColumnValue::Value(TypedValue::Text("a longer text than the others".into())),
+        ColumnValue::Value(TypedValue::Text(String::new())),
+        ColumnValue::Value(TypedValue::Json("{}".into())),
+        ColumnValue::Value(TypedValue::Uuid(
+            "0f8fad5b-d9cb-469f-a165-70867728950e".into(),
+        )),
+        ColumnValue::Value(TypedValue::Long(7)),
+    ];
+    for held in &values {
+        for value in &values {
+            let mut slot = held.clone();
+            clone_into_reusing(value, &mut slot);
+            assert_eq!(&slot, value, "{value:?} into {held:?}");
+        }
+    }
+}
+
+#[test]
 fn type_names_builtin_learned_and_unknown() {
     let mut types = TypeNames::new();
     assert_eq!(types.name(1184), "timestamptz");
