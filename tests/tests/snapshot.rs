@@ -297,8 +297,26 @@ async fn an_interrupted_snapshot_is_redone_not_taken_for_finished() {
     wait_for_health_status(&health, "snapshotting", Duration::from_secs(60))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Killed once Kafka has acknowledged some of its rows, well before all (polled every
+    // 20 ms): a fixed delay let a fast enough snapshot finish before the kill.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let acknowledged = loop {
+        let metrics = e2e::metrics_text(&health).await.unwrap_or_default();
+        let rows = e2e::delivered_events(&metrics, "public.users");
+        if rows >= 10_000 {
+            break rows;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no 10,000 rows of the first attempt acknowledged within 120 s ({rows})"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     first.kill().await.unwrap();
+    assert!(
+        acknowledged < USERS as u64,
+        "the first attempt finished ({acknowledged} rows) before it could be interrupted"
+    );
     let interrupted_point = stack
         .psql("SELECT confirmed_flush_lsn FROM pg_replication_slots")
         .await
