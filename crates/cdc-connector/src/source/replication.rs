@@ -24,6 +24,27 @@ struct Frame {
     body: BytesMut,
 }
 
+/// Takes the first backend message off `buffer` if it is there in full; otherwise reserves
+/// the room the rest of it needs. Errs (with what is wrong) on an impossible length.
+fn split_frame(buffer: &mut BytesMut) -> Result<Option<Frame>, String> {
+    if buffer.len() < 5 {
+        return Ok(None);
+    }
+    let length = i32::from_be_bytes([buffer[1], buffer[2], buffer[3], buffer[4]]);
+    let length = usize::try_from(length)
+        .ok()
+        .filter(|l| *l >= 4)
+        .ok_or_else(|| format!("invalid message length {length}"))?;
+    if buffer.len() > length {
+        let mut frame = buffer.split_to(1 + length);
+        let tag = frame[0];
+        frame.advance(5);
+        return Ok(Some(Frame { tag, body: frame }));
+    }
+    buffer.reserve(1 + length - buffer.len());
+    Ok(None)
+}
+
 pub struct ReplicationConnection {
     stream: PgStream,
     read_buf: BytesMut,
@@ -225,7 +246,13 @@ impl ReplicationConnection {
         loop {
             let frame = self.read_frame().await?;
             match frame.tag {
-                b'W' => return Ok(PgReplicationStream { connection: self }),
+                b'W' => {
+                    return Ok(PgReplicationStream {
+                        connection: self,
+                        pacing: ReadPacing::default(),
+                        wake_threshold: 1,
+                    });
+                }
                 b'E' => return Err(error_response(&frame.body, "START_REPLICATION")),
                 _ => {}
             }
@@ -249,27 +276,7 @@ impl ReplicationConnection {
 
     /// The next backend message if it is already received in full; no I/O.
     fn buffered_frame(&mut self) -> Result<Option<Frame>, ConnectorError> {
-        if self.read_buf.len() < 5 {
-            return Ok(None);
-        }
-        let length = i32::from_be_bytes([
-            self.read_buf[1],
-            self.read_buf[2],
-            self.read_buf[3],
-            self.read_buf[4],
-        ]);
-        let length = usize::try_from(length)
-            .ok()
-            .filter(|l| *l >= 4)
-            .ok_or_else(|| self.protocol(format!("invalid message length {length}")))?;
-        if self.read_buf.len() > length {
-            let mut frame = self.read_buf.split_to(1 + length);
-            let tag = frame[0];
-            frame.advance(5);
-            return Ok(Some(Frame { tag, body: frame }));
-        }
-        self.read_buf.reserve(1 + length - self.read_buf.len());
-        Ok(None)
+        split_frame(&mut self.read_buf).map_err(|message| self.protocol(message))
     }
 
     /// Reads the next complete backend message. Cancel-safe: a partly received message stays
@@ -279,25 +286,32 @@ impl ReplicationConnection {
             if let Some(frame) = self.buffered_frame()? {
                 return Ok(frame);
             }
-            let read = self
-                .stream
-                .read_buf(&mut self.read_buf)
-                .await
-                .map_err(|source| {
-                    ConnectorError::new(
-                        ErrorKind::SourceUnavailable,
-                        format!("PostgreSQL at {}", self.target),
-                        source.to_string(),
-                    )
-                })?;
-            if read == 0 {
-                return Err(ConnectorError::new(
+            self.read_more().await?;
+        }
+    }
+
+    /// One read from the socket into the buffer; how many bytes it brought (never 0: a closed
+    /// connection is an error). Cancel-safe.
+    async fn read_more(&mut self) -> Result<usize, ConnectorError> {
+        let read = self
+            .stream
+            .read_buf(&mut self.read_buf)
+            .await
+            .map_err(|source| {
+                ConnectorError::new(
                     ErrorKind::SourceUnavailable,
                     format!("PostgreSQL at {}", self.target),
-                    "the server closed the connection",
-                ));
-            }
+                    source.to_string(),
+                )
+            })?;
+        if read == 0 {
+            return Err(ConnectorError::new(
+                ErrorKind::SourceUnavailable,
+                format!("PostgreSQL at {}", self.target),
+                "the server closed the connection",
+            ));
         }
+        Ok(read)
     }
 
     fn protocol(&self, message: String) -> ConnectorError {
@@ -331,9 +345,71 @@ pub trait ReplicationStream {
 /// The replication connection after START_REPLICATION: CopyData in both directions.
 pub struct PgReplicationStream {
     connection: ReplicationConnection,
+    /// Reads are paced while the server trickles: see [`ReadPacing`].
+    pacing: ReadPacing,
+    /// The socket's wake-up threshold as last set (`SO_RCVLOWAT`).
+    wake_threshold: usize,
+}
+
+/// Why reads are paced: the walsender writes each message to the socket as soon as it is
+/// decoded, and each write wakes a reader that keeps up. Reading a 1M-row transaction took
+/// about 40,000 wake-ups and reads a second, which cost the connector as much CPU as decoding
+/// the changes. So after a read that brought less than [`ReadPacing::FULL_READ`] the socket is
+/// told to wake the connector only once it holds that much (`SO_RCVLOWAT`), and after
+/// [`ReadPacing::PAUSE`] at the latest the connector reads whatever has come. A server that
+/// streams faster than that is read at once; one that trickles costs about a thousand wake-ups
+/// a second, for a millisecond or two of latency. The server is not held up: the socket's
+/// buffer takes far more than a millisecond of its output.
+#[derive(Debug, Default)]
+struct ReadPacing {
+    pause_until: Option<tokio::time::Instant>,
+}
+
+impl ReadPacing {
+    /// A read at least this large means the server is ahead: read again at once.
+    const FULL_READ: usize = 32 * 1024;
+    const PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
+
+    /// Notes a read of `bytes` made at `now`. Returns the socket's wake-up threshold until the
+    /// next read: [`Self::FULL_READ`] while paused, else 1.
+    fn after_read(&mut self, bytes: usize, now: tokio::time::Instant) -> usize {
+        self.pause_until = (bytes < Self::FULL_READ).then(|| now + Self::PAUSE);
+        self.wake_threshold()
+    }
+
+    /// The pause is over: the next read takes whatever has come. Returns the threshold (1).
+    fn end_pause(&mut self) -> usize {
+        self.pause_until = None;
+        self.wake_threshold()
+    }
+
+    fn wake_threshold(&self) -> usize {
+        if self.pause_until.is_some() {
+            Self::FULL_READ
+        } else {
+            1
+        }
+    }
 }
 
 impl PgReplicationStream {
+    fn set_wake_threshold(&mut self, bytes: usize) -> Result<(), ConnectorError> {
+        if bytes != self.wake_threshold {
+            self.connection
+                .stream
+                .wake_when_holding(bytes)
+                .map_err(|source| {
+                    ConnectorError::new(
+                        ErrorKind::SourceUnavailable,
+                        format!("PostgreSQL at {}", self.connection.target),
+                        format!("setting the socket's receive low-water mark: {source}"),
+                    )
+                })?;
+            self.wake_threshold = bytes;
+        }
+        Ok(())
+    }
+
     /// A CopyData frame's payload; `None` for what does not concern the stream (notices,
     /// parameter changes); an error for an ErrorResponse or the end of the copy.
     fn copy_data(&self, frame: Frame) -> Result<Option<BytesMut>, ConnectorError> {
@@ -353,10 +429,24 @@ impl PgReplicationStream {
 impl ReplicationStream for PgReplicationStream {
     async fn next_copy_data(&mut self) -> Result<BytesMut, ConnectorError> {
         loop {
-            let frame = self.connection.read_frame().await?;
-            if let Some(payload) = self.copy_data(frame)? {
+            if let Some(payload) = self.buffered_copy_data()? {
                 return Ok(payload);
             }
+            // Cancel-safe: a cancelled pause keeps its deadline, and a cancelled read loses
+            // nothing.
+            let read = match self.pacing.pause_until {
+                Some(until) => tokio::select! {
+                    read = self.connection.read_more() => read?,
+                    () = tokio::time::sleep_until(until) => {
+                        let threshold = self.pacing.end_pause();
+                        self.set_wake_threshold(threshold)?;
+                        continue;
+                    }
+                },
+                None => self.connection.read_more().await?,
+            };
+            let threshold = self.pacing.after_read(read, tokio::time::Instant::now());
+            self.set_wake_threshold(threshold)?;
         }
     }
 
@@ -430,4 +520,133 @@ fn error_response(body: &[u8], context: &str) -> ConnectorError {
         }
     }
     ConnectorError::sqlstate(context, &code, &message)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::BufMut;
+    use tokio::{io::AsyncWriteExt, net::TcpListener};
+
+    use super::*;
+
+    /// A CopyData message with `body`, as the server frames it.
+    fn copy_data(body: &[u8]) -> Vec<u8> {
+        let mut wire = Vec::new();
+        wire.put_u8(b'd');
+        wire.put_i32(i32::try_from(4 + body.len()).unwrap());
+        wire.extend_from_slice(body);
+        wire
+    }
+
+    #[test]
+    fn a_message_is_taken_only_once_received_in_full() {
+        let message = copy_data(&[7; 100_000]);
+        let mut buffer = BytesMut::new();
+        buffer.extend_from_slice(&message[..50_000]);
+        assert!(split_frame(&mut buffer).unwrap().is_none());
+        assert!(buffer.capacity() >= message.len(), "room for the rest");
+        buffer.extend_from_slice(&message[50_000..]);
+        buffer.extend_from_slice(&copy_data(b"next")[..3]);
+        let frame = split_frame(&mut buffer).unwrap().unwrap();
+        assert_eq!((frame.tag, frame.body.len()), (b'd', 100_000));
+        assert!(split_frame(&mut buffer).unwrap().is_none());
+        assert_eq!(buffer.len(), 3);
+    }
+
+    #[test]
+    fn an_impossible_length_is_named() {
+        let mut buffer = BytesMut::from(&[b'd', 0, 0, 0, 3][..]);
+        assert_eq!(
+            split_frame(&mut buffer).err().as_deref(),
+            Some("invalid message length 3")
+        );
+    }
+
+    #[test]
+    fn reads_pause_only_after_a_small_one() {
+        let now = tokio::time::Instant::now();
+        let mut pacing = ReadPacing::default();
+        assert_eq!(pacing.after_read(ReadPacing::FULL_READ, now), 1);
+        assert_eq!(pacing.pause_until, None);
+        assert_eq!(pacing.after_read(200, now), ReadPacing::FULL_READ);
+        assert_eq!(pacing.pause_until, Some(now + ReadPacing::PAUSE));
+        assert_eq!(pacing.end_pause(), 1);
+        assert_eq!(pacing.pause_until, None);
+    }
+
+    /// A replication stream over a local socket, and the server's end of it.
+    async fn local_stream() -> (PgReplicationStream, tokio::net::TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let client = tokio::net::TcpStream::connect(address).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let stream = PgReplicationStream {
+            connection: ReplicationConnection {
+                stream: PgStream::Plain(client),
+                read_buf: BytesMut::with_capacity(64 * 1024),
+                target: address.to_string(),
+            },
+            pacing: ReadPacing::default(),
+            wake_threshold: 1,
+        };
+        (stream, server)
+    }
+
+    /// The pause must end in a read of whatever has come, however little: a socket left
+    /// waiting for FULL_READ bytes would hold a quiet stream's last messages back for good.
+    #[tokio::test]
+    async fn a_trickle_of_small_messages_is_read_as_it_comes() {
+        let (mut stream, mut server) = local_stream().await;
+        let writer = tokio::spawn(async move {
+            for i in 0..20u8 {
+                server.write_all(&copy_data(&[i; 50])).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+            server
+        });
+        for i in 0..20u8 {
+            let payload = tokio::time::timeout(Duration::from_secs(2), stream.next_copy_data())
+                .await
+                .unwrap_or_else(|_| panic!("message {i} held back"))
+                .unwrap();
+            assert_eq!(&payload[..], &[i; 50]);
+        }
+        assert_eq!(stream.wake_threshold, ReadPacing::FULL_READ, "paced");
+        writer.await.unwrap();
+    }
+
+    /// While paused, the socket wakes the reader only once it holds a full read; whatever
+    /// less has come is read when the pause ends.
+    #[tokio::test]
+    async fn a_paused_socket_wakes_for_a_full_read_only() {
+        let (stream, mut server) = local_stream().await;
+        let mut connection = stream.connection;
+        connection
+            .stream
+            .wake_when_holding(ReadPacing::FULL_READ)
+            .unwrap();
+        server.write_all(&copy_data(&[1; 100])).await.unwrap();
+        let early = tokio::time::timeout(Duration::from_millis(200), connection.read_more()).await;
+        assert!(early.is_err(), "woken for 105 bytes: {early:?}");
+        connection.stream.wake_when_holding(1).unwrap();
+        let read = tokio::time::timeout(Duration::from_secs(2), connection.read_more())
+            .await
+            .expect("not woken once the threshold was lowered")
+            .unwrap();
+        assert_eq!(read, 105);
+        connection
+            .stream
+            .wake_when_holding(ReadPacing::FULL_READ)
+            .unwrap();
+        server
+            .write_all(&copy_data(&vec![2; ReadPacing::FULL_READ]))
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(2), connection.read_more())
+            .await
+            .expect("not woken for a full read")
+            .unwrap();
+    }
 }

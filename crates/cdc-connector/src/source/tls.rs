@@ -276,6 +276,44 @@ pub enum PgStream {
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
+impl PgStream {
+    /// Sets how many bytes the socket must hold before it reports itself readable
+    /// (`SO_RCVLOWAT`; 1 is the default). A read still takes whatever is there: only the
+    /// wake-up waits. Counted in bytes on the wire, so under TLS in encrypted bytes.
+    pub fn wake_when_holding(&self, bytes: usize) -> io::Result<()> {
+        let socket = match self {
+            Self::Plain(stream) => stream,
+            Self::Tls(stream) => stream.get_ref().0,
+        };
+        set_receive_low_water_mark(std::os::fd::AsFd::as_fd(socket), bytes)
+    }
+}
+
+#[allow(
+    unsafe_code,
+    reason = "SO_RCVLOWAT has no safe setter in the crates at hand (std, tokio, socket2, nix)"
+)]
+fn set_receive_low_water_mark(socket: std::os::fd::BorrowedFd<'_>, bytes: usize) -> io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: the descriptor is borrowed from a live socket for the call; the option's value is
+    // a c_int that outlives the call, passed with its size.
+    let result = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVLOWAT,
+            (&raw const value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 impl AsyncRead for PgStream {
     fn poll_read(
         self: Pin<&mut Self>,
