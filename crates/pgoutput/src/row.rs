@@ -857,16 +857,10 @@ fn is_numeric_text(text: &str) -> bool {
 fn is_uuid_text(text: &str) -> bool {
     let bytes = text.as_bytes();
     bytes.len() == 36
-        && [8, 13, 18, 23].iter().all(|&i| bytes[i] == b'-')
-        && [
-            &bytes[..8],
-            &bytes[9..13],
-            &bytes[14..18],
-            &bytes[19..23],
-            &bytes[24..],
-        ]
-        .iter()
-        .all(|group| group.iter().all(u8::is_ascii_hexdigit))
+        && bytes.iter().enumerate().all(|(i, byte)| match i {
+            8 | 13 | 18 | 23 => *byte == b'-',
+            _ => byte.is_ascii_hexdigit(),
+        })
 }
 
 /// Hex output (`\x0a1b`) or, for servers left on `bytea_output=escape`,
