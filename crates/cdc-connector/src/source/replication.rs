@@ -265,13 +265,7 @@ impl ReplicationConnection {
             Ok(()) => self.stream.flush().await,
             Err(e) => Err(e),
         };
-        written.map_err(|source| {
-            ConnectorError::new(
-                ErrorKind::SourceUnavailable,
-                format!("PostgreSQL at {}", self.target),
-                source.to_string(),
-            )
-        })
+        written.map_err(|source| self.unavailable(source.to_string()))
     }
 
     /// The next backend message if it is already received in full; no I/O.
@@ -297,21 +291,20 @@ impl ReplicationConnection {
             .stream
             .read_buf(&mut self.read_buf)
             .await
-            .map_err(|source| {
-                ConnectorError::new(
-                    ErrorKind::SourceUnavailable,
-                    format!("PostgreSQL at {}", self.target),
-                    source.to_string(),
-                )
-            })?;
+            .map_err(|source| self.unavailable(source.to_string()))?;
         if read == 0 {
-            return Err(ConnectorError::new(
-                ErrorKind::SourceUnavailable,
-                format!("PostgreSQL at {}", self.target),
-                "the server closed the connection",
-            ));
+            return Err(self.unavailable("the server closed the connection"));
         }
         Ok(read)
+    }
+
+    /// The connection failed or was lost: `detail` says how.
+    fn unavailable(&self, detail: impl Into<String>) -> ConnectorError {
+        ConnectorError::new(
+            ErrorKind::SourceUnavailable,
+            format!("PostgreSQL at {}", self.target),
+            detail,
+        )
     }
 
     fn protocol(&self, message: String) -> ConnectorError {
@@ -370,19 +363,18 @@ impl ReadPacing {
     const FULL_READ: usize = 32 * 1024;
     const PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
 
-    /// Notes a read of `bytes` made at `now`. Returns the socket's wake-up threshold until the
-    /// next read: [`Self::FULL_READ`] while paused, else 1.
-    fn after_read(&mut self, bytes: usize, now: tokio::time::Instant) -> usize {
+    /// Notes a read of `bytes` made at `now`.
+    fn after_read(&mut self, bytes: usize, now: tokio::time::Instant) {
         self.pause_until = (bytes < Self::FULL_READ).then(|| now + Self::PAUSE);
-        self.wake_threshold()
     }
 
-    /// The pause is over: the next read takes whatever has come. Returns the threshold (1).
-    fn end_pause(&mut self) -> usize {
+    /// The pause is over: the next read takes whatever has come.
+    fn end_pause(&mut self) {
         self.pause_until = None;
-        self.wake_threshold()
     }
 
+    /// The socket's wake-up threshold until the next read: [`Self::FULL_READ`] while paused,
+    /// else 1.
     fn wake_threshold(&self) -> usize {
         if self.pause_until.is_some() {
             Self::FULL_READ
@@ -393,17 +385,18 @@ impl ReadPacing {
 }
 
 impl PgReplicationStream {
-    fn set_wake_threshold(&mut self, bytes: usize) -> Result<(), ConnectorError> {
+    /// Brings the socket's wake-up threshold in line with the pacing (a system call only when
+    /// it changes).
+    fn follow_pacing(&mut self) -> Result<(), ConnectorError> {
+        let bytes = self.pacing.wake_threshold();
         if bytes != self.wake_threshold {
             self.connection
                 .stream
                 .wake_when_holding(bytes)
                 .map_err(|source| {
-                    ConnectorError::new(
-                        ErrorKind::SourceUnavailable,
-                        format!("PostgreSQL at {}", self.connection.target),
-                        format!("setting the socket's receive low-water mark: {source}"),
-                    )
+                    self.connection.unavailable(format!(
+                        "setting the socket's receive low-water mark: {source}"
+                    ))
                 })?;
             self.wake_threshold = bytes;
         }
@@ -416,11 +409,9 @@ impl PgReplicationStream {
         match frame.tag {
             b'd' => Ok(Some(frame.body)),
             b'E' => Err(error_response(&frame.body, "replication stream")),
-            b'c' => Err(ConnectorError::new(
-                ErrorKind::SourceUnavailable,
-                format!("PostgreSQL at {}", self.connection.target),
-                "the server ended the replication stream",
-            )),
+            b'c' => Err(self
+                .connection
+                .unavailable("the server ended the replication stream")),
             _ => Ok(None),
         }
     }
@@ -438,15 +429,15 @@ impl ReplicationStream for PgReplicationStream {
                 Some(until) => tokio::select! {
                     read = self.connection.read_more() => read?,
                     () = tokio::time::sleep_until(until) => {
-                        let threshold = self.pacing.end_pause();
-                        self.set_wake_threshold(threshold)?;
+                        self.pacing.end_pause();
+                        self.follow_pacing()?;
                         continue;
                     }
                 },
                 None => self.connection.read_more().await?,
             };
-            let threshold = self.pacing.after_read(read, tokio::time::Instant::now());
-            self.set_wake_threshold(threshold)?;
+            self.pacing.after_read(read, tokio::time::Instant::now());
+            self.follow_pacing()?;
         }
     }
 
@@ -568,11 +559,14 @@ mod tests {
     fn reads_pause_only_after_a_small_one() {
         let now = tokio::time::Instant::now();
         let mut pacing = ReadPacing::default();
-        assert_eq!(pacing.after_read(ReadPacing::FULL_READ, now), 1);
+        pacing.after_read(ReadPacing::FULL_READ, now);
+        assert_eq!(pacing.wake_threshold(), 1);
         assert_eq!(pacing.pause_until, None);
-        assert_eq!(pacing.after_read(200, now), ReadPacing::FULL_READ);
+        pacing.after_read(200, now);
+        assert_eq!(pacing.wake_threshold(), ReadPacing::FULL_READ);
         assert_eq!(pacing.pause_until, Some(now + ReadPacing::PAUSE));
-        assert_eq!(pacing.end_pause(), 1);
+        pacing.end_pause();
+        assert_eq!(pacing.wake_threshold(), 1);
         assert_eq!(pacing.pause_until, None);
     }
 
