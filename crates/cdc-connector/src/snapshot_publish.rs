@@ -58,7 +58,16 @@ pub async fn publish_snapshot(
     let prepare = move |change: &mut ChangeEvent, batch: &mut snapshot::RecordBatch| {
         let (config, schema) = &encoding;
         batch.push(|key, payload| {
-            encode_change(config, schema, change, "a snapshot row", key, payload)
+            let now_unix_millis = crate::unix_micros_now() / 1000;
+            encode_change(
+                config,
+                schema,
+                change,
+                "a snapshot row",
+                now_unix_millis,
+                key,
+                payload,
+            )
         })
     };
     let exported = snapshot::ExportedSnapshot {

@@ -87,31 +87,40 @@ pub fn encode_change(
     Ok(())
 }
 
-/// [`super::change_id`] as an Avro string, formatted in place with the key already made (it is
-/// written for every change).
+/// [`super::change_id`] as an Avro string, written in place with the key already made (it is
+/// written for every change, so without `core::fmt`: that took ~3 % of the session's CPU).
 fn change_id(out: &mut Vec<u8>, event: &ChangeEvent, key: &str) {
-    use std::io::Write as _;
-    // Writing into a Vec or a slice large enough cannot fail.
+    let commit_lsn = upper_hex16(event.position.commit_lsn);
     match event.operation {
         Operation::Read => {
             // `{commit_lsn:016X}-READ-{key}`: 16 hex digits, 6 bytes, the key.
             long(out, (16 + 6 + key.len()) as i64);
-            let _ = write!(out, "{:016X}-READ-", event.position.commit_lsn);
+            out.extend_from_slice(&commit_lsn);
+            out.extend_from_slice(b"-READ-");
             out.extend_from_slice(key.as_bytes());
         }
         _ => {
-            // `{commit_lsn:016X}-{sequence:08}`: at most 16 + 1 + 10 bytes.
-            let mut id = [0u8; 27];
-            let mut free = &mut id[..];
-            let _ = write!(
-                free,
-                "{:016X}-{:08}",
-                event.position.commit_lsn, event.position.sequence
-            );
-            let length = 27 - free.len();
-            bytes(out, &id[..length]);
+            // `{commit_lsn:016X}-{sequence:08}`.
+            let mut digits = itoa::Buffer::new();
+            let sequence = digits.format(event.position.sequence).as_bytes();
+            let padding = 8usize.saturating_sub(sequence.len());
+            long(out, (16 + 1 + padding + sequence.len()) as i64);
+            out.extend_from_slice(&commit_lsn);
+            out.push(b'-');
+            out.extend(std::iter::repeat_n(b'0', padding));
+            out.extend_from_slice(sequence);
         }
     }
+}
+
+/// `value` as `format!("{value:016X}")` has it.
+fn upper_hex16(value: u64) -> [u8; 16] {
+    const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+    let mut hex = [0u8; 16];
+    for (i, digit) in hex.iter_mut().enumerate() {
+        *digit = DIGITS[((value >> (60 - 4 * i)) & 0xF) as usize];
+    }
+    hex
 }
 
 type Written = Result<(), String>;

@@ -230,10 +230,11 @@ fn change(max_columns: usize) -> impl Strategy<Value = ChangeEvent> {
         option::of(columns(max_columns)),
         option::of(columns(max_columns)),
         (
-            any::<u64>(),
+            // Small positions and sequences as well: the change id pads them with zeros.
+            prop_oneof![any::<u64>(), 0u64..0x1_0000_0000],
             any::<u64>(),
             any::<u32>(),
-            any::<u32>(),
+            prop_oneof![any::<u32>(), 0u32..1_000, 99_999_990u32..100_000_010],
             any::<i64>(),
         ),
     )

@@ -7,8 +7,6 @@
 //! (`TypedValue::canonical_text`, documented in the README) as a JSON string, a value not sent is
 //! `null`. A property test holds it to serde_json's own serialisation of the same object.
 
-use std::fmt::Write as _;
-
 use pgoutput::row::{ColumnValue, TypedValue};
 
 use crate::changes::ChangeEvent;
@@ -47,13 +45,8 @@ fn write_columns<'a>(
         json_string(key, name);
         key.push(':');
         match value {
-            // Writing to a String cannot fail.
-            ColumnValue::Value(TypedValue::Int(i)) => {
-                let _ = write!(key, "{i}");
-            }
-            ColumnValue::Value(TypedValue::Long(i)) => {
-                let _ = write!(key, "{i}");
-            }
+            ColumnValue::Value(TypedValue::Int(i)) => key.push_str(itoa::Buffer::new().format(*i)),
+            ColumnValue::Value(TypedValue::Long(i)) => key.push_str(itoa::Buffer::new().format(*i)),
             ColumnValue::Value(TypedValue::Bool(b)) => {
                 key.push_str(if *b { "true" } else { "false" })
             }

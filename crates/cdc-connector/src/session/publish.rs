@@ -1,7 +1,7 @@
 //! From outputs to records: filter, encode, hand to the producer with backpressure, and keep
 //! PostgreSQL informed with standby status updates that confirm only what Kafka acknowledged.
 
-use std::{fmt::Write as _, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use pgoutput::copy::{encode_standby_status_update, unix_micros_to_pg_micros};
 use platform::{avro::RegisteredSchema, topics};
@@ -45,8 +45,8 @@ where
                         &mut self.record_buffer,
                     );
                     self.key_buffer.clear();
-                    // Writing to a String cannot fail.
-                    let _ = write!(self.key_buffer, "{}", end.xid);
+                    self.key_buffer
+                        .push_str(itoa::Buffer::new().format(end.xid));
                     self.send_record_buffer(topics::CDC_TRANSACTIONS.name, None)
                         .await?;
                 }
@@ -71,7 +71,7 @@ where
                 }
                 let payload = encode(
                     &self.schemas.message,
-                    metadata::message_to_avro(&message, database, crate::unix_micros_now() / 1000),
+                    metadata::message_to_avro(&message, database, self.clock_unix_millis),
                     "a logical message",
                 )?;
                 self.send(topics::CDC_MESSAGES.name, &message.prefix, &payload, None)
@@ -113,6 +113,7 @@ where
             &self.change_schema,
             &mut change,
             "a change",
+            self.clock_unix_millis,
             &mut self.key_buffer,
             &mut self.record_buffer,
         )?;
@@ -153,11 +154,12 @@ where
                 Ok(()) => {
                     // Replaying a large streamed transaction publishes for minutes without
                     // reading the stream: PostgreSQL must still hear from us, or its
-                    // wal_sender_timeout ends the connection. The clock is read every
+                    // wal_sender_timeout ends the connection. The clocks are read every
                     // STATUS_CHECK_EVERY records, a few milliseconds apart at full speed.
                     self.sent_since_status_check += 1;
                     if self.sent_since_status_check >= STATUS_CHECK_EVERY {
                         self.sent_since_status_check = 0;
+                        self.clock_unix_millis = crate::unix_micros_now() / 1000;
                         if Instant::now() >= self.status_due {
                             self.send_status(false).await?;
                         }
@@ -205,12 +207,14 @@ where
 }
 
 /// Filters a row change and encodes it: appends its Kafka key to `key` and its
-/// Confluent-framed Avro value to `payload` (partial ones where it fails).
+/// Confluent-framed Avro value to `payload` (partial ones where it fails). `now_unix_millis`
+/// is its `timestamp`, when the connector handled it.
 pub fn encode_change(
     config: &super::SessionConfig,
     schema: &ChangeSchema,
     change: &mut ChangeEvent,
     what: &str,
+    now_unix_millis: i64,
     key: &mut String,
     payload: &mut Vec<u8>,
 ) -> Result<(), ConnectorError> {
@@ -232,7 +236,7 @@ pub fn encode_change(
         schema.id,
         &config.target.database,
         &config.source.slot_name,
-        crate::unix_micros_now() / 1000,
+        now_unix_millis,
         payload,
     )
     .map_err(|e| {

@@ -39,8 +39,12 @@ pub struct Session<'a, S, P: RecordProducer, C> {
     pub(super) checkpointed_lsn: Lsn,
     pub(super) reported_flush: Lsn,
     pub(super) status_due: Instant,
-    /// Records sent since the clock was last read for `status_due` while publishing.
+    /// Records sent since the clocks were last read while publishing.
     pub(super) sent_since_status_check: u32,
+    /// The wall clock when the last read of the stream came in (refreshed while a replay
+    /// publishes): the `timestamp` of the changes that read brought, when the connector
+    /// handled them, without a clock read per change.
+    pub(super) clock_unix_millis: i64,
     /// When the server last sent anything (data or keepalive): a stream silent for half the
     /// source timeout is asked for a reply, silent for all of it is taken for lost.
     pub(super) last_received: Instant,
@@ -81,6 +85,7 @@ where
             reported_flush: start,
             status_due: Instant::now() + config.status_interval,
             sent_since_status_check: 0,
+            clock_unix_millis: crate::unix_micros_now() / 1000,
             last_received: Instant::now(),
             reply_requested: false,
             published_table_schemas: Default::default(),
@@ -98,6 +103,7 @@ where
                 payload = self.stream.next_copy_data() => {
                     let payload = payload?;
                     self.last_received = Instant::now();
+                    self.clock_unix_millis = crate::unix_micros_now() / 1000;
                     self.reply_requested = false;
                     self.handle(&payload, &mut outputs).await?;
                     // The rest of what that read brought, before the timers are looked at

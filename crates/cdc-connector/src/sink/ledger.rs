@@ -8,6 +8,13 @@
 //! This costs a mutex and a slot in a ring per record, instead of a future, a channel message
 //! and a task wake-up per record; the session hears only of released positions.
 //!
+//! Released positions reach the session through a watch, whose every change wakes it (and it
+//! answers with a status update to PostgreSQL). With small transactions that was a wake-up and
+//! a status update per acknowledged batch of records, hundreds a second: while records are
+//! still in flight a released position is published at most every [`PUBLISH_INTERVAL`], and at
+//! once when nothing is left in flight or a delivery fails. A position is never published
+//! early, only up to that interval late.
+//!
 //! One sink at a time uses a ledger ([`Ledger::open`]). Records of an earlier session that are
 //! still in flight keep their place: the new session's positions wait for them too, and their
 //! failures are not the new session's (it resumed from before them).
@@ -24,6 +31,9 @@ use tokio::sync::{oneshot, watch};
 use super::AckState;
 use crate::error::ConnectorError;
 
+/// The least time between two publications of a released position while records are in flight.
+pub const PUBLISH_INTERVAL: Duration = Duration::from_millis(10);
+
 /// What the session marked between records: released once everything sent before it is answered.
 pub enum Mark {
     Checkpoint {
@@ -34,9 +44,16 @@ pub enum Mark {
     Barrier(oneshot::Sender<()>),
 }
 
-#[derive(Default)]
 pub struct Ledger {
     state: Mutex<LedgerState>,
+    /// Read only when a released position waits to be published.
+    clock: Box<dyn Fn() -> Instant + Send + Sync>,
+}
+
+impl Default for Ledger {
+    fn default() -> Self {
+        Self::with_clock(Instant::now)
+    }
 }
 
 #[derive(Default)]
@@ -64,6 +81,9 @@ struct Session {
     acks: watch::Sender<AckState>,
     /// The earliest of its records Kafka refused: no mark after it is ever released.
     failed_at: Option<u64>,
+    /// The latest released checkpoint not yet published, with its commit time if it has one.
+    unpublished: Option<(Lsn, Option<i64>)>,
+    published_at: Option<Instant>,
     acked_gauge: metrics::Gauge,
     lag_gauge: metrics::Gauge,
 }
@@ -73,14 +93,15 @@ impl LedgerState {
         self.watermark + self.records.len() as u64
     }
 
-    /// Releases the marks the watermark has passed, up to a failed record.
-    fn release(&mut self) {
+    /// Releases the marks the watermark has passed, up to a failed record, and publishes the
+    /// latest released position when it is due.
+    fn release(&mut self, clock: &dyn Fn() -> Instant) {
         let watermark = self.watermark;
+        let in_flight = !self.records.is_empty();
         let Some(session) = self.session.as_mut() else {
             return;
         };
         let limit = session.failed_at.map_or(watermark, |f| f.min(watermark));
-        let mut acked = None;
         while session
             .marks
             .front()
@@ -94,27 +115,66 @@ impl LedgerState {
                     lsn,
                     commit_time_unix_micros,
                 } => {
-                    acked = Some(acked.map_or(lsn, |a: Lsn| a.max(lsn)));
-                    if let Some(commit) = commit_time_unix_micros {
-                        let lag = (crate::unix_micros_now() - commit).max(0) as f64 / 1000.0;
-                        session.lag_gauge.set(lag);
-                    }
+                    let (latest, commit_time) = session.unpublished.get_or_insert((lsn, None));
+                    *latest = (*latest).max(lsn);
+                    *commit_time = commit_time_unix_micros.or(*commit_time);
                 }
                 Mark::Barrier(reached) => {
+                    // Whoever waits on it reads the position next: publish what came before.
+                    if session.unpublished.is_some() {
+                        session.publish(clock());
+                    }
                     let _ = reached.send(());
                 }
             }
         }
-        if let Some(lsn) = acked {
-            session.acked_gauge.set(lsn as f64);
-            session.acks.send_modify(|state| {
-                state.acked_lsn = state.acked_lsn.max(lsn);
-            });
+        if session.unpublished.is_some() {
+            session.publish_if_due(in_flight, clock);
         }
     }
 }
 
+impl Session {
+    /// Publishes the unpublished position unless records are in flight and the last
+    /// publication is less than [`PUBLISH_INTERVAL`] ago. After a failure nothing more is
+    /// released, so what was is published at once.
+    fn publish_if_due(&mut self, in_flight: bool, clock: &dyn Fn() -> Instant) {
+        let now = clock();
+        let due = !in_flight
+            || self.failed_at.is_some()
+            || self
+                .published_at
+                .is_none_or(|at| now.saturating_duration_since(at) >= PUBLISH_INTERVAL);
+        if due {
+            self.publish(now);
+        }
+    }
+
+    fn publish(&mut self, now: Instant) {
+        let Some((lsn, commit_time)) = self.unpublished.take() else {
+            return;
+        };
+        self.published_at = Some(now);
+        if let Some(commit) = commit_time {
+            let lag = (crate::unix_micros_now() - commit).max(0) as f64 / 1000.0;
+            self.lag_gauge.set(lag);
+        }
+        self.acked_gauge.set(lsn as f64);
+        self.acks.send_modify(|state| {
+            state.acked_lsn = state.acked_lsn.max(lsn);
+        });
+    }
+}
+
 impl Ledger {
+    /// A ledger that asks `clock` for the time (a test's own clock).
+    pub fn with_clock(clock: impl Fn() -> Instant + Send + Sync + 'static) -> Self {
+        Self {
+            state: Mutex::default(),
+            clock: Box::new(clock),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, LedgerState> {
         // The state stays consistent between statements: a panic elsewhere cannot corrupt it.
         self.state
@@ -138,6 +198,8 @@ impl Ledger {
             marks: VecDeque::new(),
             acks,
             failed_at: None,
+            unpublished: None,
+            published_at: None,
             acked_gauge: metrics::gauge!("cdc_acked_lsn"),
             lag_gauge: metrics::gauge!("cdc_lag_milliseconds"),
         });
@@ -182,7 +244,7 @@ impl Ledger {
             return;
         }
         session.marks.push_back((after, mark));
-        state.release();
+        state.release(&self.clock);
     }
 
     /// Kafka's answer for record `sequence`.
@@ -224,7 +286,7 @@ impl Ledger {
             moved = true;
         }
         if moved {
-            state.release();
+            state.release(&self.clock);
         }
     }
 
@@ -267,6 +329,11 @@ impl StallClock {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    };
+
     use super::*;
     use crate::error::ErrorKind;
 
@@ -397,6 +464,86 @@ mod tests {
         assert_eq!(acks.borrow().acked_lsn, 0);
         ledger.answered(second, Ok(()));
         assert_eq!(acks.borrow().acked_lsn, 8);
+    }
+
+    /// A ledger on a clock the test moves by hand, in milliseconds.
+    fn ledger_on_a_hand_clock() -> (Ledger, Arc<AtomicU64>) {
+        let millis = Arc::new(AtomicU64::new(0));
+        let start = Instant::now();
+        let reading = millis.clone();
+        let ledger = Ledger::with_clock(move || {
+            start + Duration::from_millis(reading.load(Ordering::Relaxed))
+        });
+        (ledger, millis)
+    }
+
+    #[test]
+    fn while_records_are_in_flight_positions_are_published_at_most_every_interval() {
+        let (ledger, millis) = ledger_on_a_hand_clock();
+        let (_, acks) = ledger.open(0);
+        let sequences: Vec<u64> = (1..=4)
+            .map(|lsn| {
+                let sequence = ledger.register(None);
+                ledger.mark(checkpoint(lsn * 10));
+                sequence
+            })
+            .collect();
+
+        ledger.answered(sequences[0], Ok(()));
+        assert_eq!(
+            acks.borrow().acked_lsn,
+            10,
+            "the first is published at once"
+        );
+        millis.store(9, Ordering::Relaxed);
+        ledger.answered(sequences[1], Ok(()));
+        assert_eq!(acks.borrow().acked_lsn, 10, "9 ms later, 20 waits");
+        millis.store(10, Ordering::Relaxed);
+        ledger.answered(sequences[2], Ok(()));
+        assert_eq!(
+            acks.borrow().acked_lsn,
+            30,
+            "10 ms later, the latest is published"
+        );
+        millis.store(11, Ordering::Relaxed);
+        ledger.answered(sequences[3], Ok(()));
+        assert_eq!(
+            acks.borrow().acked_lsn,
+            40,
+            "with nothing left in flight, at once"
+        );
+    }
+
+    #[test]
+    fn a_barrier_or_a_failure_publishes_what_was_released_before_it() {
+        let (ledger, _millis) = ledger_on_a_hand_clock();
+        let (_, acks) = ledger.open(0);
+        let first = ledger.register(None);
+        ledger.mark(checkpoint(10));
+        let second = ledger.register(None);
+        ledger.mark(checkpoint(20));
+        let (reached, wait) = oneshot::channel();
+        ledger.mark(Mark::Barrier(reached));
+        let third = ledger.register(None);
+        ledger.mark(checkpoint(30));
+        let failing = ledger.register(None);
+        let _still_in_flight = ledger.register(None);
+
+        ledger.answered(first, Ok(()));
+        assert_eq!(acks.borrow().acked_lsn, 10);
+        ledger.answered(second, Ok(()));
+        assert!(wait.blocking_recv().is_ok());
+        assert_eq!(
+            acks.borrow().acked_lsn,
+            20,
+            "published before the barrier is passed, within the interval"
+        );
+        ledger.answered(third, Ok(()));
+        assert_eq!(acks.borrow().acked_lsn, 20, "30 waits for the interval");
+        ledger.answered(failing, Err(failure()));
+        let state = acks.borrow();
+        assert_eq!(state.acked_lsn, 30, "after a failure, at once");
+        assert!(state.failure.is_some());
     }
 
     #[test]
