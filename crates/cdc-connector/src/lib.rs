@@ -99,6 +99,7 @@ pub async fn run(
                 brokers: options.kafka_brokers.clone(),
                 message_timeout: Duration::from_millis(options.kafka_message_timeout_ms),
                 max_queued_records: MAX_QUEUED_RECORDS,
+                streaming_linger: Duration::from_millis(options.kafka_linger_ms),
             };
             KafkaProducer::new(settings, batching)
                 .await

@@ -32,12 +32,17 @@ pub struct ProducerSettings {
     pub brokers: String,
     pub message_timeout: Duration,
     pub max_queued_records: u32,
+    /// How long records gather into a batch while streaming (`--kafka-linger-ms`).
+    pub streaming_linger: Duration,
 }
 
 /// How long librdkafka lets records gather into a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Batching {
-    /// 5 ms: a change is readable by consumers within milliseconds of its commit.
+    /// [`ProducerSettings::streaming_linger`] (20 ms unless set): a change is readable by
+    /// consumers within tens of milliseconds of its commit, in requests few enough that a busy
+    /// broker keeps up. Measured at 30,000 changes/s: p99 45-99 ms with 20 ms, 96-196 ms with
+    /// 5 ms, whose four times as many requests queued at the broker.
     Streaming,
     /// 25 ms, batches of up to 4 MB and 100,000 records in flight: a snapshot's records cost
     /// librdkafka's broker thread and the broker a fraction per record of what small batches do
@@ -78,7 +83,10 @@ impl KafkaProducer {
             // full. Measured on a 1M-row transaction: peak RSS 28-29 MiB against 34-37 MiB
             // with 8 or 32 MiB, within the connector's 32 MiB, at the same rate.
             Batching::Streaming => {
-                config.set("queue.buffering.max.kbytes", "4096");
+                config.set("queue.buffering.max.kbytes", "4096").set(
+                    "linger.ms",
+                    settings.streaming_linger.as_millis().to_string(),
+                );
             }
         }
         let producer = Arc::new(config.create_with_context::<_, ThreadedProducer<_>>(context)?);
@@ -109,6 +117,7 @@ impl KafkaProducer {
             brokers: self.settings.brokers.clone(),
             message_timeout: self.settings.message_timeout,
             max_queued_records: self.settings.max_queued_records,
+            streaming_linger: self.settings.streaming_linger,
         };
         Self::new(settings, Batching::Bulk).await
     }
