@@ -32,6 +32,8 @@ pub struct Latency {
     /// the writes started: a stall shows as one short window, a slow path as many records.
     pub over_50ms: u64,
     pub over_50ms_window: Option<(f64, f64)>,
+    /// CPU seconds the hypervisor took from this machine's cores during the writes.
+    pub stolen_cpu_secs: Option<f64>,
     pub connector_cpu_secs_per_million: f64,
     pub connector_peak_rss_mib: f64,
 }
@@ -48,6 +50,7 @@ impl Latency {
             "max_ms": self.max_ms,
             "records_over_50ms": self.over_50ms,
             "over_50ms_commit_window_secs": self.over_50ms_window.map(|(a, b)| [a, b]),
+            "stolen_cpu_secs_during_writes": self.stolen_cpu_secs,
             "connector_cpu_secs_per_million": self.connector_cpu_secs_per_million,
             "connector_peak_rss_mib": self.connector_peak_rss_mib,
         })
@@ -193,7 +196,11 @@ async fn measure_with(
     };
     let writes_started = now_micros();
     let started = Instant::now();
+    let stolen_before = crate::procstat::stolen_cpu_secs();
     let written = write_paced(&env.stack.pg_url(), rate, connections, duration).await?;
+    let stolen_cpu_secs = crate::procstat::stolen_cpu_secs()
+        .zip(stolen_before)
+        .map(|(after, before)| after - before);
     let achieved_rate = written as f64 / started.elapsed().as_secs_f64();
     // Let the last records arrive.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -240,6 +247,7 @@ async fn measure_with(
             .copied()
             .reduce(f64::min)
             .zip(slow_commits.iter().copied().reduce(f64::max)),
+        stolen_cpu_secs,
         connector_cpu_secs_per_million: (usage.cpu_secs - baseline.cpu_secs) / received as f64
             * 1e6,
         connector_peak_rss_mib: usage.peak_rss_mib(),

@@ -226,6 +226,24 @@ fn clock_ticks() -> f64 {
     if ticks > 0 { ticks as f64 } else { 100.0 }
 }
 
+/// CPU time the hypervisor gave to others while this machine's cores wanted it (the `steal`
+/// column of /proc/stat), summed over the cores, in seconds; `None` where the kernel does not
+/// count it. Every process here stalls at once when it grows, so the report gives it beside
+/// the latency figures.
+pub fn stolen_cpu_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    Some(steal_ticks(&stat)? as f64 / clock_ticks())
+}
+
+/// The `steal` field (the 8th after `cpu`) of /proc/stat's first line.
+fn steal_ticks(stat: &str) -> Option<u64> {
+    let mut fields = stat.lines().next()?.split_whitespace();
+    if fields.next()? != "cpu" {
+        return None;
+    }
+    fields.nth(7)?.parse().ok()
+}
+
 /// The 1-minute load average, for the report (other work on the machine skews the figures).
 pub fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -291,4 +309,22 @@ pub fn thread_times(pid: i32) -> std::collections::BTreeMap<i32, ThreadTimes> {
         }
     }
     threads
+}
+
+#[cfg(test)]
+mod tests {
+    use super::steal_ticks;
+
+    #[test]
+    fn steal_is_the_eighth_field_of_the_cpu_line() {
+        let stat =
+            "cpu  4705 150 1120 16250 520 0 40 2103 0 0\ncpu0 2352 75 560 8125 260 0 20 1050 0 0\n";
+        assert_eq!(steal_ticks(stat), Some(2103));
+        assert_eq!(
+            steal_ticks("cpu  4705 150 1120 16250\n"),
+            None,
+            "an old kernel"
+        );
+        assert_eq!(steal_ticks("intr 1 2 3 4 5 6 7 8 9\n"), None);
+    }
 }

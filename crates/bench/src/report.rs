@@ -409,6 +409,12 @@ impl Results {
                     thousands(latency.over_50ms)
                 );
             }
+            if let Some(stolen) = latency.stolen_cpu_secs {
+                let _ = writeln!(
+                    t,
+                    "\nDuring the writes the hypervisor took {stolen:.2} CPU-s from this machine's cores (steal time, /proc/stat); every process here stalls while it does."
+                );
+            }
         }
         match &self.snapshot {
             Some(SnapshotOutcome::Measured { run, copy }) => {
