@@ -51,6 +51,10 @@ pub struct Results {
     pub cpu_model: String,
     pub load_before: String,
     pub load_after: String,
+    /// Steal time when the bench started; [`Results::stolen_cpu_secs`] once it ended.
+    pub stolen_at_start: Option<f64>,
+    /// CPU seconds the hypervisor took from the machine's cores over the whole bench.
+    pub stolen_cpu_secs: Option<f64>,
     pub total_secs: f64,
     pub snapshot: Option<SnapshotOutcome>,
     pub streaming: Vec<Streaming>,
@@ -200,6 +204,8 @@ impl Results {
             cpu_model: procstat::cpu_model(),
             load_before: procstat::load_average(),
             load_after: String::new(),
+            stolen_at_start: procstat::stolen_cpu_secs(),
+            stolen_cpu_secs: None,
             total_secs: 0.0,
             snapshot: None,
             streaming: Vec::new(),
@@ -474,6 +480,13 @@ impl Results {
             self.total_secs,
             self.bin_dir.display()
         );
+        if let Some(stolen) = self.stolen_cpu_secs {
+            let _ = writeln!(
+                md,
+                "- the hypervisor took {stolen:.1} CPU-s from the machine's cores during the bench ({:.1} % of their time; steal time, /proc/stat): the processes measured wait meanwhile, which slows rates and latencies",
+                100.0 * stolen / (self.total_secs * self.cores.max(1) as f64)
+            );
+        }
         let _ = writeln!(md, "\n## Figures\n\n{}", self.table());
         let _ = writeln!(
             md,
@@ -548,6 +561,7 @@ impl Results {
                 "cpu_model": self.cpu_model,
                 "load_average_before": self.load_before,
                 "load_average_after": self.load_after,
+                "stolen_cpu_secs": self.stolen_cpu_secs,
             },
             "total_secs": self.total_secs,
             "streaming": self.streaming.iter().map(Streaming::json).collect::<Vec<_>>(),
