@@ -109,7 +109,7 @@ pub struct Options {
     /// Longer costs the connector and the broker less per change, which keeps the tail latency
     /// down on a busy machine; shorter lowers the median latency at low rates. On the 2-core
     /// bench machine (bench/cdc/NOTES.md), 20 ms gave a commit-to-consumer p99 of 31-40 ms at
-    /// 10,000 changes/s and 45-99 ms at 30,000, where 5 ms gave 96-196 ms.
+    /// 10,000 changes/s and 45-124 ms at 30,000, where 5 ms gave 96-196 ms.
     #[arg(long, env = "CDC_KAFKA_LINGER_MS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=10_000))]
     pub kafka_linger_ms: u64,
     /// Longest pause between retries after a retryable error (unreachable database or broker).

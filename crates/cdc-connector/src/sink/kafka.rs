@@ -41,7 +41,7 @@ pub struct ProducerSettings {
 pub enum Batching {
     /// [`ProducerSettings::streaming_linger`] (20 ms unless set): a change is readable by
     /// consumers within tens of milliseconds of its commit, in requests few enough that a busy
-    /// broker keeps up. Measured at 30,000 changes/s: p99 45-99 ms with 20 ms, 96-196 ms with
+    /// broker keeps up. Measured at 30,000 changes/s: p99 45-124 ms with 20 ms, 96-196 ms with
     /// 5 ms, whose four times as many requests queued at the broker.
     Streaming,
     /// 25 ms, batches of up to 4 MB and 100,000 records in flight: a snapshot's records cost
