@@ -198,9 +198,7 @@ async fn measure_with(
     let started = Instant::now();
     let stolen_before = crate::procstat::stolen_cpu_secs();
     let written = write_paced(&env.stack.pg_url(), rate, connections, duration).await?;
-    let stolen_cpu_secs = crate::procstat::stolen_cpu_secs()
-        .zip(stolen_before)
-        .map(|(after, before)| after - before);
+    let stolen_cpu_secs = crate::procstat::stolen_since(stolen_before);
     let achieved_rate = written as f64 / started.elapsed().as_secs_f64();
     // Let the last records arrive.
     tokio::time::sleep(Duration::from_secs(3)).await;

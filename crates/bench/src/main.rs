@@ -209,9 +209,7 @@ async fn cdc(mut args: CdcArgs) -> Result<()> {
 
     results.total_secs = started.elapsed().as_secs_f64();
     results.load_after = procstat::load_average();
-    results.stolen_cpu_secs = procstat::stolen_cpu_secs()
-        .zip(results.stolen_at_start)
-        .map(|(end, start)| end - start);
+    results.stolen_cpu_secs = procstat::stolen_since(results.stolen_at_start);
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let markdown = results.markdown();
     std::fs::write(out.join("REPORT.md"), &markdown)?;

@@ -235,6 +235,11 @@ pub fn stolen_cpu_secs() -> Option<f64> {
     Some(steal_ticks(&stat)? as f64 / clock_ticks())
 }
 
+/// The steal time since `start` (an earlier [`stolen_cpu_secs`]).
+pub fn stolen_since(start: Option<f64>) -> Option<f64> {
+    stolen_cpu_secs().zip(start).map(|(now, start)| now - start)
+}
+
 /// The `steal` field (the 8th after `cpu`) of /proc/stat's first line.
 fn steal_ticks(stat: &str) -> Option<u64> {
     let mut fields = stat.lines().next()?.split_whitespace();

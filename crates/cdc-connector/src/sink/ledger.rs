@@ -12,8 +12,8 @@
 //! answers with a status update to PostgreSQL). With small transactions that was a wake-up and
 //! a status update per acknowledged batch of records, hundreds a second: while records are
 //! still in flight a released position is published at most every [`PUBLISH_INTERVAL`], and at
-//! once when nothing is left in flight or a delivery fails. A position is never published
-//! early, only up to that interval late.
+//! once when nothing is left in flight, before a barrier is passed, or after a delivery failed.
+//! A position is never published early, only up to that interval late.
 //!
 //! One sink at a time uses a ledger ([`Ledger::open`]). Records of an earlier session that are
 //! still in flight keep their place: the new session's positions wait for them too, and their
