@@ -366,14 +366,19 @@ async fn well_behaved_client(base: &str, duration: Duration) -> (Vec<Duration>, 
         .map(|_| {
             let (base, errors) = (base.to_string(), errors.clone());
             tokio::spawn(async move {
-                let client = reqwest::Client::new();
                 let mut latencies = Vec::new();
+                let Ok(mut connection) = crate::http1::Connection::new(&base) else {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    return latencies;
+                };
+                let mut event = String::new();
                 while Instant::now() < deadline {
                     let sent = Instant::now();
-                    let event = crate::user_event("well-behaved").to_string();
-                    let ok = crate::post_json(&client, &format!("{base}/events/user"), event).await;
+                    event.clear();
+                    crate::write_user_event(&mut event, "well-behaved");
+                    let answer = connection.post_json("/events/user", event.as_bytes()).await;
                     latencies.push(sent.elapsed());
-                    if !ok {
+                    if !matches!(answer, Ok(status) if (200..300).contains(&status)) {
                         errors.fetch_add(1, Ordering::Relaxed);
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;

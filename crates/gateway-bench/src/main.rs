@@ -24,10 +24,15 @@ use std::{
 };
 
 mod attacks;
+mod ceiling;
+mod http1;
 mod procgroup;
+
+use std::fmt::Write as _;
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use http1::Connection;
 use local_stack::{Stack, StackOptions, workspace_root};
 use platform::shutdown::StopSignals;
 use procgroup::ProcessGroup;
@@ -37,6 +42,8 @@ use serde_json::json;
 /// The two gateways' names in the results.
 const RUST: &str = "rust";
 const REFERENCE: &str = "reference-fastapi";
+/// The HTTP server alone, answering without any work ([`ceiling`]).
+const CEILING: &str = "http-ceiling";
 /// How long the reference gateway gets between SIGTERM and SIGKILL (in-flight requests wait
 /// at most 5 s for the broker).
 const REFERENCE_GRACE: Duration = Duration::from_secs(10);
@@ -45,10 +52,11 @@ const REFERENCE_GRACE: Duration = Duration::from_secs(10);
 #[command(
     about = "Benchmark the gateway against the reference FastAPI + confluent-kafka gateway",
     after_help = "Total time: the comparison measures every concurrency level for each gateway \
-        (2) and scenario (2), each point for --duration-secs after a warm-up of a fifth of it \
-        (at least 1 s); then 7 attack phases of --attack-secs + 2 s each; plus a few seconds to \
-        start and stop the stack. With the defaults: 4 levels x 4 x (15 + 3) s + 7 x (10 + 2) s \
-        = 372 s, about 6.5 minutes (`--duration-secs 2 --concurrency 4,16`: about 2 minutes). Every process the bench starts is stopped when it exits, \
+        (2) and scenario (2), and the HTTP ceiling for single events, each point for \
+        --duration-secs after a warm-up of a fifth of it (at least 1 s); then 7 attack phases of \
+        --attack-secs + 2 s each; plus a few seconds to start and stop the stack. With the \
+        defaults: 4 levels x 5 x (15 + 3) s + 7 x (10 + 2) s = 444 s, about 7.5 minutes \
+        (`--duration-secs 2 --concurrency 4,16`: about 2 minutes). Every process the bench starts is stopped when it exits, \
         also on error and on Ctrl-C/SIGTERM (exit status 130/143)."
 )]
 struct Args {
@@ -87,6 +95,10 @@ struct Args {
     /// this many seconds, stop it and exit. Its logs go to --out-dir, else a temp directory.
     #[arg(long, hide = true, conflicts_with = "attacks_only")]
     reference_only_secs: Option<u64>,
+    /// Internal: be the HTTP ceiling server ([`ceiling`]) on 127.0.0.1 at this port until
+    /// SIGTERM.
+    #[arg(long, hide = true)]
+    ceiling_server_port: Option<u16>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -117,6 +129,9 @@ async fn main() -> anyhow::Result<()> {
     let mut args = Args::parse();
     if let (Some(attack), Some(target)) = (args.attacker, &args.target) {
         return attacks::run_attacker(attack, target).await;
+    }
+    if let Some(port) = args.ceiling_server_port {
+        return ceiling::serve(port).await;
     }
     if args.concurrency.contains(&0) {
         bail!("--concurrency levels must be at least 1");
@@ -260,7 +275,7 @@ async fn start_reference(
     let mut reference = ProcessGroup::spawn("the reference gateway", &mut command, REFERENCE_GRACE)
         .context("scripts/install-deps.sh installs fastapi and uvicorn")?;
     let url = format!("http://127.0.0.1:{port}");
-    wait_healthy(&url, &mut reference, &err_log).await?;
+    wait_healthy(&url, &mut reference, "the reference gateway", &err_log).await?;
     Ok((reference, url))
 }
 
@@ -280,22 +295,28 @@ async fn compare_with_reference(
     )
     .await?;
 
-    let most = args.concurrency.iter().copied().max().unwrap_or(1);
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(most * 2)
-        .build()?;
+    let (ceiling, ceiling_url) = start_ceiling(&stack.root().join("logs/ceiling.log")).await?;
     let mut results = Vec::new();
-    for (name, url) in [(RUST, stack.gateway_url()), (REFERENCE, reference_url)] {
-        for scenario in [Scenario::Single, Scenario::Batch] {
+    for (name, url) in [
+        (RUST, stack.gateway_url()),
+        (REFERENCE, reference_url),
+        (CEILING, ceiling_url),
+    ] {
+        // The ceiling answers without reading a batch's events: only single events compare.
+        let scenarios: &[Scenario] = if name == CEILING {
+            &[Scenario::Single]
+        } else {
+            &[Scenario::Single, Scenario::Batch]
+        };
+        for &scenario in scenarios {
             for &concurrency in &args.concurrency {
                 eprintln!(
                     "{name} {scenario:?} at {concurrency} in flight: warming up, then {} s of load ...",
                     args.duration_secs
                 );
                 let warm_up = Duration::from_secs((args.duration_secs / 5).max(1));
-                load(&client, &url, scenario, concurrency, args, warm_up, name).await;
+                load(&url, scenario, concurrency, args, warm_up, name).await?;
                 let measured = load(
-                    &client,
                     &url,
                     scenario,
                     concurrency,
@@ -303,7 +324,7 @@ async fn compare_with_reference(
                     Duration::from_secs(args.duration_secs),
                     name,
                 )
-                .await;
+                .await?;
                 eprintln!(
                     "  {:.0} req/s, {:.0} events/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
                     measured.requests_per_second,
@@ -317,7 +338,25 @@ async fn compare_with_reference(
         }
     }
     reference.stop().await;
+    ceiling.stop().await;
     Ok(results)
+}
+
+/// Starts the HTTP ceiling server (this program with `--ceiling-server-port`) in its own
+/// process group and waits until it answers.
+async fn start_ceiling(log: &std::path::Path) -> anyhow::Result<(ProcessGroup, String)> {
+    let port = free_port()?;
+    let mut command = tokio::process::Command::new(std::env::current_exe()?);
+    command
+        .args(["--ceiling-server-port", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log)?);
+    let mut ceiling =
+        ProcessGroup::spawn("the HTTP ceiling server", &mut command, REFERENCE_GRACE)?;
+    let url = format!("http://127.0.0.1:{port}");
+    wait_healthy(&url, &mut ceiling, "the HTTP ceiling server", log).await?;
+    Ok((ceiling, url))
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -326,15 +365,17 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
+/// Waits until the server of `process` answers `/health` with a success.
 async fn wait_healthy(
     url: &str,
-    reference: &mut ProcessGroup,
+    process: &mut ProcessGroup,
+    what: &str,
     log: &std::path::Path,
 ) -> anyhow::Result<()> {
     for _ in 0..300 {
-        if let Some(status) = reference.exited() {
+        if let Some(status) = process.exited() {
             bail!(
-                "the reference gateway exited ({status}); {}:\n{}",
+                "{what} exited ({status}); {}:\n{}",
                 log.display(),
                 local_stack::log_tail(log, 30)
             );
@@ -347,7 +388,7 @@ async fn wait_healthy(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     bail!(
-        "the reference gateway did not start; {}:\n{}",
+        "{what} did not start; {}:\n{}",
         log.display(),
         local_stack::log_tail(log, 30)
     )
@@ -355,73 +396,76 @@ async fn wait_healthy(
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
-/// A user event with a new id (so no request is deduplicated).
-fn user_event(gateway: &str) -> serde_json::Value {
+/// Appends a user event with a new id (so no request is deduplicated) to `into`, as JSON.
+/// Written straight into the request's buffer: the generator's own CPU is taken from the
+/// gateway it loads.
+fn write_user_event(into: &mut String, gateway: &str) {
     let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    json!({
-        "event_id": format!("{gateway}-{n}"), "event_type": "search", "user_id": format!("u-{}", n % 1000),
-        "session_id": format!("s-{}", n % 5000), "app_type": "mobile", "timestamp": chrono::Utc::now().timestamp_millis(),
-        "device": {"device_type": "ios", "os_version": "iOS 18.1", "app_version": "4.12.0"},
-        "properties": {"query": "Da Nang", "guests": "2", "check_in": "2026-12-20"}
-    })
+    let (user, session) = (n % 1000, n % 5000);
+    let timestamp = chrono::Utc::now().timestamp_millis();
+    // Writing into a String cannot fail.
+    let _ = write!(
+        into,
+        r#"{{"event_id":"{gateway}-{n}","event_type":"search","user_id":"u-{user}","session_id":"s-{session}","app_type":"mobile","timestamp":{timestamp},"device":{{"device_type":"ios","os_version":"iOS 18.1","app_version":"4.12.0"}},"properties":{{"query":"Da Nang","guests":"2","check_in":"2026-12-20"}}}}"#
+    );
 }
 
-fn body(scenario: Scenario, batch_size: usize, gateway: &str) -> (String, String) {
+/// Writes the next request's body into `into` (cleared first); the path it goes to.
+fn write_body(
+    into: &mut String,
+    scenario: Scenario,
+    batch_size: usize,
+    gateway: &str,
+) -> &'static str {
+    into.clear();
     match scenario {
-        Scenario::Single => ("/events/user".into(), user_event(gateway).to_string()),
-        Scenario::Batch => (
-            "/events/batch".into(),
-            json!({"events": (0..batch_size).map(|_| json!({"kind": "user", "event": user_event(gateway)})).collect::<Vec<_>>()}).to_string(),
-        ),
-    }
-}
-
-/// Posts a JSON body and reads the answer to the end (so the connection can be reused);
-/// whether it was a success.
-async fn post_json(client: &reqwest::Client, url: &str, body: String) -> bool {
-    let response = client
-        .post(url)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await;
-    match response {
-        Ok(r) => r.status().is_success() & r.bytes().await.is_ok(),
-        Err(_) => false,
+        Scenario::Single => {
+            write_user_event(into, gateway);
+            "/events/user"
+        }
+        Scenario::Batch => {
+            into.push_str(r#"{"events":["#);
+            for i in 0..batch_size {
+                if i > 0 {
+                    into.push(',');
+                }
+                into.push_str(r#"{"kind":"user","event":"#);
+                write_user_event(into, gateway);
+                into.push('}');
+            }
+            into.push_str("]}");
+            "/events/batch"
+        }
     }
 }
 
 /// `concurrency` loops posting for `duration`; latencies of every answered request, the
 /// throughput of the successful ones.
 async fn load(
-    client: &reqwest::Client,
     base: &str,
     scenario: Scenario,
     concurrency: usize,
     args: &Args,
     duration: Duration,
     gateway: &'static str,
-) -> Measurement {
+) -> anyhow::Result<Measurement> {
     let errors = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let deadline = started + duration;
     // A JoinSet: if the run is dropped (a signal), the loops stop with it.
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..concurrency {
-        let (client, base, errors, batch_size) = (
-            client.clone(),
-            base.to_string(),
-            errors.clone(),
-            args.batch_size,
-        );
+        let mut connection = Connection::new(base)?;
+        let (errors, batch_size) = (errors.clone(), args.batch_size);
         tasks.spawn(async move {
             let mut latencies = Vec::new();
+            let mut body = String::with_capacity(512 * batch_size);
             while Instant::now() < deadline {
-                let (path, body) = body(scenario, batch_size, gateway);
+                let path = write_body(&mut body, scenario, batch_size, gateway);
                 let sent = Instant::now();
-                let ok = post_json(&client, &format!("{base}{path}"), body).await;
+                let answer = connection.post_json(path, body.as_bytes()).await;
                 latencies.push(sent.elapsed());
-                if !ok {
+                if !matches!(answer, Ok(status) if (200..300).contains(&status)) {
                     errors.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -442,7 +486,7 @@ async fn load(
     let requests = latencies.len() as u64;
     let errors = errors.load(Ordering::Relaxed);
     let succeeded = requests.saturating_sub(errors) as f64;
-    Measurement {
+    Ok(Measurement {
         gateway,
         scenario,
         concurrency,
@@ -454,7 +498,7 @@ async fn load(
         events_per_second: succeeded * events_per_request as f64 / seconds,
         p50_ms: quantile(0.50),
         p99_ms: quantile(0.99),
-    }
+    })
 }
 
 /// Where a scenario's curves saturate, against the issue's targets.
@@ -472,6 +516,9 @@ struct Saturation {
     rust_p99_level_events_per_second: f64,
     /// The Rust p99 at that level (target: at most 50 ms).
     rust_p99_ms: f64,
+    /// The HTTP server alone, answering without any work (single events only): the most any
+    /// gateway could answer on this machine.
+    http_ceiling_max_requests_per_second: Option<f64>,
 }
 
 /// Target of the issue: the Rust gateway saturates at 10x the reference's events/s or more...
@@ -513,6 +560,8 @@ fn saturation(results: &[Measurement], scenario: Scenario) -> Option<Saturation>
         rust_p99_level_concurrency: near.concurrency,
         rust_p99_level_events_per_second: near.events_per_second,
         rust_p99_ms: near.p99_ms,
+        http_ceiling_max_requests_per_second: highest(points(results, CEILING, scenario))
+            .map(|m| m.requests_per_second),
     })
 }
 
@@ -605,7 +654,8 @@ fn write_report(
     ));
     md.push_str(&format!(
         "Both gateways run on the same machine against the same stack (tansu broker with memory storage, the project's schema registry), \
-         behind the same load generator, at each concurrency level in turn ({levels} requests in flight): {} s measured per point after a {warm_up} s warm-up, \
+         behind the same load generator (`src/http1.rs`: one keep-alive connection per request in flight, each request one write), \
+         at each concurrency level in turn ({levels} requests in flight): {} s measured per point after a {warm_up} s warm-up, \
          every event with a new id. \
          Each does the same work per event: strict validation, Avro encoding with the registered `AppEvent` schema, an idempotent \
          `acks=all` produce, an answer only after the broker's acknowledgement, an idempotency window on `event_id`. \
@@ -683,10 +733,62 @@ fn write_report(
                 unsaturated(s, &args.concurrency),
             ));
         }
+        if points(results, CEILING, scenario).next().is_some() {
+            md.push_str(&ceiling_section(
+                results,
+                scenario,
+                &args.concurrency,
+                saturations.iter().find(|s| s.scenario == scenario),
+            ));
+        }
     }
     md.push_str("\nRaw figures (every point, and the saturation figures): `report.json` beside this file. Reference implementation: `reference/app.py`.\n");
     std::fs::write(out_dir.join("REPORT.md"), md)?;
     Ok(())
+}
+
+/// The HTTP ceiling's curve, and the target rate as a share of it.
+fn ceiling_section(
+    results: &[Measurement],
+    scenario: Scenario,
+    levels: &[usize],
+    saturation: Option<&Saturation>,
+) -> String {
+    let mut md = String::from(
+        "\n### The machine's HTTP ceiling\n\n\
+         The gateway's HTTP server alone (`src/ceiling.rs`: the same hyper server on every core, answering `201` with a \
+         gateway-sized body as soon as the request's body is read, with no middleware, validation, encoding or broker), \
+         loaded the same way in the same run. No gateway on this machine answers more single events than this.\n\n\
+         | in flight | ceiling requests/s | ceiling p50 ms | ceiling p99 ms | Rust / ceiling |\n|---:|---:|---:|---:|---:|\n",
+    );
+    for &level in levels {
+        let at = |gateway| points(results, gateway, scenario).find(|m| m.concurrency == level);
+        let Some(ceiling) = at(CEILING) else { continue };
+        let share = at(RUST)
+            .filter(|_| ceiling.requests_per_second > 0.0)
+            .map_or("n/a".into(), |rust| {
+                format!(
+                    "{:.0} %",
+                    100.0 * rust.requests_per_second / ceiling.requests_per_second
+                )
+            });
+        md.push_str(&format!(
+            "| {level} | {:.0} | {:.2} | {:.2} | {share} |\n",
+            ceiling.requests_per_second, ceiling.p50_ms, ceiling.p99_ms
+        ));
+    }
+    if let Some(s) = saturation
+        && let Some(ceiling) = s.http_ceiling_max_requests_per_second.filter(|c| *c > 0.0)
+    {
+        let wanted = TARGET_RATIO * s.reference_max_events_per_second;
+        md.push_str(&format!(
+            "\nCeiling: {ceiling:.0} requests/s. {TARGET_RATIO}x the reference's maximum is {wanted:.0} events/s, \
+             {:.0} % of what the HTTP server alone answers here; the Rust gateway's maximum is {:.0} % of it.\n",
+            100.0 * wanted / ceiling,
+            100.0 * s.rust_max_events_per_second / ceiling,
+        ));
+    }
+    md
 }
 
 fn write_attack_report(
@@ -747,4 +849,44 @@ fn write_attack_report(
     );
     std::fs::write(out_dir.join("ATTACKS.md"), md)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hand-written bodies are the JSON the gateways validate: every event whole, with a
+    /// new id each time.
+    #[test]
+    fn bodies_are_json_with_a_new_id_per_event() {
+        let mut body = String::new();
+        assert_eq!(
+            write_body(&mut body, Scenario::Single, 3, RUST),
+            "/events/user"
+        );
+        let single: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(single["device"]["os_version"], "iOS 18.1");
+        assert_eq!(single["properties"]["check_in"], "2026-12-20");
+        assert!(single["timestamp"].as_i64().unwrap() > 1_700_000_000_000);
+
+        assert_eq!(
+            write_body(&mut body, Scenario::Batch, 3, RUST),
+            "/events/batch"
+        );
+        let batch: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let events = batch["events"].as_array().unwrap();
+        assert_eq!(events.len(), 3);
+        let mut ids: Vec<_> = events
+            .iter()
+            .chain([&single])
+            .map(|item| {
+                let event = item.get("event").unwrap_or(item);
+                assert!(item.get("kind").is_none_or(|kind| kind == "user"));
+                event["event_id"].as_str().unwrap().to_string()
+            })
+            .collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 4, "{ids:?}");
+    }
 }
