@@ -88,19 +88,23 @@ pub fn router(
         .route("/docs", get(|| async { Html(include_str!("docs.html")) }))
         .merge(telemetry::router(prometheus, health))
         .fallback(|| async { ApiError::NotFound })
-        .layer(axum::extract::DefaultBodyLimit::max(state.limits.max_body_bytes))
-        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(state.limits.body_read_timeout))
-        .layer(middleware::from_fn_with_state(state.stats.clone(), observe))
-        .layer(middleware::from_fn_with_state(
-            state.tarpit.clone(),
-            tarpit::slow_down_repeated_client_errors,
+        // One layer of a tuple (outermost first), not one `.layer` call each: axum boxes every
+        // layer it is given and clones each box per request.
+        .layer((
+            SetRequestIdLayer::x_request_id(MakeRequestUuid),
+            PropagateRequestIdLayer::x_request_id(),
+            TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default();
+                tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path())
+            }),
+            middleware::from_fn_with_state(
+                state.tarpit.clone(),
+                tarpit::slow_down_repeated_client_errors,
+            ),
+            middleware::from_fn_with_state(state.stats.clone(), observe),
+            tower_http::timeout::RequestBodyTimeoutLayer::new(state.limits.body_read_timeout),
+            axum::extract::DefaultBodyLimit::max(state.limits.max_body_bytes),
         ))
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
-            let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default();
-            tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path())
-        }))
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
 }
 
 /// Counts and times every answer by endpoint (the route pattern, so the label set is bounded).
@@ -513,30 +517,36 @@ fn rules(limits: &Limits) -> Rules {
     }
 }
 
+/// Whether a `Content-Type` value declares JSON: `application/json` or `application/*+json`,
+/// in any case, with any parameters.
+fn is_json_media_type(value: &[u8]) -> bool {
+    let essence = value
+        .split(|&b| b == b';')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii();
+    let (prefix, suffix) = (b"application/".as_slice(), b"+json".as_slice());
+    essence.eq_ignore_ascii_case(b"application/json")
+        || (essence.len() >= prefix.len() + suffix.len()
+            && essence[..prefix.len()].eq_ignore_ascii_case(prefix)
+            && essence[essence.len() - suffix.len()..].eq_ignore_ascii_case(suffix))
+}
+
 /// The body, if it is declared as JSON and fits the size limit.
 fn json_body(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
     limits: &Limits,
 ) -> Result<Bytes, ApiError> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    let essence = content_type.as_deref().map(|c| {
-        c.split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase()
-    });
-    match essence.as_deref() {
-        Some("application/json") => {}
-        Some(other) if other.starts_with("application/") && other.ends_with("+json") => {}
-        _ => {
-            return Err(ApiError::UnsupportedMediaType(
-                content_type.unwrap_or_else(|| "no Content-Type".into()),
-            ));
-        }
+    // Compared in place: a request's content type is read without allocating (a string is
+    // made only for the error).
+    let content_type = headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes);
+    let is_json = content_type.is_some_and(is_json_media_type);
+    if !is_json {
+        return Err(ApiError::UnsupportedMediaType(content_type.map_or_else(
+            || "no Content-Type".into(),
+            |value| String::from_utf8_lossy(value).into_owned(),
+        )));
     }
     body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -588,6 +598,29 @@ fn parse<'a, T: Deserialize<'a>, R: serde_json::de::Read<'a>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_is_recognised_in_any_case_with_parameters() {
+        for json in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            " application/json ",
+            "application/vnd.api+json",
+            "APPLICATION/PROBLEM+JSON;q=1",
+        ] {
+            assert!(is_json_media_type(json.as_bytes()), "{json}");
+        }
+        for other in [
+            "text/plain",
+            "text/json",
+            "application/jsonx",
+            "application/xml",
+            "json",
+            "",
+        ] {
+            assert!(!is_json_media_type(other.as_bytes()), "{other}");
+        }
+    }
 
     /// The API's name for `value`, if the API accepts it as a `T`.
     fn accepts<T: serde::de::DeserializeOwned>(
