@@ -994,4 +994,65 @@ mod tests {
         ids.dedup();
         assert_eq!(ids.len(), 4, "{ids:?}");
     }
+
+    fn point(
+        gateway: &'static str,
+        concurrency: usize,
+        offered: Option<f64>,
+        per_second: f64,
+        p99_ms: f64,
+    ) -> Measurement {
+        Measurement {
+            gateway,
+            scenario: Scenario::Single,
+            concurrency,
+            offered_requests_per_second: offered,
+            requests: 1000,
+            errors: 0,
+            events_per_request: 1,
+            seconds: 10.0,
+            requests_per_second: per_second,
+            events_per_second: per_second,
+            p50_ms: p99_ms / 2.0,
+            p99_ms,
+        }
+    }
+
+    /// The paced load gives the p99, and is not a point of the curve even when it answered
+    /// more than every point did.
+    #[test]
+    fn the_paced_load_gives_the_p99_and_stays_off_the_curve() {
+        let results = vec![
+            point(RUST, 32, None, 10_000.0, 9.0),
+            point(RUST, 256, None, 20_000.0, 30.0),
+            point(RUST, 512, Some(16_000.0), 25_000.0, 44.0),
+            point(REFERENCE, 32, None, 2_500.0, 80.0),
+            point(CEILING, 256, None, 80_000.0, 5.0),
+        ];
+        let s = saturation(&results, Scenario::Single).unwrap();
+        assert_eq!(s.rust_max_events_per_second, 20_000.0);
+        assert_eq!(s.rust_max_at_concurrency, 256);
+        assert_eq!(s.ratio, Some(8.0));
+        assert_eq!(s.rust_paced_offered_events_per_second, 16_000.0);
+        assert_eq!(s.rust_p99_ms, 44.0);
+        assert_eq!(s.http_ceiling_max_requests_per_second, Some(80_000.0));
+
+        let section = ceiling_section(&results, Scenario::Single, &[32, 256], Some(&s));
+        assert!(
+            section.contains("| 256 | 80000 | 2.50 | 5.00 | 25 % |"),
+            "{section}"
+        );
+        // 10x the reference (25,000) against the ceiling (80,000), and the Rust maximum.
+        assert!(section.contains("25000 events/s, 31 %"), "{section}");
+        assert!(section.contains("maximum is 25 % of it"), "{section}");
+    }
+
+    #[test]
+    fn without_a_paced_load_there_is_no_saturation_verdict() {
+        let results = vec![
+            point(RUST, 256, None, 20_000.0, 30.0),
+            point(REFERENCE, 32, None, 2_500.0, 80.0),
+        ];
+        assert!(saturation(&results, Scenario::Single).is_none());
+    }
 }
