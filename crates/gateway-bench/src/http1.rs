@@ -90,15 +90,17 @@ impl Connection {
     async fn exchange(&mut self, path: &str, body: &[u8]) -> Result<(u16, bool), Http1Error> {
         let addr = self.addr;
         let io = |source| Http1Error::Io { addr, source };
-        if self.stream.is_none() {
-            let stream = TcpStream::connect(addr).await.map_err(io)?;
-            stream.set_nodelay(true).map_err(io)?;
-            self.stream = Some(stream);
-            self.received.clear();
-        }
+        let stream = match &mut self.stream {
+            Some(stream) => stream,
+            None => {
+                let stream = TcpStream::connect(addr).await.map_err(io)?;
+                stream.set_nodelay(true).map_err(io)?;
+                self.received.clear();
+                self.stream.insert(stream)
+            }
+        };
         self.request.clear();
         write_request(&mut self.request, &self.host, path, body);
-        let stream = self.stream.as_mut().expect("opened above");
         stream.write_all(&self.request).await.map_err(io)?;
         loop {
             match parse_answer(&self.received)

@@ -330,27 +330,9 @@ async fn compare_with_reference(
                     "{name} {scenario:?} at {concurrency} in flight: warming up, then {} s of load ...",
                     args.duration_secs
                 );
-                let warm_up = Duration::from_secs((args.duration_secs / 5).max(1));
-                load(
-                    &url,
-                    scenario,
-                    concurrency,
-                    Pace::ClosedLoop,
-                    args,
-                    warm_up,
-                    name,
-                )
-                .await?;
-                let measured = load(
-                    &url,
-                    scenario,
-                    concurrency,
-                    Pace::ClosedLoop,
-                    args,
-                    Duration::from_secs(args.duration_secs),
-                    name,
-                )
-                .await?;
+                let measured =
+                    warmed_up_load(&url, scenario, concurrency, Pace::ClosedLoop, args, name)
+                        .await?;
                 eprintln!(
                     "  {:.0} req/s, {:.0} events/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
                     measured.requests_per_second,
@@ -387,32 +369,27 @@ async fn paced_at_80_percent(
         "{RUST} {scenario:?} paced at {rate:.0} requests/s (80 % of its maximum) on {connections} connections: warming up, then {} s ...",
         args.duration_secs
     );
-    let warm_up = Duration::from_secs((args.duration_secs / 5).max(1));
-    load(
-        url,
-        scenario,
-        connections,
-        Pace::Rate(rate),
-        args,
-        warm_up,
-        RUST,
-    )
-    .await?;
-    let measured = load(
-        url,
-        scenario,
-        connections,
-        Pace::Rate(rate),
-        args,
-        Duration::from_secs(args.duration_secs),
-        RUST,
-    )
-    .await?;
+    let measured = warmed_up_load(url, scenario, connections, Pace::Rate(rate), args, RUST).await?;
     eprintln!(
         "  {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
         measured.requests_per_second, measured.p50_ms, measured.p99_ms, measured.errors
     );
     Ok(measured)
+}
+
+/// A warm-up of a fifth of `--duration-secs` (at least 1 s), then the measured load.
+async fn warmed_up_load(
+    url: &str,
+    scenario: Scenario,
+    connections: usize,
+    pace: Pace,
+    args: &Args,
+    gateway: &'static str,
+) -> anyhow::Result<Measurement> {
+    let warm_up = Duration::from_secs((args.duration_secs / 5).max(1));
+    load(url, scenario, connections, pace, args, warm_up, gateway).await?;
+    let measured = Duration::from_secs(args.duration_secs);
+    load(url, scenario, connections, pace, args, measured, gateway).await
 }
 
 fn paced_connections(args: &Args) -> usize {
