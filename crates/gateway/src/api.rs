@@ -1,14 +1,13 @@
 //! The HTTP API: routes, the checks every request goes through, and the OpenAPI document
 //! generated from these handlers and the event types.
 
-use std::{sync::Arc, time::Instant};
+use std::sync::Arc;
 
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::{MatchedPath, Request, State, rejection::BytesRejection},
+    extract::{State, rejection::BytesRejection},
     http::{HeaderMap, HeaderValue, StatusCode, header},
-    middleware::{self, Next},
     response::{Html, IntoResponse, Response},
     routing::{get, post},
 };
@@ -16,8 +15,6 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use platform::telemetry::{self, Health};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
 use utoipa::{
     Modify, OpenApi, ToSchema,
     openapi::{
@@ -27,16 +24,17 @@ use utoipa::{
 };
 
 use crate::{
-    auth::{self, ApiKeys},
+    auth::ApiKeys,
     dedup::Claimed,
     errors::{self, ApiError, ErrorBody},
     events::{
         BookingEvent, ClickstreamEvent, Event, EventKind, ExternalEvent, LogEvent, Prepared, Rules,
         UserEvent,
     },
+    front::{self, FrontDoorLayer},
     publisher::{PublishError, Publisher, Receipt},
     stats::{Outcome, Stats, StatsReport},
-    tarpit::{self, Tarpit},
+    tarpit::Tarpit,
 };
 
 /// Limits and answers that come from the configuration.
@@ -50,7 +48,7 @@ pub struct Limits {
     pub body_read_timeout: std::time::Duration,
 }
 
-#[derive(Clone)]
+/// What the handlers share, behind one `Arc` (axum clones the state per request).
 pub struct AppState {
     pub publisher: Arc<Publisher>,
     pub stats: Arc<Stats>,
@@ -60,7 +58,7 @@ pub struct AppState {
 
 /// The whole API, with `/health` and `/metrics` from the platform.
 pub fn router(
-    state: AppState,
+    state: Arc<AppState>,
     keys: ApiKeys,
     prometheus: PrometheusHandle,
     health: Health,
@@ -75,7 +73,7 @@ pub fn router(
         .route("/events/logs", post(post_logs))
         .route("/events/external", post(post_external))
         .route("/events/batch", post(post_batch))
-        .route_layer(middleware::from_fn_with_state(keys, auth::require_api_key))
+        .route_layer(keys)
         .with_state(state.clone());
     Router::new()
         .merge(events)
@@ -83,7 +81,12 @@ pub fn router(
         .route("/health/live", get(|| async { "alive" }))
         .route(
             "/openapi.json",
-            get(move || std::future::ready(([(header::CONTENT_TYPE, "application/json")], openapi_json.clone()))),
+            get(move || {
+                std::future::ready((
+                    [(header::CONTENT_TYPE, "application/json")],
+                    openapi_json.clone(),
+                ))
+            }),
         )
         .route("/docs", get(|| async { Html(include_str!("docs.html")) }))
         .merge(telemetry::router(prometheus, health))
@@ -91,43 +94,17 @@ pub fn router(
         // One layer of a tuple (outermost first), not one `.layer` call each: axum boxes every
         // layer it is given and clones each box per request.
         .layer((
-            SetRequestIdLayer::x_request_id(MakeRequestUuid),
-            PropagateRequestIdLayer::x_request_id(),
-            TraceLayer::new_for_http().make_span_with(|request: &Request| {
-                let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default();
-                tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path())
-            }),
-            middleware::from_fn_with_state(
-                state.tarpit.clone(),
-                tarpit::slow_down_repeated_client_errors,
-            ),
-            middleware::from_fn_with_state(state.stats.clone(), observe),
+            FrontDoorLayer::new(state.stats.clone(), state.tarpit.clone()),
             tower_http::timeout::RequestBodyTimeoutLayer::new(state.limits.body_read_timeout),
             axum::extract::DefaultBodyLimit::max(state.limits.max_body_bytes),
         ))
-}
-
-/// Counts and times every answer by endpoint (the route pattern, so the label set is bounded).
-async fn observe(
-    State(stats): State<Arc<Stats>>,
-    matched: Option<MatchedPath>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let started = Instant::now();
-    let in_flight = stats.request_in_flight();
-    let response = next.run(request).await;
-    drop(in_flight);
-    let endpoint = matched.as_ref().map_or("unmatched", |m| m.as_str());
-    stats.record_request(endpoint, response.status().as_u16(), started.elapsed());
-    response
 }
 
 /// The answer for one stored (or already stored) event.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StoredResponse {
     /// `stored` (201), or `duplicate` (200) when this id was stored within the idempotency window.
-    pub status: String,
+    pub status: &'static str,
     pub id: String,
     #[serde(flatten)]
     pub receipt: Receipt,
@@ -169,7 +146,7 @@ pub struct BatchRequest<'a> {
 pub struct ItemResult {
     pub index: usize,
     /// stored, duplicate, rejected (bad input: fix it) or failed (not stored: retry it).
-    pub status: String,
+    pub status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", flatten)]
@@ -234,7 +211,7 @@ macro_rules! single_event_endpoint {
                     headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
             )
         )]
-        async fn $name(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+        async fn $name(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
             ingest_one::<$event>(&state, &headers, body).await
         }
     };
@@ -273,7 +250,7 @@ single_event_endpoint!(
 
 /// Statistics since start.
 #[utoipa::path(get, path = "/stats", responses((status = 200, description = "Counts by endpoint, event type, topic and outcome, and rates", body = StatsReport)))]
-async fn get_stats(State(state): State<AppState>) -> Json<StatsReport> {
+async fn get_stats(State(state): State<Arc<AppState>>) -> Json<StatsReport> {
     Json(state.stats.report())
 }
 
@@ -296,7 +273,7 @@ async fn get_stats(State(state): State<AppState>) -> Json<StatsReport> {
     )
 )]
 async fn post_batch(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -324,7 +301,7 @@ async fn post_batch(
         .collect();
     let outcomes = futures::future::join_all(items.into_iter().map(|item| async {
         match item {
-            Ok(event) => publish(&state, event)
+            Ok(event) => publish(&state, event, front::request_id(&headers))
                 .await
                 .map_err(|e| (Outcome::Failed, e)),
             Err((topic, error)) => {
@@ -350,7 +327,7 @@ async fn post_batch(
                 response.stored += 1;
                 ItemResult {
                     index,
-                    status: "stored".into(),
+                    status: "stored",
                     id: Some(id),
                     receipt: Some(receipt),
                     error: None,
@@ -360,7 +337,7 @@ async fn post_batch(
                 response.duplicates += 1;
                 ItemResult {
                     index,
-                    status: "duplicate".into(),
+                    status: "duplicate",
                     id: Some(id),
                     receipt: Some(receipt),
                     error: None,
@@ -374,7 +351,7 @@ async fn post_batch(
                 }
                 ItemResult {
                     index,
-                    status: outcome.as_str().into(),
+                    status: outcome.as_str(),
                     id: None,
                     receipt: None,
                     error: Some(error.body()),
@@ -457,7 +434,7 @@ async fn ingest_one<E: Event>(
             return Err(error);
         }
     };
-    let (id, claimed) = publish(state, prepared).await?;
+    let (id, claimed) = publish(state, prepared, front::request_id(headers)).await?;
     let (status, code, receipt) = match claimed {
         Claimed::Fresh(receipt) => (StatusCode::CREATED, "stored", receipt),
         Claimed::Duplicate(receipt) => (StatusCode::OK, "duplicate", receipt),
@@ -465,7 +442,7 @@ async fn ingest_one<E: Event>(
     Ok((
         status,
         Json(StoredResponse {
-            status: code.into(),
+            status: code,
             id,
             receipt,
         }),
@@ -473,10 +450,12 @@ async fn ingest_one<E: Event>(
         .into_response())
 }
 
-/// Produces one event and records its outcome; the error is what the client is told.
+/// Produces one event and records its outcome; the error is what the client is told, and what
+/// the log says names the request it came with.
 async fn publish(
     state: &AppState,
     event: Prepared,
+    request_id: &str,
 ) -> Result<(String, Claimed<Receipt>), ApiError> {
     let (id, event_type, topic) = (event.id.clone(), event.event_type, event.topic.name);
     match state.publisher.publish(event).await {
@@ -493,9 +472,9 @@ async fn publish(
             state.stats.record_event(event_type, topic, Outcome::Failed);
             match &error {
                 PublishError::Encode(_) => {
-                    tracing::error!(%error, id, "a validated event does not fit its schema")
+                    tracing::error!(%error, id, request_id, "a validated event does not fit its schema")
                 }
-                _ => tracing::warn!(%error, id, topic, "event not stored"),
+                _ => tracing::warn!(%error, id, topic, request_id, "event not stored"),
             }
             Err(ApiError::Unavailable {
                 reason: error.to_string(),

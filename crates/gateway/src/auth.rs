@@ -1,14 +1,20 @@
 //! Optional API-key authentication of the /events endpoints.
 
-use std::sync::Arc;
+use std::{
+    future::{Ready, ready},
+    sync::Arc,
+    task::{Context, Poll},
+};
 
 use axum::{
-    extract::{Request, State},
+    extract::Request,
     http::{HeaderMap, header},
-    middleware::Next,
     response::{IntoResponse, Response},
 };
+use futures::future::Either;
 use subtle::ConstantTimeEq;
+use tower_layer::Layer;
+use tower_service::Service;
 
 use crate::errors::ApiError;
 
@@ -53,15 +59,46 @@ fn presented(headers: &HeaderMap) -> Option<&[u8]> {
         .or_else(|| value.strip_prefix(b"bearer "))
 }
 
-pub async fn require_api_key(
-    State(keys): State<ApiKeys>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if !keys.enabled() || presented(request.headers()).is_some_and(|key| keys.accepts(key)) {
-        return next.run(request).await;
+/// Answers 401 to a request without an accepted key (when keys are configured), before its body
+/// is read. A hand-written layer: axum's `from_fn` boxed a clone of the inner service and its
+/// future per request.
+impl<S> Layer<S> for ApiKeys {
+    type Service = RequireApiKey<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequireApiKey {
+            inner,
+            keys: self.clone(),
+        }
     }
-    ApiError::Unauthorized.into_response()
+}
+
+#[derive(Clone)]
+pub struct RequireApiKey<S> {
+    inner: S,
+    keys: ApiKeys,
+}
+
+impl<S> Service<Request> for RequireApiKey<S>
+where
+    S: Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Either<S::Future, Ready<Result<Response, S::Error>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let keys = &self.keys;
+        if !keys.enabled() || presented(request.headers()).is_some_and(|key| keys.accepts(key)) {
+            Either::Left(self.inner.call(request))
+        } else {
+            Either::Right(ready(Ok(ApiError::Unauthorized.into_response())))
+        }
+    }
 }
 
 #[cfg(test)]

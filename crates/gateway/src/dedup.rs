@@ -8,7 +8,7 @@
 use std::{
     collections::{HashMap, VecDeque},
     future::Future,
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -35,10 +35,14 @@ enum Slot<R> {
     },
 }
 
+/// An id as the table keeps it: shared by its slot, its place in the expiry order and the
+/// attempt producing it, so recording an event copies no string.
+type Key = Arc<str>;
+
 struct State<R> {
-    slots: HashMap<String, Slot<R>>,
+    slots: HashMap<Key, Slot<R>>,
     /// Acknowledged ids, oldest first, for expiry and the capacity bound.
-    order: VecDeque<(Instant, String)>,
+    order: VecDeque<(Instant, Key)>,
     next_attempt: u64,
 }
 
@@ -58,7 +62,7 @@ enum Claim<'a, R: Clone> {
 /// cancelled mid-way) releases the id for the next caller.
 struct Attempt<'a, R: Clone> {
     dedup: &'a Dedup<R>,
-    key: String,
+    key: Key,
     attempt: u64,
     _closes_on_drop: watch::Sender<()>,
 }
@@ -88,13 +92,13 @@ impl<R: Clone> Dedup<R> {
 
     /// Runs `produce` for `key` unless the key was acknowledged within the window or another
     /// call is producing it (then waits for that one's outcome).
-    pub async fn run<E, F, Fut>(&self, key: String, produce: F) -> Result<Claimed<R>, E>
+    pub async fn run<E, F, Fut>(&self, key: &str, produce: F) -> Result<Claimed<R>, E>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<R, E>>,
     {
         let attempt = loop {
-            match self.claim(&key) {
+            match self.claim(key) {
                 Claim::Duplicate(receipt) => return Ok(Claimed::Duplicate(receipt)),
                 Claim::Mine(attempt) => break attempt,
                 // Returns once the other attempt ended; then look again.
@@ -140,12 +144,13 @@ impl<R: Clone> Dedup<R> {
         let (sender, closed) = watch::channel(());
         let attempt = state.next_attempt;
         state.next_attempt += 1;
+        let key = Key::from(key);
         state
             .slots
-            .insert(key.to_string(), Slot::InFlight { attempt, closed });
+            .insert(key.clone(), Slot::InFlight { attempt, closed });
         Claim::Mine(Attempt {
             dedup: self,
-            key: key.to_string(),
+            key,
             attempt,
             _closes_on_drop: sender,
         })
@@ -177,10 +182,7 @@ impl<R: Clone> Dedup<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    };
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn window() -> Dedup<u32> {
         Dedup::new(Duration::from_secs(60), 100)
@@ -190,15 +192,15 @@ mod tests {
     async fn a_retry_after_the_ack_is_a_duplicate_with_the_first_receipt() {
         let dedup = window();
         assert_eq!(
-            dedup.run::<(), _, _>("a".into(), || async { Ok(1) }).await,
+            dedup.run::<(), _, _>("a", || async { Ok(1) }).await,
             Ok(Claimed::Fresh(1))
         );
         assert_eq!(
-            dedup.run::<(), _, _>("a".into(), || async { Ok(2) }).await,
+            dedup.run::<(), _, _>("a", || async { Ok(2) }).await,
             Ok(Claimed::Duplicate(1))
         );
         assert_eq!(
-            dedup.run::<(), _, _>("b".into(), || async { Ok(3) }).await,
+            dedup.run::<(), _, _>("b", || async { Ok(3) }).await,
             Ok(Claimed::Fresh(3))
         );
     }
@@ -208,12 +210,12 @@ mod tests {
         let dedup = window();
         assert_eq!(
             dedup
-                .run("a".into(), || async { Err::<u32, _>("broker down") })
+                .run("a", || async { Err::<u32, _>("broker down") })
                 .await,
             Err("broker down")
         );
         assert_eq!(
-            dedup.run::<(), _, _>("a".into(), || async { Ok(2) }).await,
+            dedup.run::<(), _, _>("a", || async { Ok(2) }).await,
             Ok(Claimed::Fresh(2))
         );
     }
@@ -229,7 +231,7 @@ mod tests {
                     (dedup.clone(), produced.clone(), released.clone());
                 tokio::spawn(async move {
                     dedup
-                        .run::<(), _, _>("same".into(), || async move {
+                        .run::<(), _, _>("same", || async move {
                             produced.fetch_add(1, Ordering::SeqCst);
                             // Hold the attempt until every call has started.
                             while !*released.borrow_and_update() {
@@ -265,7 +267,7 @@ mod tests {
             let dedup = dedup.clone();
             tokio::spawn(async move {
                 dedup
-                    .run("k".into(), || async move {
+                    .run("k", || async move {
                         let _ = failing.await;
                         Err::<u32, _>("timeout")
                     })
@@ -277,11 +279,7 @@ mod tests {
         }
         let second = {
             let dedup = dedup.clone();
-            tokio::spawn(async move {
-                dedup
-                    .run::<&str, _, _>("k".into(), || async { Ok(9) })
-                    .await
-            })
+            tokio::spawn(async move { dedup.run::<&str, _, _>("k", || async { Ok(9) }).await })
         };
         fail.send(()).unwrap();
         assert_eq!(first.await.unwrap(), Err("timeout"));
@@ -292,28 +290,28 @@ mod tests {
     async fn ids_expire_after_the_window_and_beyond_the_capacity() {
         let dedup = Dedup::new(Duration::ZERO, 10);
         dedup
-            .run::<(), _, _>("a".into(), || async { Ok(1) })
+            .run::<(), _, _>("a", || async { Ok(1) })
             .await
             .unwrap();
         assert_eq!(
-            dedup.run::<(), _, _>("a".into(), || async { Ok(2) }).await,
+            dedup.run::<(), _, _>("a", || async { Ok(2) }).await,
             Ok(Claimed::Fresh(2))
         );
 
         let dedup = Dedup::new(Duration::from_secs(60), 2);
         for (i, key) in ["a", "b", "c"].into_iter().enumerate() {
             dedup
-                .run::<(), _, _>(key.into(), || async move { Ok(i) })
+                .run::<(), _, _>(key, || async move { Ok(i) })
                 .await
                 .unwrap();
         }
         assert_eq!(dedup.len(), 2);
         assert_eq!(
-            dedup.run::<(), _, _>("a".into(), || async { Ok(7) }).await,
+            dedup.run::<(), _, _>("a", || async { Ok(7) }).await,
             Ok(Claimed::Fresh(7))
         );
         assert_eq!(
-            dedup.run::<(), _, _>("c".into(), || async { Ok(8) }).await,
+            dedup.run::<(), _, _>("c", || async { Ok(8) }).await,
             Ok(Claimed::Duplicate(2))
         );
     }

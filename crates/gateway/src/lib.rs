@@ -12,6 +12,7 @@ pub mod config;
 pub mod dedup;
 pub mod errors;
 pub mod events;
+pub mod front;
 pub mod publisher;
 pub mod readiness;
 pub mod stats;

@@ -43,7 +43,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let publisher = Arc::new(Publisher::new(producer, dedup, args.produce_timeout()));
     let keys = ApiKeys::new(&args.api_keys);
-    let state = AppState {
+    let state = Arc::new(AppState {
         publisher: publisher.clone(),
         stats: Arc::new(Stats::default()),
         tarpit: Arc::new(Tarpit::new(args.tarpit_policy())),
@@ -55,7 +55,7 @@ async fn main() -> anyhow::Result<()> {
             retry_after_secs: args.retry_after_secs.max(1),
             body_read_timeout: Duration::from_secs(args.body_read_timeout_secs),
         },
-    };
+    });
 
     let (signalled_tx, mut signalled) = tokio::sync::watch::channel(false);
     let shutdown = {

@@ -16,15 +16,13 @@
 
 use std::{
     collections::HashMap,
-    net::{IpAddr, SocketAddr},
+    net::IpAddr,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use axum::{
-    extract::{ConnectInfo, Request, State},
     http::{HeaderValue, header},
-    middleware::Next,
     response::Response,
 };
 use tokio::sync::Semaphore;
@@ -146,39 +144,30 @@ impl Budget {
     }
 }
 
-/// The middleware: charges every 4xx answer to its peer address and holds it when over budget.
-pub async fn slow_down_repeated_client_errors(
-    State(tarpit): State<Arc<Tarpit>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    // Set by the server for every connection (absent when a test calls the router directly).
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(peer)| *peer);
-    let mut response = next.run(request).await;
-    let (Some(peer), true) = (peer, tarpit.enabled()) else {
-        return response;
-    };
-    if !response.status().is_client_error()
-        || tarpit.charge(peer.ip(), Instant::now()) == Verdict::Answer
-    {
-        return response;
-    }
-    match tarpit.held.clone().try_acquire_owned() {
-        Ok(_slot) => {
-            metrics::counter!("gateway_client_errors_delayed_total").increment(1);
-            tokio::time::sleep(tarpit.policy.delay).await;
+impl Tarpit {
+    /// Charges a 4xx answer to its peer address and, when over budget, holds it for the
+    /// policy's delay (or, past the bound on held answers, marks it to close its connection).
+    /// Called by the front door ([`crate::front`]) for every answer.
+    pub async fn hold_if_over_budget(&self, peer: IpAddr, response: &mut Response) {
+        if !self.enabled()
+            || !response.status().is_client_error()
+            || self.charge(peer, Instant::now()) == Verdict::Answer
+        {
+            return;
         }
-        Err(_) => {
-            metrics::counter!("gateway_client_errors_closed_total").increment(1);
-            response
-                .headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        match self.held.clone().try_acquire_owned() {
+            Ok(_slot) => {
+                metrics::counter!("gateway_client_errors_delayed_total").increment(1);
+                tokio::time::sleep(self.policy.delay).await;
+            }
+            Err(_) => {
+                metrics::counter!("gateway_client_errors_closed_total").increment(1);
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
         }
     }
-    response
 }
 
 #[cfg(test)]
