@@ -133,27 +133,28 @@ mod tests {
     use super::*;
     use crate::tarpit::TarpitPolicy;
 
-    fn app() -> Router {
-        let tarpit = Tarpit::new(TarpitPolicy {
+    /// A tarpit that never holds an answer: these tests are about the other two jobs.
+    fn no_tarpit() -> Arc<Tarpit> {
+        Arc::new(Tarpit::new(TarpitPolicy {
             burst: 1,
             per_second: 1.0,
             delay: Duration::ZERO,
             max_held: 1,
-        });
+        }))
+    }
+
+    fn app() -> Router {
         Router::new()
             .route(
                 "/echo/{name}",
                 get(|headers: HeaderMap| async move { request_id(&headers).to_owned() }),
             )
-            .layer(FrontDoorLayer::new(
-                Arc::new(Stats::default()),
-                Arc::new(tarpit),
-            ))
+            .layer(FrontDoorLayer::new(Arc::new(Stats::default()), no_tarpit()))
     }
 
-    async fn get_echo(request_id: Option<&str>) -> (StatusCode, String, String) {
+    async fn get_echo(sent_id: Option<&str>) -> (StatusCode, String, String) {
         let mut request = Request::get("/echo/x");
-        if let Some(id) = request_id {
+        if let Some(id) = sent_id {
             request = request.header("x-request-id", id);
         }
         let response = app()
@@ -161,7 +162,7 @@ mod tests {
             .await
             .unwrap();
         let status = response.status();
-        let answered_id = request_id_of(response.headers());
+        let answered_id = request_id(response.headers()).to_owned();
         let body = axum::body::to_bytes(response.into_body(), 1024)
             .await
             .unwrap();
@@ -170,10 +171,6 @@ mod tests {
             answered_id,
             String::from_utf8(body.to_vec()).unwrap(),
         )
-    }
-
-    fn request_id_of(headers: &HeaderMap) -> String {
-        request_id(headers).to_owned()
     }
 
     #[tokio::test]
@@ -201,15 +198,9 @@ mod tests {
     #[tokio::test]
     async fn answers_are_counted_by_route_pattern() {
         let stats = Arc::new(Stats::default());
-        let tarpit = Arc::new(Tarpit::new(TarpitPolicy {
-            burst: 1,
-            per_second: 1.0,
-            delay: Duration::ZERO,
-            max_held: 1,
-        }));
         let app = Router::new()
             .route("/echo/{name}", get(|| async { "hi" }))
-            .layer(FrontDoorLayer::new(stats.clone(), tarpit));
+            .layer(FrontDoorLayer::new(stats.clone(), no_tarpit()));
         for path in ["/echo/a", "/echo/b", "/nowhere"] {
             app.clone()
                 .oneshot(Request::get(path).body(Body::empty()).unwrap())
