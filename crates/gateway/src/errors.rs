@@ -137,13 +137,13 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Turns a JSON parsing failure into a 400 (not JSON at all) or a 422 naming the field.
-pub fn from_json_error(error: serde_path_to_error::Error<serde_json::Error>, at: &str) -> ApiError {
-    let inner = error.inner();
+/// Turns a JSON parsing failure at `path` (serde_path_to_error's, "." for the value itself)
+/// into a 400 (not JSON at all) or a 422 naming the field.
+pub fn from_json_error(inner: &serde_json::Error, path: &str, at: &str) -> ApiError {
     if inner.is_syntax() || inner.is_eof() {
         return ApiError::BadJson(inner.to_string());
     }
-    let parent = join_path(at, &error.path().to_string());
+    let parent = join_path(at, path);
     ApiError::Invalid(vec![describe(
         &parent,
         &without_position(&inner.to_string()),
@@ -228,10 +228,8 @@ mod tests {
 
     fn error_of(json: &str) -> ApiError {
         let mut de = serde_json::Deserializer::from_str(json);
-        from_json_error(
-            serde_path_to_error::deserialize::<_, Outer>(&mut de).unwrap_err(),
-            "",
-        )
+        let error = serde_path_to_error::deserialize::<_, Outer>(&mut de).unwrap_err();
+        from_json_error(error.inner(), &error.path().to_string(), "")
     }
 
     fn single(error: ApiError) -> FieldError {
