@@ -208,7 +208,7 @@ async fn cdc(mut args: CdcArgs) -> Result<()> {
     stack.shutdown().await.context("stopping the stack")?;
 
     results.total_secs = started.elapsed().as_secs_f64();
-    results.load_after = procstat::load_average();
+    results.load_after = platform::machine::load_average();
     results.stolen_cpu_secs = procstat::stolen_since(results.stolen_at_start);
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let markdown = results.markdown();

@@ -231,41 +231,12 @@ fn clock_ticks() -> f64 {
 /// count it. Every process here stalls at once when it grows, so the report gives it beside
 /// the latency figures.
 pub fn stolen_cpu_secs() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    Some(steal_ticks(&stat)? as f64 / clock_ticks())
+    Some(platform::machine::CpuTicks::now()?.stolen as f64 / clock_ticks())
 }
 
 /// The steal time since `start` (an earlier [`stolen_cpu_secs`]).
 pub fn stolen_since(start: Option<f64>) -> Option<f64> {
     stolen_cpu_secs().zip(start).map(|(now, start)| now - start)
-}
-
-/// The `steal` field (the 8th after `cpu`) of /proc/stat's first line.
-fn steal_ticks(stat: &str) -> Option<u64> {
-    let mut fields = stat.lines().next()?.split_whitespace();
-    if fields.next()? != "cpu" {
-        return None;
-    }
-    fields.nth(7)?.parse().ok()
-}
-
-/// The 1-minute load average, for the report (other work on the machine skews the figures).
-pub fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into())
-}
-
-pub fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into())
 }
 
 /// One thread's scheduler accounting: CPU time, and time runnable but waiting for a CPU
@@ -314,22 +285,4 @@ pub fn thread_times(pid: i32) -> std::collections::BTreeMap<i32, ThreadTimes> {
         }
     }
     threads
-}
-
-#[cfg(test)]
-mod tests {
-    use super::steal_ticks;
-
-    #[test]
-    fn steal_is_the_eighth_field_of_the_cpu_line() {
-        let stat =
-            "cpu  4705 150 1120 16250 520 0 40 2103 0 0\ncpu0 2352 75 560 8125 260 0 20 1050 0 0\n";
-        assert_eq!(steal_ticks(stat), Some(2103));
-        assert_eq!(
-            steal_ticks("cpu  4705 150 1120 16250\n"),
-            None,
-            "an old kernel"
-        );
-        assert_eq!(steal_ticks("intr 1 2 3 4 5 6 7 8 9\n"), None);
-    }
 }

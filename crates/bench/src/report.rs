@@ -201,8 +201,8 @@ impl Results {
             cores: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(0),
-            cpu_model: procstat::cpu_model(),
-            load_before: procstat::load_average(),
+            cpu_model: platform::machine::cpu_model(),
+            load_before: platform::machine::load_average(),
             load_after: String::new(),
             stolen_at_start: procstat::stolen_cpu_secs(),
             stolen_cpu_secs: None,

@@ -34,7 +34,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use http1::Connection;
 use local_stack::{Stack, StackOptions, workspace_root};
-use platform::shutdown::StopSignals;
+use platform::{machine::CpuTicks, shutdown::StopSignals};
 use procgroup::ProcessGroup;
 use serde::Serialize;
 use serde_json::json;
@@ -138,6 +138,9 @@ struct Measurement {
     events_per_second: f64,
     p50_ms: f64,
     p99_ms: f64,
+    /// The share of the machine's CPU time the hypervisor gave to other guests during the
+    /// load (`None` where the kernel does not count it): the same code answers less then.
+    stolen_percent: Option<f64>,
 }
 
 #[tokio::main]
@@ -334,12 +337,13 @@ async fn compare_with_reference(
                     warmed_up_load(&url, scenario, concurrency, Pace::ClosedLoop, args, name)
                         .await?;
                 eprintln!(
-                    "  {:.0} req/s, {:.0} events/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
+                    "  {:.0} req/s, {:.0} events/s, p50 {:.2} ms, p99 {:.2} ms, {} errors, CPU stolen {}",
                     measured.requests_per_second,
                     measured.events_per_second,
                     measured.p50_ms,
                     measured.p99_ms,
-                    measured.errors
+                    measured.errors,
+                    stolen(&measured)
                 );
                 results.push(measured);
             }
@@ -371,10 +375,21 @@ async fn paced_at_80_percent(
     );
     let measured = warmed_up_load(url, scenario, connections, Pace::Rate(rate), args, RUST).await?;
     eprintln!(
-        "  {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
-        measured.requests_per_second, measured.p50_ms, measured.p99_ms, measured.errors
+        "  {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} errors, CPU stolen {}",
+        measured.requests_per_second,
+        measured.p50_ms,
+        measured.p99_ms,
+        measured.errors,
+        stolen(&measured)
     );
     Ok(measured)
+}
+
+/// The share of the machine's CPU time stolen during a measurement, for the report.
+fn stolen(measured: &Measurement) -> String {
+    measured
+        .stolen_percent
+        .map_or("n/a".into(), |percent| format!("{percent:.0} %"))
 }
 
 /// A warm-up of a fifth of `--duration-secs` (at least 1 s), then the measured load.
@@ -505,6 +520,7 @@ async fn load(
     gateway: &'static str,
 ) -> anyhow::Result<Measurement> {
     let errors = Arc::new(AtomicU64::new(0));
+    let ticks_at_start = CpuTicks::now();
     let started = Instant::now();
     let deadline = started + duration;
     // A JoinSet: if the run is dropped (a signal), the loops stop with it.
@@ -545,6 +561,9 @@ async fn load(
         latencies.extend(task.unwrap_or_default());
     }
     let seconds = started.elapsed().as_secs_f64();
+    let stolen_percent = CpuTicks::now()
+        .zip(ticks_at_start)
+        .and_then(|(now, start)| now.stolen_percent_since(start));
     latencies.sort();
     let quantile = |q: f64| attacks::quantile(&latencies, q);
     let events_per_request = match scenario {
@@ -570,6 +589,7 @@ async fn load(
         events_per_second: succeeded * events_per_request as f64 / seconds,
         p50_ms: quantile(0.50),
         p99_ms: quantile(0.99),
+        stolen_percent,
     })
 }
 
@@ -681,15 +701,7 @@ fn write_report(
     results: &[Measurement],
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(out_dir)?;
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|s| s.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into());
+    let cpu = platform::machine::cpu_model();
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let command = format!(
         "cargo build --release -p gateway -p schema-registry -p local-stack -p gateway-bench && {}",
@@ -743,6 +755,8 @@ fn write_report(
          The load generator shares the machine's cores with the gateway under test, the broker and the registry, so absolute figures \
          are lower than on dedicated hardware; the comparison is what matters. Requests/s and events/s count successful (2xx) answers only; \
          errors are non-2xx answers or failed requests; latencies are over every answered request. \
+         \"CPU stolen\" is the share of the machine's CPU time the hypervisor gave to other guests during the point \
+         (/proc/stat): on a shared virtual machine it swings within minutes, and every process here slows with it. \
          After its curve, the Rust gateway is also loaded at a fixed 80 % of the highest rate the curve reached, paced (requests fall due at that rate, \
          each latency counted from when its request fell due), for the p99 target.\n\n\
          Targets (from the performance issue): the Rust gateway saturates at {TARGET_RATIO}x the reference's events/s or more, \
@@ -763,8 +777,8 @@ fn write_report(
         md.push_str(
             "| in flight | Rust requests/s | Rust events/s | Rust p50 ms | Rust p99 ms \
              | reference requests/s | reference events/s | reference p50 ms | reference p99 ms \
-             | events/s Rust / reference | errors Rust / reference |\n\
-             |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+             | events/s Rust / reference | errors Rust / reference | CPU stolen Rust / reference |\n\
+             |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         );
         for &level in &args.concurrency {
             let at = |gateway| points(results, gateway, scenario).find(|m| m.concurrency == level);
@@ -783,12 +797,15 @@ fn write_report(
                 _ => "n/a".into(),
             };
             let errors = |m: Option<&Measurement>| m.map_or("-".into(), |m| m.errors.to_string());
+            let stolen = |m: Option<&Measurement>| m.map_or("-".into(), stolen);
             md.push_str(&format!(
-                "| {level} | {} | {} | {ratio} | {} / {} |\n",
+                "| {level} | {} | {} | {ratio} | {} / {} | {} / {} |\n",
                 cells(rust),
                 cells(reference),
                 errors(rust),
-                errors(reference)
+                errors(reference),
+                stolen(rust),
+                stolen(reference)
             ));
         }
         if let Some(s) = saturations.iter().find(|s| s.scenario == scenario) {
@@ -992,6 +1009,7 @@ mod tests {
             events_per_second: per_second,
             p50_ms: p99_ms / 2.0,
             p99_ms,
+            stolen_percent: Some(3.0),
         }
     }
 
@@ -1022,6 +1040,33 @@ mod tests {
         // 10x the reference (25,000) against the ceiling (80,000), and the Rust maximum.
         assert!(section.contains("25000 events/s, 31 %"), "{section}");
         assert!(section.contains("maximum is 25 % of it"), "{section}");
+    }
+
+    /// Each point of the report's curve gives the share of CPU time stolen during it, and
+    /// says so where the kernel did not count it.
+    #[test]
+    fn the_report_gives_the_cpu_stolen_at_each_point() {
+        let mut reference = point(REFERENCE, 32, None, 2_500.0, 80.0);
+        reference.stolen_percent = None;
+        let results = vec![
+            point(RUST, 32, None, 10_000.0, 9.0),
+            point(RUST, 64, Some(8_000.0), 8_000.0, 12.0),
+            reference,
+        ];
+        let out_dir = tempfile::tempdir().unwrap();
+        let args = Args::parse_from(["gateway-bench", "--concurrency", "32"]);
+        write_report(out_dir.path(), &args, 2, 2, &results).unwrap();
+        let md = std::fs::read_to_string(out_dir.path().join("REPORT.md")).unwrap();
+        assert!(
+            md.contains("| 32 | 10000 | 10000 | 4.50 | 9.00 | 2500 | 2500 | 40.00 | 80.00 | 4.0x | 0 / 0 | 3 % / n/a |"),
+            "{md}"
+        );
+        let json: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out_dir.path().join("report.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(json["results"][0]["stolen_percent"], 3.0);
+        assert!(json["results"][2]["stolen_percent"].is_null());
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod events;
 pub mod kafka;
 #[cfg(feature = "kafka")]
 pub mod kafka_security;
+pub mod machine;
 pub mod postgres;
 pub mod registry;
 pub mod schemas;

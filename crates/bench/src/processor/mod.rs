@@ -238,7 +238,7 @@ pub async fn run(mut args: ProcessorArgs) -> Result<()> {
     stack.shutdown().await.context("stopping the stack")?;
 
     results.total_secs = started.elapsed().as_secs_f64();
-    results.load_after = procstat::load_average();
+    results.load_after = platform::machine::load_average();
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     std::fs::write(out.join("REPORT.md"), results.markdown())?;
     std::fs::write(

@@ -19,7 +19,6 @@ use super::load::{Loaded, result_id};
 use super::reference::RefRun;
 use super::results::Seen;
 use super::run::{Guarantee, ProcRun};
-use crate::procstat;
 pub use crate::report::thousands;
 
 /// The throughput backlog as written.
@@ -177,8 +176,8 @@ impl Results {
             cores: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(0),
-            cpu_model: procstat::cpu_model(),
-            load_before: procstat::load_average(),
+            cpu_model: platform::machine::cpu_model(),
+            load_before: platform::machine::load_average(),
             load_after: String::new(),
             total_secs: 0.0,
             args: None,
