@@ -610,8 +610,8 @@ struct Saturation {
     rust_paced_events_per_second: f64,
     /// The Rust p99 under that load, from when each request fell due (target: at most 50 ms).
     rust_p99_ms: f64,
-    /// CPU time stolen at the Rust maximum and during the paced load: "80 % of the maximum" is
-    /// more than that of what the machine has left when the hypervisor took more meanwhile.
+    /// CPU time stolen at the Rust maximum and during the paced load: when the hypervisor takes
+    /// more during the paced load, 80 % of the maximum is more than 80 % of what is left.
     rust_max_stolen_percent: Option<f64>,
     rust_paced_stolen_percent: Option<f64>,
     /// The HTTP server alone, answering without any work (single events only): the most any
@@ -1070,14 +1070,14 @@ mod tests {
             md.contains("| 32 | 10000 | 10000 | 4.50 | 9.00 | 2500 | 2500 | 40.00 | 80.00 | 4.0x | 0 / 0 | 3 % / n/a |"),
             "{md}"
         );
-        let json: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(out_dir.path().join("report.json")).unwrap(),
-        )
-        .unwrap();
         assert!(
             md.contains("8000 answered, CPU stolen 12 % against 3 % at the maximum;"),
             "{md}"
         );
+        let json: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out_dir.path().join("report.json")).unwrap(),
+        )
+        .unwrap();
         assert_eq!(json["results"][0]["stolen_percent"], 3.0);
         assert!(json["results"][2]["stolen_percent"].is_null());
     }
