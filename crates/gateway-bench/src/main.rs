@@ -343,7 +343,7 @@ async fn compare_with_reference(
                     measured.p50_ms,
                     measured.p99_ms,
                     measured.errors,
-                    stolen(&measured)
+                    percent(measured.stolen_percent)
                 );
                 results.push(measured);
             }
@@ -380,16 +380,12 @@ async fn paced_at_80_percent(
         measured.p50_ms,
         measured.p99_ms,
         measured.errors,
-        stolen(&measured)
+        percent(measured.stolen_percent)
     );
     Ok(measured)
 }
 
-/// The share of the machine's CPU time stolen during a measurement, for the report.
-fn stolen(measured: &Measurement) -> String {
-    percent(measured.stolen_percent)
-}
-
+/// A share of the machine's CPU time stolen (a measurement's `stolen_percent`), for the report.
 fn percent(share: Option<f64>) -> String {
     share.map_or("n/a".into(), |share| format!("{share:.0} %"))
 }
@@ -805,7 +801,8 @@ fn write_report(
                 _ => "n/a".into(),
             };
             let errors = |m: Option<&Measurement>| m.map_or("-".into(), |m| m.errors.to_string());
-            let stolen = |m: Option<&Measurement>| m.map_or("-".into(), stolen);
+            let stolen =
+                |m: Option<&Measurement>| m.map_or("-".into(), |m| percent(m.stolen_percent));
             md.push_str(&format!(
                 "| {level} | {} | {} | {ratio} | {} / {} | {} / {} |\n",
                 cells(rust),
