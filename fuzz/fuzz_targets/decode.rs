@@ -1,10 +1,11 @@
-//! Feeds arbitrary bytes to every decoding entry point; any panic is a bug.
+//! Feeds arbitrary bytes to every decoding entry point; any panic is a bug, and so is a streamed
+//! message classified other than its decoding says.
 //! Run with `cargo +nightly fuzz run decode` from this directory.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use pgoutput::copy::{ReplicationMessage, decode_copy_data};
-use pgoutput::message::decode_message;
+use pgoutput::message::{classify_streamed, decode_message};
 use pgoutput::row::{TypeNames, typed_value};
 
 /// OIDs with a dedicated conversion, plus one unknown OID for the fallback.
@@ -19,7 +20,13 @@ fuzz_target!(|data: &[u8]| {
         let _ = decode_message(payload, true);
     }
     let _ = decode_message(data, false);
-    let _ = decode_message(data, true);
+    // A streamed message is staged or applied by its tag alone: that must agree with decoding it.
+    match decode_message(data, true) {
+        Ok(message) => assert_eq!(classify_streamed(data), Ok(message.streamed())),
+        Err(_) => {
+            let _ = classify_streamed(data);
+        }
+    }
     let _ = pgoutput::copy_text::decode_row(data, 3);
 
     // The first byte picks the type so one input exercises one conversion.

@@ -236,6 +236,68 @@ pub fn decode_message(buf: &[u8], in_stream: bool) -> Result<LogicalMessage, Dec
     Ok(message)
 }
 
+/// What a message received inside a stream (between Stream Start and Stream Stop) is to the
+/// streamed transaction, read from its tag and, for a logical decoding message, its flags.
+///
+/// The rest is not decoded: a consumer stages the bytes of the transaction's messages until it
+/// commits, and decodes each once, at its replay (a streamed transaction can be millions of rows,
+/// and one that aborts need never be decoded at all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamedMessage {
+    /// A change, a relation description or a transactional logical decoding message: part of the
+    /// streamed transaction, applied only if and when it commits.
+    OfTheTransaction,
+    /// A type description: it names a type whichever transaction announced it.
+    Type,
+    /// Anything else (a stream's stop, commit or abort...): not part of the transaction's content.
+    Control,
+}
+
+impl LogicalMessage {
+    /// What this message, received inside a stream, is to the streamed transaction: what
+    /// [`classify_streamed`] reads from its bytes alone.
+    pub fn streamed(&self) -> StreamedMessage {
+        match self {
+            Self::Insert { .. }
+            | Self::Update { .. }
+            | Self::Delete { .. }
+            | Self::Truncate { .. }
+            | Self::Relation(_)
+            | Self::Message {
+                transactional: true,
+                ..
+            } => StreamedMessage::OfTheTransaction,
+            Self::Type { .. } => StreamedMessage::Type,
+            _ => StreamedMessage::Control,
+        }
+    }
+}
+
+/// Classifies a message received inside a stream without decoding it (see [`StreamedMessage`]).
+/// Agrees with [`decode_message`]`(buf, true)` on every message that decodes; a message
+/// classified as part of the transaction is only checked when it is decoded.
+pub fn classify_streamed(buf: &[u8]) -> Result<StreamedMessage, DecodeError> {
+    let mut reader = Reader::new(buf);
+    let tag = reader
+        .u8("pgoutput message tag")
+        .map_err(|_| DecodeError::Empty {
+            what: "pgoutput message",
+        })?;
+    Ok(match tag {
+        b'I' | b'U' | b'D' | b'T' | b'R' => StreamedMessage::OfTheTransaction,
+        b'Y' => StreamedMessage::Type,
+        b'M' => {
+            reader.u32("logical decoding message xid")?;
+            if reader.u8("logical decoding message flags")? & 1 != 0 {
+                StreamedMessage::OfTheTransaction
+            } else {
+                StreamedMessage::Control
+            }
+        }
+        _ => StreamedMessage::Control,
+    })
+}
+
 fn read_stream_xid(
     reader: &mut Reader<'_>,
     in_stream: bool,

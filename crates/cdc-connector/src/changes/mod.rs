@@ -11,7 +11,10 @@ use std::{collections::HashMap, path::PathBuf, sync::Arc};
 
 use pgoutput::{
     copy::{Lsn, pg_micros_to_unix_micros},
-    message::{LogicalMessage, OldTuple, Relation, TupleData, decode_message},
+    message::{
+        LogicalMessage, OldTuple, Relation, StreamedMessage, TupleData, classify_streamed,
+        decode_message,
+    },
     row::{TypeNames, decode_owned_tuple},
 };
 
@@ -119,54 +122,45 @@ impl ChangeAssembler {
         self.staged.values().map(|t| t.staged_messages).sum()
     }
 
-    /// Decodes one pgoutput message (an XLogData payload starting at `wal_start`).
+    /// Decodes one pgoutput message (an XLogData payload starting at `wal_start`). Inside a
+    /// stream, the messages of the streamed transaction are staged as received and decoded only
+    /// at its replay, after its commit.
     pub fn apply(
         &mut self,
         data: &[u8],
         wal_start: Lsn,
         out: &mut Vec<Output>,
     ) -> Result<(), AssembleError> {
-        let message = decode_message(data, self.streaming.is_some())?;
-        if let Some(top_xid) = self.streaming
-            && Self::belongs_to_stream(&message)
-        {
-            // Relations inside a stream describe the table as that transaction sees it, so they
-            // are replayed with it at commit rather than applied now.
-            if let LogicalMessage::Type {
-                type_id,
-                namespace,
-                name,
-                ..
-            } = &message
-            {
-                self.types.learn(*type_id, namespace, name);
-                return Ok(());
-            }
-            let staged = match self.staged.entry(top_xid) {
-                std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
-                std::collections::hash_map::Entry::Vacant(entry) => entry.insert(
-                    StagedTransaction::new(top_xid, self.spill_directory.as_ref())?,
-                ),
-            };
-            return staged.stage(wal_start, data);
-        }
-        self.apply_decoded(message, wal_start, out)
-    }
-
-    fn belongs_to_stream(message: &LogicalMessage) -> bool {
-        matches!(
-            message,
-            LogicalMessage::Insert { .. }
-                | LogicalMessage::Update { .. }
-                | LogicalMessage::Delete { .. }
-                | LogicalMessage::Truncate { .. }
-                | LogicalMessage::Relation(_)
-                | LogicalMessage::Type { .. }
-                | LogicalMessage::Message {
-                    transactional: true,
-                    ..
+        if let Some(top_xid) = self.streaming {
+            match classify_streamed(data)? {
+                StreamedMessage::OfTheTransaction => {
+                    // Relations inside a stream describe the table as that transaction sees it,
+                    // so they are replayed with it at commit rather than applied now.
+                    let staged = match self.staged.entry(top_xid) {
+                        std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(entry) => entry.insert(
+                            StagedTransaction::new(top_xid, self.spill_directory.as_ref())?,
+                        ),
+                    };
+                    return staged.stage(wal_start, data);
                 }
-        )
+                StreamedMessage::Type => {
+                    if let LogicalMessage::Type {
+                        type_id,
+                        namespace,
+                        name,
+                        ..
+                    } = decode_message(data, true)?
+                    {
+                        self.types.learn(type_id, &namespace, &name);
+                    }
+                    return Ok(());
+                }
+                StreamedMessage::Control => {}
+            }
+        }
+        let message = decode_message(data, self.streaming.is_some())?;
+        self.apply_decoded(message, wal_start, out)
     }
 
     fn apply_decoded(

@@ -295,3 +295,38 @@ fn a_non_transactional_message_is_emitted_and_checkpoints() {
     ));
     assert!(matches!(out[1], Output::Checkpoint { lsn: 77 }));
 }
+
+#[test]
+fn a_streamed_change_is_decoded_at_its_replay_and_never_if_its_transaction_aborts() {
+    let mut cut = insert(Some(9), "1");
+    cut.truncate(cut.len() - 1);
+    let mut assembler = ChangeAssembler::default();
+    let mut out = Vec::new();
+    for data in [
+        relation(None),
+        stream_start(9),
+        cut.clone(),
+        stream_stop(),
+        stream_start(11),
+        cut.clone(),
+        stream_stop(),
+        stream_abort(11, 11),
+    ] {
+        assembler.apply(&data, 1, &mut out).unwrap();
+    }
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(assembler.staged_messages(), 1, "the aborted one is dropped");
+    assembler
+        .apply(&stream_commit(9, 900, 950), 2, &mut out)
+        .unwrap();
+    let Some(Output::Replay(mut staged)) = out.pop() else {
+        panic!("a replay")
+    };
+    let error = assembler
+        .replay_next(&mut staged, &mut Vec::new())
+        .unwrap_err();
+    assert!(
+        matches!(error, AssembleError::Decode(_)),
+        "the committed change is refused when it is decoded: {error}"
+    );
+}

@@ -885,3 +885,92 @@ fn errors_read_well() {
         "truncated begin final LSN at offset 1: needed 8 bytes, only 4 left"
     );
 }
+
+#[test]
+fn a_streamed_message_is_classified_by_its_tag_as_its_decoding_would() {
+    let transactional_message = |flags: u8| {
+        Wire::tag(b'M')
+            .u32(5)
+            .u8(flags)
+            .u64(1)
+            .string("p")
+            .i32(0)
+            .build()
+    };
+    let mut relation = Wire::tag(b'R').u32(555).build();
+    relation.extend_from_slice(&relation_message()[1..]);
+    let cases = [
+        (
+            Wire::tag(b'I')
+                .u32(42)
+                .u32(16_384)
+                .u8(b'N')
+                .two_text_columns()
+                .build(),
+            StreamedMessage::OfTheTransaction,
+        ),
+        (
+            Wire::tag(b'D')
+                .u32(42)
+                .u32(16_384)
+                .u8(b'K')
+                .two_text_columns()
+                .build(),
+            StreamedMessage::OfTheTransaction,
+        ),
+        (
+            Wire::tag(b'T').u32(11).u32(1).u8(0).u32(16_384).build(),
+            StreamedMessage::OfTheTransaction,
+        ),
+        (relation, StreamedMessage::OfTheTransaction),
+        (transactional_message(1), StreamedMessage::OfTheTransaction),
+        (transactional_message(0), StreamedMessage::Control),
+        (
+            Wire::tag(b'Y')
+                .u32(9)
+                .u32(70_000)
+                .string("public")
+                .string("mood")
+                .build(),
+            StreamedMessage::Type,
+        ),
+        (b"E".to_vec(), StreamedMessage::Control),
+        (
+            Wire::tag(b'A').u32(600).u32(601).build(),
+            StreamedMessage::Control,
+        ),
+    ];
+    for (bytes, expected) in cases {
+        let decoded = decode_streamed(&bytes);
+        assert_eq!(decoded.streamed(), expected, "{decoded:?}");
+        assert_eq!(classify_streamed(&bytes), Ok(expected), "{decoded:?}");
+    }
+    // Only the tag is read: a change whose tuple is cut short is the decoding's to refuse.
+    let cut = Wire::tag(b'I').u32(42).u32(16_384).u8(b'N').u16(2).build();
+    assert!(decode_message(&cut, true).is_err());
+    assert_eq!(
+        classify_streamed(&cut),
+        Ok(StreamedMessage::OfTheTransaction)
+    );
+    assert!(matches!(
+        classify_streamed(b""),
+        Err(DecodeError::Empty { .. })
+    ));
+    assert_eq!(
+        classify_streamed(&Wire::tag(b'M').u32(5).build())
+            .unwrap_err()
+            .to_string(),
+        "truncated logical decoding message flags at offset 5: needed 1 bytes, only 0 left"
+    );
+}
+
+proptest::proptest! {
+    /// A logical decoding message inside a stream belongs to the transaction by its flags' low
+    /// bit alone, whatever the other bits say.
+    #[test]
+    fn a_streamed_logical_message_is_classified_by_its_flags(flags in proptest::num::u8::ANY) {
+        let bytes = Wire::tag(b'M').u32(5).u8(flags).u64(1).string("p").i32(0).build();
+        let decoded = decode_message(&bytes, true).expect("a valid message");
+        proptest::prop_assert_eq!(classify_streamed(&bytes), Ok(decoded.streamed()));
+    }
+}
