@@ -1,5 +1,6 @@
 //! The decoder's hot path, per change: a pgoutput Insert or Update message into tuples
-//! (`decode_message`), tuples into named typed values (`decode_tuple`), and single values
+//! (`decode_message`), tuples into named typed values (`decode_tuple`, and `decode_owned_tuple`
+//! as the connector decodes a change), and single values
 //! (`typed_value`) of the types the travel schema uses.
 //!
 //! `cargo bench -p pgoutput --bench decode`
@@ -8,7 +9,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use pgoutput::message::{Column, LogicalMessage, Relation, ReplicaIdentity, decode_message};
-use pgoutput::row::{TypeNames, decode_tuple, typed_value};
+use pgoutput::row::{TypeNames, decode_owned_tuple, decode_tuple, typed_value};
 
 const BOOKING_STATUS_OID: u32 = 16_390;
 
@@ -142,6 +143,17 @@ fn decode(c: &mut Criterion) {
                 unreachable!("an I message decodes to an Insert")
             };
             decode_tuple(&relation, &new, false, &types).expect("valid")
+        })
+    });
+    // As the connector decodes a streamed change: the message's tuple given up to the row.
+    group.bench_function("insert_to_owned_typed_row", |b| {
+        b.iter(|| {
+            let LogicalMessage::Insert { new, .. } =
+                decode_message(black_box(&insert), false).expect("valid")
+            else {
+                unreachable!("an I message decodes to an Insert")
+            };
+            decode_owned_tuple(&relation, new, false, &types).expect("valid")
         })
     });
     group.finish();

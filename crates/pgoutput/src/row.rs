@@ -326,8 +326,8 @@ pub fn decode_tuple(
     Ok(row)
 }
 
-/// [`decode_tuple`] for a tuple the caller gives up: the text of a text-like column
-/// (`text`, `varchar`, `bpchar`, `name`, `"char"`) becomes its value's `String` without a copy.
+/// [`decode_tuple`] for a tuple the caller gives up: the text of a string-valued column
+/// (text-like, `json`, `uuid`: see [`StringKind`]) becomes its value's `String` without a copy.
 pub fn decode_owned_tuple(
     relation: &Relation,
     tuple: TupleData,
@@ -337,16 +337,18 @@ pub fn decode_owned_tuple(
     check_column_count(relation, &tuple)?;
     let mut row = Vec::with_capacity(relation.columns.len());
     for (column, value) in relation.columns.iter().zip(tuple.0) {
-        let decoded = match value {
-            TupleValue::Text(text) if is_text_like(column.type_id) => match String::from_utf8(text)
-            {
-                Ok(text) => ColumnValue::Value(TypedValue::Text(text)),
-                Err(invalid) => {
-                    let text = TupleValue::Text(invalid.into_bytes());
-                    decode_column(relation, column, &text, key_only, types)?
-                }
+        let owned_string = match (value, StringKind::of(column.type_id)) {
+            (TupleValue::Text(text), Some(kind)) => match String::from_utf8(text) {
+                Ok(text) if kind.accepts(&text) => Ok(kind.value(text)),
+                Ok(text) => Err(TupleValue::Text(text.into_bytes())),
+                Err(invalid) => Err(TupleValue::Text(invalid.into_bytes())),
             },
-            value => decode_column(relation, column, &value, key_only, types)?,
+            (value, _) => Err(value),
+        };
+        let decoded = match owned_string {
+            Ok(value) => ColumnValue::Value(value),
+            // Anything else, and a string the kind refuses, decoded (which says what is invalid).
+            Err(value) => decode_column(relation, column, &value, key_only, types)?,
         };
         row.push((column.name.clone(), decoded));
     }
@@ -396,16 +398,20 @@ pub fn decode_tuple_into(
 }
 
 /// Writes `text` into the string of `slot` when `slot` already holds the string-valued kind a
-/// built-in `type_id` decodes to (text-like, json, uuid) and `text` is valid for it; false
-/// leaves `slot` to be decoded anew (which reports what is invalid).
+/// built-in `type_id` decodes to ([`StringKind`]) and `text` is valid for it; false leaves
+/// `slot` to be decoded anew (which reports what is invalid).
 fn reuse_string(type_id: u32, text: &[u8], slot: &mut TypedValue) -> bool {
-    let Ok(text) = std::str::from_utf8(text) else {
+    let (Ok(text), Some(kind)) = (std::str::from_utf8(text), StringKind::of(type_id)) else {
         return false;
     };
-    let buffer = match (builtin_type_name(type_id), slot) {
-        (Some("text" | "varchar" | "bpchar" | "name" | "char"), TypedValue::Text(buffer))
-        | (Some("json" | "jsonb"), TypedValue::Json(buffer)) => buffer,
-        (Some("uuid"), TypedValue::Uuid(buffer)) if is_uuid_text(text) => buffer,
+    let buffer = match (kind, slot) {
+        (StringKind::Text, TypedValue::Text(buffer))
+        | (StringKind::Json, TypedValue::Json(buffer))
+        | (StringKind::Uuid, TypedValue::Uuid(buffer))
+            if kind.accepts(text) =>
+        {
+            buffer
+        }
         _ => return false,
     };
     buffer.clear();
@@ -426,12 +432,41 @@ pub fn clone_into_reusing(value: &ColumnValue, slot: &mut ColumnValue) {
     }
 }
 
-/// The built-in types whose value is their text as it is ([`TypedValue::Text`]).
-fn is_text_like(type_id: u32) -> bool {
-    matches!(
-        builtin_type_name(type_id),
-        Some("text" | "varchar" | "bpchar" | "name" | "char")
-    )
+/// The built-in types whose value is their text itself, as [`typed_value`] decodes them: a
+/// decoder holding the text's buffer makes it the value's string (no copy), or copies the text
+/// into the string of the previous row's value (no allocation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StringKind {
+    /// `text`, `varchar`, `bpchar`, `name`, `"char"`: [`TypedValue::Text`].
+    Text,
+    /// `json`, `jsonb`: [`TypedValue::Json`].
+    Json,
+    /// `uuid`, once its text is checked: [`TypedValue::Uuid`].
+    Uuid,
+}
+
+impl StringKind {
+    fn of(type_id: u32) -> Option<Self> {
+        match builtin_type_name(type_id)? {
+            "text" | "varchar" | "bpchar" | "name" | "char" => Some(Self::Text),
+            "json" | "jsonb" => Some(Self::Json),
+            "uuid" => Some(Self::Uuid),
+            _ => None,
+        }
+    }
+
+    /// Whether `text` is a value of this kind as it is (any text is, but a UUID's).
+    fn accepts(self, text: &str) -> bool {
+        self != Self::Uuid || is_uuid_text(text)
+    }
+
+    fn value(self, text: String) -> TypedValue {
+        match self {
+            Self::Text => TypedValue::Text(text),
+            Self::Json => TypedValue::Json(text),
+            Self::Uuid => TypedValue::Uuid(text),
+        }
+    }
 }
 
 fn check_column_count(relation: &Relation, tuple: &TupleData) -> Result<(), DecodeError> {
@@ -857,10 +892,16 @@ fn is_numeric_text(text: &str) -> bool {
 fn is_uuid_text(text: &str) -> bool {
     let bytes = text.as_bytes();
     bytes.len() == 36
-        && bytes.iter().enumerate().all(|(i, byte)| match i {
-            8 | 13 | 18 | 23 => *byte == b'-',
-            _ => byte.is_ascii_hexdigit(),
-        })
+        && [8, 13, 18, 23].iter().all(|&dash| bytes[dash] == b'-')
+        && [
+            &bytes[..8],
+            &bytes[9..13],
+            &bytes[14..18],
+            &bytes[19..23],
+            &bytes[24..],
+        ]
+        .iter()
+        .all(|group| group.iter().all(u8::is_ascii_hexdigit))
 }
 
 /// Hex output (`\x0a1b`) or, for servers left on `bytea_output=escape`,

@@ -122,6 +122,19 @@ fn bad_value_error_names_the_column() {
     );
 }
 
+fn assert_owned_decodes_as_borrowed(relation: &Relation, tuple: &TupleData, key_only: bool) {
+    let types = TypeNames::new();
+    let borrowed = decode_tuple(relation, tuple, key_only, &types);
+    let owned = decode_owned_tuple(relation, tuple.clone(), key_only, &types);
+    match (borrowed, owned) {
+        (Ok(borrowed), Ok(owned)) => assert_eq!(borrowed, owned, "{tuple:?}"),
+        (Err(borrowed), Err(owned)) => {
+            assert_eq!(borrowed.to_string(), owned.to_string(), "{tuple:?}")
+        }
+        (borrowed, owned) => panic!("{tuple:?}: {borrowed:?} but owned {owned:?}"),
+    }
+}
+
 #[test]
 fn an_owned_tuple_decodes_as_the_borrowed_one() {
     let mut varchar_key = users_relation();
@@ -167,17 +180,25 @@ fn an_owned_tuple_decodes_as_the_borrowed_one() {
     ];
     for relation in [users_relation(), varchar_key] {
         for (tuple, key_only) in &cases {
-            let types = TypeNames::new();
-            let borrowed = decode_tuple(&relation, tuple, *key_only, &types);
-            let owned = decode_owned_tuple(&relation, tuple.clone(), *key_only, &types);
-            match (borrowed, owned) {
-                (Ok(borrowed), Ok(owned)) => assert_eq!(borrowed, owned, "{tuple:?}"),
-                (Err(borrowed), Err(owned)) => {
-                    assert_eq!(borrowed.to_string(), owned.to_string(), "{tuple:?}")
-                }
-                (borrowed, owned) => panic!("{tuple:?}: {borrowed:?} but owned {owned:?}"),
-            }
+            assert_owned_decodes_as_borrowed(&relation, tuple, *key_only);
         }
+    }
+    // The string kinds whose buffer becomes the value: uuid (checked) and jsonb.
+    let mut strings = users_relation();
+    strings.columns[1].type_id = 2950;
+    strings.columns[2].type_id = 3802;
+    let uuid = "0f8fad5b-d9cb-469f-a165-70867728950e";
+    for (external_id, preferences) in [
+        (text(uuid), text("{\"seat\": \"aisle\"}")),
+        (text(&uuid.to_uppercase()), text("")),
+        (text("0f8fad5b-d9cb-469f-a165-70867728950"), text("{}")),
+        (text("0f8fad5b+d9cb-469f-a165-70867728950e"), text("{}")),
+        (text("0f8fad5b-d9cb-469f-a165-70867728950g"), text("{}")),
+        (text(uuid), TupleValue::Text(vec![b'{', 0xff])),
+        (TupleValue::Null, TupleValue::UnchangedToast),
+    ] {
+        let tuple = TupleData(vec![text("7"), external_id, preferences]);
+        assert_owned_decodes_as_borrowed(&strings, &tuple, false);
     }
     let tuple = TupleData(vec![text("7"), TupleValue::Text(vec![0xff]), text("b")]);
     let error = decode_owned_tuple(&users_relation(), tuple, false, &TypeNames::new())
