@@ -196,11 +196,7 @@ const MIN_COLUMN_DESCRIPTION_LEN: usize = 1 + 1 + 4 + 4;
 /// are prefixed with the xid of the streamed transaction.
 pub fn decode_message(buf: &[u8], in_stream: bool) -> Result<LogicalMessage, DecodeError> {
     let mut reader = Reader::new(buf);
-    let tag = reader
-        .u8("pgoutput message tag")
-        .map_err(|_| DecodeError::Empty {
-            what: "pgoutput message",
-        })?;
+    let tag = read_tag(&mut reader)?;
     let (what, message) = match tag {
         b'B' => ("begin", decode_begin(&mut reader)?),
         b'C' => ("commit", decode_commit(&mut reader)?),
@@ -278,11 +274,7 @@ impl LogicalMessage {
 /// classified as part of the transaction is only checked when it is decoded.
 pub fn classify_streamed(buf: &[u8]) -> Result<StreamedMessage, DecodeError> {
     let mut reader = Reader::new(buf);
-    let tag = reader
-        .u8("pgoutput message tag")
-        .map_err(|_| DecodeError::Empty {
-            what: "pgoutput message",
-        })?;
+    let tag = read_tag(&mut reader)?;
     Ok(match tag {
         b'I' | b'U' | b'D' | b'T' | b'R' => StreamedMessage::OfTheTransaction,
         b'Y' => StreamedMessage::Type,
@@ -296,6 +288,15 @@ pub fn classify_streamed(buf: &[u8]) -> Result<StreamedMessage, DecodeError> {
         }
         _ => StreamedMessage::Control,
     })
+}
+
+/// A message's first byte, which says what it is; an empty message has none.
+fn read_tag(reader: &mut Reader<'_>) -> Result<u8, DecodeError> {
+    reader
+        .u8("pgoutput message tag")
+        .map_err(|_| DecodeError::Empty {
+            what: "pgoutput message",
+        })
 }
 
 fn read_stream_xid(
