@@ -243,9 +243,8 @@ pub enum StreamedMessage {
     /// A change, a relation description or a transactional logical decoding message: part of the
     /// streamed transaction, applied only if and when it commits.
     OfTheTransaction,
-    /// A type description: it names a type whichever transaction announced it.
-    Type,
-    /// Anything else (a stream's stop, commit or abort...): not part of the transaction's content.
+    /// Anything else, applied when it arrives: a type description (it names a type whichever
+    /// transaction announced it), a stream's stop, commit or abort...
     Control,
 }
 
@@ -263,7 +262,6 @@ impl LogicalMessage {
                 transactional: true,
                 ..
             } => StreamedMessage::OfTheTransaction,
-            Self::Type { .. } => StreamedMessage::Type,
             _ => StreamedMessage::Control,
         }
     }
@@ -277,7 +275,6 @@ pub fn classify_streamed(buf: &[u8]) -> Result<StreamedMessage, DecodeError> {
     let tag = read_tag(&mut reader)?;
     Ok(match tag {
         b'I' | b'U' | b'D' | b'T' | b'R' => StreamedMessage::OfTheTransaction,
-        b'Y' => StreamedMessage::Type,
         b'M' => {
             reader.u32("logical decoding message xid")?;
             if reader.u8("logical decoding message flags")? & 1 != 0 {

@@ -131,33 +131,18 @@ impl ChangeAssembler {
         wal_start: Lsn,
         out: &mut Vec<Output>,
     ) -> Result<(), AssembleError> {
-        if let Some(top_xid) = self.streaming {
-            match classify_streamed(data)? {
-                StreamedMessage::OfTheTransaction => {
-                    // Relations inside a stream describe the table as that transaction sees it,
-                    // so they are replayed with it at commit rather than applied now.
-                    let staged = match self.staged.entry(top_xid) {
-                        std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
-                        std::collections::hash_map::Entry::Vacant(entry) => entry.insert(
-                            StagedTransaction::new(top_xid, self.spill_directory.as_ref())?,
-                        ),
-                    };
-                    return staged.stage(wal_start, data);
-                }
-                StreamedMessage::Type => {
-                    if let LogicalMessage::Type {
-                        type_id,
-                        namespace,
-                        name,
-                        ..
-                    } = decode_message(data, true)?
-                    {
-                        self.types.learn(type_id, &namespace, &name);
-                    }
-                    return Ok(());
-                }
-                StreamedMessage::Control => {}
-            }
+        if let Some(top_xid) = self.streaming
+            && classify_streamed(data)? == StreamedMessage::OfTheTransaction
+        {
+            // Relations inside a stream describe the table as that transaction sees it, so they
+            // are replayed with it at commit rather than applied now.
+            let staged = match self.staged.entry(top_xid) {
+                std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+                std::collections::hash_map::Entry::Vacant(entry) => entry.insert(
+                    StagedTransaction::new(top_xid, self.spill_directory.as_ref())?,
+                ),
+            };
+            return staged.stage(wal_start, data);
         }
         let message = decode_message(data, self.streaming.is_some())?;
         self.apply_decoded(message, wal_start, out)

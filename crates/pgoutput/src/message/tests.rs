@@ -932,7 +932,7 @@ fn a_streamed_message_is_classified_by_its_tag_as_its_decoding_would() {
                 .string("public")
                 .string("mood")
                 .build(),
-            StreamedMessage::Type,
+            StreamedMessage::Control,
         ),
         (b"E".to_vec(), StreamedMessage::Control),
         (
