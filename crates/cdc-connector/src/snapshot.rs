@@ -18,7 +18,7 @@ use pgoutput::{
     copy::Lsn,
     copy_text,
     message::{Column, Relation, ReplicaIdentity, TupleData, TupleValue},
-    row::{TypeNames, clone_into_reusing, decode_tuple_into},
+    row::{TypeNames, copy_selected_into, decode_tuple_into},
 };
 use tokio::sync::mpsc;
 use tokio_postgres::Client;
@@ -166,19 +166,12 @@ impl SnapshotTable {
         change.before = None;
         let after = change.after.get_or_insert_with(Vec::new);
         decode_tuple_into(&self.relation, tuple, false, types, after)?;
-        let mut keys = 0;
-        for (column, (name, value)) in self.relation.columns.iter().zip(after.iter()) {
-            if !column.is_key {
-                continue;
-            }
-            match change.primary_key.get_mut(keys) {
-                Some((held, slot)) if Arc::ptr_eq(held, name) => clone_into_reusing(value, slot),
-                Some(entry) => *entry = (name.clone(), value.clone()),
-                None => change.primary_key.push((name.clone(), value.clone())),
-            }
-            keys += 1;
-        }
-        change.primary_key.truncate(keys);
+        let columns = &self.relation.columns;
+        copy_selected_into(
+            after,
+            |index| columns.get(index).is_some_and(|column| column.is_key),
+            &mut change.primary_key,
+        );
         Ok(())
     }
 }

@@ -1,6 +1,6 @@
 //! The decoder's hot path, per change: a pgoutput Insert or Update message into tuples
-//! (`decode_message`), tuples into named typed values (`decode_tuple`, and `decode_owned_tuple`
-//! as the connector decodes a change), and single values
+//! (`decode_message`), tuples into named typed values (`decode_tuple`, and into the buffers of
+//! the change decoded before, as the connector decodes one), and single values
 //! (`typed_value`) of the types the travel schema uses.
 //!
 //! `cargo bench -p pgoutput --bench decode`
@@ -9,9 +9,10 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use pgoutput::message::{
-    Column, LogicalMessage, Relation, ReplicaIdentity, TupleData, decode_message,
+    Column, LogicalMessage, Relation, ReplicaIdentity, TupleData, TuplePool, decode_message,
+    decode_message_reusing,
 };
-use pgoutput::row::{TypeNames, decode_owned_tuple, decode_tuple, typed_value};
+use pgoutput::row::{RowPool, TypeNames, decode_tuple, decode_tuple_into, typed_value};
 
 const BOOKING_STATUS_OID: u32 = 16_390;
 
@@ -146,11 +147,19 @@ fn decode(c: &mut Criterion) {
             decode_tuple(&relation, &new_tuple(black_box(&insert)), false, &types).expect("valid")
         })
     });
-    // As the connector decodes a streamed change: the message's tuple given up to the row.
-    group.bench_function("insert_to_owned_typed_row", |b| {
+    // As the connector decodes a change: into the buffers of the change published before.
+    group.bench_function("insert_into_reused_row", |b| {
+        let (mut tuples, mut rows) = (TuplePool::default(), RowPool::default());
         b.iter(|| {
-            decode_owned_tuple(&relation, new_tuple(black_box(&insert)), false, &types)
-                .expect("valid")
+            let LogicalMessage::Insert { new, .. } =
+                decode_message_reusing(black_box(&insert), false, &mut tuples).expect("valid")
+            else {
+                unreachable!("an I message decodes to an Insert")
+            };
+            let mut row = rows.take(&relation);
+            decode_tuple_into(&relation, &new, false, &types, &mut row).expect("valid");
+            tuples.give(new);
+            rows.give(black_box(row));
         })
     });
     group.finish();

@@ -70,13 +70,7 @@ fn decode_field(field: &[u8], offset: usize, slot: &mut TupleValue) -> Result<()
         *slot = TupleValue::Null;
         return Ok(());
     }
-    let mut text = match std::mem::replace(slot, TupleValue::Null) {
-        TupleValue::Text(mut text) => {
-            text.clear();
-            text
-        }
-        _ => Vec::with_capacity(field.len()),
-    };
+    let mut text = slot.take_buffer(field.len());
     unescape(field, offset, &mut text)?;
     *slot = TupleValue::Text(text);
     Ok(())

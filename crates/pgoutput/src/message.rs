@@ -187,6 +187,51 @@ pub enum TupleValue {
     Binary(Vec<u8>),
 }
 
+impl TupleValue {
+    /// The bytes this value holds, emptied, for a decoder to fill again (an empty vector with
+    /// `capacity` when it holds none); the value is left [`TupleValue::Null`].
+    pub fn take_buffer(&mut self, capacity: usize) -> Vec<u8> {
+        match std::mem::replace(self, TupleValue::Null) {
+            TupleValue::Text(mut bytes) | TupleValue::Binary(mut bytes) => {
+                bytes.clear();
+                bytes
+            }
+            TupleValue::Null | TupleValue::UnchangedToast => Vec::with_capacity(capacity),
+        }
+    }
+}
+
+/// A buffer larger than this is dropped rather than kept for reuse: one huge value must not
+/// stay allocated for the rest of the stream.
+pub(crate) const KEPT_BUFFER_BYTES: usize = 64 * 1024;
+
+/// Tuples given back after use, whose vectors [`decode_message_reusing`] fills again: a
+/// connector decodes millions of changes of the same shape, and reusing the previous change's
+/// buffers saves an allocation and a free per column.
+#[derive(Debug, Default)]
+pub struct TuplePool(Vec<TupleData>);
+
+impl TuplePool {
+    /// More than a change's two tuples are never in use at once.
+    const KEPT: usize = 4;
+
+    pub fn give(&mut self, tuple: TupleData) {
+        let holds_huge_value = tuple.0.iter().any(|value| match value {
+            TupleValue::Text(bytes) | TupleValue::Binary(bytes) => {
+                bytes.capacity() > KEPT_BUFFER_BYTES
+            }
+            TupleValue::Null | TupleValue::UnchangedToast => false,
+        });
+        if self.0.len() < Self::KEPT && !holds_huge_value {
+            self.0.push(tuple);
+        }
+    }
+
+    fn take(&mut self) -> TupleData {
+        self.0.pop().unwrap_or(TupleData(Vec::new()))
+    }
+}
+
 /// Smallest encoded size of one column description (flags, empty name's NUL,
 /// type OID, type modifier), used to bound preallocation by what is left.
 const MIN_COLUMN_DESCRIPTION_LEN: usize = 1 + 1 + 4 + 4;
@@ -195,6 +240,16 @@ const MIN_COLUMN_DESCRIPTION_LEN: usize = 1 + 1 + 4 + 4;
 /// StreamStart and the following StreamStop: there the data-carrying messages
 /// are prefixed with the xid of the streamed transaction.
 pub fn decode_message(buf: &[u8], in_stream: bool) -> Result<LogicalMessage, DecodeError> {
+    decode_message_reusing(buf, in_stream, &mut TuplePool::default())
+}
+
+/// [`decode_message`] with the tuples of a row change decoded into tuples taken from `pool`
+/// (new ones while it is empty); the caller gives them back once done with them.
+pub fn decode_message_reusing(
+    buf: &[u8],
+    in_stream: bool,
+    pool: &mut TuplePool,
+) -> Result<LogicalMessage, DecodeError> {
     let mut reader = Reader::new(buf);
     let tag = read_tag(&mut reader)?;
     let (what, message) = match tag {
@@ -209,9 +264,9 @@ pub fn decode_message(buf: &[u8], in_stream: bool) -> Result<LogicalMessage, Dec
             )
         }
         b'Y' => ("type", decode_type(&mut reader, in_stream)?),
-        b'I' => ("insert", decode_insert(&mut reader, in_stream)?),
-        b'U' => ("update", decode_update(&mut reader, in_stream)?),
-        b'D' => ("delete", decode_delete(&mut reader, in_stream)?),
+        b'I' => ("insert", decode_insert(&mut reader, in_stream, pool)?),
+        b'U' => ("update", decode_update(&mut reader, in_stream, pool)?),
+        b'D' => ("delete", decode_delete(&mut reader, in_stream, pool)?),
         b'T' => ("truncate", decode_truncate(&mut reader, in_stream)?),
         b'M' => (
             "logical decoding message",
@@ -380,7 +435,11 @@ fn decode_type(reader: &mut Reader<'_>, in_stream: bool) -> Result<LogicalMessag
     })
 }
 
-fn decode_insert(reader: &mut Reader<'_>, in_stream: bool) -> Result<LogicalMessage, DecodeError> {
+fn decode_insert(
+    reader: &mut Reader<'_>,
+    in_stream: bool,
+    pool: &mut TuplePool,
+) -> Result<LogicalMessage, DecodeError> {
     let xid = read_stream_xid(reader, in_stream, "insert xid")?;
     let relation_id = reader.u32("insert relation id")?;
     let marker = reader.u8("insert tuple marker")?;
@@ -388,17 +447,21 @@ fn decode_insert(reader: &mut Reader<'_>, in_stream: bool) -> Result<LogicalMess
     Ok(LogicalMessage::Insert {
         xid,
         relation_id,
-        new: decode_tuple_data(reader)?,
+        new: decode_tuple_data(reader, pool)?,
     })
 }
 
-fn decode_update(reader: &mut Reader<'_>, in_stream: bool) -> Result<LogicalMessage, DecodeError> {
+fn decode_update(
+    reader: &mut Reader<'_>,
+    in_stream: bool,
+    pool: &mut TuplePool,
+) -> Result<LogicalMessage, DecodeError> {
     let xid = read_stream_xid(reader, in_stream, "update xid")?;
     let relation_id = reader.u32("update relation id")?;
     let mut marker = reader.u8("update tuple marker")?;
     let old = match marker {
         b'K' | b'O' => {
-            let tuple = decode_tuple_data(reader)?;
+            let tuple = decode_tuple_data(reader, pool)?;
             let old = if marker == b'K' {
                 OldTuple::Key(tuple)
             } else {
@@ -414,7 +477,7 @@ fn decode_update(reader: &mut Reader<'_>, in_stream: bool) -> Result<LogicalMess
         xid,
         relation_id,
         old,
-        new: decode_tuple_data(reader)?,
+        new: decode_tuple_data(reader, pool)?,
     })
 }
 
@@ -431,13 +494,17 @@ fn expect_new_tuple_marker(
     }
 }
 
-fn decode_delete(reader: &mut Reader<'_>, in_stream: bool) -> Result<LogicalMessage, DecodeError> {
+fn decode_delete(
+    reader: &mut Reader<'_>,
+    in_stream: bool,
+    pool: &mut TuplePool,
+) -> Result<LogicalMessage, DecodeError> {
     let xid = read_stream_xid(reader, in_stream, "delete xid")?;
     let relation_id = reader.u32("delete relation id")?;
     let marker_offset = reader.offset();
     let old = match reader.u8("delete tuple marker")? {
-        b'K' => OldTuple::Key(decode_tuple_data(reader)?),
-        b'O' => OldTuple::Full(decode_tuple_data(reader)?),
+        b'K' => OldTuple::Key(decode_tuple_data(reader, pool)?),
+        b'O' => OldTuple::Full(decode_tuple_data(reader, pool)?),
         other => {
             return Err(DecodeError::unknown_tag(
                 "delete tuple marker",
@@ -453,17 +520,42 @@ fn decode_delete(reader: &mut Reader<'_>, in_stream: bool) -> Result<LogicalMess
     })
 }
 
-fn decode_tuple_data(reader: &mut Reader<'_>) -> Result<TupleData, DecodeError> {
+/// Decodes a tuple into one taken from `pool`, each value's bytes into the buffer the value at
+/// its place held.
+fn decode_tuple_data(
+    reader: &mut Reader<'_>,
+    pool: &mut TuplePool,
+) -> Result<TupleData, DecodeError> {
     let column_count = usize::from(reader.u16("tuple column count")?);
+    let mut tuple = pool.take();
+    let values = &mut tuple.0;
     // Each column takes at least its one kind byte.
-    let mut values = Vec::with_capacity(column_count.min(reader.remaining()));
-    for _ in 0..column_count {
+    values.reserve(
+        column_count
+            .min(reader.remaining())
+            .saturating_sub(values.len()),
+    );
+    for index in 0..column_count {
         let kind_offset = reader.offset();
-        let value = match reader.u8("tuple column kind")? {
+        if index == values.len() {
+            values.push(TupleValue::Null);
+        }
+        let slot = &mut values[index];
+        *slot = match reader.u8("tuple column kind")? {
             b'n' => TupleValue::Null,
             b'u' => TupleValue::UnchangedToast,
-            b't' => TupleValue::Text(reader.length_prefixed("tuple text value")?.to_vec()),
-            b'b' => TupleValue::Binary(reader.length_prefixed("tuple binary value")?.to_vec()),
+            b't' => {
+                let text = reader.length_prefixed("tuple text value")?;
+                let mut buffer = slot.take_buffer(text.len());
+                buffer.extend_from_slice(text);
+                TupleValue::Text(buffer)
+            }
+            b'b' => {
+                let bytes = reader.length_prefixed("tuple binary value")?;
+                let mut buffer = slot.take_buffer(bytes.len());
+                buffer.extend_from_slice(bytes);
+                TupleValue::Binary(buffer)
+            }
             other => {
                 return Err(DecodeError::unknown_tag(
                     "tuple column kind",
@@ -472,9 +564,9 @@ fn decode_tuple_data(reader: &mut Reader<'_>) -> Result<TupleData, DecodeError> 
                 ));
             }
         };
-        values.push(value);
     }
-    Ok(TupleData(values))
+    values.truncate(column_count);
+    Ok(tuple)
 }
 
 fn decode_truncate(

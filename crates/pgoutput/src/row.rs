@@ -326,35 +326,6 @@ pub fn decode_tuple(
     Ok(row)
 }
 
-/// [`decode_tuple`] for a tuple the caller gives up: the text of a string-valued column
-/// (text-like, `json`, `uuid`: see [`StringKind`]) becomes its value's `String` without a copy.
-pub fn decode_owned_tuple(
-    relation: &Relation,
-    tuple: TupleData,
-    key_only: bool,
-    types: &TypeNames,
-) -> Result<Vec<(std::sync::Arc<str>, ColumnValue)>, DecodeError> {
-    check_column_count(relation, &tuple)?;
-    let mut row = Vec::with_capacity(relation.columns.len());
-    for (column, value) in relation.columns.iter().zip(tuple.0) {
-        let owned_string = match (value, StringKind::of(column.type_id)) {
-            (TupleValue::Text(text), Some(kind)) => match String::from_utf8(text) {
-                Ok(text) if kind.accepts(&text) => Ok(kind.value(text)),
-                Ok(text) => Err(TupleValue::Text(text.into_bytes())),
-                Err(invalid) => Err(TupleValue::Text(invalid.into_bytes())),
-            },
-            (value, _) => Err(value),
-        };
-        let decoded = match owned_string {
-            Ok(value) => ColumnValue::Value(value),
-            // Anything else, and a string the kind refuses, decoded (which says what is invalid).
-            Err(value) => decode_column(relation, column, &value, key_only, types)?,
-        };
-        row.push((column.name.clone(), decoded));
-    }
-    Ok(row)
-}
-
 /// [`decode_tuple`] into `row`, reusing what it holds: a snapshot decodes millions of rows of
 /// one relation, and the names, the row's vector and the buffers of its string values
 /// (`text`-like, `json`, `uuid`) then serve the next row instead of being allocated and freed
@@ -369,12 +340,7 @@ pub fn decode_tuple_into(
     row: &mut Vec<(std::sync::Arc<str>, ColumnValue)>,
 ) -> Result<(), DecodeError> {
     check_column_count(relation, tuple)?;
-    let lined_up = row.len() == relation.columns.len()
-        && row
-            .iter()
-            .zip(&relation.columns)
-            .all(|((name, _), column)| std::sync::Arc::ptr_eq(name, &column.name));
-    if !lined_up {
+    if !lines_up(row, relation) {
         row.clear();
         row.extend(
             relation
@@ -395,6 +361,52 @@ pub fn decode_tuple_into(
         }
     }
     Ok(())
+}
+
+/// Rows given back after use, decoded into again by [`decode_tuple_into`], which then reuses
+/// their vectors, names and string buffers (see [`crate::message::TuplePool`]).
+#[derive(Debug, Default)]
+pub struct RowPool(Vec<Vec<(std::sync::Arc<str>, ColumnValue)>>);
+
+impl RowPool {
+    /// A change holds at most two rows and a key.
+    const KEPT: usize = 4;
+
+    pub fn give(&mut self, row: Vec<(std::sync::Arc<str>, ColumnValue)>) {
+        let holds_huge_string = row.iter().any(|(_, value)| match value {
+            ColumnValue::Value(
+                TypedValue::Text(text) | TypedValue::Json(text) | TypedValue::Uuid(text),
+            ) => text.capacity() > crate::message::KEPT_BUFFER_BYTES,
+            _ => false,
+        });
+        if self.0.len() < Self::KEPT && !holds_huge_string {
+            self.0.push(row);
+        }
+    }
+
+    /// A row given back that [`lines_up`] with `relation` if there is one, else any, else a
+    /// new one.
+    pub fn take(&mut self, relation: &Relation) -> Vec<(std::sync::Arc<str>, ColumnValue)> {
+        match self.0.iter().position(|row| lines_up(row, relation)) {
+            Some(index) => self.0.swap_remove(index),
+            None => self.take_any(),
+        }
+    }
+
+    /// The row given back last, or a new one.
+    pub fn take_any(&mut self) -> Vec<(std::sync::Arc<str>, ColumnValue)> {
+        self.0.pop().unwrap_or_default()
+    }
+}
+
+/// Whether `row` holds a row of `relation` (the same column names, shared), whose buffers
+/// [`decode_tuple_into`] reuses for the next one.
+pub fn lines_up(row: &[(std::sync::Arc<str>, ColumnValue)], relation: &Relation) -> bool {
+    row.len() == relation.columns.len()
+        && row
+            .iter()
+            .zip(&relation.columns)
+            .all(|((name, _), column)| std::sync::Arc::ptr_eq(name, &column.name))
 }
 
 /// Writes `text` into the string of `slot` when `slot` already holds the string-valued kind a
@@ -432,9 +444,34 @@ pub fn clone_into_reusing(value: &ColumnValue, slot: &mut ColumnValue) {
     }
 }
 
+/// Sets `selected` to the columns of `row` that `is_selected` picks by index, in order (a
+/// change's key out of its row), reusing the names and string buffers `selected` held.
+pub fn copy_selected_into(
+    row: &[(std::sync::Arc<str>, ColumnValue)],
+    mut is_selected: impl FnMut(usize) -> bool,
+    selected: &mut Vec<(std::sync::Arc<str>, ColumnValue)>,
+) {
+    let mut count = 0;
+    for (index, (name, value)) in row.iter().enumerate() {
+        if !is_selected(index) {
+            continue;
+        }
+        match selected.get_mut(count) {
+            Some((held_name, slot)) => {
+                if !std::sync::Arc::ptr_eq(held_name, name) {
+                    *held_name = name.clone();
+                }
+                clone_into_reusing(value, slot);
+            }
+            None => selected.push((name.clone(), value.clone())),
+        }
+        count += 1;
+    }
+    selected.truncate(count);
+}
+
 /// The built-in types whose value is their text itself, as [`typed_value`] decodes them: a
-/// decoder holding the text's buffer makes it the value's string (no copy), or copies the text
-/// into the string of the previous row's value (no allocation).
+/// decoder copies the text into the string of the previous row's value (no allocation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum StringKind {
     /// `text`, `varchar`, `bpchar`, `name`, `"char"`: [`TypedValue::Text`].
@@ -458,14 +495,6 @@ impl StringKind {
     /// Whether `text` is a value of this kind as it is (any text is, but a UUID's).
     fn accepts(self, text: &str) -> bool {
         self != Self::Uuid || is_uuid_text(text)
-    }
-
-    fn value(self, text: String) -> TypedValue {
-        match self {
-            Self::Text => TypedValue::Text(text),
-            Self::Json => TypedValue::Json(text),
-            Self::Uuid => TypedValue::Uuid(text),
-        }
     }
 }
 

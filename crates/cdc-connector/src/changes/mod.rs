@@ -12,10 +12,10 @@ use std::{collections::HashMap, path::PathBuf, sync::Arc};
 use pgoutput::{
     copy::{Lsn, pg_micros_to_unix_micros},
     message::{
-        LogicalMessage, OldTuple, Relation, StreamedMessage, TupleData, classify_streamed,
-        decode_message,
+        LogicalMessage, OldTuple, Relation, StreamedMessage, TupleData, TuplePool,
+        classify_streamed, decode_message_reusing,
     },
-    row::{TypeNames, decode_owned_tuple},
+    row::{RowPool, TypeNames, copy_selected_into, decode_tuple_into},
 };
 
 pub use self::{event::*, staging::StagedTransaction};
@@ -74,6 +74,11 @@ pub struct ChangeAssembler {
     primary_keys: HashMap<u32, Vec<String>>,
     /// The column-metadata id of each relation, set just before its Relation message is applied.
     table_schemas: HashMap<u32, Arc<str>>,
+    /// The buffers of changes already published ([`Self::recycle`]), decoded into again: a
+    /// change then costs no allocation per column, which was most of its decoding's time.
+    tuples: TuplePool,
+    rows: RowPool,
+    keys: RowPool,
 }
 
 impl ChangeAssembler {
@@ -144,7 +149,7 @@ impl ChangeAssembler {
             };
             return staged.stage(wal_start, data);
         }
-        let message = decode_message(data, self.streaming.is_some())?;
+        let message = decode_message_reusing(data, self.streaming.is_some(), &mut self.tuples)?;
         self.apply_decoded(message, wal_start, out)
     }
 
@@ -363,7 +368,7 @@ impl ChangeAssembler {
                 Ok(None) => break Ok(false),
                 Err(e) => break Err(e),
             };
-            let message = match decode_message(&buffer, true) {
+            let message = match decode_message_reusing(&buffer, true, &mut self.tuples) {
                 Ok(message) => message,
                 Err(e) => break Err(e.into()),
             };
@@ -453,24 +458,37 @@ impl ChangeAssembler {
             .ok_or(AssembleError::UnknownRelation(relation_id))
     }
 
-    /// The tuple decoded (taking it: text values move into the row without a copy).
+    /// Takes back a change once published: its rows and key are decoded into again.
+    pub fn recycle(&mut self, change: ChangeEvent) {
+        for row in [change.before, change.after].into_iter().flatten() {
+            self.rows.give(row);
+        }
+        self.keys.give(change.primary_key);
+    }
+
+    /// The tuple decoded into a row given back by [`Self::recycle`]; the tuple goes back to
+    /// the pool the next message is decoded into.
     fn row(
-        &self,
+        &mut self,
         relation_id: u32,
         tuple: TupleData,
         key_only: bool,
     ) -> Result<(TableRef, Columns), AssembleError> {
-        let cached = self.relation(relation_id)?;
-        let columns = decode_owned_tuple(&cached.relation, tuple, key_only, &self.types).map_err(
-            |source| AssembleError::Row {
-                table: cached.table.name.to_string(),
-                source,
-            },
-        )?;
-        Ok((cached.table.clone(), columns))
+        let cached = self
+            .relations
+            .get(&relation_id)
+            .ok_or(AssembleError::UnknownRelation(relation_id))?;
+        let mut row = self.rows.take(&cached.relation);
+        let decoded = decode_tuple_into(&cached.relation, &tuple, key_only, &self.types, &mut row);
+        self.tuples.give(tuple);
+        decoded.map_err(|source| AssembleError::Row {
+            table: cached.table.name.to_string(),
+            source,
+        })?;
+        Ok((cached.table.clone(), row))
     }
 
-    fn old_row(&self, relation_id: u32, old: OldTuple) -> Result<Columns, AssembleError> {
+    fn old_row(&mut self, relation_id: u32, old: OldTuple) -> Result<Columns, AssembleError> {
         let (tuple, key_only) = match old {
             OldTuple::Key(tuple) => (tuple, true),
             OldTuple::Full(tuple) => (tuple, false),
@@ -480,9 +498,11 @@ impl ChangeAssembler {
 
     /// The key columns of `row`, in table order: the replica-identity columns, or under
     /// REPLICA IDENTITY FULL the primary key. Empty for a table without one.
-    fn key_of(&self, relation_id: u32, row: &Columns) -> Columns {
+    fn key_of(&mut self, relation_id: u32, row: &Columns) -> Columns {
+        let mut key = self.keys.take_any();
         let Some(cached) = self.relations.get(&relation_id) else {
-            return Vec::new();
+            key.clear();
+            return key;
         };
         let full_identity_key = uses_full_identity(&cached.relation).then(|| {
             self.primary_keys
@@ -490,17 +510,20 @@ impl ChangeAssembler {
                 .map(Vec::as_slice)
                 .unwrap_or_default()
         });
-        cached
-            .relation
-            .columns
-            .iter()
-            .zip(row)
-            .filter(|(column, _)| match full_identity_key {
-                Some(key) => key.iter().any(|k| **k == *column.name),
-                None => column.is_key,
-            })
-            .map(|(_, value)| value.clone())
-            .collect()
+        let columns = &cached.relation.columns;
+        copy_selected_into(
+            row,
+            |index| {
+                columns
+                    .get(index)
+                    .is_some_and(|column| match full_identity_key {
+                        Some(key) => key.iter().any(|k| **k == *column.name),
+                        None => column.is_key,
+                    })
+            },
+            &mut key,
+        );
+        key
     }
 }
 

@@ -8,7 +8,24 @@ use crate::test_wire::*;
 
 /// Feeds messages and replays committed streamed transactions, like the session does.
 fn run(assembler: &mut ChangeAssembler, messages: Vec<Vec<u8>>) -> Vec<Output> {
+    run_recycling(assembler, messages, false)
+}
+
+/// [`run`], giving each change back to the assembler once emitted when `recycle` (keeping a
+/// copy), as the session does once it is published.
+fn run_recycling(
+    assembler: &mut ChangeAssembler,
+    messages: Vec<Vec<u8>>,
+    recycle: bool,
+) -> Vec<Output> {
     let mut all = Vec::new();
+    let mut keep = |assembler: &mut ChangeAssembler, output| match output {
+        Output::Change(change) if recycle => {
+            all.push(Output::Change(change.clone()));
+            assembler.recycle(change);
+        }
+        other => all.push(other),
+    };
     for (index, data) in messages.into_iter().enumerate() {
         let mut out = Vec::new();
         assembler
@@ -18,10 +35,16 @@ fn run(assembler: &mut ChangeAssembler, messages: Vec<Vec<u8>>) -> Vec<Output> {
             match output {
                 Output::Replay(mut staged) => {
                     let mut replayed = Vec::new();
-                    while assembler.replay_next(&mut staged, &mut replayed).unwrap() {}
-                    all.extend(replayed);
+                    while assembler.replay_next(&mut staged, &mut replayed).unwrap() {
+                        for output in replayed.drain(..) {
+                            keep(assembler, output);
+                        }
+                    }
+                    for output in replayed {
+                        keep(assembler, output);
+                    }
                 }
-                other => all.push(other),
+                other => keep(assembler, other),
             }
         }
     }
@@ -329,4 +352,60 @@ fn a_streamed_change_is_decoded_at_its_replay_and_never_if_its_transaction_abort
         matches!(error, AssembleError::Decode(_)),
         "the committed change is refused when it is decoded: {error}"
     );
+}
+
+#[test]
+fn changes_decoded_into_the_buffers_of_published_ones_are_the_same() {
+    const TRIPS: u32 = 16_401;
+    let trips = Wire::new(b'R', None)
+        .u32(TRIPS)
+        .cstr("public")
+        .cstr("trips")
+        .u8(b'f')
+        .u16(1)
+        .u8(1)
+        .cstr("trip_code")
+        .u32(TEXT)
+        .u32(u32::MAX)
+        .0;
+    let trip = |tag: u8, code: &str| {
+        let wire = Wire::new(tag, None).u32(TRIPS).u8(b'N').u16(1).u8(b't');
+        [wire.u32(code.len() as u32).0, code.as_bytes().to_vec()].concat()
+    };
+    let full_update = |id: &str, old: &str, new: &str| {
+        [
+            Wire::new(b'U', None)
+                .u32(BOOKINGS)
+                .u8(b'O')
+                .tuple(id, Some(old))
+                .0,
+            Wire::new(b'N', None).tuple(id, Some(new)).0,
+        ]
+        .concat()
+    };
+    let mut messages = vec![relation(None), trips, begin(500, 7)];
+    for i in 0..4 {
+        let id = i.to_string();
+        messages.extend([
+            insert(None, &id),
+            trip(b'I', &format!("trip-{i}-with-a-longer-code")),
+            update(&id, "confirmed"),
+            full_update(&id, "confirmed", "a status longer than the buffer held"),
+            trip(b'I', "t"),
+            delete_by_key(&id),
+        ]);
+    }
+    messages.extend([truncate(), commit(500, 520)]);
+    // A new description of the table mid-stream, then a streamed transaction replayed.
+    messages.extend([relation(None), stream_start(9)]);
+    messages.extend((0..3).map(|i| insert(Some(9), &i.to_string())));
+    messages.extend([stream_stop(), stream_commit(9, 600, 620)]);
+    let run = |recycle| {
+        let mut assembler = ChangeAssembler::default();
+        assembler.set_primary_key(TRIPS, vec!["trip_code".into()]);
+        run_recycling(&mut assembler, messages.clone(), recycle)
+    };
+    let (fresh, recycled) = (run(false), run(true));
+    assert_eq!(changes(&recycled).len(), 4 * 6 + 1 + 3);
+    assert_eq!(changes(&recycled), changes(&fresh));
 }

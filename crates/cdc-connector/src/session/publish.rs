@@ -104,6 +104,7 @@ where
         // A change of a table the filter excludes needs no acknowledgement: the checkpoints
         // that follow it advance the slot past it.
         if !self.config.filter.includes_table(&change.table) {
+            self.assembler.recycle(change);
             return Ok(());
         }
         self.record_buffer.clear();
@@ -124,7 +125,9 @@ where
             topics::CDC_CHANGES.name,
             Some((change.table.clone(), change.operation)),
         )
-        .await
+        .await?;
+        self.assembler.recycle(change);
+        Ok(())
     }
 
     /// [`Self::send`] of the record encoded in `record_buffer` with the key in `key_buffer`,

@@ -974,3 +974,78 @@ proptest::proptest! {
         proptest::prop_assert_eq!(classify_streamed(&bytes), Ok(decoded.streamed()));
     }
 }
+
+impl Wire {
+    /// A tuple as pgoutput sends it: column count, then each value's kind and bytes.
+    fn tuple(self, values: &[TupleValue]) -> Self {
+        values
+            .iter()
+            .fold(self.u16(values.len() as u16), |wire, value| match value {
+                TupleValue::Null => wire.u8(b'n'),
+                TupleValue::UnchangedToast => wire.u8(b'u'),
+                TupleValue::Text(bytes) => wire.text_column(bytes),
+                TupleValue::Binary(bytes) => wire.u8(b'b').i32(bytes.len() as i32).raw(bytes),
+            })
+    }
+}
+
+fn tuple_value() -> impl proptest::strategy::Strategy<Value = TupleValue> {
+    use proptest::{collection::vec, prelude::*};
+    prop_oneof![
+        Just(TupleValue::Null),
+        Just(TupleValue::UnchangedToast),
+        vec(any::<u8>(), 0..12).prop_map(TupleValue::Text),
+        vec(any::<u8>(), 0..12).prop_map(TupleValue::Binary),
+    ]
+}
+
+proptest::proptest! {
+    /// Changes decoded into the tuples of the ones before (of other widths and value kinds),
+    /// given back as the connector gives them, decode as they do into new tuples.
+    #[test]
+    fn changes_decoded_into_given_back_tuples_decode_as_into_new_ones(
+        changes in proptest::collection::vec(
+            (
+                proptest::option::of(proptest::collection::vec(tuple_value(), 0..6)),
+                proptest::collection::vec(tuple_value(), 0..6),
+            ),
+            1..10,
+        )
+    ) {
+        let mut pool = TuplePool::default();
+        for (old, new) in changes {
+            let bytes = match &old {
+                Some(old) => Wire::tag(b'U').u32(7).u8(b'O').tuple(old),
+                None => Wire::tag(b'I').u32(7),
+            }
+            .u8(b'N')
+            .tuple(&new)
+            .build();
+            let reused = decode_message_reusing(&bytes, false, &mut pool).expect("a valid change");
+            proptest::prop_assert_eq!(&reused, &decode_message(&bytes, false).unwrap());
+            match reused {
+                LogicalMessage::Update { old: Some(OldTuple::Full(old)), new, .. } => {
+                    pool.give(old);
+                    pool.give(new);
+                }
+                LogicalMessage::Insert { new, .. } => pool.give(new),
+                other => unreachable!("decoded {other:?}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn a_tuple_holding_a_huge_value_is_not_kept_for_reuse() {
+    let mut pool = TuplePool::default();
+    let huge = TupleValue::Text(Vec::with_capacity(KEPT_BUFFER_BYTES + 1));
+    pool.give(TupleData(vec![TupleValue::Null, huge]));
+    assert!(pool.0.is_empty());
+    let large = TupleValue::Binary(Vec::with_capacity(KEPT_BUFFER_BYTES));
+    pool.give(TupleData(vec![large]));
+    assert_eq!(pool.0.len(), 1);
+    for _ in 0..TuplePool::KEPT {
+        pool.give(TupleData(Vec::new()));
+    }
+    assert_eq!(pool.0.len(), TuplePool::KEPT, "the pool is bounded");
+}

@@ -122,21 +122,30 @@ fn bad_value_error_names_the_column() {
     );
 }
 
-fn assert_owned_decodes_as_borrowed(relation: &Relation, tuple: &TupleData, key_only: bool) {
+/// Decodes `tuple` into the row `warm` was decoded into (whose string values are then reused)
+/// and checks that the result, or the error, is the fresh decoding's.
+fn assert_reused_decodes_as_fresh(
+    relation: &Relation,
+    warm: &TupleData,
+    tuple: &TupleData,
+    key_only: bool,
+) {
     let types = TypeNames::new();
-    let borrowed = decode_tuple(relation, tuple, key_only, &types);
-    let owned = decode_owned_tuple(relation, tuple.clone(), key_only, &types);
-    match (borrowed, owned) {
-        (Ok(borrowed), Ok(owned)) => assert_eq!(borrowed, owned, "{tuple:?}"),
-        (Err(borrowed), Err(owned)) => {
-            assert_eq!(borrowed.to_string(), owned.to_string(), "{tuple:?}")
+    let mut row = Vec::new();
+    decode_tuple_into(relation, warm, false, &types, &mut row).unwrap();
+    let fresh = decode_tuple(relation, tuple, key_only, &types);
+    let reused = decode_tuple_into(relation, tuple, key_only, &types, &mut row);
+    match (fresh, reused) {
+        (Ok(fresh), Ok(())) => assert_eq!(fresh, row, "{tuple:?}"),
+        (Err(fresh), Err(reused)) => {
+            assert_eq!(fresh.to_string(), reused.to_string(), "{tuple:?}")
         }
-        (borrowed, owned) => panic!("{tuple:?}: {borrowed:?} but owned {owned:?}"),
+        (fresh, reused) => panic!("{tuple:?}: {fresh:?} but reused {reused:?}"),
     }
 }
 
 #[test]
-fn an_owned_tuple_decodes_as_the_borrowed_one() {
+fn a_tuple_decoded_into_a_previous_rows_strings_decodes_as_a_fresh_one() {
     let mut varchar_key = users_relation();
     varchar_key.columns[1].type_id = 1043;
     varchar_key.columns[1].is_key = true;
@@ -178,12 +187,13 @@ fn an_owned_tuple_decodes_as_the_borrowed_one() {
         (TupleData(vec![text("seven"), text("a"), text("b")]), false),
         (TupleData(vec![text("7")]), false),
     ];
+    let warm = TupleData(vec![text("1"), text("warm"), text("warm")]);
     for relation in [users_relation(), varchar_key] {
         for (tuple, key_only) in &cases {
-            assert_owned_decodes_as_borrowed(&relation, tuple, *key_only);
+            assert_reused_decodes_as_fresh(&relation, &warm, tuple, *key_only);
         }
     }
-    // The string kinds whose buffer becomes the value: uuid (checked) and jsonb.
+    // The other string kinds whose buffer is reused: uuid (checked) and jsonb.
     let mut strings = users_relation();
     strings.columns[1].type_id = 2950;
     strings.columns[2].type_id = 3802;
@@ -198,12 +208,21 @@ fn an_owned_tuple_decodes_as_the_borrowed_one() {
         (TupleValue::Null, TupleValue::UnchangedToast),
     ] {
         let tuple = TupleData(vec![text("7"), external_id, preferences]);
-        assert_owned_decodes_as_borrowed(&strings, &tuple, false);
+        let warm = TupleData(vec![text("1"), text(uuid), text("{}")]);
+        assert_reused_decodes_as_fresh(&strings, &warm, &tuple, false);
     }
     let tuple = TupleData(vec![text("7"), TupleValue::Text(vec![0xff]), text("b")]);
-    let error = decode_owned_tuple(&users_relation(), tuple, false, &TypeNames::new())
-        .unwrap_err()
-        .to_string();
+    let mut row = Vec::new();
+    decode_tuple_into(&users_relation(), &warm, false, &TypeNames::new(), &mut row).unwrap();
+    let error = decode_tuple_into(
+        &users_relation(),
+        &tuple,
+        false,
+        &TypeNames::new(),
+        &mut row,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(
         error.starts_with("column name of public.users") && error.contains("UTF-8"),
         "{error}"
@@ -1106,4 +1125,57 @@ fn a_uuid_is_hex_groups_of_8_4_4_4_12() {
         typed(2950, "a0eebc999c0b4ef8bb6d6bb9bd380a11"),
         Err(DecodeError::InvalidValue { .. })
     ));
+}
+
+#[test]
+fn a_row_pool_gives_a_row_of_the_relation_and_keeps_no_huge_string() {
+    let users = users_relation();
+    let types = TypeNames::new();
+    let tuple = TupleData(vec![text("1"), text("a"), text("b")]);
+    let mut pool = RowPool::default();
+    let mut users_row = Vec::new();
+    decode_tuple_into(&users, &tuple, false, &types, &mut users_row).unwrap();
+    let other_row = vec![("x".into(), ColumnValue::Null)];
+    pool.give(users_row.clone());
+    pool.give(other_row.clone());
+    assert_eq!(
+        pool.take(&users),
+        users_row,
+        "the row that lines up, not the last one"
+    );
+    assert_eq!(pool.take(&users), other_row, "then any");
+    assert!(pool.take(&users).is_empty(), "then a new one");
+    let huge = String::with_capacity(crate::message::KEPT_BUFFER_BYTES + 1);
+    users_row[1].1 = ColumnValue::Value(TypedValue::Json(huge));
+    pool.give(users_row);
+    assert!(
+        pool.take_any().is_empty(),
+        "a row holding a huge string is dropped"
+    );
+}
+
+#[test]
+fn a_selection_copied_into_a_previous_one_equals_a_fresh_copy() {
+    let value = |text: &str| ColumnValue::Value(TypedValue::Text(text.into()));
+    let row: Vec<(std::sync::Arc<str>, ColumnValue)> = vec![
+        ("a".into(), value("1")),
+        ("b".into(), ColumnValue::Null),
+        ("c".into(), value("3")),
+    ];
+    for held in [
+        Vec::new(),
+        vec![("x".into(), value("stale"))],
+        row.clone(),
+        vec![row[0].clone(), row[2].clone(), ("y".into(), value("more"))],
+    ] {
+        for pick in 0..8_usize {
+            let mut selected = held.clone();
+            copy_selected_into(&row, |index| pick & (1 << index) != 0, &mut selected);
+            let fresh: Vec<_> = (0..3)
+                .filter(|index| pick & (1 << index) != 0)
+                .map(|index| row[index].clone())
+                .collect();
+            assert_eq!(selected, fresh, "pick {pick:b} into {held:?}");
+        }
+    }
 }
