@@ -1106,6 +1106,38 @@ fn enums_hstore_and_geometry_by_learned_name() {
     assert!(typed_value(70_003, -1, b"POINT(1 2)", &types).is_err());
 }
 
+proptest::proptest! {
+    /// The table-driven check agrees with reading the UUID character by character, for valid
+    /// UUIDs in both cases and for ones with one character replaced.
+    #[test]
+    fn a_uuid_check_agrees_with_reading_it_character_by_character(
+        digits in proptest::array::uniform32(proptest::sample::select(
+            b"0123456789abcdefABCDEF".to_vec()
+        )),
+        replaced in proptest::option::of((
+            0usize..36,
+            proptest::sample::select(b"0123456789afAFgG-x /:@`".to_vec()),
+        )),
+    ) {
+        let mut digits = digits.into_iter();
+        let mut text: Vec<u8> = (0..36)
+            .map(|index| match index {
+                8 | 13 | 18 | 23 => b'-',
+                _ => digits.next().expect("32 digits"),
+            })
+            .collect();
+        if let Some((index, byte)) = replaced {
+            text[index] = byte;
+        }
+        let text = String::from_utf8(text).expect("ASCII");
+        let expected = text.bytes().enumerate().all(|(index, byte)| match index {
+            8 | 13 | 18 | 23 => byte == b'-',
+            _ => byte.is_ascii_hexdigit(),
+        });
+        proptest::prop_assert_eq!(is_uuid_text(&text), expected, "{}", text);
+    }
+}
+
 #[test]
 fn a_uuid_is_hex_groups_of_8_4_4_4_12() {
     assert!(is_uuid_text("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"));
