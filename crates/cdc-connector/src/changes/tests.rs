@@ -35,13 +35,14 @@ fn run_recycling(
             match output {
                 Output::Replay(mut staged) => {
                     let mut replayed = Vec::new();
-                    while assembler.replay_next(&mut staged, &mut replayed).unwrap() {
+                    loop {
+                        let more = assembler.replay_next(&mut staged, &mut replayed).unwrap();
                         for output in replayed.drain(..) {
                             keep(assembler, output);
                         }
-                    }
-                    for output in replayed {
-                        keep(assembler, output);
+                        if !more {
+                            break;
+                        }
                     }
                 }
                 other => keep(assembler, other),
