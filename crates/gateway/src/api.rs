@@ -32,7 +32,7 @@ use crate::{
         UserEvent,
     },
     front::{self, FrontDoorLayer},
-    publisher::{PublishError, Publisher, Receipt},
+    publisher::{Pending, PublishError, Publisher, Receipt},
     stats::{Outcome, Stats, StatsReport},
     tarpit::Tarpit,
 };
@@ -293,15 +293,22 @@ async fn post_batch(
         )]));
     }
     let rules = rules(&state.limits);
-    let items: Vec<Result<Prepared, (&'static str, ApiError)>> = batch
+    let request_id = front::request_id(&headers);
+    // Every valid item's record is handed to the producer before the first answer is awaited:
+    // the batch's records share the broker's requests, and the batch waits about as long as
+    // its slowest event.
+    let started: Vec<_> = batch
         .events
         .into_iter()
         .enumerate()
-        .map(|(index, item)| prepare_item(item.get(), index, &rules))
+        .map(|(index, item)| {
+            prepare_item(item.get(), index, &rules).map(|event| start_publishing(&state, event))
+        })
         .collect();
-    let outcomes = futures::future::join_all(items.into_iter().map(|item| async {
-        match item {
-            Ok(event) => publish(&state, event, front::request_id(&headers))
+    let mut outcomes = Vec::with_capacity(started.len());
+    for item in started {
+        outcomes.push(match item {
+            Ok(publishing) => finish_publishing(&state, publishing, request_id)
                 .await
                 .map_err(|e| (Outcome::Failed, e)),
             Err((topic, error)) => {
@@ -310,9 +317,8 @@ async fn post_batch(
                     .record_event("invalid", topic, Outcome::Rejected);
                 Err((Outcome::Rejected, error))
             }
-        }
-    }))
-    .await;
+        });
+    }
 
     let mut response = BatchResponse {
         stored: 0,
@@ -434,7 +440,8 @@ async fn ingest_one<E: Event>(
             return Err(error);
         }
     };
-    let (id, claimed) = publish(state, prepared, front::request_id(headers)).await?;
+    let publishing = start_publishing(state, prepared);
+    let (id, claimed) = finish_publishing(state, publishing, front::request_id(headers)).await?;
     let (status, code, receipt) = match claimed {
         Claimed::Fresh(receipt) => (StatusCode::CREATED, "stored", receipt),
         Claimed::Duplicate(receipt) => (StatusCode::OK, "duplicate", receipt),
@@ -450,15 +457,38 @@ async fn ingest_one<E: Event>(
         .into_response())
 }
 
-/// Produces one event and records its outcome; the error is what the client is told, and what
-/// the log says names the request it came with.
-async fn publish(
+/// An event on its way to the broker, with what its outcome is recorded under.
+struct Publishing<'a> {
+    id: String,
+    event_type: &'static str,
+    topic: &'static str,
+    pending: Pending<'a>,
+}
+
+fn start_publishing(state: &AppState, event: Prepared) -> Publishing<'_> {
+    let pending = state.publisher.start(&event);
+    Publishing {
+        id: event.id,
+        event_type: event.event_type,
+        topic: event.topic.name,
+        pending,
+    }
+}
+
+/// Waits for one event's outcome and records it; the error is what the client is told, and
+/// what the log says names the request it came with.
+async fn finish_publishing(
     state: &AppState,
-    event: Prepared,
+    publishing: Publishing<'_>,
     request_id: &str,
 ) -> Result<(String, Claimed<Receipt>), ApiError> {
-    let (id, event_type, topic) = (event.id.clone(), event.event_type, event.topic.name);
-    match state.publisher.publish(event).await {
+    let Publishing {
+        id,
+        event_type,
+        topic,
+        pending,
+    } = publishing;
+    match pending.finish().await {
         Ok(claimed) => {
             let outcome = if matches!(claimed, Claimed::Fresh(_)) {
                 Outcome::Stored

@@ -47,6 +47,11 @@ pub struct Args {
     /// 503 with Retry-After.
     #[arg(long, env = "GATEWAY_PRODUCE_TIMEOUT_MS", default_value_t = 5_000)]
     pub produce_timeout_ms: u64,
+    /// Milliseconds an event may wait in the producer for others to share its request to the
+    /// broker (librdkafka's linger.ms). Every answer waits for the broker, so this is part of
+    /// every request's latency; longer costs the broker less per event.
+    #[arg(long, env = "GATEWAY_KAFKA_LINGER_MS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    pub kafka_linger_ms: u64,
     /// Seconds a client is told to wait (Retry-After) after a 503.
     #[arg(long, env = "GATEWAY_RETRY_AFTER_SECS", default_value_t = 5)]
     pub retry_after_secs: u64,

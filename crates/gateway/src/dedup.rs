@@ -6,15 +6,14 @@
 //! If that attempt fails (or its request is dropped), one of the waiters tries in its place.
 
 use std::{
-    collections::{HashMap, VecDeque},
-    future::Future,
+    collections::{HashMap, VecDeque, hash_map::Entry},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use tokio::sync::watch;
 
-/// What [`Dedup::run`] did.
+/// What became of an id: see [`Dedup::claim`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claimed<R> {
     /// This call produced and was acknowledged.
@@ -28,10 +27,12 @@ enum Slot<R> {
         at: Instant,
         receipt: R,
     },
-    /// Waiters watch the channel; it closes when the attempt ends either way.
+    /// Being produced by `attempt`. The channel its waiters watch is made by the first waiter
+    /// (almost every id is never waited for); it closes when the slot is replaced or removed,
+    /// that is when the attempt ends either way.
     InFlight {
         attempt: u64,
-        closed: watch::Receiver<()>,
+        ended: Option<watch::Sender<()>>,
     },
 }
 
@@ -52,28 +53,62 @@ pub struct Dedup<R> {
     capacity: usize,
 }
 
-enum Claim<'a, R: Clone> {
+/// What [`Dedup::claim`] found.
+pub enum Claim<'a, R: Clone> {
+    /// Acknowledged within the window: the first acknowledgement's receipt.
     Duplicate(R),
+    /// Nobody has it: the caller produces it.
     Mine(Attempt<'a, R>),
-    Wait(watch::Receiver<()>),
+    /// Another call is producing it: wait for that attempt to end, then claim again.
+    Busy(Busy),
 }
 
-/// The right to produce one id. Dropping it unfinished (the attempt failed, or the request was
-/// cancelled mid-way) releases the id for the next caller.
-struct Attempt<'a, R: Clone> {
+/// The right to produce one id. Dropping it without [`Attempt::acknowledged`] (the attempt
+/// failed, or the request was cancelled mid-way) releases the id for the next caller.
+pub struct Attempt<'a, R: Clone> {
     dedup: &'a Dedup<R>,
     key: Key,
     attempt: u64,
-    _closes_on_drop: watch::Sender<()>,
+    recorded: bool,
+}
+
+impl<R: Clone> Attempt<'_, R> {
+    /// The broker acknowledged the id: it is a duplicate for the rest of the window.
+    pub fn acknowledged(mut self, receipt: R) {
+        let now = Instant::now();
+        let mut state = self.dedup.lock();
+        // Only this attempt replaces or removes its in-flight slot (expiry removes only
+        // acknowledged ones); replacing it closes the waiters' channel.
+        state
+            .slots
+            .insert(self.key.clone(), Slot::Done { at: now, receipt });
+        state.order.push_back((now, self.key.clone()));
+        self.dedup.evict(&mut state, now);
+        self.recorded = true;
+    }
 }
 
 impl<R: Clone> Drop for Attempt<'_, R> {
     fn drop(&mut self) {
-        let mut state = self.dedup.lock();
-        if matches!(state.slots.get(&self.key), Some(Slot::InFlight { attempt, .. }) if *attempt == self.attempt)
-        {
-            state.slots.remove(&self.key);
+        if self.recorded {
+            return;
         }
+        let mut state = self.dedup.lock();
+        if let Entry::Occupied(slot) = state.slots.entry(self.key.clone())
+            && matches!(slot.get(), Slot::InFlight { attempt, .. } if *attempt == self.attempt)
+        {
+            slot.remove();
+        }
+    }
+}
+
+/// Another call's attempt at an id, still in flight.
+pub struct Busy(watch::Receiver<()>);
+
+impl Busy {
+    /// Returns once that attempt ended, acknowledged or not.
+    pub async fn ended(mut self) {
+        while self.0.changed().await.is_ok() {}
     }
 }
 
@@ -90,37 +125,41 @@ impl<R: Clone> Dedup<R> {
         }
     }
 
-    /// Runs `produce` for `key` unless the key was acknowledged within the window or another
-    /// call is producing it (then waits for that one's outcome).
-    pub async fn run<E, F, Fut>(&self, key: &str, produce: F) -> Result<Claimed<R>, E>
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<R, E>>,
-    {
-        let attempt = loop {
-            match self.claim(key) {
-                Claim::Duplicate(receipt) => return Ok(Claimed::Duplicate(receipt)),
-                Claim::Mine(attempt) => break attempt,
-                // Returns once the other attempt ended; then look again.
-                Claim::Wait(mut closed) => while closed.changed().await.is_ok() {},
-            }
-        };
-        let receipt = produce().await?;
-        let now = Instant::now();
+    /// Whether `key` was acknowledged within the window, is being produced by another call,
+    /// or is the caller's to produce (then nobody else produces it until the attempt ends).
+    pub fn claim(&self, key: &str) -> Claim<'_, R> {
         let mut state = self.lock();
-        // Replacing the in-flight slot makes the attempt's drop below a no-op.
-        state.slots.insert(
-            attempt.key.clone(),
-            Slot::Done {
-                at: now,
-                receipt: receipt.clone(),
+        self.evict(&mut state, Instant::now());
+        let State {
+            slots,
+            next_attempt,
+            ..
+        } = &mut *state;
+        match slots.entry(Key::from(key)) {
+            Entry::Occupied(mut slot) => match slot.get_mut() {
+                Slot::Done { receipt, .. } => Claim::Duplicate(receipt.clone()),
+                Slot::InFlight { ended, .. } => Claim::Busy(Busy(
+                    ended
+                        .get_or_insert_with(|| watch::channel(()).0)
+                        .subscribe(),
+                )),
             },
-        );
-        state.order.push_back((now, attempt.key.clone()));
-        self.evict(&mut state, now);
-        drop(state);
-        drop(attempt);
-        Ok(Claimed::Fresh(receipt))
+            Entry::Vacant(slot) => {
+                let attempt = *next_attempt;
+                *next_attempt += 1;
+                let key = slot.key().clone();
+                slot.insert(Slot::InFlight {
+                    attempt,
+                    ended: None,
+                });
+                Claim::Mine(Attempt {
+                    dedup: self,
+                    key,
+                    attempt,
+                    recorded: false,
+                })
+            }
+        }
     }
 
     /// Ids remembered as acknowledged (expired ones may linger until the next call).
@@ -130,30 +169,6 @@ impl<R: Clone> Dedup<R> {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    fn claim(&self, key: &str) -> Claim<'_, R> {
-        let mut state = self.lock();
-        let now = Instant::now();
-        self.evict(&mut state, now);
-        match state.slots.get(key) {
-            Some(Slot::Done { receipt, .. }) => return Claim::Duplicate(receipt.clone()),
-            Some(Slot::InFlight { closed, .. }) => return Claim::Wait(closed.clone()),
-            None => {}
-        }
-        let (sender, closed) = watch::channel(());
-        let attempt = state.next_attempt;
-        state.next_attempt += 1;
-        let key = Key::from(key);
-        state
-            .slots
-            .insert(key.clone(), Slot::InFlight { attempt, closed });
-        Claim::Mine(Attempt {
-            dedup: self,
-            key,
-            attempt,
-            _closes_on_drop: sender,
-        })
     }
 
     fn evict(&self, state: &mut State<R>, now: Instant) {
@@ -166,8 +181,10 @@ impl<R: Clone> Dedup<R> {
                 break;
             };
             // The slot may have been re-acknowledged since (after expiry): keep the newer one.
-            if matches!(state.slots.get(&key), Some(Slot::Done { at: done, .. }) if *done == at) {
-                state.slots.remove(&key);
+            if let Entry::Occupied(slot) = state.slots.entry(key)
+                && matches!(slot.get(), Slot::Done { at: done, .. } if *done == at)
+            {
+                slot.remove();
             }
         }
     }
@@ -184,6 +201,32 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    /// Produces `key` the way the publisher does: claims it, waits out another call's attempt,
+    /// records the acknowledgement.
+    async fn run<R: Clone, E, F, Fut>(
+        dedup: &Dedup<R>,
+        key: &str,
+        produce: F,
+    ) -> Result<Claimed<R>, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<R, E>>,
+    {
+        let mut produce = Some(produce);
+        loop {
+            match dedup.claim(key) {
+                Claim::Duplicate(receipt) => return Ok(Claimed::Duplicate(receipt)),
+                Claim::Busy(busy) => busy.ended().await,
+                Claim::Mine(attempt) => {
+                    let produce = produce.take().expect("an id is claimed once per call");
+                    let receipt = produce().await?;
+                    attempt.acknowledged(receipt.clone());
+                    return Ok(Claimed::Fresh(receipt));
+                }
+            }
+        }
+    }
+
     fn window() -> Dedup<u32> {
         Dedup::new(Duration::from_secs(60), 100)
     }
@@ -192,30 +235,62 @@ mod tests {
     async fn a_retry_after_the_ack_is_a_duplicate_with_the_first_receipt() {
         let dedup = window();
         assert_eq!(
-            dedup.run::<(), _, _>("a", || async { Ok(1) }).await,
+            run::<_, (), _, _>(&dedup, "a", || async { Ok(1) }).await,
             Ok(Claimed::Fresh(1))
         );
         assert_eq!(
-            dedup.run::<(), _, _>("a", || async { Ok(2) }).await,
+            run::<_, (), _, _>(&dedup, "a", || async { Ok(2) }).await,
             Ok(Claimed::Duplicate(1))
         );
         assert_eq!(
-            dedup.run::<(), _, _>("b", || async { Ok(3) }).await,
+            run::<_, (), _, _>(&dedup, "b", || async { Ok(3) }).await,
             Ok(Claimed::Fresh(3))
         );
+    }
+
+    /// How a batch meets its own id twice: the second claim waits for the first attempt and
+    /// then finds its receipt; a third after a dropped attempt may produce.
+    #[tokio::test]
+    async fn a_claim_of_an_id_in_flight_waits_for_that_attempt() {
+        let dedup = window();
+        let Claim::Mine(first) = dedup.claim("a") else {
+            panic!("a new id is the caller's")
+        };
+        let Claim::Busy(busy) = dedup.claim("a") else {
+            panic!("an id in flight is busy")
+        };
+        let Claim::Busy(other) = dedup.claim("a") else {
+            panic!("an id in flight is busy")
+        };
+        let waited = tokio::spawn(busy.ended());
+        tokio::task::yield_now().await;
+        assert!(!waited.is_finished(), "the attempt has not ended yet");
+        first.acknowledged(4);
+        waited.await.unwrap();
+        other.ended().await;
+        assert!(matches!(dedup.claim("a"), Claim::Duplicate(4)));
+
+        let Claim::Mine(dropped) = dedup.claim("b") else {
+            panic!("a new id is the caller's")
+        };
+        let Claim::Busy(busy) = dedup.claim("b") else {
+            panic!("an id in flight is busy")
+        };
+        drop(dropped);
+        busy.ended().await;
+        assert!(matches!(dedup.claim("b"), Claim::Mine(_)));
+        assert_eq!(dedup.len(), 1);
     }
 
     #[tokio::test]
     async fn a_failed_attempt_is_not_remembered() {
         let dedup = window();
         assert_eq!(
-            dedup
-                .run("a", || async { Err::<u32, _>("broker down") })
-                .await,
+            run(&dedup, "a", || async { Err::<u32, _>("broker down") }).await,
             Err("broker down")
         );
         assert_eq!(
-            dedup.run::<(), _, _>("a", || async { Ok(2) }).await,
+            run::<_, (), _, _>(&dedup, "a", || async { Ok(2) }).await,
             Ok(Claimed::Fresh(2))
         );
     }
@@ -230,16 +305,15 @@ mod tests {
                 let (dedup, produced, mut released) =
                     (dedup.clone(), produced.clone(), released.clone());
                 tokio::spawn(async move {
-                    dedup
-                        .run::<(), _, _>("same", || async move {
-                            produced.fetch_add(1, Ordering::SeqCst);
-                            // Hold the attempt until every call has started.
-                            while !*released.borrow_and_update() {
-                                let _ = released.changed().await;
-                            }
-                            Ok(i)
-                        })
-                        .await
+                    run::<_, (), _, _>(&dedup, "same", || async move {
+                        produced.fetch_add(1, Ordering::SeqCst);
+                        // Hold the attempt until every call has started.
+                        while !*released.borrow_and_update() {
+                            let _ = released.changed().await;
+                        }
+                        Ok(i)
+                    })
+                    .await
                 })
             })
             .collect();
@@ -266,12 +340,11 @@ mod tests {
         let first = {
             let dedup = dedup.clone();
             tokio::spawn(async move {
-                dedup
-                    .run("k", || async move {
-                        let _ = failing.await;
-                        Err::<u32, _>("timeout")
-                    })
-                    .await
+                run(&dedup, "k", || async move {
+                    let _ = failing.await;
+                    Err::<u32, _>("timeout")
+                })
+                .await
             })
         };
         while dedup.lock().slots.is_empty() {
@@ -279,7 +352,7 @@ mod tests {
         }
         let second = {
             let dedup = dedup.clone();
-            tokio::spawn(async move { dedup.run::<&str, _, _>("k", || async { Ok(9) }).await })
+            tokio::spawn(async move { run::<_, &str, _, _>(&dedup, "k", || async { Ok(9) }).await })
         };
         fail.send(()).unwrap();
         assert_eq!(first.await.unwrap(), Err("timeout"));
@@ -289,29 +362,27 @@ mod tests {
     #[tokio::test]
     async fn ids_expire_after_the_window_and_beyond_the_capacity() {
         let dedup = Dedup::new(Duration::ZERO, 10);
-        dedup
-            .run::<(), _, _>("a", || async { Ok(1) })
+        run::<_, (), _, _>(&dedup, "a", || async { Ok(1) })
             .await
             .unwrap();
         assert_eq!(
-            dedup.run::<(), _, _>("a", || async { Ok(2) }).await,
+            run::<_, (), _, _>(&dedup, "a", || async { Ok(2) }).await,
             Ok(Claimed::Fresh(2))
         );
 
         let dedup = Dedup::new(Duration::from_secs(60), 2);
         for (i, key) in ["a", "b", "c"].into_iter().enumerate() {
-            dedup
-                .run::<(), _, _>(key, || async move { Ok(i) })
+            run::<_, (), _, _>(&dedup, key, || async move { Ok(i) })
                 .await
                 .unwrap();
         }
         assert_eq!(dedup.len(), 2);
         assert_eq!(
-            dedup.run::<(), _, _>("a", || async { Ok(7) }).await,
+            run::<_, (), _, _>(&dedup, "a", || async { Ok(7) }).await,
             Ok(Claimed::Fresh(7))
         );
         assert_eq!(
-            dedup.run::<(), _, _>("c", || async { Ok(8) }).await,
+            run::<_, (), _, _>(&dedup, "c", || async { Ok(8) }).await,
             Ok(Claimed::Duplicate(2))
         );
     }

@@ -35,8 +35,15 @@ async fn main() -> anyhow::Result<()> {
     let health = telemetry::Health::default();
     health.set(false, "starting");
 
-    let producer = kafka::producer(&args.kafka_brokers, "gateway", args.produce_timeout())
-        .context("cannot create the Kafka producer")?;
+    let producer = kafka::producer_config(
+        &args.kafka_brokers,
+        "gateway",
+        args.produce_timeout(),
+        kafka::DEFAULT_MAX_QUEUED_RECORDS,
+    )
+    .set("linger.ms", args.kafka_linger_ms.to_string())
+    .create_with_context(kafka::LoggingContext { service: "gateway" })
+    .context("cannot create the Kafka producer")?;
     let dedup = Dedup::new(
         Duration::from_secs(args.dedup_window_secs),
         args.dedup_capacity,

@@ -12,14 +12,15 @@ use platform::{
     kafka::LoggingContext,
 };
 use rdkafka::{
-    producer::{FutureProducer, FutureRecord, Producer},
+    error::{KafkaError, RDKafkaErrorCode},
+    producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer, future_producer::Delivery},
     util::Timeout,
 };
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::{
-    dedup::{Claimed, Dedup},
+    dedup::{Attempt, Busy, Claim, Claimed, Dedup},
     events::Prepared,
     stats::InFlight,
 };
@@ -41,7 +42,93 @@ pub enum PublishError {
     Encode(#[from] EncodeError),
     /// Not acknowledged: the broker refused it, or did not answer within the produce timeout.
     #[error("the broker did not acknowledge the event: {0}")]
-    Broker(rdkafka::error::KafkaError),
+    Broker(KafkaError),
+}
+
+/// An event on its way to the broker: see [`Publisher::start`].
+pub struct Pending<'a> {
+    publisher: &'a Publisher,
+    step: Step<'a>,
+}
+
+enum Step<'a> {
+    Answered(Result<Claimed<Receipt>, PublishError>),
+    /// In the producer's queue; `delivery` resolves with the broker's answer.
+    Queued {
+        attempt: Attempt<'a, Receipt>,
+        topic: &'static str,
+        delivery: DeliveryFuture,
+        _in_flight: InFlight,
+    },
+    /// The producer's queue was full: it is handed over once there is room, within the
+    /// produce timeout.
+    QueueFull {
+        attempt: Attempt<'a, Receipt>,
+        record: Record,
+        _in_flight: InFlight,
+    },
+    /// Another request is producing the same id: its outcome decides.
+    Busy {
+        busy: Busy,
+        record: Record,
+    },
+}
+
+/// A record kept for a step that waits before producing it.
+struct Record {
+    dedup_key: String,
+    topic: &'static str,
+    key: String,
+    payload: Vec<u8>,
+}
+
+impl Pending<'_> {
+    /// The broker's answer (or the duplicate's receipt).
+    pub async fn finish(self) -> Result<Claimed<Receipt>, PublishError> {
+        let Pending {
+            publisher,
+            mut step,
+        } = self;
+        loop {
+            step = match step {
+                Step::Answered(answer) => return answer,
+                Step::Queued {
+                    attempt,
+                    topic,
+                    delivery,
+                    _in_flight,
+                } => {
+                    let delivery = match delivery.await {
+                        Ok(answer) => answer.map_err(|(error, _)| error),
+                        // Only when the producer is gone, which outlives every request.
+                        Err(_) => Err(KafkaError::Canceled),
+                    };
+                    return publisher.delivered(attempt, topic, delivery);
+                }
+                Step::QueueFull {
+                    attempt,
+                    record,
+                    _in_flight,
+                } => {
+                    let delivery = publisher
+                        .producer
+                        .send(
+                            FutureRecord::to(record.topic)
+                                .key(&record.key)
+                                .payload(&record.payload),
+                            Timeout::After(publisher.produce_timeout),
+                        )
+                        .await
+                        .map_err(|(error, _)| error);
+                    return publisher.delivered(attempt, record.topic, delivery);
+                }
+                Step::Busy { busy, record } => {
+                    busy.ended().await;
+                    publisher.produce(&record.dedup_key, record.topic, &record.key, record.payload)
+                }
+            };
+        }
+    }
 }
 
 pub struct Publisher {
@@ -84,51 +171,112 @@ impl Publisher {
             .is_empty()
     }
 
-    /// Records the event once: a retry of an id acknowledged within the window is a duplicate.
-    pub async fn publish(&self, event: Prepared) -> Result<Claimed<Receipt>, PublishError> {
-        let schemas = self
-            .schemas
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+    /// Starts publishing `event` without waiting: the id claimed in the idempotency window
+    /// (a retry of an id acknowledged within it is a duplicate), the record encoded and handed
+    /// to the producer. The answer comes from [`Pending::finish`]. A batch starts every event
+    /// before finishing any, so its records share the broker's requests.
+    pub fn start(&self, event: &Prepared) -> Pending<'_> {
+        let step = match self.encode(event) {
+            Ok(payload) => {
+                let topic = event.topic.name;
+                let mut dedup_key = String::with_capacity(topic.len() + 1 + event.id.len());
+                for part in [topic, "/", &event.id] {
+                    dedup_key.push_str(part);
+                }
+                self.produce(&dedup_key, topic, &event.key, payload)
+            }
+            Err(error) => Step::Answered(Err(error)),
+        };
+        Pending {
+            publisher: self,
+            step,
+        }
+    }
+
+    fn encode(&self, event: &Prepared) -> Result<Vec<u8>, PublishError> {
+        let schemas = self.schemas.read().unwrap_or_else(|p| p.into_inner());
         let schema = schemas
             .get(event.topic.name)
             .ok_or(PublishError::NotReady)?;
-        let payload = event.record.encode(schema, event.received_at_millis)?;
-        let topic = event.topic.name;
-        let dedup_key = format!("{topic}/{}", event.id);
-        self.dedup
-            .run(&dedup_key, || self.produce(topic, &event.key, &payload))
-            .await
+        Ok(event.record.encode(schema, event.received_at_millis)?)
     }
 
-    async fn produce(
+    /// Claims `dedup_key` and, if it is this call's, hands the record to the producer.
+    fn produce(
         &self,
+        dedup_key: &str,
         topic: &'static str,
         key: &str,
-        payload: &[u8],
-    ) -> Result<Receipt, PublishError> {
-        let in_flight = InFlight::enter(&self.produce_in_flight);
-        let record = FutureRecord::to(topic).key(key).payload(payload);
-        // librdkafka reports every record's delivery, failed at the latest after
-        // message.timeout.ms (= produce_timeout) once queued; a full queue is retried for as long.
-        // No timer of our own per event: it cost more than the produce call (NOTES.md).
-        let sent = self
-            .producer
-            .send(record, Timeout::After(self.produce_timeout))
-            .await;
-        drop(in_flight);
-        match sent {
-            Ok(delivery) => Ok(Receipt {
-                topic,
-                partition: delivery.partition,
-                offset: delivery.offset,
-            }),
-            Err((error, _)) => {
-                metrics::counter!("gateway_produce_errors_total", "topic" => topic).increment(1);
-                Err(PublishError::Broker(error))
+        payload: Vec<u8>,
+    ) -> Step<'_> {
+        let attempt = match self.dedup.claim(dedup_key) {
+            Claim::Duplicate(receipt) => return Step::Answered(Ok(Claimed::Duplicate(receipt))),
+            Claim::Busy(busy) => {
+                return Step::Busy {
+                    busy,
+                    record: Record {
+                        dedup_key: dedup_key.to_owned(),
+                        topic,
+                        key: key.to_owned(),
+                        payload,
+                    },
+                };
             }
+            Claim::Mine(attempt) => attempt,
+        };
+        let in_flight = InFlight::enter(&self.produce_in_flight);
+        // librdkafka reports every queued record's delivery, failed at the latest after
+        // message.timeout.ms (= produce_timeout). No timer of our own per event: it cost more
+        // than the produce call (NOTES.md).
+        let queued = self
+            .producer
+            .send_result(FutureRecord::to(topic).key(key).payload(&payload))
+            .map_err(|(error, _)| error);
+        match queued {
+            Ok(delivery) => Step::Queued {
+                attempt,
+                topic,
+                delivery,
+                _in_flight: in_flight,
+            },
+            Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) => Step::QueueFull {
+                attempt,
+                record: Record {
+                    dedup_key: dedup_key.to_owned(),
+                    topic,
+                    key: key.to_owned(),
+                    payload,
+                },
+                _in_flight: in_flight,
+            },
+            Err(error) => Step::Answered(Err(self.failed(topic, error))),
         }
+    }
+
+    /// Records the broker's answer for an attempt.
+    fn delivered(
+        &self,
+        attempt: Attempt<'_, Receipt>,
+        topic: &'static str,
+        delivery: Result<Delivery, KafkaError>,
+    ) -> Result<Claimed<Receipt>, PublishError> {
+        match delivery {
+            Ok(delivery) => {
+                let receipt = Receipt {
+                    topic,
+                    partition: delivery.partition,
+                    offset: delivery.offset,
+                };
+                attempt.acknowledged(receipt.clone());
+                Ok(Claimed::Fresh(receipt))
+            }
+            Err(error) => Err(self.failed(topic, error)),
+        }
+    }
+
+    fn failed(&self, topic: &'static str, error: KafkaError) -> PublishError {
+        metrics::counter!("gateway_produce_errors_total", "topic" => topic).increment(1);
+        PublishError::Broker(error)
     }
 
     /// Records the producer's queue (records handed to librdkafka, not yet acknowledged).

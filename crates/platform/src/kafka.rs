@@ -79,6 +79,9 @@ pub fn client_config(brokers: &str) -> ClientConfig {
     config
 }
 
+/// Records a [`producer`] holds not yet acknowledged, at most.
+pub const DEFAULT_MAX_QUEUED_RECORDS: u32 = 100_000;
+
 /// A producer that never loses or reorders an acknowledged record: idempotent, `acks=all`.
 ///
 /// `message_timeout` bounds how long one record may wait for the broker; zero waits forever.
@@ -87,7 +90,12 @@ pub fn producer(
     service: &'static str,
     message_timeout: Duration,
 ) -> Result<FutureProducer<LoggingContext>, KafkaError> {
-    bounded_producer(brokers, service, message_timeout, 100_000)
+    bounded_producer(
+        brokers,
+        service,
+        message_timeout,
+        DEFAULT_MAX_QUEUED_RECORDS,
+    )
 }
 
 /// [`producer`] holding at most `max_queued_records` records not yet acknowledged: each one
