@@ -393,9 +393,23 @@ fn prepare_item(
     index: usize,
     rules: &Rules,
 ) -> Result<Prepared, (&'static str, ApiError)> {
-    let at = format!("events[{index}]");
+    // Almost every item is valid: its place (`events[3].event...`) is spelled out only to name
+    // an error, by preparing the item again (preparing has no side effects).
+    prepare_item_at(item, None, rules).or_else(|_| prepare_item_at(item, Some(index), rules))
+}
+
+/// [`prepare_item`], with error paths under `events[index]` (under the root without an index).
+fn prepare_item_at(
+    item: &str,
+    index: Option<usize>,
+    rules: &Rules,
+) -> Result<Prepared, (&'static str, ApiError)> {
+    let (at, event_at) = match index {
+        Some(index) => (format!("events[{index}]"), format!("events[{index}].event")),
+        None => (String::new(), String::new()),
+    };
     let item: BatchItem<'_> = parse_object(item, &at).map_err(|e| ("unknown", e))?;
-    let at = format!("{at}.event");
+    let at = event_at;
     let topic = item.kind.topic().name;
     let event = item.event.get();
     let prepared = match item.kind {
@@ -626,6 +640,45 @@ fn parse<'a, T: Deserialize<'a>, R: serde_json::de::Read<'a>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A batch item is prepared without its place first; an error names it all the same, with
+    /// the item's index, for a bad item, a bad event and a failed check alike.
+    #[test]
+    fn a_batch_items_errors_name_its_place() {
+        let rules = Rules {
+            now_millis: 1_780_000_000_000,
+            max_future_skew_millis: 60_000,
+        };
+        let event = r#"{"event_id":"e-1","event_type":"search","session_id":"s","app_type":"web","timestamp":1777636800000,"device":{"device_type":"ios","os_version":"iOS 18"}}"#;
+        let item = |kind: &str, event: &str| format!(r#"{{"kind":"{kind}","event":{event}}}"#);
+        let prepared = prepare_item(&item("user", event), 4, &rules).unwrap();
+        assert_eq!((prepared.id.as_str(), prepared.key.as_str()), ("e-1", "s"));
+
+        let paths = |text: &str, index: usize| match prepare_item(text, index, &rules) {
+            Err((_, ApiError::Invalid(details))) => {
+                details.into_iter().map(|d| d.path).collect::<Vec<_>>()
+            }
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(paths(&item("teleport", event), 2), ["events[2].kind"]);
+        assert_eq!(paths("[1]", 1), ["events[1]"]);
+        let bad_type = event.replace("search", "levitate");
+        assert_eq!(
+            paths(&item("user", &bad_type), 3),
+            ["events[3].event.event_type"]
+        );
+        let failing_checks = event
+            .replace(r#""e-1""#, r#"" ""#)
+            .replace("iOS 18", " ");
+        assert_eq!(
+            paths(&item("user", &failing_checks), 7),
+            ["events[7].event.event_id", "events[7].event.device.os_version"]
+        );
+        assert_eq!(
+            paths(&item("user", &failing_checks), 0),
+            ["events[0].event.event_id", "events[0].event.device.os_version"]
+        );
+    }
 
     /// The path-free first pass parses what is valid; what fails is named exactly as a parse
     /// with the path tracked names it, under the item's place in a batch.

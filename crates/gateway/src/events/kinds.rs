@@ -24,22 +24,13 @@ impl Event for UserEvent {
         check_optional(errors, at, "booking_id", &self.booking_id, MAX_ID_CHARS);
         check_time(errors, rules, at, "timestamp", self.timestamp);
         if let Some(device) = &self.device {
-            let at = path(at, "device");
-            check_optional(errors, &at, "os_version", &device.os_version, MAX_ID_CHARS);
-            check_optional(
-                errors,
-                &at,
-                "app_version",
-                &device.app_version,
-                MAX_ID_CHARS,
-            );
-            check_optional(
-                errors,
-                &at,
-                "user_agent",
-                &device.user_agent,
-                MAX_TEXT_CHARS,
-            );
+            // Dotted field names: the nested path is spelled out only for an error.
+            let os = &device.os_version;
+            check_optional(errors, at, "device.os_version", os, MAX_ID_CHARS);
+            let app = &device.app_version;
+            check_optional(errors, at, "device.app_version", app, MAX_ID_CHARS);
+            let agent = &device.user_agent;
+            check_optional(errors, at, "device.user_agent", agent, MAX_TEXT_CHARS);
         }
         check_map(errors, at, "properties", &self.properties);
     }
