@@ -667,16 +667,20 @@ mod tests {
             paths(&item("user", &bad_type), 3),
             ["events[3].event.event_type"]
         );
-        let failing_checks = event
-            .replace(r#""e-1""#, r#"" ""#)
-            .replace("iOS 18", " ");
+        let failing_checks = event.replace(r#""e-1""#, r#"" ""#).replace("iOS 18", " ");
         assert_eq!(
             paths(&item("user", &failing_checks), 7),
-            ["events[7].event.event_id", "events[7].event.device.os_version"]
+            [
+                "events[7].event.event_id",
+                "events[7].event.device.os_version"
+            ]
         );
         assert_eq!(
             paths(&item("user", &failing_checks), 0),
-            ["events[0].event.event_id", "events[0].event.device.os_version"]
+            [
+                "events[0].event.event_id",
+                "events[0].event.device.os_version"
+            ]
         );
     }
 

@@ -82,6 +82,17 @@ struct Record {
     payload: Vec<u8>,
 }
 
+impl Record {
+    fn new(dedup_key: &str, topic: &'static str, key: &str, payload: Vec<u8>) -> Self {
+        Self {
+            dedup_key: dedup_key.to_owned(),
+            topic,
+            key: key.to_owned(),
+            payload,
+        }
+    }
+}
+
 impl Pending<'_> {
     /// The broker's answer (or the duplicate's receipt).
     pub async fn finish(self) -> Result<Claimed<Receipt>, PublishError> {
@@ -214,12 +225,7 @@ impl Publisher {
             Claim::Busy(busy) => {
                 return Step::Busy {
                     busy,
-                    record: Record {
-                        dedup_key: dedup_key.to_owned(),
-                        topic,
-                        key: key.to_owned(),
-                        payload,
-                    },
+                    record: Record::new(dedup_key, topic, key, payload),
                 };
             }
             Claim::Mine(attempt) => attempt,
@@ -241,12 +247,7 @@ impl Publisher {
             },
             Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) => Step::QueueFull {
                 attempt,
-                record: Record {
-                    dedup_key: dedup_key.to_owned(),
-                    topic,
-                    key: key.to_owned(),
-                    payload,
-                },
+                record: Record::new(dedup_key, topic, key, payload),
                 _in_flight: in_flight,
             },
             Err(error) => Step::Answered(Err(self.failed(topic, error))),
@@ -288,5 +289,65 @@ impl Publisher {
     /// Waits up to `timeout` for queued records to be acknowledged (at shutdown).
     pub fn flush(&self, timeout: Duration) -> Result<(), rdkafka::error::KafkaError> {
         self.producer.flush(timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{Event, UserEvent};
+    use platform::{avro::RegisteredSchema, schemas, topics};
+
+    fn user_event(id: &str) -> Prepared {
+        let event: UserEvent = serde_json::from_value(serde_json::json!({
+            "event_id": id, "event_type": "search", "session_id": "s", "app_type": "web",
+            "timestamp": 1_780_000_000_000i64
+        }))
+        .unwrap();
+        event.prepare(1_780_000_000_000)
+    }
+
+    /// Without a broker every attempt fails, none hangs and no id stays claimed: a record
+    /// queued (then timed out), a record that found the queue full (then waited for room up to
+    /// the timeout), and a second attempt at an id in flight (which waits for the first, then
+    /// tries itself).
+    #[tokio::test]
+    async fn every_way_of_not_being_acknowledged_fails_and_releases_the_id() {
+        let timeout = Duration::from_millis(300);
+        // Nothing listens on port 1; the queue holds one record.
+        let producer =
+            platform::kafka::bounded_producer("127.0.0.1:1", "gateway-test", timeout, 1).unwrap();
+        let publisher = Publisher::new(producer, Dedup::new(Duration::from_secs(60), 10), timeout);
+        let not_ready = publisher.start(&user_event("a")).finish().await;
+        assert!(
+            matches!(not_ready, Err(PublishError::NotReady)),
+            "{not_ready:?}"
+        );
+        let registered = RegisteredSchema {
+            id: 1,
+            schema: schemas::parse(schemas::APP_EVENT).unwrap(),
+        };
+        publisher.set_schemas(HashMap::from([(
+            topics::APP_EVENTS.name,
+            EventSchema::new(&registered),
+        )]));
+
+        let (first, again, other) = (user_event("a"), user_event("a"), user_event("b"));
+        let first = publisher.start(&first);
+        assert!(matches!(first.step, Step::Queued { .. }));
+        let again = publisher.start(&again);
+        assert!(matches!(again.step, Step::Busy { .. }));
+        let other = publisher.start(&other);
+        assert!(matches!(other.step, Step::QueueFull { .. }));
+
+        let (first, again, other) = tokio::join!(first.finish(), again.finish(), other.finish());
+        for answer in [first, again, other] {
+            assert!(matches!(answer, Err(PublishError::Broker(_))), "{answer:?}");
+        }
+        assert!(publisher.dedup.is_empty());
+        assert!(matches!(
+            publisher.dedup.claim("topic_app_events/a"),
+            Claim::Mine(_)
+        ));
     }
 }
