@@ -404,12 +404,10 @@ fn prepare_item_at(
     index: Option<usize>,
     rules: &Rules,
 ) -> Result<Prepared, (&'static str, ApiError)> {
-    let (at, event_at) = match index {
-        Some(index) => (format!("events[{index}]"), format!("events[{index}].event")),
-        None => (String::new(), String::new()),
-    };
-    let item: BatchItem<'_> = parse_object(item, &at).map_err(|e| ("unknown", e))?;
-    let at = event_at;
+    let place =
+        |under: &str| index.map_or_else(String::new, |index| format!("events[{index}]{under}"));
+    let item: BatchItem<'_> = parse_object(item, &place("")).map_err(|e| ("unknown", e))?;
+    let at = place(".event");
     let topic = item.kind.topic().name;
     let event = item.event.get();
     let prepared = match item.kind {

@@ -94,10 +94,13 @@ impl<R: Clone> Drop for Attempt<'_, R> {
             return;
         }
         let mut state = self.dedup.lock();
-        if let Entry::Occupied(slot) = state.slots.entry(self.key.clone())
-            && matches!(slot.get(), Slot::InFlight { attempt, .. } if *attempt == self.attempt)
-        {
-            slot.remove();
+        // Looked up by the key's text: the failure path clones no key.
+        let still_ours = matches!(
+            state.slots.get(&*self.key),
+            Some(Slot::InFlight { attempt, .. }) if *attempt == self.attempt
+        );
+        if still_ours {
+            state.slots.remove(&*self.key);
         }
     }
 }
@@ -135,6 +138,8 @@ impl<R: Clone> Dedup<R> {
             next_attempt,
             ..
         } = &mut *state;
+        // The key is allocated before the look-up, to hash it once: almost every id is new, and
+        // a new one keeps it.
         match slots.entry(Key::from(key)) {
             Entry::Occupied(mut slot) => match slot.get_mut() {
                 Slot::Done { receipt, .. } => Claim::Duplicate(receipt.clone()),

@@ -35,14 +35,13 @@ async fn main() -> anyhow::Result<()> {
     let health = telemetry::Health::default();
     health.set(false, "starting");
 
-    let producer = kafka::producer_config(
+    let producer = kafka::bounded_producer(
         &args.kafka_brokers,
         "gateway",
         args.produce_timeout(),
         kafka::DEFAULT_MAX_QUEUED_RECORDS,
+        Duration::from_millis(args.kafka_linger_ms),
     )
-    .set("linger.ms", args.kafka_linger_ms.to_string())
-    .create_with_context(kafka::LoggingContext { service: "gateway" })
     .context("cannot create the Kafka producer")?;
     let dedup = Dedup::new(
         Duration::from_secs(args.dedup_window_secs),

@@ -315,8 +315,14 @@ mod tests {
     async fn every_way_of_not_being_acknowledged_fails_and_releases_the_id() {
         let timeout = Duration::from_millis(300);
         // Nothing listens on port 1; the queue holds one record.
-        let producer =
-            platform::kafka::bounded_producer("127.0.0.1:1", "gateway-test", timeout, 1).unwrap();
+        let producer = platform::kafka::bounded_producer(
+            "127.0.0.1:1",
+            "gateway-test",
+            timeout,
+            1,
+            platform::kafka::DEFAULT_LINGER,
+        )
+        .unwrap();
         let publisher = Publisher::new(producer, Dedup::new(Duration::from_secs(60), 10), timeout);
         let not_ready = publisher.start(&user_event("a")).finish().await;
         assert!(

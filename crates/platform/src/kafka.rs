@@ -82,6 +82,10 @@ pub fn client_config(brokers: &str) -> ClientConfig {
 /// Records a [`producer`] holds not yet acknowledged, at most.
 pub const DEFAULT_MAX_QUEUED_RECORDS: u32 = 100_000;
 
+/// How long a [`producer`]'s records gather into a batch before it is sent (librdkafka's
+/// `linger.ms`): a short wait, as every caller that awaits an acknowledgement waits it out too.
+pub const DEFAULT_LINGER: Duration = Duration::from_millis(5);
+
 /// A producer that never loses or reorders an acknowledged record: idempotent, `acks=all`.
 ///
 /// `message_timeout` bounds how long one record may wait for the broker; zero waits forever.
@@ -95,20 +99,29 @@ pub fn producer(
         service,
         message_timeout,
         DEFAULT_MAX_QUEUED_RECORDS,
+        DEFAULT_LINGER,
     )
 }
 
 /// [`producer`] holding at most `max_queued_records` records not yet acknowledged: each one
 /// costs memory in librdkafka and in the caller's acknowledgement tracking, so a service that
 /// produces small records fast keeps its memory bounded by this rather than by the byte limit.
+/// Records wait up to `linger` to be sent in one batch with the ones after them.
 pub fn bounded_producer(
     brokers: &str,
     service: &'static str,
     message_timeout: Duration,
     max_queued_records: u32,
+    linger: Duration,
 ) -> Result<FutureProducer<LoggingContext>, KafkaError> {
-    producer_config(brokers, service, message_timeout, max_queued_records)
-        .create_with_context(LoggingContext { service })
+    producer_config(
+        brokers,
+        service,
+        message_timeout,
+        max_queued_records,
+        linger,
+    )
+    .create_with_context(LoggingContext { service })
 }
 
 /// The settings of [`bounded_producer`], for a service that needs its own producer context
@@ -118,13 +131,14 @@ pub fn producer_config(
     service: &'static str,
     message_timeout: Duration,
     max_queued_records: u32,
+    linger: Duration,
 ) -> ClientConfig {
     let mut config = client_config(brokers);
     config
         .set("client.id", service)
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("linger.ms", "5")
+        .set("linger.ms", linger.as_millis().to_string())
         .set("batch.num.messages", "10000")
         .set(
             "queue.buffering.max.messages",

@@ -60,11 +60,18 @@ impl KafkaProducer {
             },
             ledger: Arc::default(),
         };
+        // A snapshot's records wait longer to fill large batches; a streamed change waits
+        // `--kafka-linger-ms`, part of its commit-to-readable latency.
+        let linger = match batching {
+            Batching::Bulk => Duration::from_millis(25),
+            Batching::Streaming => settings.streaming_linger,
+        };
         let mut config = platform::kafka::producer_config(
             &settings.brokers,
             "cdc-connector",
             settings.message_timeout,
             settings.max_queued_records,
+            linger,
         );
         match batching {
             Batching::Bulk => {
@@ -74,7 +81,6 @@ impl KafkaProducer {
                 // runs: connector CPU lower in every pair (median 5.20 against 5.26 CPU-s,
                 // up to -16 %), peak RSS 77 MiB instead of 42 (the snapshot's budget is 128).
                 config
-                    .set("linger.ms", "25")
                     .set("batch.size", "4000000")
                     .set("queue.buffering.max.messages", "100000");
             }
@@ -93,11 +99,7 @@ impl KafkaProducer {
             Batching::Streaming => {
                 config
                     .set("queue.buffering.max.kbytes", "4096")
-                    .set("batch.size", "262144")
-                    .set(
-                        "linger.ms",
-                        settings.streaming_linger.as_millis().to_string(),
-                    );
+                    .set("batch.size", "262144");
             }
         }
         let producer = Arc::new(config.create_with_context::<_, ThreadedProducer<_>>(context)?);
