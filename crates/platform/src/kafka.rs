@@ -240,3 +240,26 @@ pub async fn provision_topics(brokers: &str, topics: &[TopicSpec]) -> Result<(),
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A producer's batching wait and bounds are the caller's, none of them a default set in
+    /// their place.
+    #[test]
+    fn a_producers_wait_and_bounds_are_the_callers() {
+        let config = producer_config(
+            "127.0.0.1:1",
+            "test",
+            Duration::from_secs(3),
+            42,
+            Duration::from_millis(7),
+        );
+        assert_eq!(config.get("linger.ms"), Some("7"));
+        assert_eq!(config.get("queue.buffering.max.messages"), Some("42"));
+        assert_eq!(config.get("message.timeout.ms"), Some("3000"));
+        assert_eq!(config.get("enable.idempotence"), Some("true"));
+        assert_eq!(config.get("acks"), Some("all"));
+    }
+}
