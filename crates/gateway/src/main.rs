@@ -38,9 +38,10 @@ async fn main() -> anyhow::Result<()> {
     let producer = kafka::bounded_producer(
         &args.kafka_brokers,
         "gateway",
-        args.produce_timeout(),
-        kafka::DEFAULT_MAX_QUEUED_RECORDS,
-        Duration::from_millis(args.kafka_linger_ms),
+        kafka::ProducerBounds {
+            linger: Duration::from_millis(args.kafka_linger_ms),
+            ..kafka::ProducerBounds::new(args.produce_timeout())
+        },
     )
     .context("cannot create the Kafka producer")?;
     let dedup = Dedup::new(

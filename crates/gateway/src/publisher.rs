@@ -318,9 +318,10 @@ mod tests {
         let producer = platform::kafka::bounded_producer(
             "127.0.0.1:1",
             "gateway-test",
-            timeout,
-            1,
-            platform::kafka::DEFAULT_LINGER,
+            platform::kafka::ProducerBounds {
+                max_queued_records: 1,
+                ..platform::kafka::ProducerBounds::new(timeout)
+            },
         )
         .unwrap();
         let publisher = Publisher::new(producer, Dedup::new(Duration::from_secs(60), 10), timeout);

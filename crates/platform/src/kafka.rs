@@ -79,14 +79,39 @@ pub fn client_config(brokers: &str) -> ClientConfig {
     config
 }
 
-/// Records a [`producer`] holds not yet acknowledged, at most.
-pub const DEFAULT_MAX_QUEUED_RECORDS: u32 = 100_000;
+/// How long a producer's records may wait and how many it holds: each service chooses its own,
+/// starting from [`ProducerBounds::new`]'s defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerBounds {
+    /// How long one record may wait for the broker (`message.timeout.ms`); zero waits forever.
+    pub message_timeout: Duration,
+    /// Records not yet acknowledged, at most (`queue.buffering.max.messages`): each one costs
+    /// memory in librdkafka and in the caller's acknowledgement tracking, so a service that
+    /// produces small records fast keeps its memory bounded by this rather than by the bytes.
+    pub max_queued_records: u32,
+    /// Kilobytes of records not yet acknowledged, at most (`queue.buffering.max.kbytes`).
+    pub max_queued_kbytes: u32,
+    /// How long records gather into a batch before it is sent (`linger.ms`).
+    pub linger: Duration,
+}
 
-/// How long a [`producer`]'s records gather into a batch before it is sent (librdkafka's
-/// `linger.ms`): a short wait, as every caller that awaits an acknowledgement waits it out too.
-pub const DEFAULT_LINGER: Duration = Duration::from_millis(5);
+impl ProducerBounds {
+    /// 100,000 records and 32 MiB at most, a 5 ms linger: a short wait, as every caller that
+    /// awaits an acknowledgement waits it out too. librdkafka would buffer up to 1 GiB by
+    /// default; 32 MiB keeps the services small and still covers a broker hiccup of a few
+    /// seconds at full speed.
+    pub const fn new(message_timeout: Duration) -> Self {
+        Self {
+            message_timeout,
+            max_queued_records: 100_000,
+            max_queued_kbytes: 32 * 1024,
+            linger: Duration::from_millis(5),
+        }
+    }
+}
 
-/// A producer that never loses or reorders an acknowledged record: idempotent, `acks=all`.
+/// A producer that never loses or reorders an acknowledged record: idempotent, `acks=all`,
+/// with [`ProducerBounds::new`]'s bounds.
 ///
 /// `message_timeout` bounds how long one record may wait for the broker; zero waits forever.
 pub fn producer(
@@ -94,34 +119,16 @@ pub fn producer(
     service: &'static str,
     message_timeout: Duration,
 ) -> Result<FutureProducer<LoggingContext>, KafkaError> {
-    bounded_producer(
-        brokers,
-        service,
-        message_timeout,
-        DEFAULT_MAX_QUEUED_RECORDS,
-        DEFAULT_LINGER,
-    )
+    bounded_producer(brokers, service, ProducerBounds::new(message_timeout))
 }
 
-/// [`producer`] holding at most `max_queued_records` records not yet acknowledged: each one
-/// costs memory in librdkafka and in the caller's acknowledgement tracking, so a service that
-/// produces small records fast keeps its memory bounded by this rather than by the byte limit.
-/// Records wait up to `linger` to be sent in one batch with the ones after them.
+/// [`producer`] with the caller's bounds.
 pub fn bounded_producer(
     brokers: &str,
     service: &'static str,
-    message_timeout: Duration,
-    max_queued_records: u32,
-    linger: Duration,
+    bounds: ProducerBounds,
 ) -> Result<FutureProducer<LoggingContext>, KafkaError> {
-    producer_config(
-        brokers,
-        service,
-        message_timeout,
-        max_queued_records,
-        linger,
-    )
-    .create_with_context(LoggingContext { service })
+    producer_config(brokers, service, bounds).create_with_context(LoggingContext { service })
 }
 
 /// The settings of [`bounded_producer`], for a service that needs its own producer context
@@ -129,27 +136,26 @@ pub fn bounded_producer(
 pub fn producer_config(
     brokers: &str,
     service: &'static str,
-    message_timeout: Duration,
-    max_queued_records: u32,
-    linger: Duration,
+    bounds: ProducerBounds,
 ) -> ClientConfig {
     let mut config = client_config(brokers);
     config
         .set("client.id", service)
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("linger.ms", linger.as_millis().to_string())
+        .set("linger.ms", bounds.linger.as_millis().to_string())
         .set("batch.num.messages", "10000")
         .set(
             "queue.buffering.max.messages",
-            max_queued_records.to_string(),
+            bounds.max_queued_records.to_string(),
         )
-        // librdkafka would buffer up to 1 GiB by default; 32 MiB keeps the services small and
-        // still covers a broker hiccup of a few seconds at full speed.
-        .set("queue.buffering.max.kbytes", "32768")
+        .set(
+            "queue.buffering.max.kbytes",
+            bounds.max_queued_kbytes.to_string(),
+        )
         .set(
             "message.timeout.ms",
-            message_timeout.as_millis().to_string(),
+            bounds.message_timeout.as_millis().to_string(),
         );
     config
 }
@@ -252,12 +258,16 @@ mod tests {
         let config = producer_config(
             "127.0.0.1:1",
             "test",
-            Duration::from_secs(3),
-            42,
-            Duration::from_millis(7),
+            ProducerBounds {
+                max_queued_records: 42,
+                max_queued_kbytes: 64,
+                linger: Duration::from_millis(7),
+                ..ProducerBounds::new(Duration::from_secs(3))
+            },
         );
         assert_eq!(config.get("linger.ms"), Some("7"));
         assert_eq!(config.get("queue.buffering.max.messages"), Some("42"));
+        assert_eq!(config.get("queue.buffering.max.kbytes"), Some("64"));
         assert_eq!(config.get("message.timeout.ms"), Some("3000"));
         assert_eq!(config.get("enable.idempotence"), Some("true"));
         assert_eq!(config.get("acks"), Some("all"));

@@ -5,7 +5,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use platform::kafka::LoggingContext;
+use platform::kafka::{LoggingContext, ProducerBounds};
 use rdkafka::{
     ClientContext,
     config::RDKafkaLogLevel,
@@ -52,7 +52,8 @@ pub enum Batching {
 
 impl KafkaProducer {
     /// The connector's producer: idempotent, `acks=all` ([`platform::kafka::producer_config`]),
-    /// holding at most `max_queued_records` unanswered records.
+    /// holding at most `max_queued_records` unanswered records while streaming, 100,000 in a
+    /// snapshot.
     pub async fn new(settings: ProducerSettings, batching: Batching) -> Result<Self, KafkaError> {
         let context = AnsweringContext {
             logging: LoggingContext {
@@ -60,48 +61,47 @@ impl KafkaProducer {
             },
             ledger: Arc::default(),
         };
-        // A snapshot's records wait longer to fill large batches; a streamed change waits
-        // `--kafka-linger-ms`, part of its commit-to-readable latency.
-        let linger = match batching {
-            Batching::Bulk => Duration::from_millis(25),
-            Batching::Streaming => settings.streaming_linger,
+        let bounds = match batching {
+            // A snapshot's records wait longer to fill large batches, and 100,000 records are
+            // in flight rather than 20,000: spread over the topic's partitions, 20,000 never
+            // filled a batch, so every batch went out at the linger timeout half full.
+            // Measured on a 1M-row snapshot, six alternating runs: connector CPU lower in every
+            // pair (median 5.20 against 5.26 CPU-s, up to -16 %), peak RSS 77 MiB instead of
+            // 42 (the snapshot's budget is 128).
+            Batching::Bulk => ProducerBounds {
+                max_queued_records: 100_000,
+                linger: Duration::from_millis(25),
+                ..ProducerBounds::new(settings.message_timeout)
+            },
+            // A streamed change waits `--kafka-linger-ms`, part of its commit-to-readable
+            // latency. The queue is bounded in bytes as well as in records: 4 MiB of waiting
+            // records (about 0.1 s at full speed, ~400-byte records at 100,000 a second) still
+            // keeps batches full. Measured on a 1M-row transaction: peak RSS 28-29 MiB against
+            // 34-37 MiB with 8 or 32 MiB, within the connector's 32 MiB, at the same rate.
+            Batching::Streaming => ProducerBounds {
+                message_timeout: settings.message_timeout,
+                max_queued_records: settings.max_queued_records,
+                max_queued_kbytes: 4096,
+                linger: settings.streaming_linger,
+            },
         };
-        let mut config = platform::kafka::producer_config(
-            &settings.brokers,
-            "cdc-connector",
-            settings.message_timeout,
-            settings.max_queued_records,
-            linger,
+        let mut config =
+            platform::kafka::producer_config(&settings.brokers, "cdc-connector", bounds);
+        // Batches of up to 4 MB for a snapshot. While streaming, at most 256 KiB rather than
+        // librdkafka's 1 MB, of which the 4 MiB queue held only about four. Measured on a
+        // 1M-row transaction, five alternating pairs (`bench cdc --rows 1000000
+        // --small-transactions 0 --huge-rows 0 --snapshot-rows 0 --latency-rate 0 --runs 1`):
+        // rate higher in every pair (median 0.82x against 0.80x pg_recvlogical), CPU lower in
+        // four (median 3.71 against 3.91 CPU-s per million), peak RSS 28.6-29.3 MiB against
+        // 29.1-31.2. 200,000 small transactions, two pairs: rate 116k and 73k against 79k and
+        // 72k changes/s, peak RSS 24-28 against 27-29 MiB.
+        config.set(
+            "batch.size",
+            match batching {
+                Batching::Bulk => "4000000",
+                Batching::Streaming => "262144",
+            },
         );
-        match batching {
-            Batching::Bulk => {
-                // 100,000 records in flight rather than 20,000: spread over the topic's
-                // partitions, 20,000 never filled a batch, so every batch went out at the
-                // linger timeout half full. Measured on a 1M-row snapshot, six alternating
-                // runs: connector CPU lower in every pair (median 5.20 against 5.26 CPU-s,
-                // up to -16 %), peak RSS 77 MiB instead of 42 (the snapshot's budget is 128).
-                config
-                    .set("batch.size", "4000000")
-                    .set("queue.buffering.max.messages", "100000");
-            }
-            // The queue bounded in bytes as well as in records: 4 MiB of waiting records (about
-            // 0.1 s at full speed, ~400-byte records at 100,000 a second) still keeps batches
-            // full. Measured on a 1M-row transaction: peak RSS 28-29 MiB against 34-37 MiB
-            // with 8 or 32 MiB, within the connector's 32 MiB, at the same rate.
-            //
-            // Batches of at most 256 KiB rather than librdkafka's 1 MB, of which the 4 MiB queue
-            // held only about four. Measured on a 1M-row transaction, five alternating pairs
-            // (`bench cdc --rows 1000000 --small-transactions 0 --huge-rows 0 --snapshot-rows 0
-            // --latency-rate 0 --runs 1`): rate higher in every pair (median 0.82x against 0.80x
-            // pg_recvlogical), CPU lower in four (median 3.71 against 3.91 CPU-s per million),
-            // peak RSS 28.6-29.3 MiB against 29.1-31.2. 200,000 small transactions, two pairs:
-            // rate 116k and 73k against 79k and 72k changes/s, peak RSS 24-28 against 27-29 MiB.
-            Batching::Streaming => {
-                config
-                    .set("queue.buffering.max.kbytes", "4096")
-                    .set("batch.size", "262144");
-            }
-        }
         let producer = Arc::new(config.create_with_context::<_, ThreadedProducer<_>>(context)?);
         // librdkafka asks for the idempotent producer's id 500 ms after it starts, or when a
         // metadata answer comes in from a broker it counts as up: ask twice now (the first

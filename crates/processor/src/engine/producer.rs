@@ -47,25 +47,35 @@ impl ProducerContext for DeliveryContext {
     }
 }
 
+/// How long an open transaction may last before the broker aborts it.
+const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
+
 pub(super) fn producer(args: &Args) -> Result<ThreadedProducer<DeliveryContext>, ProcessorError> {
-    let mut config = platform::kafka::client_config(&args.kafka_brokers);
-    config
-        .set("client.id", "processor")
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "5")
-        .set("batch.num.messages", "10000")
-        .set("queue.buffering.max.messages", "200000")
-        .set("queue.buffering.max.kbytes", "65536")
-        .set("compression.type", "none");
-    if args.processing_guarantee == Guarantee::ExactlyOnce {
+    let exactly_once = args.processing_guarantee == Guarantee::ExactlyOnce;
+    let bounds = platform::kafka::ProducerBounds {
+        max_queued_records: 200_000,
+        max_queued_kbytes: 64 * 1024,
+        // A transaction's records must be answered within its timeout; at least once, a record
+        // waits as long as librdkafka's default lets it.
+        ..platform::kafka::ProducerBounds::new(if exactly_once {
+            TRANSACTION_TIMEOUT
+        } else {
+            Duration::from_secs(300)
+        })
+    };
+    let mut config = platform::kafka::producer_config(&args.kafka_brokers, "processor", bounds);
+    config.set("compression.type", "none");
+    if exactly_once {
         let instance = args
             .instance_id
             .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         config
             .set("transactional.id", format!("{}-{instance}", args.group))
-            .set("transaction.timeout.ms", "60000");
+            .set(
+                "transaction.timeout.ms",
+                TRANSACTION_TIMEOUT.as_millis().to_string(),
+            );
     }
     config
         .create_with_context(DeliveryContext::default())
