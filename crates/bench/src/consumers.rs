@@ -309,14 +309,7 @@ impl Env {
         let log_start = std::fs::metadata(log).map(|m| m.len()).unwrap_or(0);
         let started = Instant::now();
         let process = Proc::spawn("cdc-connector", command, log)?;
-        let perf = match perf_data {
-            Some(path) => Some(crate::profile::record(
-                process.pid,
-                path,
-                &self.log("perf"),
-            )?),
-            None => None,
-        };
+        let perf = self.profile(&process, perf_data)?;
         let limit = time_limit(backlog.events);
         let mut checked_log = Instant::now();
         let walsender = loop {
@@ -384,9 +377,23 @@ impl Env {
         })
     }
 
+    /// Starts sampling `process` into `perf_data`, when given.
+    fn profile(&self, process: &Proc, perf_data: Option<&Path>) -> Result<Option<Proc>> {
+        perf_data
+            .map(|path| crate::profile::record(process.pid, path, &self.log("perf")))
+            .transpose()
+    }
+
     /// `--snapshot-mode initial-only`: snapshot the publication's tables, publish READ records,
-    /// wait for Kafka's acknowledgements and exit. Measured from start to exit.
-    pub async fn run_snapshot(&self, slot: &str, rows: u64, modes: SnapshotModes) -> Result<Run> {
+    /// wait for Kafka's acknowledgements and exit. Measured from start to exit; sampled by
+    /// `perf record` into `perf_data` when given.
+    pub async fn run_snapshot(
+        &self,
+        slot: &str,
+        rows: u64,
+        modes: SnapshotModes,
+        perf_data: Option<&Path>,
+    ) -> Result<Run> {
         let log = self.log("connector-snapshot");
         let broker = Broker::start(&self.log("broker")).await?;
         let workers = self.snapshot_workers.map(|w| w.to_string());
@@ -399,8 +406,12 @@ impl Env {
             let broker_cpu_before = broker.usage().map(|u| u.cpu_secs).unwrap_or(0.0);
             let started = Instant::now();
             let process = Proc::spawn("cdc-connector (snapshot)", command, &log)?;
+            let perf = self.profile(&process, perf_data)?;
             let exit = process.wait(time_limit(rows)).await?;
             let wall_secs = started.elapsed().as_secs_f64();
+            if let Some(perf) = perf {
+                crate::profile::stop(perf).await?;
+            }
             if exit.code != Some(0) {
                 bail!(
                     "the snapshot run exited with {:?}: {}",

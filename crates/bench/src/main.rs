@@ -239,7 +239,7 @@ async fn run_all(env: &Env, args: &CdcArgs, results: &mut Results) -> Result<()>
     // A phase that fails is reported as such and the others still run: one broken measurement
     // should not hide the rest.
     if args.snapshot_rows > 0 {
-        let outcome = snapshot(env, args.snapshot_rows).await;
+        let outcome = snapshot(env, args.snapshot_rows, profile).await;
         results.snapshot = Some(match outcome {
             Ok(outcome) => outcome,
             Err(error) => {
@@ -439,8 +439,9 @@ async fn streaming(
     })
 }
 
-/// The initial snapshot of a `rows`-row table, if this connector build has it.
-async fn snapshot(env: &Env, rows: u64) -> Result<SnapshotOutcome> {
+/// The initial snapshot of a `rows`-row table, if this connector build has it; plus one
+/// profiled snapshot run when `profile`.
+async fn snapshot(env: &Env, rows: u64, profile: bool) -> Result<SnapshotOutcome> {
     let Some(modes) = env.snapshot_modes else {
         return Ok(SnapshotOutcome::NotMeasured(
             "snapshot not available in this build (no --snapshot-mode option)".into(),
@@ -459,8 +460,18 @@ async fn snapshot(env: &Env, rows: u64) -> Result<SnapshotOutcome> {
         copy.rows_per_sec()
     );
     let slot = "bench_snapshot";
-    let run = env.run_snapshot(slot, rows, modes).await;
+    let run = env.run_snapshot(slot, rows, modes, None).await;
     workload::drop_slot(&env.sql, slot).await?;
+    let mut profile_lines = Vec::new();
+    if profile && run.is_ok() {
+        let data = env.logs.join("perf").join("snapshot.data");
+        println!("bench: snapshot: profiled connector run");
+        let slot = "bench_snapshot_profile";
+        let profiled = env.run_snapshot(slot, rows, modes, Some(&data)).await;
+        workload::drop_slot(&env.sql, slot).await?;
+        profiled.context("profiled snapshot run")?;
+        profile_lines = profile::top_symbols(&data, 30)?;
+    }
     workload::truncate(&env.sql).await?;
     let run = run.context("snapshot")?;
     println!(
@@ -470,7 +481,11 @@ async fn snapshot(env: &Env, rows: u64) -> Result<SnapshotOutcome> {
         run.wall_secs,
         run.peak_rss_mib
     );
-    Ok(SnapshotOutcome::Measured { run, copy })
+    Ok(SnapshotOutcome::Measured {
+        run,
+        copy,
+        profile: profile_lines,
+    })
 }
 
 /// Reads the snapshot's table with `COPY ... TO STDOUT` to the end, discarding the rows.

@@ -23,7 +23,12 @@ pub struct Streaming {
 }
 
 pub enum SnapshotOutcome {
-    Measured { run: Run, copy: CopyReference },
+    Measured {
+        run: Run,
+        copy: CopyReference,
+        /// `perf report` lines of an extra snapshot run (empty when not profiled).
+        profile: Vec<String>,
+    },
     NotMeasured(String),
 }
 
@@ -327,7 +332,7 @@ impl Results {
             });
         }
         match &self.snapshot {
-            Some(SnapshotOutcome::Measured { run, copy }) => {
+            Some(SnapshotOutcome::Measured { run, copy, .. }) => {
                 targets.push(Target {
                     what: format!("snapshot of a {}-row table", thousands(run.events)),
                     goal: format!("≥ {} rows/s", thousands(MIN_SNAPSHOT_ROWS_PER_SEC as u64)),
@@ -423,7 +428,7 @@ impl Results {
             }
         }
         match &self.snapshot {
-            Some(SnapshotOutcome::Measured { run, copy }) => {
+            Some(SnapshotOutcome::Measured { run, copy, .. }) => {
                 let _ = writeln!(
                     t,
                     "\n| snapshot | rows | rows/s | ratio to COPY | wall | connector CPU-s | connector peak RSS |\n|---|---|---|---|---|---|---|\n| `COPY users TO STDOUT` (the ceiling: {:.1} MiB read, discarded) | {} | {} | 1× | {:.2} s | | |\n| connector `--snapshot-mode initial-only`, start to exit, READ records acked | {} | {} | {:.2}× | {:.2} s | {:.2} | {:.1} MiB |",
@@ -539,12 +544,22 @@ impl Results {
         for note in &self.notes {
             let _ = writeln!(md, "- {note}");
         }
-        for s in self.all_streaming().filter(|s| !s.profile.is_empty()) {
+        let snapshot_profile = match &self.snapshot {
+            Some(SnapshotOutcome::Measured { run, profile, .. }) => Some((
+                format!("snapshot of a {}-row table", thousands(run.events)),
+                profile,
+            )),
+            _ => None,
+        };
+        let profiles = self
+            .all_streaming()
+            .map(|s| (s.name.clone(), &s.profile))
+            .chain(snapshot_profile);
+        for (name, profile) in profiles.filter(|(_, profile)| !profile.is_empty()) {
             let _ = writeln!(
                 md,
-                "\n## Profile: connector, {}\n\n`perf record -e cpu-clock -F 999 -p <connector>` over one extra, uncounted run; self time by library and symbol (`perf report --no-children --sort dso,sym`), top entries:\n\n```\n{}\n```",
-                s.name,
-                s.profile.join("\n")
+                "\n## Profile: connector, {name}\n\n`perf record -e cpu-clock -F 999 -p <connector>` over one extra, uncounted run; self time by library and symbol (`perf report --no-children --sort dso,sym`), top entries:\n\n```\n{}\n```",
+                profile.join("\n")
             );
         }
         let _ = writeln!(md, "\n## Method\n\n{METHOD}");
@@ -568,8 +583,9 @@ impl Results {
             "huge_transaction": self.huge.as_ref().map(Streaming::json),
             "latency": self.latency.as_ref().map(Latency::to_json),
             "snapshot": match &self.snapshot {
-                Some(SnapshotOutcome::Measured { run, copy }) => json!({
+                Some(SnapshotOutcome::Measured { run, copy, profile }) => json!({
                     "measured": true,
+                    "profile_top_symbols": profile,
                     "rows_per_sec": run.events_per_sec(),
                     "run": run.to_json(),
                     "copy_reference": {"rows": copy.rows, "bytes": copy.bytes, "wall_secs": copy.wall_secs, "rows_per_sec": copy.rows_per_sec()},

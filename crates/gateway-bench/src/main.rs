@@ -54,7 +54,8 @@ const REFERENCE_GRACE: Duration = Duration::from_secs(10);
     after_help = "Total time: the comparison measures every concurrency level for each gateway \
         (2) and scenario (2), and the HTTP ceiling for single events, each point for \
         --duration-secs after a warm-up of a fifth of it (at least 1 s), and the Rust gateway \
-        paced at 80 % of its maximum for each scenario, as long; then 7 attack phases of \
+        paced at 80 % of its maximum for each scenario, as long; unless --no-profile, once more \
+        for each target the run missed (at most 4), under perf; then 7 attack phases of \
         --attack-secs + 2 s each; plus a few seconds to start and stop the stack. With the \
         defaults: (4 levels x 5 + 2) x (15 + 3) s + 7 x (10 + 2) s = 480 s, about 8 minutes \
         (`--duration-secs 2 --concurrency 4,16`: about 2 minutes). Every process the bench starts is stopped when it exits, \
@@ -84,6 +85,11 @@ struct Args {
     /// Only the attack phases (ATTACKS.md), not the comparison with the reference.
     #[arg(long)]
     attacks_only: bool,
+    /// Skip the perf profiles of the Rust gateway: for each target this run missed, its load
+    /// is run once more (uncounted) under `perf record`, and the hottest symbols go in the
+    /// report.
+    #[arg(long)]
+    no_profile: bool,
     /// Internal: be an attacker of this kind against --target until SIGTERM (the niced
     /// attacker process), then print the answers' tally.
     #[arg(long, value_enum, requires = "target", hide = true)]
@@ -203,7 +209,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     if !args.attacks_only {
         let results = compare_with_reference(&stack, &args, &root, workers).await?;
-        write_report(&out_dir, &args, cores, workers, &results)?;
+        let profiles = if args.no_profile {
+            Profiles::NotTaken("`--no-profile`".into())
+        } else {
+            profile_missed_targets(&stack, &args, &results).await?
+        };
+        write_report(&out_dir, &args, cores, workers, &results, &profiles)?;
         eprintln!("wrote {}/REPORT.md and report.json", out_dir.display());
     }
     let pid = stack.gateway_pid().context("the gateway's pid")?;
@@ -615,6 +626,16 @@ struct Saturation {
     http_ceiling_max_requests_per_second: Option<f64>,
 }
 
+impl Saturation {
+    fn ratio_met(&self) -> bool {
+        self.ratio.is_some_and(|r| r >= TARGET_RATIO)
+    }
+
+    fn p99_met(&self) -> bool {
+        self.rust_p99_ms <= TARGET_P99_MS
+    }
+}
+
 /// Target of the issue: the Rust gateway saturates at 10x the reference's events/s or more...
 const TARGET_RATIO: f64 = 10.0;
 /// ... with a p99 of at most 50 ms at 80 % of its maximum rate.
@@ -697,12 +718,147 @@ fn verdict(met: bool) -> &'static str {
     if met { "met" } else { "**not met**" }
 }
 
+/// Where the Rust gateway's CPU went under the loads of the targets a run missed.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Profiles {
+    Taken(Vec<Profile>),
+    /// Why none was taken.
+    NotTaken(String),
+}
+
+/// One missed target's load, run once more (uncounted) under `perf record`.
+#[derive(Debug, Serialize)]
+struct Profile {
+    target: String,
+    load: String,
+    /// `perf report --no-children --sort dso,sym` lines: percent, library, symbol.
+    top_symbols: Vec<String>,
+}
+
+/// For each target the run missed, its load again (a warm-up, then `--duration-secs`) with
+/// `perf record` sampling the Rust gateway: the report's profile of that target.
+async fn profile_missed_targets(
+    stack: &Stack,
+    args: &Args,
+    results: &[Measurement],
+) -> anyhow::Result<Profiles> {
+    let logs = stack.root().join("logs");
+    if !local_stack::perf::available(&logs.join("perf-probe.data")) {
+        return Ok(Profiles::NotTaken(
+            "`perf record` is not usable here".into(),
+        ));
+    }
+    let pid = stack.gateway_pid().context("the gateway's pid")?;
+    let url = stack.gateway_url();
+    let mut profiles = Vec::new();
+    for missed in missed_targets(results) {
+        eprintln!("profiling the Rust gateway: {} ...", missed.target);
+        let warm_up = Duration::from_secs((args.duration_secs / 5).max(1));
+        let (scenario, connections, pace) = (missed.scenario, missed.connections, missed.pace);
+        load(&url, scenario, connections, pace, args, warm_up, RUST).await?;
+        let data = logs.join(format!("perf-{}.data", profiles.len()));
+        let recording = local_stack::perf::Recording::start(pid, &data, &logs.join("perf.log"))?;
+        let duration = Duration::from_secs(args.duration_secs);
+        let measured = load(&url, scenario, connections, pace, args, duration, RUST).await?;
+        recording.finish().await?;
+        profiles.push(Profile {
+            target: missed.target,
+            load: format!(
+                "{connections} connections, {:.0} events/s answered, p99 {:.2} ms, CPU stolen {}",
+                measured.events_per_second,
+                measured.p99_ms,
+                percent(measured.stolen_percent)
+            ),
+            top_symbols: local_stack::perf::top_symbols(&data, 30)?,
+        });
+    }
+    Ok(Profiles::Taken(profiles))
+}
+
+/// A target the run missed, and the load that measured it.
+#[derive(Debug)]
+struct MissedTarget {
+    target: String,
+    scenario: Scenario,
+    connections: usize,
+    pace: Pace,
+}
+
+/// The targets of `results` not met: a ratio under 10x (the Rust curve's highest point), a
+/// paced p99 over 50 ms (the paced load).
+fn missed_targets(results: &[Measurement]) -> Vec<MissedTarget> {
+    let mut missed = Vec::new();
+    for scenario in [Scenario::Single, Scenario::Batch] {
+        let Some(s) = saturation(results, scenario) else {
+            continue;
+        };
+        if !s.ratio_met() {
+            missed.push(MissedTarget {
+                target: format!(
+                    "{scenario:?} events at saturation, at least {TARGET_RATIO}x the reference"
+                ),
+                scenario,
+                connections: s.rust_max_at_concurrency,
+                pace: Pace::ClosedLoop,
+            });
+        }
+        if let Some(paced) = paced(results, RUST, scenario).filter(|_| !s.p99_met())
+            && let Some(rate) = paced.offered_requests_per_second
+        {
+            missed.push(MissedTarget {
+                target: format!(
+                    "{scenario:?} events paced at 80 % of the maximum, p99 at most {TARGET_P99_MS} ms"
+                ),
+                scenario,
+                connections: paced.concurrency,
+                pace: Pace::Rate(rate),
+            });
+        }
+    }
+    missed
+}
+
+/// The report's profiles: one section per missed target.
+fn profiles_section(profiles: &Profiles) -> String {
+    let mut md = String::from(
+        "
+## Profiles of the missed targets
+
+",
+    );
+    match profiles {
+        Profiles::NotTaken(why) => md.push_str(&format!("Not taken: {why}.\n")),
+        Profiles::Taken(profiles) if profiles.is_empty() => {
+            md.push_str("Every target was met in this run: no profile taken.\n")
+        }
+        Profiles::Taken(profiles) => {
+            md.push_str(
+                "Each missed target's load once more after the measured ones (uncounted), with \
+                 `perf record -e cpu-clock -F 999 -p <gateway>` over its measured seconds; self time by library \
+                 and symbol (`perf report --no-children --sort dso,sym`), top entries. The kernel's entries \
+                 are the gateway's system calls (loopback TCP, futex, epoll).\n",
+            );
+            for profile in profiles {
+                md.push_str(&format!(
+                    "\n### {}\n\nLoad: {}.\n\n```\n{}\n```\n",
+                    profile.target,
+                    profile.load,
+                    profile.top_symbols.join("\n")
+                ));
+            }
+        }
+    }
+    md
+}
+
 fn write_report(
     out_dir: &std::path::Path,
     args: &Args,
     cores: usize,
     workers: usize,
     results: &[Measurement],
+    profiles: &Profiles,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(out_dir)?;
     let cpu = platform::machine::cpu_model();
@@ -729,6 +885,7 @@ fn write_report(
         "targets": {"ratio_at_least": TARGET_RATIO, "rust_p99_ms_at_most": TARGET_P99_MS, "p99_at_fraction_of_max": 0.8},
         "results": results,
         "saturation": saturations,
+        "profiles": profiles,
     });
     std::fs::write(
         out_dir.join("report.json"),
@@ -829,14 +986,14 @@ fn write_report(
                 s.rust_max_at_concurrency,
                 s.reference_max_events_per_second,
                 s.reference_max_at_concurrency,
-                verdict(s.ratio.is_some_and(|r| r >= TARGET_RATIO)),
+                verdict(s.ratio_met()),
                 s.rust_paced_offered_events_per_second,
                 paced_connections(args),
                 s.rust_paced_events_per_second,
                 percent(s.rust_paced_stolen_percent),
                 percent(s.rust_max_stolen_percent),
                 s.rust_p99_ms,
-                verdict(s.rust_p99_ms <= TARGET_P99_MS),
+                verdict(s.p99_met()),
                 unsaturated(s, &args.concurrency),
             ));
         }
@@ -849,6 +1006,7 @@ fn write_report(
             ));
         }
     }
+    md.push_str(&profiles_section(profiles));
     md.push_str("\nRaw figures (every point, and the saturation figures): `report.json` beside this file. Reference implementation: `reference/app.py`.\n");
     std::fs::write(out_dir.join("REPORT.md"), md)?;
     Ok(())
@@ -1061,7 +1219,15 @@ mod tests {
         let results = vec![point(RUST, 32, None, 10_000.0, 9.0), paced, reference];
         let out_dir = tempfile::tempdir().unwrap();
         let args = Args::parse_from(["gateway-bench", "--concurrency", "32"]);
-        write_report(out_dir.path(), &args, 2, 2, &results).unwrap();
+        write_report(
+            out_dir.path(),
+            &args,
+            2,
+            2,
+            &results,
+            &Profiles::NotTaken("a test".into()),
+        )
+        .unwrap();
         let md = std::fs::read_to_string(out_dir.path().join("REPORT.md")).unwrap();
         assert!(
             md.contains("| 32 | 10000 | 10000 | 4.50 | 9.00 | 2500 | 2500 | 40.00 | 80.00 | 4.0x | 0 / 0 | 3 % / n/a |"),
@@ -1077,6 +1243,59 @@ mod tests {
         .unwrap();
         assert_eq!(json["results"][0]["stolen_percent"], 3.0);
         assert!(json["results"][2]["stolen_percent"].is_null());
+    }
+
+    /// Each missed target, and only those, is profiled under the load that measured it; the
+    /// report gives every profile under its target.
+    #[test]
+    fn the_missed_targets_are_profiled_under_their_own_loads() {
+        let mut results = vec![
+            // Single events: 8x the reference (missed), paced p99 44 ms (met).
+            point(RUST, 32, None, 10_000.0, 9.0),
+            point(RUST, 256, None, 20_000.0, 30.0),
+            point(RUST, 512, Some(16_000.0), 16_000.0, 44.0),
+            point(REFERENCE, 32, None, 2_500.0, 80.0),
+        ];
+        // Batches: 12x the reference (met), paced p99 80 ms (missed).
+        for (gateway, concurrency, offered, per_second, p99) in [
+            (RUST, 128, None, 1_200.0, 20.0),
+            (RUST, 512, Some(960.0), 950.0, 80.0),
+            (REFERENCE, 8, None, 100.0, 90.0),
+        ] {
+            let mut batch = point(gateway, concurrency, offered, per_second, p99);
+            batch.scenario = Scenario::Batch;
+            results.push(batch);
+        }
+        let missed = missed_targets(&results);
+        assert_eq!(missed.len(), 2, "{missed:?}");
+        assert_eq!(
+            (missed[0].scenario, missed[0].connections),
+            (Scenario::Single, 256)
+        );
+        assert!(matches!(missed[0].pace, Pace::ClosedLoop));
+        assert!(missed[0].target.contains("at least 10x"), "{missed:?}");
+        assert_eq!(
+            (missed[1].scenario, missed[1].connections),
+            (Scenario::Batch, 512)
+        );
+        assert!(matches!(missed[1].pace, Pace::Rate(rate) if rate == 960.0));
+        assert!(missed[1].target.contains("p99 at most 50 ms"), "{missed:?}");
+
+        let profiles = Profiles::Taken(vec![Profile {
+            target: missed[0].target.clone(),
+            load: "256 connections".into(),
+            top_symbols: vec!["7.71% [kernel.kallsyms] [k] finish_task_switch".into()],
+        }]);
+        let section = profiles_section(&profiles);
+        assert!(
+            section.contains("### Single events at saturation, at least 10x the reference"),
+            "{section}"
+        );
+        assert!(section.contains("7.71% [kernel.kallsyms]"), "{section}");
+        assert!(
+            profiles_section(&Profiles::Taken(Vec::new())).contains("no profile taken"),
+            "a run that met every target says why it has no profile"
+        );
     }
 
     #[test]

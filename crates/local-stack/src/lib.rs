@@ -22,6 +22,7 @@ mod broker;
 pub mod containers;
 mod down;
 mod options;
+pub mod perf;
 mod postgres;
 mod probes;
 mod processes;
