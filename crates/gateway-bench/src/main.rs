@@ -212,7 +212,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let profiles = if args.no_profile {
             Profiles::NotTaken("`--no-profile`".into())
         } else {
-            profile_missed_targets(&stack, &args, &results).await?
+            // A failed profile is reported in its place; the measurements stand.
+            profile_missed_targets(&stack, &args, &results)
+                .await
+                .unwrap_or_else(|error| Profiles::NotTaken(format!("profiling failed: {error:#}")))
         };
         write_report(&out_dir, &args, cores, workers, &results, &profiles)?;
         eprintln!("wrote {}/REPORT.md and report.json", out_dir.display());
