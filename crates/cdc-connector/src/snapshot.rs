@@ -341,6 +341,11 @@ pub struct RecordBatch {
     payloads: Vec<u8>,
     /// Per row: where its key and where its payload end.
     ends: Vec<(usize, usize)>,
+    /// When the batch was started (Unix milliseconds): the processing time its rows carry.
+    /// Read once per batch rather than per row: a clock read per row was a sixth of the
+    /// readers' samples in a profile of a 1M-row snapshot (`perf record -a`), and a batch fills
+    /// within a millisecond.
+    started_unix_millis: i64,
 }
 
 impl RecordBatch {
@@ -350,7 +355,13 @@ impl RecordBatch {
             keys: String::with_capacity(BATCH_ROWS * 48),
             payloads: Vec::with_capacity(BATCH_ROWS * 512),
             ends: Vec::with_capacity(BATCH_ROWS),
+            started_unix_millis: crate::unix_micros_now() / 1000,
         }
+    }
+
+    /// When the batch was started, in Unix milliseconds.
+    pub fn started_unix_millis(&self) -> i64 {
+        self.started_unix_millis
     }
 
     /// Adds a row: `encode` appends its key and its payload to the buffers it is given. A row
@@ -670,7 +681,10 @@ mod tests {
                 Ok(())
             }
         }
+        let before = crate::unix_micros_now() / 1000;
         let mut batch = RecordBatch::new(Arc::from("public.t"));
+        let after = crate::unix_micros_now() / 1000;
+        assert!((before..=after).contains(&batch.started_unix_millis()));
         assert!(batch.is_empty());
         batch.push(row("k1", b"first")).unwrap();
         let failed = batch.push(|keys, payload| {

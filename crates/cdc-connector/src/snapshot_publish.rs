@@ -57,8 +57,8 @@ pub async fn publish_snapshot(
     let encoding = (Arc::new(config.clone()), Arc::new(change_schema));
     let prepare = move |change: &mut ChangeEvent, batch: &mut snapshot::RecordBatch| {
         let (config, schema) = &encoding;
+        let now_unix_millis = batch.started_unix_millis();
         batch.push(|key, payload| {
-            let now_unix_millis = crate::unix_micros_now() / 1000;
             encode_change(
                 config,
                 schema,
