@@ -34,6 +34,17 @@ impl MarkedRun {
         name: &str,
         build: impl FnOnce(&Path) -> Command,
     ) -> MarkedRun {
+        Self::start_with_stderr(variable, name, None, build)
+    }
+
+    /// [`start`](Self::start), with the program's stderr going to `stderr` (a pipe whose
+    /// reader a test closes, say) instead of the scratch directory's file.
+    pub fn start_with_stderr(
+        variable: &'static str,
+        name: &str,
+        stderr: Option<Stdio>,
+        build: impl FnOnce(&Path) -> Command,
+    ) -> MarkedRun {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
@@ -41,7 +52,11 @@ impl MarkedRun {
         let marker = format!("{name}-{}-{nanos}", std::process::id());
         let out_dir = std::env::temp_dir().join(format!("marked-run-{marker}"));
         std::fs::create_dir_all(&out_dir).unwrap();
-        let stderr = std::fs::File::create(out_dir.join("stderr")).unwrap();
+        let stderr = stderr.unwrap_or_else(|| {
+            std::fs::File::create(out_dir.join("stderr"))
+                .unwrap()
+                .into()
+        });
         let mut command = build(&out_dir);
         let child = command
             .env(variable, &marker)

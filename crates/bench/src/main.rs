@@ -128,9 +128,9 @@ async fn main() {
         }
         signal = signals.recv() => signal,
     };
-    eprintln!(
+    platform::shutdown::note(format_args!(
         "bench: {name} received: everything it started is stopped; exiting with status {code}"
-    );
+    ));
     std::process::exit(code);
 }
 

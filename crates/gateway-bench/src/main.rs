@@ -34,7 +34,10 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use http1::Connection;
 use local_stack::{Stack, StackOptions, workspace_root};
-use platform::{machine::CpuTicks, shutdown::StopSignals};
+use platform::{
+    machine::CpuTicks,
+    shutdown::{StopSignals, note},
+};
 use procgroup::ProcessGroup;
 use serde::Serialize;
 use serde_json::json;
@@ -170,13 +173,15 @@ async fn main() -> anyhow::Result<()> {
     let code = tokio::select! {
         result = run(args) => return result,
         (name, code) = signals.recv() => {
-            eprintln!(
+            note(format_args!(
                 "gateway-bench: {name} received: stopping the reference gateway, the attacker and the stack ..."
-            );
+            ));
             code
         }
     };
-    eprintln!("gateway-bench: everything it started is stopped; exiting with status {code}");
+    note(format_args!(
+        "gateway-bench: everything it started is stopped; exiting with status {code}"
+    ));
     std::process::exit(code);
 }
 

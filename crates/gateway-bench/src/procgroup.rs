@@ -5,7 +5,8 @@
 //! [`ProcessGroup::stop`] on the normal path, and by `Drop` on every other one: an error
 //! returned with `?`, a panic, or the bench's own SIGINT/SIGTERM/SIGHUP (`main` then drops
 //! the whole run before it exits). Killing only the leader is not enough: uvicorn's workers would be
-//! orphaned and keep running.
+//! orphaned and keep running. What is said on the way goes through [`note`], which cannot
+//! panic on a closed stderr and so cannot cut the stopping short.
 
 use std::{
     process::ExitStatus,
@@ -17,6 +18,7 @@ use nix::{
     sys::signal::{Signal, killpg},
     unistd::Pid,
 };
+use platform::shutdown::note;
 use tokio::process::{Child, ChildStdout, Command};
 
 /// How often the group's members are looked at while waiting for them to exit.
@@ -80,18 +82,18 @@ impl ProcessGroup {
         self.stopped = true;
         let _ = killpg(self.pgid, Signal::SIGTERM);
         if !self.wait_gone(self.grace).await {
-            eprintln!(
+            note(format_args!(
                 "{} (process group {}) still running {:?} after SIGTERM: SIGKILL",
                 self.name, self.pgid, self.grace
-            );
+            ));
             let _ = killpg(self.pgid, Signal::SIGKILL);
             if !self.wait_gone(AFTER_KILL).await {
-                eprintln!(
+                note(format_args!(
                     "{} (process group {}): processes {:?} survived SIGKILL",
                     self.name,
                     self.pgid,
                     live_members(self.pgid.as_raw())
-                );
+                ));
             }
         }
         self.child.try_wait().ok().flatten()
@@ -143,7 +145,10 @@ impl ProcessGroup {
 impl Drop for ProcessGroup {
     fn drop(&mut self) {
         if !self.stopped {
-            eprintln!("stopping {} (process group {})", self.name, self.pgid);
+            note(format_args!(
+                "stopping {} (process group {})",
+                self.name, self.pgid
+            ));
             self.stop_blocking();
         }
     }

@@ -8,7 +8,11 @@
 //! (uvicorn's master, its workers, multiprocessing's helpers), which tells this run's
 //! processes apart from every other, whatever their command lines ([`e2e::marked`]).
 
-use std::{process::Command, time::Duration};
+use std::{
+    io::Read as _,
+    process::{Command, Stdio},
+    time::Duration,
+};
 
 use e2e::marked::MarkedRun;
 use nix::sys::signal::Signal;
@@ -19,7 +23,11 @@ const WORKERS: usize = 2;
 
 /// The bench serving only the reference gateway for `reference_secs`.
 fn start(name: &str, reference_secs: u64) -> MarkedRun {
-    MarkedRun::start("GATEWAY_BENCH_CLEAN_EXIT_MARKER", name, |out_dir| {
+    start_with_stderr(name, reference_secs, None)
+}
+
+fn start_with_stderr(name: &str, reference_secs: u64, stderr: Option<Stdio>) -> MarkedRun {
+    MarkedRun::start_with_stderr("GATEWAY_BENCH_CLEAN_EXIT_MARKER", name, stderr, |out_dir| {
         let mut command = Command::new(BENCH);
         command
             .args(["--reference-only-secs", &reference_secs.to_string()])
@@ -75,4 +83,33 @@ fn the_reference_gateway_is_gone_after_sigterm_to_the_bench() {
 #[test]
 fn the_reference_gateway_is_gone_after_sigint_to_the_bench() {
     stopped_by(Signal::SIGINT);
+}
+
+/// Stopped while nobody reads its stderr any more (its terminal gone, the reader of its pipe
+/// killed): what the bench says on the way out fails, and must not cut the stopping short.
+/// Found: `eprintln!` panicked on the closed pipe in the reference's drop, before it was
+/// stopped, and its uvicorn workers kept running.
+#[test]
+fn the_reference_gateway_is_gone_after_sigterm_to_the_bench_whose_stderr_is_closed() {
+    let (mut reader, writer) = std::io::pipe().unwrap();
+    let mut run = start_with_stderr("gwb-closed-stderr", 600, Some(writer.into()));
+    // Read the bench's stderr until the reference serves, then close the pipe's only reader.
+    let mut said = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !String::from_utf8_lossy(&said).contains("reference gateway ready") {
+        let read = reader.read(&mut chunk).unwrap();
+        assert!(
+            read > 0,
+            "the bench closed its stderr before the reference served: {}",
+            String::from_utf8_lossy(&said)
+        );
+        said.extend_from_slice(&chunk[..read]);
+    }
+    run.wait_until(
+        "the reference gateway serves with its workers",
+        Duration::from_secs(90),
+        |processes| processes.len() > WORKERS,
+    );
+    drop(reader);
+    run.assert_stops_cleanly_on(Signal::SIGTERM, Duration::from_secs(60));
 }

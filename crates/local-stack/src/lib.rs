@@ -299,10 +299,10 @@ impl Drop for Stack {
                 .status();
         }
         if any {
-            eprintln!(
+            platform::shutdown::note(format_args!(
                 "local-stack: stack dropped without shutdown(); processes stopped, state and logs kept in {}",
                 self.opts.root.display()
-            );
+            ));
         }
     }
 }

@@ -1,7 +1,17 @@
 //! Graceful shutdown: every service stops on SIGINT (Ctrl-C) or SIGTERM (`docker stop`,
 //! Kubernetes) the same way.
 
+use std::io::Write as _;
+
 use tokio::signal::unix::{Signal, SignalKind, signal};
+
+/// Writes a line to stderr, ignoring a failed write, for code that stops processes: a closed
+/// stderr (the terminal gone with its SIGHUP, the reader of a pipe killed) makes `eprintln!`
+/// panic, and a panic there skips the stopping that follows it (found: a bench stopped with its
+/// stderr's reader gone left the reference gateway's workers running).
+pub fn note(line: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
 
 /// Resolves when the process receives SIGINT or SIGTERM.
 ///
