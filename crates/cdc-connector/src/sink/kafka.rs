@@ -144,16 +144,14 @@ fn client_config(settings: &ProducerSettings, batching: Batching) -> ClientConfi
             Batching::Streaming => "262144",
         },
     );
-    // A snapshot's batches go out LZ4-compressed: a 4 MB batch of READ records shrinks to
-    // a fraction, so librdkafka copies it into the request, the kernel through loopback
-    // TCP and the broker into its log in far fewer bytes, which more than pays for the
+    // A snapshot's batches go out LZ4-compressed: librdkafka's request, the kernel's
+    // loopback copy and the broker then handle fewer bytes, which more than pays for the
     // compression. Measured on a 1M-row snapshot, three alternating pairs: 305,301 /
     // 298,085 / 266,406 rows/s at 3.70 / 3.79 / 4.34 connector CPU-s, against 198,291 /
     // 204,359 / 185,921 at 5.38 / 4.87 / 5.80 uncompressed; peak RSS 52-56 MiB against
-    // 76-77. Streaming stays uncompressed: a 1M-row transaction gained as much (3.95 and
-    // 4.30 CPU-s per million changes against 5.03 and 5.56), but 200,000 small
-    // transactions lost (6.60-6.65 against 5.57-6.15; snappy 7.32), their batches too
-    // small for the compression to pay.
+    // 76-77. Streaming stays uncompressed: a 1M-row transaction gained too (3.95 and 4.30
+    // CPU-s per million changes against 5.03 and 5.56), but 200,000 small transactions lost
+    // (6.60-6.65 against 5.57-6.15 CPU-s per million; snappy 7.32), why is not yet measured.
     if batching == Batching::Bulk {
         config.set("compression.codec", "lz4");
     }
