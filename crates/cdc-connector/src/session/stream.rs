@@ -45,9 +45,14 @@ pub struct Session<'a, S, P: RecordProducer, C> {
     /// publishes): the `timestamp` of the changes that read brought, when the connector
     /// handled them, without a clock read per change.
     pub(super) clock_unix_millis: i64,
-    /// When the server last sent anything (data or keepalive): a stream silent for half the
-    /// source timeout is asked for a reply, silent for all of it is taken for lost.
-    pub(super) last_received: Instant,
+    /// Since when the session has been waiting on the stream: when it last finished handling
+    /// what a read brought. A stream silent for half the source timeout from there is asked for
+    /// a reply, silent for all of it is taken for lost. Counted from the end of the handling,
+    /// not from the read: replaying a large streamed transaction keeps the session from
+    /// reading for minutes, and that is not the server's silence (found: a 10M-row
+    /// transaction's replay of over a minute was followed at once by "no answer from the
+    /// server for 60 s", the reply it had just asked for not yet read).
+    pub(super) listening_since: Instant,
     pub(super) reply_requested: bool,
     /// Table-metadata records this session has published and Kafka acknowledged.
     pub(super) published_table_schemas: std::collections::HashSet<std::sync::Arc<str>>,
@@ -86,7 +91,7 @@ where
             status_due: Instant::now() + config.status_interval,
             sent_since_status_check: 0,
             clock_unix_millis: crate::unix_micros_now() / 1000,
-            last_received: Instant::now(),
+            listening_since: Instant::now(),
             reply_requested: false,
             published_table_schemas: Default::default(),
         }
@@ -102,7 +107,6 @@ where
             tokio::select! {
                 payload = self.stream.next_copy_data() => {
                     let payload = payload?;
-                    self.last_received = Instant::now();
                     self.clock_unix_millis = crate::unix_micros_now() / 1000;
                     self.reply_requested = false;
                     self.handle(&payload, &mut outputs).await?;
@@ -111,6 +115,7 @@ where
                     while let Some(payload) = self.stream.buffered_copy_data()? {
                         self.handle(&payload, &mut outputs).await?;
                     }
+                    self.listening_since = Instant::now();
                 }
                 _ = tokio::time::sleep_until(silence_deadline) => {
                     if self.reply_requested {
@@ -149,7 +154,7 @@ where
         } else {
             timeout / 2
         };
-        self.last_received + waited
+        self.listening_since + waited
     }
 
     async fn handle(

@@ -446,3 +446,43 @@ async fn a_spill_directory_that_cannot_be_used_is_definite() {
     let error = ended.expect("the session ends").unwrap_err();
     assert_eq!(error.kind(), ErrorKind::SpillUnusable, "{error}");
 }
+
+/// A replay that keeps the session from reading for longer than the source timeout (here a
+/// producer refusing records for ~90 s of paused time, the default timeout being 60 s) is not
+/// the server's silence: afterwards the session asks for a reply and waits for it, and the
+/// server answering keeps the session alive.
+#[tokio::test(start_paused = true)]
+async fn a_replay_longer_than_the_source_timeout_is_not_taken_for_a_silent_server() {
+    let producer = FakeProducer::default();
+    *producer.answer_at_once.lock().unwrap() =
+        Some(platform::topics::CDC_TABLE_SCHEMAS.name.to_owned());
+    // Each refusal waits 5 ms before the next try: 18,000 of them are 90 s.
+    *producer.queue_full_for.lock().unwrap() = 18_000;
+    let started = tokio::time::Instant::now();
+    let ended = drive_with(
+        producer,
+        None,
+        FakeCatalog::default(),
+        |mut server| async move {
+            server.send_wal(100, vec![relation(None)]);
+            server.send_wal(101, transaction(7, &["1"], 200));
+            // Answer every status that asks for a reply, as a live server does, for 200 s.
+            let answering = async {
+                while let Some(update) = server.statuses.recv().await {
+                    if update.last() == Some(&1) {
+                        server.keepalive(300);
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(200), answering).await;
+            assert_eq!(server.producer.count(), 2, "the replay went through");
+        },
+    )
+    .await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(90),
+        "the producer did not hold the replay up: {:?}",
+        started.elapsed()
+    );
+    assert!(ended.is_none(), "{ended:?}");
+}
