@@ -1,6 +1,8 @@
 //! SIGKILL the connector again and again while thousands of changes commit; after a restart
 //! every change is in the topic. Duplicates may appear (changes after the last acknowledged
-//! position are replayed), but a duplicate always carries the same `change_id`.
+//! position are replayed), but a duplicate always carries the same `change_id`. Large
+//! transactions, staged and replayed through a producer of their own, keep each key's changes
+//! in commit order with the small transactions around them, kills or not.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -11,6 +13,10 @@ use e2e::{CdcRecord, cdc_records};
 use local_stack::{Stack, StackOptions};
 
 const ITERATIONS: usize = 4000;
+
+/// Large transactions, each followed by a small one updating its rows.
+const LARGE_TRANSACTIONS: usize = 30;
+const ROWS_PER_LARGE_TRANSACTION: usize = 1000;
 
 fn identity(record: &CdcRecord) -> (String, String, String) {
     (
@@ -104,6 +110,86 @@ async fn no_change_is_lost_across_repeated_sigkill() {
         ids_per_change.values().all(|ids| ids.len() == 1),
         "a replayed change got a new change_id"
     );
+    eprintln!(
+        "{} records for {expected} changes ({} duplicates)",
+        records.len(),
+        records.len() - expected
+    );
+    stack.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replayed_transactions_lose_nothing_and_keep_key_order_across_repeated_sigkill() {
+    let mut options = StackOptions::for_tests("kill-recovery-replays");
+    options.start_connector = false;
+    let mut stack = Stack::start(options).await.expect("start the stack");
+    // PostgreSQL streams anything over 64 kB while in progress: each large transaction is
+    // staged by the connector and replayed at its commit.
+    stack
+        .psql("ALTER SYSTEM SET logical_decoding_work_mem = '64kB'")
+        .await
+        .unwrap();
+    stack.psql("SELECT pg_reload_conf()").await.unwrap();
+    stack.start_connector().await.expect("start the connector");
+
+    // A large transaction inserting rows, then a small one updating each of them: an update
+    // published before its insert would be a key's changes out of order.
+    let writer_sql = format!(
+        "DO $$ BEGIN FOR t IN 1..{LARGE_TRANSACTIONS} LOOP \
+           INSERT INTO users (email, full_name) \
+             SELECT 'replay-' || t || '-' || i || '@example.vn', 'Replay ' || i \
+             FROM generate_series(1, {ROWS_PER_LARGE_TRANSACTION}) i; \
+           COMMIT; \
+           UPDATE users SET loyalty_tier = 'gold' WHERE email LIKE 'replay-' || t || '-%'; \
+           COMMIT; \
+           PERFORM pg_sleep(0.05); \
+         END LOOP; END $$"
+    );
+    let writer = e2e::psql_command(&stack, &writer_sql)
+        .spawn()
+        .expect("start psql");
+    for pause_ms in [800u64, 1100, 700] {
+        tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+        stack.kill_connector();
+        stack
+            .start_connector()
+            .await
+            .unwrap_or_else(|e| panic!("restart after SIGKILL: {e}"));
+    }
+    let output = writer.wait_with_output().await.expect("writer finished");
+    assert!(output.status.success(), "the writer failed");
+
+    let expected = 2 * LARGE_TRANSACTIONS * ROWS_PER_LARGE_TRANSACTION;
+    let (mut seen, mut counted) = (HashSet::new(), 0);
+    let records = cdc_records(&stack, Duration::from_secs(180), |records| {
+        seen.extend(records[counted..].iter().map(identity));
+        counted = records.len();
+        seen.len() >= expected
+    })
+    .await;
+    let distinct: HashSet<_> = records.iter().map(identity).collect();
+    assert_eq!(distinct.len(), expected, "every insert and update arrived");
+
+    // Per key, in the order the topic holds them, each change's first copy comes in commit
+    // order (a copy published again after a kill may follow).
+    let mut by_key: HashMap<&str, Vec<&CdcRecord>> = HashMap::new();
+    for record in &records {
+        by_key.entry(&record.key).or_default().push(record);
+    }
+    for (key, mut copies) in by_key {
+        copies.sort_by_key(|r| (r.partition, r.offset));
+        let mut firsts = Vec::new();
+        let mut ids = HashSet::new();
+        for record in copies {
+            if ids.insert(record.change_id()) {
+                firsts.push((record.position(), record.operation()));
+            }
+        }
+        assert!(
+            firsts.is_sorted_by_key(|(position, _)| *position),
+            "{key}: changes out of commit order: {firsts:?}"
+        );
+    }
     eprintln!(
         "{} records for {expected} changes ({} duplicates)",
         records.len(),

@@ -1,6 +1,6 @@
 //! The session's loop: read the replication stream, decode, publish, and confirm positions as
 //! Kafka acknowledges them. A streamed transaction that commits is replayed from its staging file
-//! one change at a time.
+//! one change at a time, through a producer of its own that compresses its full batches.
 
 use pgoutput::copy::{Lsn, ReplicationMessage, decode_copy_data, format_lsn};
 use platform::telemetry::Health;
@@ -8,7 +8,7 @@ use tokio::time::Instant;
 
 use super::SessionConfig;
 use crate::{
-    changes::{ChangeAssembler, Output},
+    changes::{ChangeAssembler, Output, StagedTransaction},
     error::{ConnectorError, ErrorKind},
     incremental::IncrementalSnapshot,
     metadata::{ChangeSchema, Schemas, TransactionTally},
@@ -20,6 +20,9 @@ pub struct Session<'a, S, P: RecordProducer, C> {
     pub(super) config: &'a SessionConfig,
     pub(super) stream: S,
     pub(super) sink: OrderedSink<P>,
+    /// The producer committed streamed transactions are replayed through, made at the first.
+    replay_producer: Option<P>,
+    health: Health,
     pub(super) schemas: &'a Schemas,
     /// The change schema this session encodes with (it grows in precise decimal mode).
     pub(super) change_schema: std::sync::Arc<ChangeSchema>,
@@ -77,6 +80,8 @@ where
             config,
             stream,
             sink: OrderedSink::new(producer, start, health.clone()),
+            replay_producer: None,
+            health: health.clone(),
             schemas,
             change_schema: schemas.change(),
             assembler: ChangeAssembler::new(config.spill_directory.clone()),
@@ -188,25 +193,7 @@ where
                     })?;
                 for output in std::mem::take(outputs) {
                     match output {
-                        Output::Replay(mut staged) => {
-                            // A committed streamed transaction is read back from disk one change
-                            // at a time, each published before the next is decoded.
-                            let mut replayed = Vec::new();
-                            loop {
-                                let more = self
-                                    .assembler
-                                    .replay_next(&mut staged, &mut replayed)
-                                    .map_err(|e| {
-                                    e.classify().within("replaying a streamed transaction")
-                                })?;
-                                for output in replayed.drain(..) {
-                                    self.publish(output).await?;
-                                }
-                                if !more {
-                                    break;
-                                }
-                            }
-                        }
+                        Output::Replay(mut staged) => self.replay(&mut staged).await?,
                         other => self.publish(other).await?,
                     }
                 }
@@ -229,6 +216,70 @@ where
             }
         }
         Ok(())
+    }
+
+    /// Publishes a committed streamed transaction, read back from disk one change at a time
+    /// (each published before the next is decoded), through the replay producer. Records of
+    /// one key must reach Kafka in WAL order, which two producers keep only one at a time:
+    /// everything before the transaction is acknowledged before its first record goes to the
+    /// replay producer, and all of its records before the streaming producer takes the next.
+    /// Each wait is one batch's round trip, once per transaction of at least
+    /// `logical_decoding_work_mem`.
+    async fn replay(&mut self, staged: &mut StagedTransaction) -> Result<(), ConnectorError> {
+        self.drain().await?;
+        let producer = match self.replay_producer.take() {
+            Some(producer) => producer,
+            None => self.sink.producer().for_replay().await?,
+        };
+        let acked = self.sink.acks().borrow().acked_lsn;
+        let replay_sink = OrderedSink::new(producer.clone(), acked, self.health.clone());
+        let streaming_sink = std::mem::replace(&mut self.sink, replay_sink);
+        let replayed = match self.publish_staged(staged).await {
+            Ok(()) => self.drain().await,
+            failed => failed,
+        };
+        // The replay's sink ends here (its ledger session with it), whatever happened.
+        self.sink = streaming_sink;
+        replayed?;
+        self.replay_producer = Some(producer);
+        // What the replay confirmed, now acknowledged, on the sink the session watches.
+        self.sink.checkpoint(self.checkpointed_lsn, None);
+        Ok(())
+    }
+
+    async fn publish_staged(
+        &mut self,
+        staged: &mut StagedTransaction,
+    ) -> Result<(), ConnectorError> {
+        let mut replayed = Vec::new();
+        loop {
+            let more = self
+                .assembler
+                .replay_next(staged, &mut replayed)
+                .map_err(|e| e.classify().within("replaying a streamed transaction"))?;
+            for output in replayed.drain(..) {
+                self.publish(output).await?;
+            }
+            if !more {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Waits until Kafka acknowledged everything the sink was handed, sending status updates
+    /// meanwhile so that PostgreSQL does not time the connection out.
+    pub(super) async fn drain(&mut self) -> Result<(), ConnectorError> {
+        let mut reached = self.sink.barrier();
+        loop {
+            tokio::select! {
+                answered = &mut reached => {
+                    return answered.map_err(|_| self.sink.failure());
+                }
+                _ = tokio::time::sleep_until(self.status_due) => {
+                    self.send_status(false).await?;
+                }
+            }
+        }
     }
 
     /// What a Relation message (once per table and schema change, before its first row)
@@ -323,7 +374,7 @@ where
             sent = true;
         }
         if sent {
-            self.sink.drained().await?;
+            self.drain().await?;
         }
         Ok(())
     }

@@ -486,3 +486,124 @@ async fn a_replay_longer_than_the_source_timeout_is_not_taken_for_a_silent_serve
     );
     assert!(ended.is_none(), "{ended:?}");
 }
+
+/// A committed streamed transaction goes through the replay producer only once every record
+/// before it was acknowledged, and the records after it go to the streaming producer only once
+/// every record of the replay was: two producers never hold records of one key at once.
+#[tokio::test]
+async fn a_replay_goes_through_its_own_producer_between_acknowledged_records_of_the_other() {
+    let spill = tempfile::tempdir().unwrap();
+    let ended = drive(
+        Some(spill.path().to_path_buf()),
+        FakeCatalog::default(),
+        |mut server| async move {
+            server.send_wal(100, vec![relation(None)]);
+            server.send_wal(101, transaction(7, &["1"], 200));
+            server.send_wal(
+                110,
+                vec![
+                    stream_start(9),
+                    insert(Some(9), "2"),
+                    insert(Some(9), "3"),
+                    stream_stop(),
+                    stream_commit(9, 400, 410),
+                ],
+            );
+            server.settle().await;
+            assert_eq!(
+                server.producer.count(),
+                2,
+                "the replay waits for transaction 7"
+            );
+            server.producer.acknowledge(0);
+            server.producer.acknowledge(1);
+            server.settle().await;
+            assert_eq!(server.producer.count(), 5, "the replay was sent");
+            server.send_wal(120, transaction(12, &["4"], 500));
+            server.settle().await;
+            assert_eq!(
+                server.producer.count(),
+                5,
+                "transaction 12 waits for the replay"
+            );
+            server.producer.acknowledge(3);
+            server.producer.acknowledge(2);
+            server.settle().await;
+            assert_eq!(
+                server.producer.count(),
+                5,
+                "the replay is not all acknowledged"
+            );
+            server.producer.acknowledge(4);
+            server.settle().await;
+            let sent: Vec<_> = server
+                .producer
+                .sent
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|record| (record.key.clone(), record.by_replay_producer))
+                .collect();
+            let change = |id: u32| format!(r#"public.bookings/{{"booking_id":{id}}}"#);
+            assert_eq!(
+                sent,
+                [
+                    (change(1), false),
+                    ("7".into(), false),
+                    (change(2), true),
+                    (change(3), true),
+                    ("9".into(), true),
+                    (change(4), false),
+                    ("12".into(), false),
+                ]
+            );
+            // The replay's commit is confirmed, transaction 12 is not.
+            server.expect_flush(410, 410).await;
+            server.expect_flush_stays(600).await;
+            server.producer.acknowledge_all();
+            server.expect_flush(600, 600).await;
+        },
+    )
+    .await;
+    assert!(ended.is_none(), "{ended:?}");
+}
+
+/// A record of a replay that Kafka refuses ends the session with that failure, before
+/// anything of the transaction or after it is confirmed.
+#[tokio::test]
+async fn a_refused_record_of_a_replay_ends_the_session() {
+    let spill = tempfile::tempdir().unwrap();
+    let ended = drive(
+        Some(spill.path().to_path_buf()),
+        FakeCatalog::default(),
+        |mut server| async move {
+            server.send_wal(
+                100,
+                vec![
+                    stream_start(9),
+                    relation(Some(9)),
+                    insert(Some(9), "1"),
+                    insert(Some(9), "2"),
+                    stream_stop(),
+                    stream_commit(9, 400, 410),
+                ],
+            );
+            server.settle().await;
+            assert_eq!(server.producer.count(), 3);
+            server.producer.acknowledge(0);
+            server.producer.acknowledge(2);
+            server.producer.with(1, |record| {
+                record.fail(ConnectorError::new(
+                    ErrorKind::KafkaRejected,
+                    "Kafka refused a record",
+                    "Broker: Message size too large",
+                ))
+            });
+            server.expect_flush_stays(500).await;
+            std::future::pending::<()>().await;
+        },
+    )
+    .await;
+    let error = ended.expect("the session ends").unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::KafkaRejected, "{error}");
+}

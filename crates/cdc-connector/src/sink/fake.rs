@@ -10,6 +10,8 @@ pub struct SentRecord {
     pub topic: String,
     pub key: String,
     pub payload: Vec<u8>,
+    /// Whether it went to the producer [`RecordProducer::for_replay`] made.
+    pub by_replay_producer: bool,
     sequence: u64,
     ledger: Arc<Ledger>,
     answered: bool,
@@ -42,6 +44,8 @@ pub struct FakeProducer {
     pub answer_at_once: Arc<Mutex<Option<String>>>,
     pub answered: Arc<Mutex<Vec<SentRecord>>>,
     pub ledger: Arc<Ledger>,
+    /// Made by [`RecordProducer::for_replay`]: its own ledger, the same `sent` records.
+    pub for_replays: bool,
 }
 
 impl FakeProducer {
@@ -89,6 +93,7 @@ impl RecordProducer for FakeProducer {
             topic: topic.to_string(),
             key: key.to_string(),
             payload: payload.to_vec(),
+            by_replay_producer: self.for_replays,
             sequence,
             ledger: self.ledger.clone(),
             answered: false,
@@ -104,5 +109,13 @@ impl RecordProducer for FakeProducer {
 
     fn ledger(&self) -> &Arc<Ledger> {
         &self.ledger
+    }
+
+    async fn for_replay(&self) -> Result<Self, ConnectorError> {
+        Ok(Self {
+            ledger: Arc::default(),
+            for_replays: true,
+            ..self.clone()
+        })
     }
 }

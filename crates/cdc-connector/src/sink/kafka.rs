@@ -49,6 +49,11 @@ pub enum Batching {
     /// of what small batches do (measured: the snapshot's CPU per row fell ~12 %), and nobody
     /// waits on one READ record.
     Bulk,
+    /// A committed streamed transaction read back from disk (one that outgrew the server's
+    /// `logical_decoding_work_mem`, 64 MB unless set): streaming's bounds, so the connector's
+    /// memory stays within its streaming budget, but LZ4-compressed, since its records come as
+    /// fast as the producer takes them and fill every batch.
+    Replay,
 }
 
 impl KafkaProducer {
@@ -87,13 +92,18 @@ impl KafkaProducer {
 
     /// A producer with the same settings but [`Batching::Bulk`], for a snapshot.
     pub async fn for_bulk(&self) -> Result<Self, KafkaError> {
+        self.sibling(Batching::Bulk).await
+    }
+
+    /// A producer of its own, with the same settings, batching as `batching` says.
+    async fn sibling(&self, batching: Batching) -> Result<Self, KafkaError> {
         let settings = ProducerSettings {
             brokers: self.settings.brokers.clone(),
             message_timeout: self.settings.message_timeout,
             max_queued_records: self.settings.max_queued_records,
             streaming_linger: self.settings.streaming_linger,
         };
-        Self::new(settings, Batching::Bulk).await
+        Self::new(settings, batching).await
     }
 
     /// Waits up to `timeout` for the records handed over to be answered (at shutdown).
@@ -121,7 +131,7 @@ fn client_config(settings: &ProducerSettings, batching: Batching) -> ClientConfi
         // records (about 0.1 s at full speed, ~400-byte records at 100,000 a second) still
         // keeps batches full. Measured on a 1M-row transaction: peak RSS 28-29 MiB against
         // 34-37 MiB with 8 or 32 MiB, within the connector's 32 MiB, at the same rate.
-        Batching::Streaming => ProducerBounds {
+        Batching::Streaming | Batching::Replay => ProducerBounds {
             message_timeout: settings.message_timeout,
             max_queued_records: settings.max_queued_records,
             max_queued_kbytes: 4096,
@@ -141,18 +151,19 @@ fn client_config(settings: &ProducerSettings, batching: Batching) -> ClientConfi
         "batch.size",
         match batching {
             Batching::Bulk => "4000000",
-            Batching::Streaming => "262144",
+            Batching::Streaming | Batching::Replay => "262144",
         },
     );
-    // A snapshot's batches go out LZ4-compressed: librdkafka's request, the kernel's
-    // loopback copy and the broker then handle fewer bytes, which more than pays for the
-    // compression. Measured on a 1M-row snapshot, three alternating pairs: 305,301 /
+    // A snapshot's and a replay's batches go out LZ4-compressed: librdkafka's request, the
+    // kernel's loopback copy and the broker then handle fewer bytes, which more than pays for
+    // the compression. Measured on a 1M-row snapshot, three alternating pairs: 305,301 /
     // 298,085 / 266,406 rows/s at 3.70 / 3.79 / 4.34 connector CPU-s, against 198,291 /
     // 204,359 / 185,921 at 5.38 / 4.87 / 5.80 uncompressed; peak RSS 52-56 MiB against
-    // 76-77. Streaming stays uncompressed: a 1M-row transaction gained too (3.95 and 4.30
-    // CPU-s per million changes against 5.03 and 5.56), but 200,000 small transactions lost
-    // (6.60-6.65 against 5.57-6.15 CPU-s per million; snappy 7.32), why is not yet measured.
-    if batching == Batching::Bulk {
+    // 76-77. A 1M-row transaction (a replay) gained too: 3.95 and 4.30 CPU-s per million
+    // changes against 5.03 and 5.56 with every streamed record compressed. Streamed changes
+    // stay uncompressed: 200,000 small transactions lost (6.60-6.65 against 5.57-6.15 CPU-s
+    // per million; snappy 7.32), why is not yet measured.
+    if matches!(batching, Batching::Bulk | Batching::Replay) {
         config.set("compression.codec", "lz4");
     }
     config
@@ -206,6 +217,12 @@ impl RecordProducer for KafkaProducer {
     fn ledger(&self) -> &Arc<Ledger> {
         &self.producer.context().ledger
     }
+
+    async fn for_replay(&self) -> Result<Self, ConnectorError> {
+        self.sibling(Batching::Replay)
+            .await
+            .map_err(|error| ConnectorError::kafka("creating the producer for replays", &error))
+    }
 }
 
 #[cfg(test)]
@@ -222,7 +239,7 @@ mod tests {
     }
 
     #[test]
-    fn a_snapshots_batches_are_large_and_compressed_and_a_streams_are_not() {
+    fn a_snapshots_batches_are_large_and_compressed_a_replays_compressed_and_a_streams_neither() {
         let bulk = client_config(&settings(), Batching::Bulk);
         assert_eq!(bulk.get("compression.codec"), Some("lz4"));
         assert_eq!(bulk.get("queue.buffering.max.messages"), Some("100000"));
@@ -234,5 +251,15 @@ mod tests {
         assert_eq!(streaming.get("queue.buffering.max.kbytes"), Some("4096"));
         assert_eq!(streaming.get("batch.size"), Some("262144"));
         assert_eq!(streaming.get("linger.ms"), Some("20"));
+        let replay = client_config(&settings(), Batching::Replay);
+        assert_eq!(replay.get("compression.codec"), Some("lz4"));
+        for bound in [
+            "queue.buffering.max.messages",
+            "queue.buffering.max.kbytes",
+            "batch.size",
+            "linger.ms",
+        ] {
+            assert_eq!(replay.get(bound), streaming.get(bound), "{bound}");
+        }
     }
 }

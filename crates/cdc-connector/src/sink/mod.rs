@@ -20,14 +20,20 @@ use tokio::sync::watch;
 use self::ledger::{Ledger, Mark};
 use crate::{changes::Operation, error::ConnectorError};
 
-/// Hands records to Kafka and reports each answer to its [`Ledger`].
-pub trait RecordProducer: Send + Sync + 'static {
+/// Hands records to Kafka and reports each answer to its [`Ledger`]. A clone is the same
+/// producer.
+pub trait RecordProducer: Clone + Send + Sync + 'static {
     /// Hands one record over; Kafka's answer goes to [`RecordProducer::ledger`] as
     /// `ledger.answered(sequence, ..)`, from any thread, in any order.
     fn send(&self, topic: &str, key: &str, payload: &[u8], sequence: u64) -> Result<(), SendError>;
 
     /// Where this producer reports its answers.
     fn ledger(&self) -> &Arc<Ledger>;
+
+    /// A producer of its own (its own ledger) for replaying committed streamed transactions,
+    /// batching for throughput. Records of one key stay in order across the two only if one
+    /// is drained before the other takes the next record: the session does so.
+    fn for_replay(&self) -> impl Future<Output = Result<Self, ConnectorError>> + Send;
 }
 
 pub enum SendError {
@@ -97,17 +103,32 @@ impl<P: RecordProducer> OrderedSink<P> {
 
     /// Waits until Kafka acknowledged everything sent so far; the failure if a delivery failed.
     pub async fn drained(&self) -> Result<(), ConnectorError> {
-        let (reached, wait) = tokio::sync::oneshot::channel();
-        self.producer.ledger().mark(Mark::Barrier(reached));
-        if wait.await.is_ok() {
+        if self.barrier().await.is_ok() {
             return Ok(());
         }
-        Err(self
-            .acks
+        Err(self.failure())
+    }
+
+    /// Answered once Kafka acknowledged everything sent so far; dropped unanswered when a
+    /// delivery failed ([`Self::failure`] says which).
+    pub fn barrier(&self) -> tokio::sync::oneshot::Receiver<()> {
+        let (reached, wait) = tokio::sync::oneshot::channel();
+        self.producer.ledger().mark(Mark::Barrier(reached));
+        wait
+    }
+
+    /// Why a [`Self::barrier`] was dropped unanswered.
+    pub fn failure(&self) -> ConnectorError {
+        self.acks
             .borrow()
             .failure
             .clone()
-            .unwrap_or_else(acknowledgements_ended))
+            .unwrap_or_else(acknowledgements_ended)
+    }
+
+    /// The producer records go to.
+    pub fn producer(&self) -> &P {
+        &self.producer
     }
 
     pub fn acks(&self) -> watch::Receiver<AckState> {
