@@ -14,9 +14,13 @@ use local_stack::{Stack, StackOptions};
 
 const ITERATIONS: usize = 4000;
 
-/// Large transactions, each followed by a small one updating its rows.
-const LARGE_TRANSACTIONS: usize = 30;
-const ROWS_PER_LARGE_TRANSACTION: usize = 1000;
+/// Large transactions (staged, replayed), each followed by a small one: enough that the
+/// connector is replaying one most of the time the kills land.
+const LARGE_TRANSACTIONS: usize = 25;
+const ROWS_PER_LARGE_TRANSACTION: usize = 4000;
+/// Rows of each large transaction that the small one after it updates, and the next large one
+/// again.
+const ROWS_UPDATED: usize = 10;
 
 fn identity(record: &CdcRecord) -> (String, String, String) {
     (
@@ -124,7 +128,7 @@ async fn replayed_transactions_lose_nothing_and_keep_key_order_across_repeated_s
     options.start_connector = false;
     let mut stack = Stack::start(options).await.expect("start the stack");
     // PostgreSQL streams anything over 64 kB while in progress: each large transaction is
-    // staged by the connector and replayed at its commit.
+    // staged by the connector and replayed at its commit, through its own producer.
     stack
         .psql("ALTER SYSTEM SET logical_decoding_work_mem = '64kB'")
         .await
@@ -132,23 +136,33 @@ async fn replayed_transactions_lose_nothing_and_keep_key_order_across_repeated_s
     stack.psql("SELECT pg_reload_conf()").await.unwrap();
     stack.start_connector().await.expect("start the connector");
 
-    // A large transaction inserting rows, then a small one updating each of them: an update
-    // published before its insert would be a key's changes out of order.
+    // Transaction t inserts rows (replayed) and updates rows of t - 1 that the small
+    // transaction after t - 1 updated (streamed): each key changes in a replayed transaction,
+    // then in a small one, then in a replayed one again. A change published before the one
+    // committed ahead of it would be a key's changes out of order.
+    let rows = |t: &str, count: usize| {
+        format!(
+            "SELECT 'replay-' || {t} || '-' || i || '@example.vn' FROM generate_series(1, {count}) i"
+        )
+    };
     let writer_sql = format!(
         "DO $$ BEGIN FOR t IN 1..{LARGE_TRANSACTIONS} LOOP \
            INSERT INTO users (email, full_name) \
-             SELECT 'replay-' || t || '-' || i || '@example.vn', 'Replay ' || i \
-             FROM generate_series(1, {ROWS_PER_LARGE_TRANSACTION}) i; \
+             SELECT email, 'Replay' FROM ({all}) AS new_rows(email); \
+           UPDATE users SET loyalty_tier = 'platinum' WHERE email IN ({previous}); \
            COMMIT; \
-           UPDATE users SET loyalty_tier = 'gold' WHERE email LIKE 'replay-' || t || '-%'; \
+           UPDATE users SET loyalty_tier = 'gold' WHERE email IN ({updated}); \
            COMMIT; \
-           PERFORM pg_sleep(0.05); \
-         END LOOP; END $$"
+           PERFORM pg_sleep(0.02); \
+         END LOOP; END $$",
+        all = rows("t", ROWS_PER_LARGE_TRANSACTION),
+        previous = rows("(t - 1)", ROWS_UPDATED),
+        updated = rows("t", ROWS_UPDATED),
     );
     let writer = e2e::psql_command(&stack, &writer_sql)
         .spawn()
         .expect("start psql");
-    for pause_ms in [800u64, 1100, 700] {
+    for pause_ms in [600u64, 900, 700, 800] {
         tokio::time::sleep(Duration::from_millis(pause_ms)).await;
         stack.kill_connector();
         stack
@@ -159,16 +173,23 @@ async fn replayed_transactions_lose_nothing_and_keep_key_order_across_repeated_s
     let output = writer.wait_with_output().await.expect("writer finished");
     assert!(output.status.success(), "the writer failed");
 
-    let expected = 2 * LARGE_TRANSACTIONS * ROWS_PER_LARGE_TRANSACTION;
+    // Inserts, the small transactions' updates, and the large ones' updates of the rows before.
+    let expected = LARGE_TRANSACTIONS * (ROWS_PER_LARGE_TRANSACTION + ROWS_UPDATED)
+        + (LARGE_TRANSACTIONS - 1) * ROWS_UPDATED;
+    // A change published twice (after a kill) carries the same change_id.
     let (mut seen, mut counted) = (HashSet::new(), 0);
     let records = cdc_records(&stack, Duration::from_secs(180), |records| {
-        seen.extend(records[counted..].iter().map(identity));
+        seen.extend(records[counted..].iter().map(|r| r.change_id().to_string()));
         counted = records.len();
         seen.len() >= expected
     })
     .await;
-    let distinct: HashSet<_> = records.iter().map(identity).collect();
-    assert_eq!(distinct.len(), expected, "every insert and update arrived");
+    let distinct: HashSet<_> = records.iter().map(CdcRecord::change_id).collect();
+    assert_eq!(
+        distinct.len(),
+        expected,
+        "every change arrived, once or more"
+    );
 
     // Per key, in the order the topic holds them, each change's first copy comes in commit
     // order (a copy published again after a kill may follow).
@@ -176,6 +197,7 @@ async fn replayed_transactions_lose_nothing_and_keep_key_order_across_repeated_s
     for record in &records {
         by_key.entry(&record.key).or_default().push(record);
     }
+    let mut keys_changed_thrice = 0;
     for (key, mut copies) in by_key {
         copies.sort_by_key(|r| (r.partition, r.offset));
         let mut firsts = Vec::new();
@@ -189,7 +211,13 @@ async fn replayed_transactions_lose_nothing_and_keep_key_order_across_repeated_s
             firsts.is_sorted_by_key(|(position, _)| *position),
             "{key}: changes out of commit order: {firsts:?}"
         );
+        keys_changed_thrice += usize::from(firsts.len() == 3);
     }
+    assert_eq!(
+        keys_changed_thrice,
+        (LARGE_TRANSACTIONS - 1) * ROWS_UPDATED,
+        "keys inserted, updated by a small transaction, then by a replayed one"
+    );
     eprintln!(
         "{} records for {expected} changes ({} duplicates)",
         records.len(),
