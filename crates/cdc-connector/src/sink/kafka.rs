@@ -159,10 +159,11 @@ fn client_config(settings: &ProducerSettings, batching: Batching) -> ClientConfi
     // the compression. Measured on a 1M-row snapshot, three alternating pairs: 305,301 /
     // 298,085 / 266,406 rows/s at 3.70 / 3.79 / 4.34 connector CPU-s, against 198,291 /
     // 204,359 / 185,921 at 5.38 / 4.87 / 5.80 uncompressed; peak RSS 52-56 MiB against
-    // 76-77. A 1M-row transaction (a replay) gained too: 3.95 and 4.30 CPU-s per million
-    // changes against 5.03 and 5.56 with every streamed record compressed. Streamed changes
-    // stay uncompressed: 200,000 small transactions lost (6.60-6.65 against 5.57-6.15 CPU-s
-    // per million; snappy 7.32), why is not yet measured.
+    // 76-77. A 1M-row transaction (a replay) gained too: through its own producer, six
+    // alternating pairs, median 5.03 CPU-s per million changes against 6.46 (lower in five),
+    // and a 10M-row one ran at 0.93x pg_recvlogical's rate (0.70x in the report before).
+    // Streamed changes stay uncompressed: 200,000 small transactions lost (6.60-6.65 against
+    // 5.57-6.15 CPU-s per million; snappy 7.32), why is not yet measured.
     if matches!(batching, Batching::Bulk | Batching::Replay) {
         config.set("compression.codec", "lz4");
     }
