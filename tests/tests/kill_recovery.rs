@@ -22,6 +22,24 @@ const ROWS_PER_LARGE_TRANSACTION: usize = 4000;
 /// again.
 const ROWS_UPDATED: usize = 10;
 
+/// Runs `writer_sql` through psql, meanwhile killing the connector after each of `pauses_ms`
+/// and restarting it at once; returns once the writer succeeded.
+async fn write_while_killing(stack: &mut Stack, writer_sql: &str, pauses_ms: &[u64]) {
+    let writer = e2e::psql_command(stack, writer_sql)
+        .spawn()
+        .expect("start psql");
+    for pause_ms in pauses_ms {
+        tokio::time::sleep(Duration::from_millis(*pause_ms)).await;
+        stack.kill_connector();
+        stack
+            .start_connector()
+            .await
+            .unwrap_or_else(|e| panic!("restart after SIGKILL: {e}"));
+    }
+    let output = writer.wait_with_output().await.expect("writer finished");
+    assert!(output.status.success(), "the writer failed");
+}
+
 fn identity(record: &CdcRecord) -> (String, String, String) {
     (
         record.table().to_string(),
@@ -46,20 +64,7 @@ async fn no_change_is_lost_across_repeated_sigkill() {
            PERFORM pg_sleep(0.0005); \
          END LOOP; END $$"
     );
-    let writer = e2e::psql_command(&stack, &writer_sql)
-        .spawn()
-        .expect("start psql");
-
-    for pause_ms in [700u64, 900, 600] {
-        tokio::time::sleep(Duration::from_millis(pause_ms)).await;
-        stack.kill_connector();
-        stack
-            .start_connector()
-            .await
-            .unwrap_or_else(|e| panic!("restart after SIGKILL: {e}"));
-    }
-    let output = writer.wait_with_output().await.expect("writer finished");
-    assert!(output.status.success(), "the writer failed");
+    write_while_killing(&mut stack, &writer_sql, &[700, 900, 600]).await;
     let committed: usize = stack
         .psql("SELECT count(*) FROM users WHERE email LIKE 'load-%'")
         .await
@@ -159,19 +164,7 @@ async fn replayed_transactions_lose_nothing_and_keep_key_order_across_repeated_s
         previous = rows("(t - 1)", ROWS_UPDATED),
         updated = rows("t", ROWS_UPDATED),
     );
-    let writer = e2e::psql_command(&stack, &writer_sql)
-        .spawn()
-        .expect("start psql");
-    for pause_ms in [600u64, 900, 700, 800] {
-        tokio::time::sleep(Duration::from_millis(pause_ms)).await;
-        stack.kill_connector();
-        stack
-            .start_connector()
-            .await
-            .unwrap_or_else(|e| panic!("restart after SIGKILL: {e}"));
-    }
-    let output = writer.wait_with_output().await.expect("writer finished");
-    assert!(output.status.success(), "the writer failed");
+    write_while_killing(&mut stack, &writer_sql, &[600, 900, 700, 800]).await;
 
     // Inserts, the small transactions' updates, and the large ones' updates of the rows before.
     let expected = LARGE_TRANSACTIONS * (ROWS_PER_LARGE_TRANSACTION + ROWS_UPDATED)

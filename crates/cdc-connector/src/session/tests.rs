@@ -233,6 +233,15 @@ fn transaction(xid: u32, ids: &[&str], commit_lsn: Lsn) -> Vec<Vec<u8>> {
     messages
 }
 
+/// A transaction PostgreSQL streamed in one chunk before its commit: staged, then replayed.
+fn streamed_transaction(xid: u32, ids: &[&str], commit_lsn: Lsn) -> Vec<Vec<u8>> {
+    let mut messages = vec![stream_start(xid), relation(Some(xid))];
+    messages.extend(ids.iter().map(|id| insert(Some(xid), id)));
+    messages.push(stream_stop());
+    messages.push(stream_commit(xid, commit_lsn, commit_lsn + 10));
+    messages
+}
+
 #[tokio::test]
 async fn a_keepalive_between_transactions_is_confirmed_after_the_records_before_it() {
     let ended = drive(None, FakeCatalog::default(), |mut server| async move {
@@ -499,16 +508,7 @@ async fn a_replay_goes_through_its_own_producer_between_acknowledged_records_of_
         |mut server| async move {
             server.send_wal(100, vec![relation(None)]);
             server.send_wal(101, transaction(7, &["1"], 200));
-            server.send_wal(
-                110,
-                vec![
-                    stream_start(9),
-                    insert(Some(9), "2"),
-                    insert(Some(9), "3"),
-                    stream_stop(),
-                    stream_commit(9, 400, 410),
-                ],
-            );
+            server.send_wal(110, streamed_transaction(9, &["2", "3"], 400));
             server.settle().await;
             assert_eq!(
                 server.producer.count(),
@@ -577,17 +577,7 @@ async fn a_refused_record_of_a_replay_ends_the_session() {
         Some(spill.path().to_path_buf()),
         FakeCatalog::default(),
         |mut server| async move {
-            server.send_wal(
-                100,
-                vec![
-                    stream_start(9),
-                    relation(Some(9)),
-                    insert(Some(9), "1"),
-                    insert(Some(9), "2"),
-                    stream_stop(),
-                    stream_commit(9, 400, 410),
-                ],
-            );
+            server.send_wal(100, streamed_transaction(9, &["1", "2"], 400));
             server.settle().await;
             assert_eq!(server.producer.count(), 3);
             server.producer.acknowledge(0);
