@@ -240,8 +240,8 @@ where
         };
         // The replay's sink ends here (its ledger session with it), whatever happened.
         self.sink = streaming_sink;
-        replayed?;
         self.replay_producer = Some(producer);
+        replayed?;
         // What the replay confirmed, now acknowledged, on the sink the session watches.
         self.sink.checkpoint(self.checkpointed_lsn, None);
         Ok(())
@@ -268,7 +268,7 @@ where
 
     /// Waits until Kafka acknowledged everything the sink was handed, sending status updates
     /// meanwhile so that PostgreSQL does not time the connection out.
-    pub(super) async fn drain(&mut self) -> Result<(), ConnectorError> {
+    async fn drain(&mut self) -> Result<(), ConnectorError> {
         let mut reached = self.sink.barrier();
         loop {
             tokio::select! {
