@@ -3,22 +3,37 @@
 //! framing exist once.
 
 /// Avro `long` (and `int`, `enum`, union index, block counts): zig-zag, then a LEB128 varint.
+///
+/// Written for every field of every record, so inlined into its callers (in other crates too),
+/// with one byte (a union branch, an enum symbol, a short length) pushed at once and a longer
+/// varint gathered on the stack and appended with one capacity check.
+#[inline]
 pub fn long(out: &mut Vec<u8>, value: i64) {
     let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
-    while zigzag >= 0x80 {
-        out.push((zigzag as u8) | 0x80);
-        zigzag >>= 7;
+    if zigzag < 0x80 {
+        out.push(zigzag as u8);
+        return;
     }
-    out.push(zigzag as u8);
+    let mut varint = [0u8; 10];
+    let mut len = 0;
+    while zigzag >= 0x80 {
+        varint[len] = (zigzag as u8) | 0x80;
+        zigzag >>= 7;
+        len += 1;
+    }
+    varint[len] = zigzag as u8;
+    out.extend_from_slice(&varint[..=len]);
 }
 
 /// Avro `bytes`: the length as a `long`, then the bytes.
+#[inline]
 pub fn bytes(out: &mut Vec<u8>, value: &[u8]) {
     long(out, value.len() as i64);
     out.extend_from_slice(value);
 }
 
 /// Avro `string`: its UTF-8 as `bytes`.
+#[inline]
 pub fn string(out: &mut Vec<u8>, value: &str) {
     bytes(out, value.as_bytes());
 }
