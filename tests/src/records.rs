@@ -15,6 +15,8 @@ pub struct CdcRecord {
     pub key: String,
     pub partition: i32,
     pub offset: i64,
+    /// The record's Kafka timestamp, if it has one.
+    pub kafka_timestamp_millis: Option<i64>,
     pub value: Value,
 }
 
@@ -140,9 +142,42 @@ impl TopicReader {
             key: String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
             partition: message.partition(),
             offset: message.offset(),
+            kafka_timestamp_millis: message.timestamp().to_millis(),
             value: avro::to_json(&value),
         }))
     }
+}
+
+/// The partition Java's producer (Kafka's `BuiltInPartitioner`, as Debezium uses it) puts a
+/// record with `key` on: murmur2 of the key, made positive, modulo the partition count.
+/// Written here from Kafka's `Utils.murmur2`, independently of librdkafka.
+pub fn java_partition(key: &[u8], partitions: i32) -> i32 {
+    (java_murmur2(key) & 0x7fff_ffff) % partitions
+}
+
+/// Kafka's `Utils.murmur2` (seed `0x9747b28c`), as a signed 32-bit hash like Java's.
+fn java_murmur2(data: &[u8]) -> i32 {
+    const M: u32 = 0x5bd1_e995;
+    let mut h = 0x9747_b28c_u32 ^ data.len() as u32;
+    let mut words = data.chunks_exact(4);
+    for word in &mut words {
+        let mut k = u32::from_le_bytes([word[0], word[1], word[2], word[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> 24;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M) ^ k;
+    }
+    let tail = words.remainder();
+    if !tail.is_empty() {
+        for (index, byte) in tail.iter().enumerate() {
+            h ^= u32::from(*byte) << (8 * index);
+        }
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h as i32
 }
 
 /// A number that differs between calls (for unique consumer group names).
@@ -204,4 +239,31 @@ pub async fn python_reader_lines(
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn murmur2_gives_kafkas_own_test_vectors() {
+        // Kafka's UtilsTest.testMurmur2.
+        for (key, hash) in [
+            ("21", -973_932_308),
+            ("foobar", -790_332_482),
+            ("a-little-bit-long-string", -985_981_536),
+            ("a-little-bit-longer-string", -1_486_304_829),
+            (
+                "lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+                -58_897_971,
+            ),
+            ("abc", 479_470_107),
+        ] {
+            assert_eq!(java_murmur2(key.as_bytes()), hash, "{key}");
+        }
+        assert_eq!(
+            java_partition(b"21", 4),
+            (-973_932_308_i32 & 0x7fff_ffff) % 4
+        );
+    }
 }

@@ -152,6 +152,23 @@ async fn writes_during_the_snapshot_appear_exactly_once_as_read_or_as_a_later_ch
             .filter(|r| r.operation() == "READ")
             .all(|r| r.change_id().contains("-READ-public.users/"))
     );
+    // Read and streamed alike, a record's Kafka timestamp is the `timestamp` it carries, and
+    // its key is on the partition Java's producer (Debezium's) would have put it on.
+    let partitions = platform::topics::CDC_CHANGES.partitions;
+    for record in &records {
+        assert_eq!(
+            record.kafka_timestamp_millis,
+            record.value["timestamp"].as_i64(),
+            "{}",
+            record.change_id()
+        );
+        assert_eq!(
+            record.partition,
+            e2e::records::java_partition(record.key.as_bytes(), partitions),
+            "{}",
+            record.key
+        );
+    }
     connector.kill().await.unwrap();
     stack.shutdown().await.unwrap();
 }

@@ -11,7 +11,7 @@ use crate::{
     error::{ConnectorError, ErrorKind},
     metadata::Schemas,
     session::{SessionConfig, publish::encode_change},
-    sink::{OrderedSink, SendError, kafka::KafkaProducer},
+    sink::{OrderedSink, Outgoing, SendError, kafka::KafkaProducer},
     snapshot,
 };
 
@@ -41,14 +41,13 @@ pub async fn publish_snapshot(
     for table in &tables {
         let schema = &table.table_schema;
         let payload = schemas.encode_table_schema(schema, consistent_point)?;
-        send(
-            &sink,
-            topics::CDC_TABLE_SCHEMAS.name,
-            &schema.id,
-            &payload,
-            None,
-        )
-        .await?;
+        let record = Outgoing {
+            topic: topics::CDC_TABLE_SCHEMAS.name,
+            key: &schema.id,
+            payload: &payload,
+            timestamp_unix_millis: crate::unix_micros_now() / 1000,
+        };
+        send(&sink, record, None).await?;
     }
     sink.drained().await?;
     // Batches of rows: 4 batches in flight (1,024 rows) bound the memory the readers hold.
@@ -80,14 +79,15 @@ pub async fn publish_snapshot(
         let mut published = 0u64;
         while let Some(batch) = received.recv().await {
             for (key, payload) in batch.records() {
-                send(
-                    &sink,
-                    topics::CDC_CHANGES.name,
+                let record = Outgoing {
+                    topic: topics::CDC_CHANGES.name,
                     key,
                     payload,
-                    Some((batch.table.clone(), Operation::Read)),
-                )
-                .await?;
+                    // What encode_change wrote into the records as their `timestamp`.
+                    timestamp_unix_millis: batch.started_unix_millis(),
+                };
+                let change = Some((batch.table.clone(), Operation::Read));
+                send(&sink, record, change).await?;
                 published += 1;
             }
         }
@@ -109,13 +109,11 @@ pub async fn publish_snapshot(
 /// Hands a record to the sink, waiting while the producer's queue is full.
 async fn send(
     sink: &OrderedSink<KafkaProducer>,
-    topic: &str,
-    key: &str,
-    payload: &[u8],
+    record: Outgoing<'_>,
     change: Option<(std::sync::Arc<str>, crate::changes::Operation)>,
 ) -> Result<(), ConnectorError> {
     loop {
-        match sink.try_send(topic, key, payload, change.clone()) {
+        match sink.try_send(record, change.clone()) {
             Ok(()) => return Ok(()),
             Err(SendError::QueueFull) => tokio::time::sleep(Duration::from_millis(5)).await,
             Err(SendError::Failed(error)) => return Err(error),

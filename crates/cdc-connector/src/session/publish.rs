@@ -14,7 +14,7 @@ use crate::{
     incremental,
     metadata::{self, ChangeSchema},
     record,
-    sink::{RecordProducer, SendError},
+    sink::{Outgoing, RecordProducer, SendError},
     source::{catalog::Catalog, replication::ReplicationStream},
 };
 
@@ -152,8 +152,15 @@ where
         payload: &[u8],
         change: Option<(Arc<str>, Operation)>,
     ) -> Result<(), ConnectorError> {
+        let record = Outgoing {
+            topic,
+            key,
+            payload,
+            // The clock the record was encoded with: its `timestamp` field.
+            timestamp_unix_millis: self.clock_unix_millis,
+        };
         loop {
-            match self.sink.try_send(topic, key, payload, change.clone()) {
+            match self.sink.try_send(record, change.clone()) {
                 Ok(()) => {
                     // Replaying a large streamed transaction publishes for minutes without
                     // reading the stream: PostgreSQL must still hear from us, or its

@@ -298,6 +298,51 @@ async fn a_table_metadata_record_is_acknowledged_before_the_first_change_naming_
 }
 
 #[tokio::test]
+async fn a_records_kafka_timestamp_is_the_timestamp_it_carries() {
+    let before = crate::unix_micros_now() / 1000;
+    let ended = drive(None, FakeCatalog::default(), |server| async move {
+        server.send_wal(100, vec![relation(None)]);
+        server.send_wal(101, transaction(7, &["1", "2"], 200));
+        server.send_wal(300, streamed_transaction(8, &["3"], 400));
+        server.settle().await;
+        // The replay starts once everything before it is acknowledged.
+        server.producer.acknowledge_all();
+        server.settle().await;
+        let after = crate::unix_micros_now() / 1000;
+        let change_schema = platform::schemas::parse(platform::schemas::CDC_CHANGE).unwrap();
+        let sent = server.producer.sent.lock().unwrap();
+        let changes: Vec<_> = sent
+            .iter()
+            .filter(|record| record.topic == platform::topics::CDC_CHANGES.name)
+            .collect();
+        assert_eq!(changes.len(), 3, "two streamed changes and a replayed one");
+        for record in changes {
+            let mut datum = &record.payload[5..];
+            let value = apache_avro::reader::datum::GenericDatumReader::builder(&change_schema)
+                .build()
+                .and_then(|reader| reader.read_value(&mut datum))
+                .expect("decodes");
+            let apache_avro::types::Value::Record(fields) = value else {
+                panic!("a record: {value:?}");
+            };
+            let carried = fields
+                .iter()
+                .find_map(|(name, value)| match (name.as_str(), value) {
+                    ("timestamp", apache_avro::types::Value::TimestampMillis(millis)) => {
+                        Some(*millis)
+                    }
+                    _ => None,
+                })
+                .expect("a timestamp field");
+            assert_eq!(record.timestamp_unix_millis, carried, "{}", record.key);
+            assert!((before..=after).contains(&carried), "{carried}");
+        }
+    })
+    .await;
+    assert!(ended.is_none(), "{ended:?}");
+}
+
+#[tokio::test]
 async fn a_keepalive_inside_a_transaction_is_not_confirmed() {
     let ended = drive(None, FakeCatalog::default(), |mut server| async move {
         server.send_wal(100, vec![relation(None), begin(200, 7), insert(None, "1")]);

@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::{RecordProducer, SendError, ledger::Ledger};
+use super::{Outgoing, RecordProducer, SendError, ledger::Ledger};
 use crate::error::ConnectorError;
 
 /// One record handed to the fake producer.
@@ -10,6 +10,7 @@ pub struct SentRecord {
     pub topic: String,
     pub key: String,
     pub payload: Vec<u8>,
+    pub timestamp_unix_millis: i64,
     /// Whether it went to the producer [`RecordProducer::for_replay`] made.
     pub by_replay_producer: bool,
     sequence: u64,
@@ -81,7 +82,13 @@ impl FakeProducer {
 }
 
 impl RecordProducer for FakeProducer {
-    fn send(&self, topic: &str, key: &str, payload: &[u8], sequence: u64) -> Result<(), SendError> {
+    fn send(&self, record: Outgoing<'_>, sequence: u64) -> Result<(), SendError> {
+        let Outgoing {
+            topic,
+            key,
+            payload,
+            timestamp_unix_millis,
+        } = record;
         {
             let mut full = self.queue_full_for.lock().unwrap();
             if *full > 0 {
@@ -93,6 +100,7 @@ impl RecordProducer for FakeProducer {
             topic: topic.to_string(),
             key: key.to_string(),
             payload: payload.to_vec(),
+            timestamp_unix_millis,
             by_replay_producer: self.for_replays,
             sequence,
             ledger: self.ledger.clone(),

@@ -23,9 +23,10 @@ use crate::{changes::Operation, error::ConnectorError};
 /// Hands records to Kafka and reports each answer to its [`Ledger`]. A clone is the same
 /// producer.
 pub trait RecordProducer: Clone + Send + Sync + 'static {
-    /// Hands one record over; Kafka's answer goes to [`RecordProducer::ledger`] as
-    /// `ledger.answered(sequence, ..)`, from any thread, in any order.
-    fn send(&self, topic: &str, key: &str, payload: &[u8], sequence: u64) -> Result<(), SendError>;
+    /// Hands one record over, stamped `timestamp_unix_millis` (its Kafka timestamp); Kafka's
+    /// answer goes to [`RecordProducer::ledger`] as `ledger.answered(sequence, ..)`, from any
+    /// thread, in any order.
+    fn send(&self, record: Outgoing<'_>, sequence: u64) -> Result<(), SendError>;
 
     /// Where this producer reports its answers.
     fn ledger(&self) -> &Arc<Ledger>;
@@ -34,6 +35,17 @@ pub trait RecordProducer: Clone + Send + Sync + 'static {
     /// batching for throughput. Records of one key stay in order across the two only if one
     /// is drained before the other takes the next record: the session does so.
     fn for_replay(&self) -> impl Future<Output = Result<Self, ConnectorError>> + Send;
+}
+
+/// One record for Kafka.
+#[derive(Debug, Clone, Copy)]
+pub struct Outgoing<'a> {
+    pub topic: &'a str,
+    pub key: &'a str,
+    pub payload: &'a [u8],
+    /// Its Kafka timestamp (`CreateTime`): the `timestamp` the record itself carries, so a
+    /// consumer's time index and the record agree, and librdkafka reads no clock for it.
+    pub timestamp_unix_millis: i64,
 }
 
 pub enum SendError {
@@ -73,9 +85,7 @@ impl<P: RecordProducer> OrderedSink<P> {
 
     pub fn try_send(
         &self,
-        topic: &str,
-        key: &str,
-        payload: &[u8],
+        record: Outgoing<'_>,
         change: Option<(Arc<str>, Operation)>,
     ) -> Result<(), SendError> {
         let counter = change.map(|change| {
@@ -86,7 +96,7 @@ impl<P: RecordProducer> OrderedSink<P> {
         });
         let ledger = self.producer.ledger();
         let sequence = ledger.register(counter);
-        let sent = self.producer.send(topic, key, payload, sequence);
+        let sent = self.producer.send(record, sequence);
         if sent.is_err() {
             ledger.unregister_last();
         }

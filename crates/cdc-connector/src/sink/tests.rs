@@ -14,8 +14,17 @@ fn sink(start: Lsn) -> (OrderedSink<FakeProducer>, FakeProducer) {
     )
 }
 
+fn record(key: &str) -> Outgoing<'_> {
+    Outgoing {
+        topic: "t",
+        key,
+        payload: b"v",
+        timestamp_unix_millis: 0,
+    }
+}
+
 fn send(sink: &OrderedSink<FakeProducer>, key: &str) {
-    assert!(sink.try_send("t", key, b"v", None).is_ok());
+    assert!(sink.try_send(record(key), None).is_ok());
 }
 
 /// The acknowledged position: answers reach the ledger as they are given, no task in between.
@@ -128,7 +137,7 @@ async fn a_full_queue_is_reported_and_nothing_is_queued() {
     let (sink, producer) = sink(0);
     *producer.queue_full_for.lock().unwrap() = 1;
     assert!(matches!(
-        sink.try_send("t", "a", b"v", None),
+        sink.try_send(record("a"), None),
         Err(SendError::QueueFull)
     ));
     sink.checkpoint(10, None);
