@@ -43,8 +43,9 @@ pub struct Outgoing<'a> {
     pub topic: &'a str,
     pub key: &'a str,
     pub payload: &'a [u8],
-    /// Its Kafka timestamp (`CreateTime`): the `timestamp` the record itself carries, so a
-    /// consumer's time index and the record agree, and librdkafka reads no clock for it.
+    /// Its Kafka timestamp (`CreateTime`): when the connector made it, the `timestamp` a
+    /// change or message record carries, so a consumer's time index and the record agree,
+    /// and librdkafka reads no clock for it.
     pub timestamp_unix_millis: i64,
 }
 
