@@ -207,11 +207,11 @@ impl ProducerContext for AnsweringContext {
 impl RecordProducer for KafkaProducer {
     fn send(&self, record: Outgoing<'_>, sequence: u64) -> Result<(), SendError> {
         let topic = record.topic;
-        let record = BaseRecord::with_opaque_to(topic, sequence as usize)
+        let handed = BaseRecord::with_opaque_to(topic, sequence as usize)
             .key(record.key)
             .payload(record.payload)
             .timestamp(record.timestamp_unix_millis);
-        match self.producer.send(record) {
+        match self.producer.send(handed) {
             Ok(()) => Ok(()),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                 Err(SendError::QueueFull)
