@@ -791,7 +791,12 @@ impl Context<'_> {
 
     /// A value of `kind`, whose type is called `type_name` (for errors and the
     /// values that carry their type's name).
-    fn convert(&self, kind: Scalar, type_name: &str, utf8: &str) -> Result<TypedValue, DecodeError> {
+    fn convert(
+        &self,
+        kind: Scalar,
+        type_name: &str,
+        utf8: &str,
+    ) -> Result<TypedValue, DecodeError> {
         let invalid = |reason| DecodeError::invalid_value(type_name, utf8.as_bytes(), reason);
         let value = match kind {
             Scalar::Bool => match utf8 {
@@ -802,7 +807,9 @@ impl Context<'_> {
             Scalar::Int => {
                 TypedValue::Int(utf8.parse().map_err(|_| invalid("not a 32-bit integer"))?)
             }
-            Scalar::Long => TypedValue::Long(utf8.parse().map_err(|_| invalid("not a 64-bit integer"))?),
+            Scalar::Long => {
+                TypedValue::Long(utf8.parse().map_err(|_| invalid("not a 64-bit integer"))?)
+            }
             Scalar::Oid => {
                 let oid: u32 = utf8
                     .parse()

@@ -1222,5 +1222,8 @@ fn a_builtin_oid_has_the_kind_its_name_has() {
         assert_eq!(Scalar::of_builtin(oid), by_name, "OID {oid}");
         kinds += usize::from(by_name.is_some());
     }
-    assert_eq!(kinds, 27, "a built-in type with a conversion was added to one table only");
+    assert_eq!(
+        kinds, 27,
+        "a built-in type with a conversion was added to one table only"
+    );
 }
