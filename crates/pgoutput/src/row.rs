@@ -304,9 +304,10 @@ fn builtin_type_name(oid: u32) -> Option<&'static str> {
 }
 
 /// The types with a conversion of their own. Decided from a built-in OID by one jump table for
-/// every value of the common case (matching the name against each type's spelling cost 5 % of
-/// the connector's CPU on small transactions), and from a name where only a name is known: array
-/// elements, range subtypes, domains learned under their base type's name.
+/// every value of the common case, instead of comparing the type's name with each spelling
+/// (criterion's `typed_value` benchmarks: 4-6 ns less of 25-55 ns per value), and from a name
+/// where only a name is known: array elements, range subtypes, domains learned under their
+/// base type's name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Scalar {
     Bool,
