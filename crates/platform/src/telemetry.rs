@@ -111,6 +111,26 @@ pub async fn serve_with_shutdown(
     serve_listener(listen, router, HEADER_READ_TIMEOUT, shutdown).await
 }
 
+/// Connections the kernel completes and queues for a listener before it accepts them.
+/// tokio's `TcpListener::bind` asks for 1,024: when more clients connect at once (a fleet
+/// reconnecting after a deploy, a load balancer opening its pool), the kernel drops the
+/// handshakes beyond it and each of those clients retries a second later, so its first request
+/// waits a second or more. The kernel caps this at `net.core.somaxconn` (4,096 by default).
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listening socket on `listen` with [`LISTEN_BACKLOG`].
+pub fn listen_on(listen: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if listen.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As `TcpListener::bind` does: a restarted service may bind while old connections linger.
+    socket.set_reuseaddr(true)?;
+    socket.bind(listen)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// [`serve_with_shutdown`] with the head-read timeout given (tests shorten it).
 pub async fn serve_listener(
     listen: SocketAddr,
@@ -123,9 +143,8 @@ pub async fn serve_listener(
         server::{conn::auto::Builder, graceful::GracefulShutdown},
         service::TowerToHyperService,
     };
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    let listener =
+        listen_on(listen).map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     Ok(tokio::spawn(async move {
         let mut builder = Builder::new(TokioExecutor::new());
         builder
