@@ -60,6 +60,8 @@ pub struct Args {
     #[arg(long, env = "GATEWAY_DEDUP_WINDOW_SECS", default_value_t = 600)]
     pub dedup_window_secs: u64,
     /// Most event ids remembered for deduplication; beyond it the oldest are forgotten first.
+    /// The window's tables are reserved for this many at start-up, so that it never stalls
+    /// requests to grow (their pages are touched as ids arrive).
     #[arg(long, env = "GATEWAY_DEDUP_CAPACITY", default_value_t = 200_000)]
     pub dedup_capacity: usize,
     /// Seconds an event timestamp may lie in the future (client clock skew) before it is rejected.
