@@ -123,8 +123,8 @@ impl Busy {
 impl<R: Clone> Dedup<R> {
     /// A window remembering up to `capacity` ids, its tables allocated for that many now.
     /// Grown on demand, each doubling of the id table rehashed every id under the lock every
-    /// request takes: at 50,000 events/s the gateway stalled for tens of milliseconds each time
-    /// the table doubled, and every request in flight waited. The memory is only reserved: its
+    /// request takes: up to 38 ms with the default capacity, and every request in flight waited
+    /// (bench/gateway/NOTES.md). The memory is only reserved: its
     /// pages are touched as ids arrive, as a growing table would have touched them.
     pub fn new(window: Duration, capacity: usize) -> Self {
         let capacity = capacity.max(1);
