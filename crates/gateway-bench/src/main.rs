@@ -262,14 +262,17 @@ async fn reference_only(
         &log_dir.join("reference.log"),
     )
     .await?;
-    eprintln!(
+    // Through `note`: a test closes this stderr's pipe as soon as it reads "ready", maybe while
+    // the line is still being written (`eprintln!` writes it in pieces, and panicked on the
+    // closed pipe: exit status 101 instead of SIGTERM's 143).
+    note(format_args!(
         "reference gateway ready at {url} (process group {}, {workers} workers); stopping it in {} s",
         reference.pgid(),
         secs.as_secs()
-    );
+    ));
     tokio::time::sleep(secs).await;
     reference.stop().await;
-    eprintln!("reference gateway stopped");
+    note(format_args!("reference gateway stopped"));
     Ok(())
 }
 
