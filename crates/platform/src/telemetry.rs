@@ -118,7 +118,8 @@ pub async fn serve_with_shutdown(
 /// waits a second or more. The kernel caps this at `net.core.somaxconn` (4,096 by default).
 pub const LISTEN_BACKLOG: u32 = 4096;
 
-/// A listening socket on `listen` with [`LISTEN_BACKLOG`].
+/// A listening socket on `listen` with [`LISTEN_BACKLOG`]: every service's HTTP server
+/// ([`serve_listener`]) and the processor's SQL server listen through it.
 pub fn listen_on(listen: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     let socket = if listen.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?

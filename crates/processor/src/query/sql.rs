@@ -206,8 +206,7 @@ pub async fn serve(
 ) -> Result<(), ProcessorError> {
     let ctx = session(store, memory_limit_bytes)
         .map_err(|e| ProcessorError::Startup(format!("setting up the SQL engine: {e}")))?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
+    let listener = platform::telemetry::listen_on(listen)
         .map_err(|e| ProcessorError::Startup(format!("cannot listen for SQL on {listen}: {e}")))?;
     let connections = Arc::new(ConnectionManager::new());
     let handlers = Arc::new(Handlers {
